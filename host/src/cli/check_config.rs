@@ -1,0 +1,143 @@
+//! `outpost check-config FILE`: parse the config, compute every module's grant
+//! and compile and link each module, without running anything.
+
+use crate::agent::grant_for;
+use crate::config::Config;
+use crate::grants::Grant;
+use crate::runtime::{Runtime, Services};
+use serde::Serialize;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Arguments of `outpost check-config`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// The host config file.
+    config: PathBuf,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Serialize)]
+struct ModuleCheck {
+    module: String,
+    ok: bool,
+    error: Option<String>,
+    grant: Option<GrantSummary>,
+}
+
+#[derive(Serialize)]
+struct GrantSummary {
+    world: String,
+    directories: Vec<String>,
+    endpoints: Vec<String>,
+    uplink_streams: Vec<String>,
+    notify: bool,
+    state_quota_bytes: u64,
+    permissions: Vec<String>,
+    memory_mib: usize,
+    cpu_ms: u32,
+    wall_ms: u32,
+}
+
+impl From<&Grant> for GrantSummary {
+    fn from(g: &Grant) -> Self {
+        GrantSummary {
+            world: g.world.to_string(),
+            directories: g.directories.keys().cloned().collect(),
+            endpoints: g.endpoints.iter().map(ToString::to_string).collect(),
+            uplink_streams: g.uplink_streams.iter().cloned().collect(),
+            notify: g.notify,
+            state_quota_bytes: g.state_quota_bytes,
+            permissions: g.permissions.iter().map(ToString::to_string).collect(),
+            memory_mib: g.limits.memory_bytes >> 20,
+            cpu_ms: g.limits.cpu_ms,
+            wall_ms: g.limits.wall_ms,
+        }
+    }
+}
+
+pub fn exec(a: Args) -> anyhow::Result<ExitCode> {
+    let config = Config::load(&a.config)?;
+    let checks = super::tokio_runtime()?.block_on(check(&config))?;
+    let all_ok = checks.iter().all(|c| c.ok);
+    if a.json {
+        super::print_json(&checks)?;
+    } else {
+        println!("config {} parses", config.path.display());
+        for (name, path) in &config.directories {
+            let note = if path.is_dir() { "" } else { "  (MISSING)" };
+            println!("  directory {name} = {}{note}", path.display());
+        }
+        for c in &checks {
+            match (&c.grant, &c.error) {
+                (Some(g), None) => println!(
+                    "  module {}: ok ({} world; dirs [{}], endpoints [{}], streams [{}], notify {}, state {} B, permissions [{}]; {} MiB, {} ms cpu, {} ms wall)",
+                    c.module,
+                    g.world,
+                    g.directories.join(", "),
+                    g.endpoints.join(", "),
+                    g.uplink_streams.join(", "),
+                    g.notify,
+                    g.state_quota_bytes,
+                    g.permissions.join(", "),
+                    g.memory_mib,
+                    g.cpu_ms,
+                    g.wall_ms
+                ),
+                (_, Some(e)) => println!("  module {}: REFUSED: {e}", c.module),
+                _ => {}
+            }
+        }
+    }
+    Ok(if all_ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+async fn check(config: &Config) -> anyhow::Result<Vec<ModuleCheck>> {
+    // A scratch database: checking a config never touches the real state.
+    let scratch = tempfile_dir()?;
+    let db = crate::store::Db::open(&scratch)?;
+    let services = Services::new(
+        db,
+        crate::events::Events::default(),
+        config.instruments.clone(),
+        crate::net::tls_config(&[], false).map_err(anyhow::Error::msg)?,
+    );
+    let runtime = Runtime::new(services, config.policy.max_memory_mib)
+        .map_err(|e| anyhow::anyhow!("{e:#}"))?;
+    let mut out = Vec::new();
+    for m in &config.modules {
+        let res = grant_for(config, m).and_then(|(manifest, grant)| {
+            let summary = GrantSummary::from(&grant);
+            runtime.load(&m.name, &m.file, &manifest, grant)?;
+            Ok(summary)
+        });
+        out.push(match res {
+            Ok(g) => ModuleCheck {
+                module: m.name.clone(),
+                ok: true,
+                error: None,
+                grant: Some(g),
+            },
+            Err(e) => ModuleCheck {
+                module: m.name.clone(),
+                ok: false,
+                error: Some(format!("{e:#}")),
+                grant: None,
+            },
+        });
+    }
+    let _ = std::fs::remove_dir_all(&scratch);
+    Ok(out)
+}
+
+fn tempfile_dir() -> anyhow::Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("outpost-check-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}

@@ -1,0 +1,134 @@
+//! `outpost run --config FILE`: the foreground service.
+
+use crate::agent::Agent;
+use crate::config::Config;
+use crate::events::{Events, HostEvent};
+use crate::supervisor::Supervisor;
+use anyhow::Context;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use tokio::sync::broadcast;
+
+/// Arguments of `outpost run`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// The host config file.
+    #[arg(long)]
+    config: PathBuf,
+    /// Print events as JSON lines.
+    #[arg(long)]
+    json: bool,
+    /// Stop after this many seconds (default: run until interrupted).
+    #[arg(long)]
+    seconds: Option<u64>,
+}
+
+pub fn exec(a: Args) -> anyhow::Result<ExitCode> {
+    let config = Config::load(&a.config)?;
+    super::tokio_runtime()?.block_on(run(config, a.json, a.seconds))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Run a host from `config`, printing its events to stdout, until Ctrl-C or
+/// `seconds` elapse.
+pub async fn run(config: Config, json: bool, seconds: Option<u64>) -> anyhow::Result<()> {
+    let events = Events::default();
+    let rx = events.subscribe();
+    let path = config.path.clone();
+    let agent = Agent::build(config, events.clone())
+        .with_context(|| format!("while starting the host from {}", path.display()))?;
+    let supervisor = Supervisor::start(&agent, events);
+    serve(&supervisor, rx, json, seconds).await
+}
+
+/// Print events from `rx` while `supervisor` runs, until Ctrl-C or `seconds`
+/// elapse.
+pub async fn serve(
+    supervisor: &Supervisor,
+    mut rx: broadcast::Receiver<HostEvent>,
+    json: bool,
+    seconds: Option<u64>,
+) -> anyhow::Result<()> {
+    let _ = supervisor;
+    let stop = async {
+        match seconds {
+            Some(s) => tokio::time::sleep(std::time::Duration::from_secs(s)).await,
+            None => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    };
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            ev = rx.recv() => match ev {
+                Ok(ev) => print_event(&ev, json)?,
+                Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(_) => break,
+            },
+        }
+    }
+    Ok(())
+}
+
+fn print_event(ev: &HostEvent, json: bool) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    if json {
+        serde_json::to_writer(&mut out, ev)?;
+        writeln!(out)?;
+        return Ok(());
+    }
+    let line = match ev {
+        HostEvent::ModuleReady { module, world } => format!("ready       {module} ({world})"),
+        HostEvent::ModuleRefused { module, reason } => format!("REFUSED     {module}: {reason}"),
+        HostEvent::CallSucceeded {
+            module,
+            call,
+            summary,
+        } => format!("ok          {module}.{call} {summary}"),
+        HostEvent::ModuleFailed {
+            module,
+            reason,
+            consecutive,
+        } => {
+            format!("FAILED      {module}: {reason} (#{consecutive} in a row)")
+        }
+        HostEvent::ModuleRestarting { module, after_ms } => {
+            format!("restart     {module} in {after_ms} ms")
+        }
+        HostEvent::ModuleRecovered { module } => format!("recovered   {module}"),
+        HostEvent::ModuleQuarantined { module, failures } => {
+            format!("QUARANTINE  {module} after {failures} consecutive failures")
+        }
+        HostEvent::SettingProblem { code, text } => format!("SETTING     {code}: {text}"),
+        HostEvent::InstrumentAlert {
+            model,
+            serial,
+            severity,
+            code,
+            text,
+        } => {
+            format!("instrument  {model} {serial} {severity} {code}: {text}")
+        }
+        HostEvent::NotificationRaised {
+            module,
+            key,
+            severity,
+            title,
+        } => {
+            format!("notify      [{severity}] {title} ({module}/{key})")
+        }
+        HostEvent::NotificationCleared { module, key } => format!("cleared     {module}/{key}"),
+        HostEvent::RequestRefused {
+            module,
+            authority,
+            reason,
+        } => {
+            format!("DENIED      {module} -> {authority}: {reason}")
+        }
+    };
+    writeln!(out, "{line}")?;
+    Ok(())
+}

@@ -1,0 +1,241 @@
+//! The operator's host configuration (TOML).
+//!
+//! Every relative path is resolved against the directory of the config file.
+//! Unknown keys are refused so a typo never silently widens or narrows a policy.
+
+use crate::grants::Policy;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Default interval between scheduled collector runs.
+pub const DEFAULT_COLLECT_INTERVAL_SECS: u64 = 300;
+/// Default number of consecutive failures before a module is quarantined.
+pub const DEFAULT_MAX_CONSECUTIVE_FAILURES: u32 = 5;
+/// Default first restart delay after a failure.
+pub const DEFAULT_BACKOFF_INITIAL_MS: u64 = 1_000;
+/// Default cap of the restart delay.
+pub const DEFAULT_BACKOFF_MAX_MS: u64 = 300_000;
+
+/// Errors reading or checking a config file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        /// The config file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not a valid config.
+    #[error("config {path} is not valid: {message}")]
+    Invalid {
+        /// The config file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// The whole host configuration.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Config {
+    /// Where the host keeps its database and caches.
+    pub state_dir: PathBuf,
+    /// Facts about this site.
+    #[serde(default)]
+    pub site: Site,
+    /// Instruments attached to this PC (reported to modules by `host-info`).
+    #[serde(default, rename = "instrument")]
+    pub instruments: Vec<Instrument>,
+    /// Logical directory name → real path. Modules only ever see the names.
+    #[serde(default)]
+    pub directories: BTreeMap<String, PathBuf>,
+    /// The operator's policy for every module (deny by default).
+    #[serde(default)]
+    pub policy: Policy,
+    /// Outbound network settings.
+    #[serde(default)]
+    pub network: Network,
+    /// Scheduling, restart and quarantine.
+    #[serde(default)]
+    pub supervisor: SupervisorConfig,
+    /// Modules to run.
+    #[serde(default, rename = "module")]
+    pub modules: Vec<ModuleConfig>,
+    /// The directory the config file lives in (paths resolve against it).
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+    /// The config file itself.
+    #[serde(skip)]
+    pub path: PathBuf,
+}
+
+/// Facts about this site that change what modules may do.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Site {
+    /// Whether this PC holds patient data (file transfer is then never offered).
+    #[serde(default = "yes")]
+    pub holds_patient_data: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// An instrument attached to the PC.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Instrument {
+    /// Model name.
+    pub model: String,
+    /// Serial number.
+    pub serial: String,
+}
+
+/// Outbound network settings for modules' `wasi:http` requests.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Network {
+    /// PEM files with extra trust anchors (in addition to the built-in web PKI roots).
+    #[serde(default)]
+    pub extra_ca_files: Vec<PathBuf>,
+    /// Use only `extra-ca-files`, not the built-in roots (private PKI).
+    #[serde(default)]
+    pub only_extra_cas: bool,
+}
+
+/// Supervisor settings.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct SupervisorConfig {
+    /// Seconds between scheduled collector runs.
+    pub collect_interval_secs: u64,
+    /// Consecutive failures before quarantine.
+    pub max_consecutive_failures: u32,
+    /// First restart delay after a failure.
+    pub backoff_initial_ms: u64,
+    /// Cap of the restart delay.
+    pub backoff_max_ms: u64,
+}
+
+impl Default for SupervisorConfig {
+    fn default() -> Self {
+        SupervisorConfig {
+            collect_interval_secs: DEFAULT_COLLECT_INTERVAL_SECS,
+            max_consecutive_failures: DEFAULT_MAX_CONSECUTIVE_FAILURES,
+            backoff_initial_ms: DEFAULT_BACKOFF_INITIAL_MS,
+            backoff_max_ms: DEFAULT_BACKOFF_MAX_MS,
+        }
+    }
+}
+
+/// One module to run.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct ModuleConfig {
+    /// The name the operator installed the module under; must equal the manifest's.
+    pub name: String,
+    /// The component file.
+    pub file: PathBuf,
+    /// The manifest beside it (until signed modules carry it inside, issue #3).
+    /// Defaults to the component file with the extension `.toml`.
+    #[serde(default)]
+    pub manifest: Option<PathBuf>,
+    /// A narrower policy for this module only (intersected with the global one).
+    #[serde(default)]
+    pub policy: Option<Policy>,
+}
+
+impl ModuleConfig {
+    /// The manifest path, resolved.
+    pub fn manifest_path(&self) -> PathBuf {
+        self.manifest
+            .clone()
+            .unwrap_or_else(|| self.file.with_extension("toml"))
+    }
+}
+
+impl Config {
+    /// Read and check a config file; relative paths are resolved against its directory.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parse config text as if it were read from `path`.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid {
+            path: path.to_owned(),
+            message,
+        };
+        let mut cfg: Config = toml::from_str(text).map_err(|e| invalid(e.to_string()))?;
+        let base = path
+            .parent()
+            .map(|p| {
+                if p.as_os_str().is_empty() {
+                    Path::new(".")
+                } else {
+                    p
+                }
+            })
+            .unwrap_or(Path::new("."))
+            .to_owned();
+        let abs = |p: &Path| {
+            if p.is_absolute() {
+                p.to_owned()
+            } else {
+                base.join(p)
+            }
+        };
+        cfg.state_dir = abs(&cfg.state_dir);
+        for p in cfg.directories.values_mut() {
+            *p = abs(p);
+        }
+        for p in &mut cfg.network.extra_ca_files {
+            *p = abs(p);
+        }
+        for m in &mut cfg.modules {
+            m.file = abs(&m.file);
+            m.manifest = Some(abs(&m.manifest_path()));
+        }
+        for name in cfg.directories.keys() {
+            if !outpost_signing::manifest::valid_name(name) {
+                return Err(invalid(format!(
+                    "directory name {name:?} must be a logical name of a-z, 0-9 and '-'"
+                )));
+            }
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for m in &cfg.modules {
+            if !seen.insert(m.name.clone()) {
+                return Err(invalid(format!("module {:?} is listed twice", m.name)));
+            }
+        }
+        let s = &cfg.supervisor;
+        if s.collect_interval_secs == 0
+            || s.max_consecutive_failures == 0
+            || s.backoff_initial_ms == 0
+        {
+            return Err(invalid(
+                "supervisor: collect-interval-secs, max-consecutive-failures and backoff-initial-ms must be above zero".into(),
+            ));
+        }
+        cfg.policy.validate().map_err(invalid)?;
+        for m in &cfg.modules {
+            if let Some(p) = &m.policy {
+                p.validate()
+                    .map_err(|e| invalid(format!("module {:?}: {e}", m.name)))?;
+            }
+        }
+        cfg.base_dir = base;
+        cfg.path = path.to_owned();
+        Ok(cfg)
+    }
+}

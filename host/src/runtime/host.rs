@@ -1,0 +1,247 @@
+//! The host side of the `outpost:agent` interfaces. Each function acts for the
+//! calling module only: the module name and grant come from the store, never
+//! from the module's arguments.
+
+use super::bindings::{host_events, host_info, log, notify, state, types, uplink};
+use super::sandbox::HostState;
+use crate::events::HostEvent;
+use crate::store::notifications::{NotifyError, truncate};
+use crate::store::spool::MAX_BATCH_RECORDS;
+use crate::store::state::{ModuleState, StateError};
+use types::Severity;
+
+/// Longest module log line kept (bytes).
+pub const MAX_LOG_LINE_BYTES: usize = 4096;
+
+/// Severity as the lowercase name used in storage and events.
+pub fn severity_name(s: Severity) -> &'static str {
+    match s {
+        Severity::Debug => "debug",
+        Severity::Info => "info",
+        Severity::Notice => "notice",
+        Severity::Warning => "warning",
+        Severity::Error => "error",
+        Severity::Critical => "critical",
+    }
+}
+
+fn severity_from_name(s: &str) -> Severity {
+    match s {
+        "debug" => Severity::Debug,
+        "info" => Severity::Info,
+        "notice" => Severity::Notice,
+        "warning" => Severity::Warning,
+        "error" => Severity::Error,
+        _ => Severity::Critical,
+    }
+}
+
+impl HostState {
+    fn state(&self) -> ModuleState {
+        ModuleState::new(
+            self.module.services.db.clone(),
+            &self.module.name,
+            self.module.grant.state_quota_bytes,
+        )
+    }
+}
+
+impl types::Host for HostState {}
+impl host_events::Host for HostState {}
+
+impl host_info::Host for HostState {
+    fn agent_version(&mut self) -> wasmtime::Result<String> {
+        Ok(env!("CARGO_PKG_VERSION").to_owned())
+    }
+
+    fn instruments(&mut self) -> wasmtime::Result<Vec<types::Instrument>> {
+        Ok(self
+            .module
+            .services
+            .instruments
+            .iter()
+            .map(|i| types::Instrument {
+                model: i.model.clone(),
+                serial: i.serial.clone(),
+            })
+            .collect())
+    }
+
+    fn module_name(&mut self) -> wasmtime::Result<String> {
+        Ok(self.module.name.to_string())
+    }
+}
+
+impl log::Host for HostState {
+    fn write(&mut self, level: Severity, message: String) -> wasmtime::Result<()> {
+        let m = truncate(&message, MAX_LOG_LINE_BYTES);
+        let module = &*self.module.name;
+        match level {
+            Severity::Debug => tracing::debug!(target: "outpost.module", module, "{m}"),
+            Severity::Info | Severity::Notice => {
+                tracing::info!(target: "outpost.module", module, "{m}")
+            }
+            Severity::Warning => tracing::warn!(target: "outpost.module", module, "{m}"),
+            Severity::Error | Severity::Critical => {
+                tracing::error!(target: "outpost.module", module, "{m}")
+            }
+        }
+        Ok(())
+    }
+}
+
+fn state_err(e: StateError) -> state::StateError {
+    match e {
+        StateError::QuotaExceeded(q) => state::StateError::QuotaExceeded(q),
+        StateError::InvalidKey => state::StateError::InvalidKey,
+        StateError::Db(e) => state::StateError::Unavailable(e.to_string()),
+    }
+}
+
+impl state::Host for HostState {
+    fn get(&mut self, key: String) -> wasmtime::Result<Option<Vec<u8>>> {
+        // A read failure is a host fault, not something the module can handle.
+        Ok(self.state().get(&key)?)
+    }
+
+    fn set(
+        &mut self,
+        key: String,
+        value: Vec<u8>,
+    ) -> wasmtime::Result<Result<(), state::StateError>> {
+        Ok(self.state().set(&key, &value).map_err(state_err))
+    }
+
+    fn delete(&mut self, key: String) -> wasmtime::Result<Result<(), state::StateError>> {
+        Ok(self.state().delete(&key).map_err(state_err))
+    }
+
+    fn keys(&mut self, prefix: String) -> wasmtime::Result<Vec<String>> {
+        Ok(self.state().keys(&prefix)?)
+    }
+}
+
+impl uplink::Host for HostState {
+    fn enqueue(
+        &mut self,
+        stream: String,
+        batch: Vec<uplink::Record>,
+    ) -> wasmtime::Result<Result<u64, uplink::UplinkError>> {
+        let grant = &self.module.grant;
+        if !grant.uplink_streams.contains(&stream) {
+            return Ok(Err(uplink::UplinkError::StreamNotGranted(stream)));
+        }
+        if batch.is_empty() || batch.len() > MAX_BATCH_RECORDS {
+            return Ok(Err(uplink::UplinkError::BatchTooLarge(
+                MAX_BATCH_RECORDS as u32,
+            )));
+        }
+        let body = serde_json::to_vec(&batch)?;
+        let services = &self.module.services;
+        let seq = match services
+            .spool
+            .append(&self.module.name, &stream, batch.len(), &body)
+        {
+            Ok(seq) => seq,
+            Err(e) => return Ok(Err(uplink::UplinkError::Unavailable(e.to_string()))),
+        };
+        for r in &batch {
+            if let uplink::Record::Event(e) = r
+                && matches!(
+                    e.severity,
+                    Severity::Warning | Severity::Error | Severity::Critical
+                )
+            {
+                services.events.emit(HostEvent::InstrumentAlert {
+                    model: e.instrument.model.clone(),
+                    serial: e.instrument.serial.clone(),
+                    severity: severity_name(e.severity).to_owned(),
+                    code: e.code.clone(),
+                    text: e.text.clone(),
+                });
+            }
+        }
+        Ok(Ok(seq))
+    }
+}
+
+fn notify_err(e: NotifyError) -> notify::NotifyError {
+    match e {
+        NotifyError::InvalidKey => notify::NotifyError::InvalidKey,
+        NotifyError::TooManyActive(n) => notify::NotifyError::TooManyActive(n),
+        NotifyError::Db(e) => notify::NotifyError::Unavailable(e.to_string()),
+    }
+}
+
+fn ts(seconds: i64) -> types::Timestamp {
+    types::Timestamp {
+        seconds,
+        nanoseconds: 0,
+    }
+}
+
+impl notify::Host for HostState {
+    fn raise(
+        &mut self,
+        n: notify::Notification,
+    ) -> wasmtime::Result<Result<(), notify::NotifyError>> {
+        let services = &self.module.services;
+        let severity = severity_name(n.severity);
+        let res =
+            services
+                .notifications
+                .raise(&self.module.name, &n.key, severity, &n.title, &n.body);
+        Ok(match res {
+            Ok(_) => {
+                services.events.emit(HostEvent::NotificationRaised {
+                    module: self.module.name.to_string(),
+                    key: n.key,
+                    severity: severity.to_owned(),
+                    title: truncate(&n.title, crate::store::notifications::MAX_TITLE_BYTES)
+                        .to_owned(),
+                });
+                Ok(())
+            }
+            Err(e) => Err(notify_err(e)),
+        })
+    }
+
+    fn clear(&mut self, key: String) -> wasmtime::Result<Result<bool, notify::NotifyError>> {
+        let services = &self.module.services;
+        Ok(
+            match services.notifications.clear(&self.module.name, &key) {
+                Ok(was) => {
+                    if was {
+                        services.events.emit(HostEvent::NotificationCleared {
+                            module: self.module.name.to_string(),
+                            key,
+                        });
+                    }
+                    Ok(was)
+                }
+                Err(e) => Err(notify_err(e)),
+            },
+        )
+    }
+
+    fn active(&mut self) -> wasmtime::Result<Vec<notify::ActiveNotification>> {
+        let list = self
+            .module
+            .services
+            .notifications
+            .active(Some(&self.module.name))?;
+        Ok(list
+            .into_iter()
+            .map(|n| notify::ActiveNotification {
+                notification: notify::Notification {
+                    key: n.key,
+                    severity: severity_from_name(&n.severity),
+                    title: n.title,
+                    body: n.body,
+                },
+                raised_at: ts(n.raised_at),
+                updated_at: ts(n.updated_at),
+            })
+            .collect())
+    }
+}

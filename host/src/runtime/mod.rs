@@ -1,0 +1,532 @@
+//! Loading and running components.
+//!
+//! One [`wasmtime::Engine`] with the pooling allocator and epoch interruption.
+//! Each module is compiled once and pre-linked into an `InstancePre` against a
+//! linker that holds only the interfaces its grant covers. Every call gets a
+//! fresh `Store` and instance (see ARCHITECTURE.md: "a store per call"), so a
+//! trap, a deadline or a memory-limit hit ends that call and leaves nothing
+//! behind.
+
+pub mod bindings;
+mod host;
+pub mod sandbox;
+pub mod stdio;
+
+pub use host::severity_name;
+pub use sandbox::{HostState, ModuleCtx};
+
+use crate::config::Instrument;
+use crate::events::Events;
+use crate::grants::{Grant, ImportError, check_imports};
+use crate::store::Db;
+use crate::store::notifications::Notifications;
+use crate::store::spool::Spool;
+use bindings::collector::exports::outpost::agent::collect::{CollectReport, Trigger};
+use bindings::host_events::HostEvent as WitHostEvent;
+use bindings::session_policy::exports::outpost::agent::policy::{Decision, SupportRequest};
+use outpost_signing::manifest::{Manifest, World};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{
+    Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap, UpdateDeadline,
+};
+
+/// Epoch tick period; CPU deadlines are counted in these ticks.
+pub const EPOCH_TICK_MS: u64 = 10;
+/// Concurrent instances the pooling allocator holds.
+pub const POOL_INSTANCES: u32 = 32;
+/// Most wasm stack a call may use.
+pub const MAX_WASM_STACK_BYTES: usize = 1 << 20;
+
+/// What the host offers to modules, shared by all calls.
+pub struct Services {
+    /// The embedded database.
+    pub db: Db,
+    /// The notification centre.
+    pub notifications: Notifications,
+    /// The uplink spool.
+    pub spool: Spool,
+    /// The event bus.
+    pub events: Events,
+    /// Instruments for `host-info`.
+    pub instruments: Vec<Instrument>,
+    /// TLS client configuration for modules' HTTPS.
+    pub tls: Arc<rustls::ClientConfig>,
+}
+
+impl Services {
+    /// Services over `db`.
+    pub fn new(
+        db: Db,
+        events: Events,
+        instruments: Vec<Instrument>,
+        tls: Arc<rustls::ClientConfig>,
+    ) -> Arc<Services> {
+        Arc::new(Services {
+            notifications: Notifications::new(db.clone()),
+            spool: Spool::new(db.clone()),
+            db,
+            events,
+            instruments,
+            tls,
+        })
+    }
+}
+
+/// Why a module could not be loaded. Each names the module or file.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The file could not be read.
+    #[error("cannot read module file {path}: {source}")]
+    Read {
+        /// File.
+        path: PathBuf,
+        /// I/O error.
+        source: std::io::Error,
+    },
+    /// The installed name and the manifest's name differ.
+    #[error("module installed as `{installed}` but its manifest names `{manifest}`")]
+    NameMismatch {
+        /// Name in the host config.
+        installed: String,
+        /// Name in the manifest.
+        manifest: String,
+    },
+    /// Not a valid component for this engine.
+    #[error("module `{module}` ({path}) is not a valid component: {message}")]
+    Compile {
+        /// Module.
+        module: String,
+        /// File.
+        path: PathBuf,
+        /// Compiler message.
+        message: String,
+    },
+    /// Imports outside its world or grant.
+    #[error(transparent)]
+    Imports(#[from] ImportError),
+    /// Linking or export checking failed.
+    #[error("module `{module}` cannot be linked as a {world} module: {message}")]
+    Link {
+        /// Module.
+        module: String,
+        /// World.
+        world: World,
+        /// Linker message.
+        message: String,
+    },
+}
+
+/// Why one call failed. The host carries on in every case.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum CallError {
+    /// The CPU budget of the call ran out.
+    #[error("cpu deadline of {0} ms exceeded")]
+    CpuDeadline(u32),
+    /// The wall-clock budget of the call ran out.
+    #[error("wall-clock deadline of {0} ms exceeded")]
+    WallDeadline(u32),
+    /// The module tried to grow memory past its cap and then failed.
+    #[error("memory limit of {0} MiB reached")]
+    MemoryLimit(usize),
+    /// The module trapped (panic, stack overflow, unreachable, ...).
+    #[error("trap: {0}")]
+    Trap(String),
+    /// A sandbox for the call could not be set up.
+    #[error("cannot start call: {0}")]
+    Setup(String),
+    /// The module returned an error result.
+    #[error("module error: {0}")]
+    Module(String),
+}
+
+enum WorldPre {
+    Collector(bindings::collector::CollectorPre<HostState>),
+    Notifier(bindings::notifier::NotifierPre<HostState>),
+    SessionPolicy(bindings::session_policy::SessionPolicyPre<HostState>),
+}
+
+/// A compiled, linked module ready to be called.
+pub struct LoadedModule {
+    ctx: Arc<ModuleCtx>,
+    pre: WorldPre,
+    /// The component's imports (names), for `inspect` and diagnostics.
+    pub imports: Vec<String>,
+    /// The component's exports (names).
+    pub exports: Vec<String>,
+}
+
+impl LoadedModule {
+    /// The module's name.
+    pub fn name(&self) -> &str {
+        &self.ctx.name
+    }
+
+    /// The module's grant.
+    pub fn grant(&self) -> &Grant {
+        &self.ctx.grant
+    }
+
+    /// The module's world.
+    pub fn world(&self) -> World {
+        self.ctx.grant.world
+    }
+}
+
+/// Keeps the epoch ticking only while calls run, so an idle host does not
+/// wake up at all.
+struct Ticker {
+    active: AtomicUsize,
+    closed: AtomicBool,
+    wake: tokio::sync::Notify,
+}
+
+struct TickGuard(Arc<Ticker>);
+
+impl Drop for TickGuard {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// The component runtime.
+pub struct Runtime {
+    engine: Engine,
+    services: Arc<Services>,
+    ticker: Arc<Ticker>,
+}
+
+/// Names of a component's imports and exports.
+pub fn component_interfaces(engine: &Engine, component: &Component) -> (Vec<String>, Vec<String>) {
+    let ty = component.component_type();
+    let imports = ty.imports(engine).map(|(n, _)| n.to_owned()).collect();
+    let exports = ty.exports(engine).map(|(n, _)| n.to_owned()).collect();
+    (imports, exports)
+}
+
+/// An engine configured like the host's (pooling allocator, epochs).
+pub fn new_engine(max_memory_mib: u32) -> wasmtime::Result<Engine> {
+    let mut pool = PoolingAllocationConfig::new();
+    pool.total_component_instances(POOL_INSTANCES)
+        .total_core_instances(POOL_INSTANCES * 16)
+        .total_memories(POOL_INSTANCES * 4)
+        .total_tables(POOL_INSTANCES * 16)
+        .total_stacks(POOL_INSTANCES)
+        .max_core_instances_per_component(32)
+        .max_memories_per_component(8)
+        .max_tables_per_component(32)
+        .max_memory_size((max_memory_mib as usize) << 20);
+    let mut cfg = wasmtime::Config::new();
+    cfg.wasm_component_model(true)
+        .epoch_interruption(true)
+        .max_wasm_stack(MAX_WASM_STACK_BYTES)
+        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    Engine::new(&cfg)
+}
+
+impl Runtime {
+    /// A runtime whose memory slots allow up to `max_memory_mib` per module.
+    /// Starts the epoch ticker on the current tokio runtime.
+    pub fn new(services: Arc<Services>, max_memory_mib: u32) -> wasmtime::Result<Runtime> {
+        let engine = new_engine(max_memory_mib)?;
+        let ticker = Arc::new(Ticker {
+            active: AtomicUsize::new(0),
+            closed: AtomicBool::new(false),
+            wake: tokio::sync::Notify::new(),
+        });
+        let t = ticker.clone();
+        let eng = engine.clone();
+        tokio::spawn(async move {
+            while !t.closed.load(Ordering::SeqCst) {
+                if t.active.load(Ordering::SeqCst) == 0 {
+                    t.wake.notified().await;
+                    continue;
+                }
+                tokio::time::sleep(Duration::from_millis(EPOCH_TICK_MS)).await;
+                eng.increment_epoch();
+            }
+        });
+        Ok(Runtime {
+            engine,
+            services,
+            ticker,
+        })
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// The host services.
+    pub fn services(&self) -> &Arc<Services> {
+        &self.services
+    }
+
+    /// Compile `file` and link it under `grant`. `installed_name` is the name the
+    /// operator installed the module under; it must match the manifest's.
+    pub fn load(
+        &self,
+        installed_name: &str,
+        file: &Path,
+        manifest: &Manifest,
+        grant: Grant,
+    ) -> Result<LoadedModule, LoadError> {
+        if manifest.name != installed_name {
+            return Err(LoadError::NameMismatch {
+                installed: installed_name.to_owned(),
+                manifest: manifest.name.clone(),
+            });
+        }
+        let bytes = std::fs::read(file).map_err(|source| LoadError::Read {
+            path: file.to_owned(),
+            source,
+        })?;
+        let component = Component::new(&self.engine, &bytes).map_err(|e| LoadError::Compile {
+            module: installed_name.to_owned(),
+            path: file.to_owned(),
+            message: format!("{e:#}"),
+        })?;
+        self.link(component, grant)
+    }
+
+    /// Link an already compiled component under `grant`.
+    pub fn link(&self, component: Component, grant: Grant) -> Result<LoadedModule, LoadError> {
+        let (imports, exports) = component_interfaces(&self.engine, &component);
+        check_imports(imports.iter().map(String::as_str), &grant)?;
+        let link_err = |e: wasmtime::Error| LoadError::Link {
+            module: grant.module.clone(),
+            world: grant.world,
+            message: format!("{e:#}"),
+        };
+        let linker = self.linker_for(&grant).map_err(link_err)?;
+        let instance_pre = linker.instantiate_pre(&component).map_err(link_err)?;
+        let pre = match grant.world {
+            World::Collector => WorldPre::Collector(
+                bindings::collector::CollectorPre::new(instance_pre).map_err(link_err)?,
+            ),
+            World::Notifier => WorldPre::Notifier(
+                bindings::notifier::NotifierPre::new(instance_pre).map_err(link_err)?,
+            ),
+            World::SessionPolicy => WorldPre::SessionPolicy(
+                bindings::session_policy::SessionPolicyPre::new(instance_pre).map_err(link_err)?,
+            ),
+        };
+        Ok(LoadedModule {
+            ctx: Arc::new(ModuleCtx {
+                name: grant.module.as_str().into(),
+                grant: Arc::new(grant),
+                services: self.services.clone(),
+            }),
+            pre,
+            imports,
+            exports,
+        })
+    }
+
+    /// A linker with the sandbox baseline plus exactly the interfaces the grant covers.
+    fn linker_for(&self, grant: &Grant) -> wasmtime::Result<Linker<HostState>> {
+        use bindings::{host_events, host_info, log, notify, state, types, uplink};
+        let mut l = Linker::<HostState>::new(&self.engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut l)?;
+        types::add_to_linker::<_, HasSelf<_>>(&mut l, |s| s)?;
+        host_info::add_to_linker::<_, HasSelf<_>>(&mut l, |s| s)?;
+        log::add_to_linker::<_, HasSelf<_>>(&mut l, |s| s)?;
+        if grant.state_quota_bytes > 0 {
+            state::add_to_linker::<_, HasSelf<_>>(&mut l, |s| s)?;
+        }
+        match grant.world {
+            World::Collector => {
+                if !grant.uplink_streams.is_empty() {
+                    uplink::add_to_linker::<_, HasSelf<_>>(&mut l, |s| s)?;
+                }
+            }
+            World::Notifier => {
+                host_events::add_to_linker::<_, HasSelf<_>>(&mut l, |s| s)?;
+                if grant.notify {
+                    notify::add_to_linker::<_, HasSelf<_>>(&mut l, |s| s)?;
+                }
+            }
+            World::SessionPolicy => {}
+        }
+        if !grant.endpoints.is_empty() && grant.world != World::Notifier {
+            wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut l)?;
+        }
+        Ok(l)
+    }
+
+    fn new_store(&self, m: &LoadedModule) -> Result<Store<HostState>, CallError> {
+        let limits = m.ctx.grant.limits;
+        let cpu_ticks = u64::from(limits.cpu_ms).div_ceil(EPOCH_TICK_MS).max(1);
+        let data = HostState::new(m.ctx.clone(), cpu_ticks)
+            .map_err(|e| CallError::Setup(e.to_string()))?;
+        let mut store = Store::new(&self.engine, data);
+        store.limiter(|s| &mut s.memory);
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(|mut ctx| {
+            let s = ctx.data_mut();
+            s.cpu_ticks_used += 1;
+            if s.cpu_ticks_used > s.cpu_ticks_max {
+                s.cpu_exceeded = true;
+                return Err(Trap::Interrupt.into());
+            }
+            Ok(UpdateDeadline::Yield(1))
+        });
+        Ok(store)
+    }
+
+    fn tick(&self) -> TickGuard {
+        if self.ticker.active.fetch_add(1, Ordering::SeqCst) == 0 {
+            self.ticker.wake.notify_one();
+        }
+        TickGuard(self.ticker.clone())
+    }
+
+    /// Call `collect` on a collector module.
+    #[tracing::instrument(name = "outpost.call.collect", skip_all, fields(module = m.name()))]
+    pub async fn collect(
+        &self,
+        m: &LoadedModule,
+        trigger: Trigger,
+    ) -> Result<CollectReport, CallError> {
+        let WorldPre::Collector(pre) = &m.pre else {
+            return Err(CallError::Setup(format!(
+                "module `{}` is not a collector",
+                m.name()
+            )));
+        };
+        let mut store = self.new_store(m)?;
+        let _tick = self.tick();
+        let wall = m.ctx.grant.limits.wall_ms;
+        let res = tokio::time::timeout(Duration::from_millis(wall.into()), async {
+            let inst = pre.instantiate_async(&mut store).await?;
+            inst.outpost_agent_collect()
+                .call_collect(&mut store, trigger)
+                .await
+        })
+        .await;
+        finish(res, &store, wall)?.map_err(CallError::Module)
+    }
+
+    /// Deliver a host event to a notifier module.
+    #[tracing::instrument(name = "outpost.call.on_event", skip_all, fields(module = m.name()))]
+    pub async fn on_event(&self, m: &LoadedModule, event: WitHostEvent) -> Result<(), CallError> {
+        let WorldPre::Notifier(pre) = &m.pre else {
+            return Err(CallError::Setup(format!(
+                "module `{}` is not a notifier",
+                m.name()
+            )));
+        };
+        let mut store = self.new_store(m)?;
+        let _tick = self.tick();
+        let wall = m.ctx.grant.limits.wall_ms;
+        let res = tokio::time::timeout(Duration::from_millis(wall.into()), async {
+            let inst = pre.instantiate_async(&mut store).await?;
+            inst.outpost_agent_notify_handler()
+                .call_on_event(&mut store, &event)
+                .await
+        })
+        .await;
+        finish(res, &store, wall)?.map_err(CallError::Module)
+    }
+
+    /// Ask a session-policy module to decide a support request. The decision is
+    /// narrowed to the permissions the grant allows before it is returned.
+    #[tracing::instrument(name = "outpost.call.evaluate", skip_all, fields(module = m.name()))]
+    pub async fn evaluate(
+        &self,
+        m: &LoadedModule,
+        request: SupportRequest,
+    ) -> Result<Decision, CallError> {
+        let WorldPre::SessionPolicy(pre) = &m.pre else {
+            return Err(CallError::Setup(format!(
+                "module `{}` is not a session policy",
+                m.name()
+            )));
+        };
+        let mut store = self.new_store(m)?;
+        let _tick = self.tick();
+        let wall = m.ctx.grant.limits.wall_ms;
+        let requested = request.permissions.clone();
+        let res = tokio::time::timeout(Duration::from_millis(wall.into()), async {
+            let inst = pre.instantiate_async(&mut store).await?;
+            inst.outpost_agent_policy()
+                .call_evaluate(&mut store, &request)
+                .await
+        })
+        .await;
+        let mut decision = finish(res, &store, wall)?;
+        let granted = &m.ctx.grant.permissions;
+        decision
+            .offer
+            .retain(|p| requested.contains(p) && granted.contains(&policy_permission(*p)));
+        if !decision.allow {
+            decision.offer.clear();
+        }
+        Ok(decision)
+    }
+
+    /// Instantiate a module in a fresh store and drop it: the per-call fixed cost
+    /// (for benchmarks).
+    pub async fn instantiate_only(&self, m: &LoadedModule) -> Result<(), CallError> {
+        let mut store = self.new_store(m)?;
+        let r = match &m.pre {
+            WorldPre::Collector(p) => p.instance_pre().instantiate_async(&mut store).await,
+            WorldPre::Notifier(p) => p.instance_pre().instantiate_async(&mut store).await,
+            WorldPre::SessionPolicy(p) => p.instance_pre().instantiate_async(&mut store).await,
+        };
+        r.map(|_| ())
+            .map_err(|e| CallError::Setup(format!("{e:#}")))
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.ticker.closed.store(true, Ordering::SeqCst);
+        self.ticker.wake.notify_one();
+    }
+}
+
+fn policy_permission(
+    p: bindings::session_policy::exports::outpost::agent::policy::Permission,
+) -> outpost_signing::Permission {
+    use bindings::session_policy::exports::outpost::agent::policy::Permission as P;
+    match p {
+        P::View => outpost_signing::Permission::View,
+        P::Control => outpost_signing::Permission::Control,
+        P::FileTransfer => outpost_signing::Permission::FileTransfer,
+    }
+}
+
+/// Turn the outcome of a call into a [`CallError`] that says what happened.
+fn finish<R>(
+    res: Result<wasmtime::Result<R>, tokio::time::error::Elapsed>,
+    store: &Store<HostState>,
+    wall_ms: u32,
+) -> Result<R, CallError> {
+    let data = store.data();
+    match res {
+        Err(_) => Err(CallError::WallDeadline(wall_ms)),
+        Ok(Ok(r)) => Ok(r),
+        Ok(Err(e)) => {
+            if data.cpu_exceeded {
+                Err(CallError::CpuDeadline(data.module.grant.limits.cpu_ms))
+            } else if data.memory.denied {
+                Err(CallError::MemoryLimit(
+                    data.module.grant.limits.memory_bytes >> 20,
+                ))
+            } else if let Some(trap) = e.downcast_ref::<Trap>() {
+                Err(CallError::Trap(trap.to_string()))
+            } else {
+                // Host faults and guest exits; keep the first line only.
+                let text = format!("{e:#}");
+                Err(CallError::Trap(
+                    text.lines().next().unwrap_or("").to_owned(),
+                ))
+            }
+        }
+    }
+}

@@ -1,0 +1,109 @@
+//! The host's embedded database: module state, notifications and the uplink
+//! spool in one SQLite file (WAL, synchronous=FULL so a committed write
+//! survives a power cut).
+//!
+//! Architecture Invariant: every table is keyed by module name and every query
+//! a module can cause is scoped to the calling module by the host, never by the
+//! module.
+
+pub mod notifications;
+pub mod spool;
+pub mod state;
+
+use rusqlite::Connection;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// Database file name inside the state directory.
+pub const DB_FILE: &str = "outpost.db";
+
+/// Errors from the embedded database.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// The state directory or database could not be opened or migrated.
+    #[error("cannot open database {path}: {message}")]
+    Open {
+        /// The database file.
+        path: PathBuf,
+        /// What failed.
+        message: String,
+    },
+    /// A query failed.
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+}
+
+/// A shared handle on the database.
+#[derive(Clone)]
+pub struct Db {
+    conn: Arc<Mutex<Connection>>,
+    path: PathBuf,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS module_state (
+    module TEXT NOT NULL,
+    key    TEXT NOT NULL,
+    value  BLOB NOT NULL,
+    PRIMARY KEY (module, key)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS notifications (
+    module     TEXT NOT NULL,
+    key        TEXT NOT NULL,
+    severity   TEXT NOT NULL,
+    title      TEXT NOT NULL,
+    body       TEXT NOT NULL,
+    raised_at  INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    PRIMARY KEY (module, key)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS uplink_spool (
+    seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+    module     TEXT NOT NULL,
+    stream     TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    records    INTEGER NOT NULL,
+    body       BLOB NOT NULL
+);
+";
+
+impl Db {
+    /// Open (creating if needed) the database in `state_dir`.
+    pub fn open(state_dir: &Path) -> Result<Db, DbError> {
+        let path = state_dir.join(DB_FILE);
+        let open_err = |message: String| DbError::Open {
+            path: path.clone(),
+            message,
+        };
+        std::fs::create_dir_all(state_dir).map_err(|e| open_err(e.to_string()))?;
+        let conn = Connection::open(&path).map_err(|e| open_err(e.to_string()))?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .and_then(|_| conn.pragma_update(None, "synchronous", "FULL"))
+            .and_then(|_| conn.busy_timeout(std::time::Duration::from_secs(5)))
+            .and_then(|_| conn.execute_batch(SCHEMA))
+            .map_err(|e| open_err(e.to_string()))?;
+        Ok(Db {
+            conn: Arc::new(Mutex::new(conn)),
+            path,
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Lock the connection. A poisoned lock is recovered: SQLite keeps its own
+    /// consistency and every multi-statement change runs in a transaction.
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Seconds since the Unix epoch.
+pub(crate) fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,397 @@
+//! The supervisor: runs collectors on their interval, feeds host events to
+//! notifiers, routes support requests to the session policy; restarts failing
+//! modules with capped exponential back-off and quarantines a module after too
+//! many consecutive failures. A host event is published for each step.
+//!
+//! Architecture Invariant: nothing a module does can end the host process. A
+//! failed call is an ordinary value here ([`CallError`]).
+
+use crate::agent::Agent;
+use crate::config::SupervisorConfig;
+use crate::events::{Events, HostEvent};
+use crate::runtime::bindings::collector::exports::outpost::agent::collect::Trigger;
+use crate::runtime::bindings::host_events as wit;
+use crate::runtime::bindings::session_policy::exports::outpost::agent::policy::{
+    Decision, SupportRequest,
+};
+use crate::runtime::bindings::types::{Instrument, Severity};
+use crate::runtime::{CallError, LoadedModule, Runtime};
+use outpost_signing::manifest::World;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::broadcast::error::RecvError;
+use tokio::task::JoinHandle;
+
+/// Health of one module as the supervisor sees it.
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct ModuleHealth {
+    /// Failures since the last success.
+    pub consecutive_failures: u32,
+    /// Successful calls.
+    pub calls_ok: u64,
+    /// Failed calls.
+    pub calls_failed: u64,
+    /// Quarantined: no further calls until the operator restarts the host.
+    pub quarantined: bool,
+    /// Last failure reason.
+    pub last_error: Option<String>,
+}
+
+/// What to do after a call.
+#[derive(Debug, PartialEq, Eq)]
+enum Next {
+    Continue,
+    RetryAfter(Duration),
+    Stop,
+}
+
+struct Shared {
+    runtime: Arc<Runtime>,
+    events: Events,
+    cfg: SupervisorConfig,
+    health: Mutex<BTreeMap<String, ModuleHealth>>,
+}
+
+impl Shared {
+    /// The back-off before retry number `n` (1-based): initial × 2^(n-1), capped.
+    fn backoff(&self, n: u32) -> Duration {
+        let ms = self
+            .cfg
+            .backoff_initial_ms
+            .saturating_mul(1u64 << (n.saturating_sub(1)).min(32))
+            .min(self.cfg.backoff_max_ms.max(self.cfg.backoff_initial_ms));
+        Duration::from_millis(ms)
+    }
+
+    fn is_quarantined(&self, module: &str) -> bool {
+        self.health
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(module)
+            .is_some_and(|h| h.quarantined)
+    }
+
+    /// Record the outcome of a call; publish the matching events.
+    fn record<T>(
+        &self,
+        module: &str,
+        call: &str,
+        res: &Result<T, CallError>,
+        summary: impl FnOnce(&T) -> String,
+    ) -> Next {
+        let mut all = self.health.lock().unwrap_or_else(|p| p.into_inner());
+        let h = all.entry(module.to_owned()).or_default();
+        match res {
+            Ok(v) => {
+                h.calls_ok += 1;
+                let recovered = h.consecutive_failures > 0;
+                h.consecutive_failures = 0;
+                drop(all);
+                self.events.emit(HostEvent::CallSucceeded {
+                    module: module.to_owned(),
+                    call: call.to_owned(),
+                    summary: summary(v),
+                });
+                if recovered {
+                    self.events.emit(HostEvent::ModuleRecovered {
+                        module: module.to_owned(),
+                    });
+                }
+                Next::Continue
+            }
+            Err(e) => {
+                h.calls_failed += 1;
+                h.consecutive_failures += 1;
+                h.last_error = Some(e.to_string());
+                let n = h.consecutive_failures;
+                let quarantine = n >= self.cfg.max_consecutive_failures;
+                if quarantine {
+                    h.quarantined = true;
+                }
+                drop(all);
+                tracing::warn!(module, call, failures = n, "module call failed: {e}");
+                self.events.emit(HostEvent::ModuleFailed {
+                    module: module.to_owned(),
+                    reason: e.to_string(),
+                    consecutive: n,
+                });
+                if quarantine {
+                    self.events.emit(HostEvent::ModuleQuarantined {
+                        module: module.to_owned(),
+                        failures: n,
+                    });
+                    Next::Stop
+                } else {
+                    let after = self.backoff(n);
+                    self.events.emit(HostEvent::ModuleRestarting {
+                        module: module.to_owned(),
+                        after_ms: after.as_millis() as u64,
+                    });
+                    Next::RetryAfter(after)
+                }
+            }
+        }
+    }
+}
+
+/// A running supervisor. Dropping it stops every task.
+pub struct Supervisor {
+    shared: Arc<Shared>,
+    modules: Vec<Arc<LoadedModule>>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for Supervisor {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+impl Supervisor {
+    /// Start supervising `agent`'s modules. Must run inside a tokio runtime.
+    pub fn start(agent: &Agent, events: Events) -> Supervisor {
+        let shared = Arc::new(Shared {
+            runtime: agent.runtime.clone(),
+            events,
+            cfg: agent.config.supervisor.clone(),
+            health: Mutex::new(
+                agent
+                    .modules
+                    .iter()
+                    .map(|m| (m.name().to_owned(), ModuleHealth::default()))
+                    .collect(),
+            ),
+        });
+        let mut tasks = Vec::new();
+        for m in &agent.modules {
+            match m.world() {
+                World::Collector => {
+                    tasks.push(tokio::spawn(collector_loop(shared.clone(), m.clone())))
+                }
+                World::Notifier => {
+                    // Subscribe now so no event published after start is missed.
+                    let rx = shared.events.subscribe();
+                    tasks.push(tokio::spawn(notifier_loop(shared.clone(), m.clone(), rx)));
+                }
+                World::SessionPolicy => {}
+            }
+        }
+        Supervisor {
+            shared,
+            modules: agent.modules.clone(),
+            tasks,
+        }
+    }
+
+    /// Health of every module.
+    pub fn health(&self) -> BTreeMap<String, ModuleHealth> {
+        self.shared
+            .health
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Route a support request to the session-policy module. Fails closed: with
+    /// no policy module, or one that is quarantined or failing, the answer is
+    /// "no".
+    pub async fn evaluate_support_request(&self, request: SupportRequest) -> Decision {
+        let deny = |reason: String| Decision {
+            allow: false,
+            offer: Vec::new(),
+            reason,
+        };
+        let Some(m) = self
+            .modules
+            .iter()
+            .find(|m| m.world() == World::SessionPolicy)
+        else {
+            return deny("no session-policy module is installed".into());
+        };
+        if self.shared.is_quarantined(m.name()) {
+            return deny(format!("session policy `{}` is quarantined", m.name()));
+        }
+        let res = self.shared.runtime.evaluate(m, request).await;
+        self.shared.record(m.name(), "evaluate", &res, |d| {
+            format!("allow={} offer={}", d.allow, d.offer.len())
+        });
+        res.unwrap_or_else(|e| deny(format!("session policy failed: {e}")))
+    }
+}
+
+async fn collector_loop(shared: Arc<Shared>, m: Arc<LoadedModule>) {
+    let interval = Duration::from_secs(shared.cfg.collect_interval_secs);
+    let mut trigger = Trigger::Startup;
+    loop {
+        let res = shared.runtime.collect(&m, trigger).await;
+        let next = shared.record(m.name(), "collect", &res, |r| {
+            format!(
+                "files={} records={} malformed={}",
+                r.files_scanned, r.records_queued, r.malformed
+            )
+        });
+        match next {
+            Next::Continue => {
+                trigger = Trigger::Schedule;
+                tokio::time::sleep(interval).await;
+            }
+            Next::RetryAfter(d) => tokio::time::sleep(d).await,
+            Next::Stop => return,
+        }
+    }
+}
+
+/// Translate a host event into what the notifier world understands.
+fn to_wit(e: &HostEvent) -> Option<wit::HostEvent> {
+    Some(match e {
+        HostEvent::ModuleFailed {
+            module,
+            reason,
+            consecutive,
+        } => wit::HostEvent::ModuleFailed(wit::ModuleFailure {
+            module: module.clone(),
+            reason: reason.clone(),
+            consecutive: *consecutive,
+        }),
+        HostEvent::ModuleQuarantined { module, .. } => {
+            wit::HostEvent::ModuleQuarantined(module.clone())
+        }
+        HostEvent::ModuleRecovered { module } => wit::HostEvent::ModuleRecovered(module.clone()),
+        HostEvent::ModuleRefused { module, reason } => {
+            wit::HostEvent::SettingProblem(wit::SettingProblem {
+                code: format!("module-refused:{module}"),
+                text: reason.clone(),
+            })
+        }
+        HostEvent::SettingProblem { code, text } => {
+            wit::HostEvent::SettingProblem(wit::SettingProblem {
+                code: code.clone(),
+                text: text.clone(),
+            })
+        }
+        HostEvent::InstrumentAlert {
+            model,
+            serial,
+            severity,
+            code,
+            text,
+        } => wit::HostEvent::InstrumentEvent(wit::InstrumentAlert {
+            instrument: Instrument {
+                model: model.clone(),
+                serial: serial.clone(),
+            },
+            severity: match severity.as_str() {
+                "warning" => Severity::Warning,
+                "error" => Severity::Error,
+                _ => Severity::Critical,
+            },
+            code: code.clone(),
+            text: text.clone(),
+        }),
+        _ => return None,
+    })
+}
+
+async fn notifier_loop(
+    shared: Arc<Shared>,
+    m: Arc<LoadedModule>,
+    mut rx: tokio::sync::broadcast::Receiver<HostEvent>,
+) {
+    loop {
+        let event = match rx.recv().await {
+            Ok(e) => e,
+            Err(RecvError::Lagged(n)) => {
+                tracing::warn!(
+                    module = m.name(),
+                    dropped = n,
+                    "notifier fell behind; events dropped"
+                );
+                continue;
+            }
+            Err(RecvError::Closed) => return,
+        };
+        // A notifier never hears about itself: its own failures would feed back.
+        if event.module() == Some(m.name()) {
+            continue;
+        }
+        let Some(wit_event) = to_wit(&event) else {
+            continue;
+        };
+        let res = shared.runtime.on_event(&m, wit_event).await;
+        match shared.record(m.name(), "on-event", &res, |_| event.kind().to_owned()) {
+            Next::Continue => {}
+            Next::RetryAfter(d) => tokio::time::sleep(d).await,
+            Next::Stop => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_is_capped() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let _g = rt.enter();
+        let db = crate::store::Db::open(dir.path()).unwrap();
+        let services = crate::runtime::Services::new(
+            db,
+            Events::default(),
+            vec![],
+            crate::net::tls_config(&[], false).unwrap(),
+        );
+        let shared = Shared {
+            runtime: Arc::new(Runtime::new(services, 16).unwrap()),
+            events: Events::default(),
+            cfg: SupervisorConfig {
+                collect_interval_secs: 1,
+                max_consecutive_failures: 3,
+                backoff_initial_ms: 100,
+                backoff_max_ms: 250,
+            },
+            health: Mutex::default(),
+        };
+        let ms = |n| shared.backoff(n).as_millis();
+        assert_eq!((ms(1), ms(2), ms(3), ms(40)), (100, 200, 250, 250));
+        let mut rx = shared.events.subscribe();
+        let fail: Result<(), CallError> = Err(CallError::Trap("x".into()));
+        assert_eq!(
+            shared.record("m", "c", &fail, |_| String::new()),
+            Next::RetryAfter(Duration::from_millis(100))
+        );
+        assert_eq!(
+            shared.record("m", "c", &fail, |_| String::new()),
+            Next::RetryAfter(Duration::from_millis(200))
+        );
+        assert_eq!(
+            shared.record("m", "c", &fail, |_| String::new()),
+            Next::Stop
+        );
+        assert!(shared.is_quarantined("m"));
+        let kinds: Vec<&str> = std::iter::from_fn(|| rx.try_recv().ok())
+            .map(|e| e.kind())
+            .collect::<Vec<_>>()
+            .leak()
+            .to_vec();
+        assert_eq!(
+            kinds,
+            [
+                "module-failed",
+                "module-restarting",
+                "module-failed",
+                "module-restarting",
+                "module-failed",
+                "module-quarantined"
+            ]
+        );
+    }
+}

@@ -1,0 +1,235 @@
+//! Shared test harness: one tokio runtime, one engine, components compiled
+//! once per test binary.
+
+use outpost_host::events::{Events, HostEvent};
+use outpost_host::grants::{Grant, Policy};
+use outpost_host::runtime::{LoadedModule, Runtime, Services};
+use outpost_host::store::Db;
+use outpost_host::store::state::ModuleState;
+use outpost_signing::Manifest;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+use wasmtime::component::Component;
+
+pub struct Env {
+    pub rt: tokio::runtime::Runtime,
+    pub runtime: Arc<Runtime>,
+    pub events: Events,
+    pub db: Db,
+    /// Holds `instrument-logs/` (granted) and `secret.txt` (beside it, not granted).
+    pub root: PathBuf,
+    pub ca: TestCa,
+    components: Mutex<HashMap<&'static str, Component>>,
+    _dir: tempfile::TempDir,
+}
+
+pub fn env() -> &'static Env {
+    static ENV: OnceLock<Env> = OnceLock::new();
+    ENV.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_owned();
+        std::fs::create_dir_all(root.join("instrument-logs")).unwrap();
+        std::fs::write(
+            root.join("instrument-logs/sample.log"),
+            "2026-11-01 10:00:00 INFO ready\n",
+        )
+        .unwrap();
+        std::fs::write(root.join("secret.txt"), "not for modules").unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let ca = TestCa::new();
+        let events = Events::default();
+        let db = Db::open(&root.join("state")).unwrap();
+        let tls = outpost_host::net::tls_config(&[ca.pem.clone().into_bytes()], true).unwrap();
+        let services = Services::new(
+            db.clone(),
+            events.clone(),
+            vec![outpost_host::config::Instrument {
+                model: "XN-550".into(),
+                serial: "SN-TEST-1".into(),
+            }],
+            tls,
+        );
+        let runtime = {
+            let _g = rt.enter();
+            Arc::new(Runtime::new(services, 256).unwrap())
+        };
+        Env {
+            rt,
+            runtime,
+            events,
+            db,
+            root,
+            ca,
+            components: Mutex::default(),
+            _dir: dir,
+        }
+    })
+}
+
+impl Env {
+    /// The compiled component at `path` (compiled once per test binary).
+    pub fn component(&self, path: &'static str) -> Component {
+        let mut c = self.components.lock().unwrap();
+        c.entry(path)
+            .or_insert_with(|| Component::from_file(self.runtime.engine(), path).unwrap())
+            .clone()
+    }
+
+    pub fn dirs(&self) -> BTreeMap<String, PathBuf> {
+        [(
+            "instrument-logs".to_string(),
+            self.root.join("instrument-logs"),
+        )]
+        .into()
+    }
+
+    /// Load `wasm` with a manifest built from `caps`/`limits` TOML, under a
+    /// policy that allows exactly what the manifest asks.
+    pub fn load(
+        &self,
+        wasm: &'static str,
+        name: &str,
+        world: &str,
+        caps: &str,
+        limits: &str,
+    ) -> Arc<LoadedModule> {
+        let manifest = manifest(name, world, caps, limits);
+        let grant = Grant::new(&manifest, &[&permissive(&manifest)], &self.dirs()).unwrap();
+        Arc::new(self.runtime.link(self.component(wasm), grant).unwrap())
+    }
+
+    /// The escapes fixture under `name`, set to try `escape` with `arg`.
+    pub fn escape(
+        &self,
+        name: &str,
+        caps: &str,
+        limits: &str,
+        escape: &str,
+        arg: &str,
+    ) -> Arc<LoadedModule> {
+        // The fixture imports wasi:http, which links only with an endpoint grant.
+        let endpoints = if caps.contains("endpoints") {
+            ""
+        } else {
+            "endpoints = [\"unused.invalid:443\"]\n"
+        };
+        let caps = format!("state-quota-bytes = 65536\n{endpoints}{caps}");
+        let m = self.load(
+            outpost_artifacts::FIXTURE_ESCAPES,
+            name,
+            "collector",
+            &caps,
+            limits,
+        );
+        let st = ModuleState::new(self.db.clone(), name, 65536);
+        st.set("escape", escape.as_bytes()).unwrap();
+        st.set("arg", arg.as_bytes()).unwrap();
+        m
+    }
+
+    /// Events about `module` published from now on.
+    pub fn watch(&self, module: &str) -> EventWatch {
+        EventWatch {
+            rx: self.events.subscribe(),
+            module: module.to_owned(),
+        }
+    }
+}
+
+pub struct EventWatch {
+    rx: tokio::sync::broadcast::Receiver<HostEvent>,
+    module: String,
+}
+
+impl EventWatch {
+    /// Every event about the module received so far.
+    pub fn drain(&mut self) -> Vec<HostEvent> {
+        std::iter::from_fn(|| {
+            loop {
+                match self.rx.try_recv() {
+                    Ok(e) if e.module() == Some(self.module.as_str()) => return Some(e),
+                    Ok(_) => continue,
+                    Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) => continue,
+                    Err(_) => return None,
+                }
+            }
+        })
+        .collect()
+    }
+}
+
+pub fn manifest(name: &str, world: &str, caps: &str, limits: &str) -> Manifest {
+    Manifest::from_toml(&format!(
+        "name = \"{name}\"\nversion = \"0.1.0\"\nworld = \"{world}\"\n[capabilities]\n{caps}\n[limits]\n{limits}\n"
+    ))
+    .unwrap_or_else(|e| panic!("test manifest: {e}"))
+}
+
+/// A policy allowing exactly what `m` asks (limits up to 256 MiB / 60 s).
+pub fn permissive(m: &Manifest) -> Policy {
+    let c = &m.capabilities;
+    Policy {
+        directories: c.directories.clone(),
+        endpoints: c.endpoints.clone(),
+        uplink_streams: c.uplink_streams.clone(),
+        notify: c.notify,
+        max_state_quota_bytes: c.state_quota_bytes,
+        permissions: c.permissions.clone(),
+        max_memory_mib: 256,
+        max_cpu_ms_per_call: 60_000,
+        max_wall_ms_per_call: 60_000,
+    }
+}
+
+pub const DEFAULT_LIMITS: &str =
+    "memory-mib = 64\ncpu-ms-per-call = 5000\nwall-ms-per-call = 20000";
+
+/// A test certificate authority and leaf certificates it issues.
+pub struct TestCa {
+    pub pem: String,
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+}
+
+impl TestCa {
+    pub fn new() -> TestCa {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "outpost test CA");
+        let cert = params.self_signed(&key).unwrap();
+        TestCa {
+            pem: cert.pem(),
+            issuer: rcgen::Issuer::new(params, key),
+        }
+    }
+
+    /// A leaf for `names` (DNS names or IP literals): (cert chain DER, key DER).
+    pub fn leaf(
+        &self,
+        names: &[&str],
+    ) -> (
+        Vec<rustls::pki_types::CertificateDer<'static>>,
+        rustls::pki_types::PrivateKeyDer<'static>,
+    ) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let params =
+            rcgen::CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+                .unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        (
+            vec![cert.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        )
+    }
+}
+
+pub fn path(p: &Path) -> String {
+    p.to_string_lossy().into_owned()
+}

@@ -1,0 +1,138 @@
+//! What is refused at load time, and that each refusal names what was wrong.
+
+use super::harness::{DEFAULT_LIMITS, env, manifest, permissive};
+use outpost_host::grants::{Grant, Policy};
+use outpost_host::runtime::LoadError;
+
+#[test]
+fn a_component_importing_outside_its_world_is_refused_naming_the_import() {
+    let e = env();
+    let m = manifest("foreign", "notifier", "notify = true", DEFAULT_LIMITS);
+    let grant = Grant::new(&m, &[&permissive(&m)], &e.dirs()).unwrap();
+    let err = e
+        .runtime
+        .load(
+            "foreign",
+            std::path::Path::new(outpost_artifacts::FIXTURE_FOREIGN_IMPORT),
+            &m,
+            grant,
+        )
+        .err()
+        .expect("refused");
+    let text = err.to_string();
+    assert!(matches!(err, LoadError::Imports(_)), "{text}");
+    assert!(
+        text.contains("`outpost:agent/uplink@0.1.0` (not in the notifier world)"),
+        "{text}"
+    );
+}
+
+#[test]
+fn an_import_the_grant_does_not_cover_is_refused() {
+    let e = env();
+    // The collector imports uplink; without a granted stream the import is refused.
+    let m = manifest(
+        "collector",
+        "collector",
+        "directories = [\"instrument-logs\"]\nstate-quota-bytes = 1024",
+        DEFAULT_LIMITS,
+    );
+    let grant = Grant::new(&m, &[&permissive(&m)], &e.dirs()).unwrap();
+    let err = e
+        .runtime
+        .load(
+            "collector",
+            std::path::Path::new(outpost_artifacts::COLLECTOR),
+            &m,
+            grant,
+        )
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(
+        err.contains("`outpost:agent/uplink@0.1.0` (no uplink stream is granted)"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_manifest_asking_for_a_forbidden_endpoint_is_refused_naming_it() {
+    let e = env();
+    let m = manifest(
+        "greedy",
+        "collector",
+        "endpoints = [\"api.vendor.example:443\", \"evil.example:443\"]\nuplink-streams = [\"qc\"]",
+        DEFAULT_LIMITS,
+    );
+    let policy = Policy {
+        endpoints: vec!["*.vendor.example:443".into()],
+        ..Policy::default()
+    };
+    let err = Grant::new(&m, &[&policy], &e.dirs())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("endpoint `evil.example:443`"), "{err}");
+    assert!(err.contains("uplink stream `qc`"), "{err}");
+    assert!(
+        !err.contains("api.vendor.example"),
+        "allowed endpoint not reported: {err}"
+    );
+}
+
+#[test]
+fn name_mismatch_and_non_components_are_refused_naming_the_file() {
+    let e = env();
+    let m = manifest("collector", "collector", "", DEFAULT_LIMITS);
+    let grant = Grant::new(&m, &[&permissive(&m)], &e.dirs()).unwrap();
+    let err = e
+        .runtime
+        .load(
+            "notifier",
+            std::path::Path::new(outpost_artifacts::COLLECTOR),
+            &m,
+            grant.clone(),
+        )
+        .err()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        err,
+        "module installed as `notifier` but its manifest names `collector`"
+    );
+
+    let bogus = e.root.join("bogus.wasm");
+    std::fs::write(&bogus, b"\0asm\x0d\0\x01\0garbage").unwrap();
+    let err = e
+        .runtime
+        .load("collector", &bogus, &m, grant)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("bogus.wasm") && err.contains("not a valid component"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_component_without_its_worlds_export_is_refused() {
+    let e = env();
+    // The session policy exports `policy`, not `collect`.
+    let m = manifest("session-policy", "collector", "", DEFAULT_LIMITS);
+    let grant = Grant::new(&m, &[&permissive(&m)], &e.dirs()).unwrap();
+    let err = e
+        .runtime
+        .load(
+            "session-policy",
+            std::path::Path::new(outpost_artifacts::SESSION_POLICY),
+            &m,
+            grant,
+        )
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("cannot be linked as a collector module"),
+        "{err}"
+    );
+}

@@ -1,0 +1,7 @@
+mod harness;
+mod limits;
+mod loading;
+mod modules;
+mod network;
+mod sandbox;
+mod supervisor;

@@ -1,0 +1,129 @@
+//! The workspace's three modules, loaded from their own manifests and called.
+
+use super::harness::{env, permissive};
+use outpost_host::grants::Grant;
+use outpost_host::runtime::LoadedModule;
+use outpost_host::runtime::bindings::collector::exports::outpost::agent::collect::Trigger;
+use outpost_host::runtime::bindings::host_events::HostEvent as WitEvent;
+use outpost_host::runtime::bindings::session_policy::exports::outpost::agent::policy::{
+    Permission, SupportRequest,
+};
+use outpost_signing::Manifest;
+use std::sync::Arc;
+
+fn load_own(wasm: &'static str, manifest: &str) -> Arc<LoadedModule> {
+    let e = env();
+    let m = Manifest::from_toml(&std::fs::read_to_string(manifest).unwrap()).unwrap();
+    let grant = Grant::new(&m, &[&permissive(&m)], &e.dirs()).unwrap();
+    Arc::new(e.runtime.link(e.component(wasm), grant).unwrap())
+}
+
+#[test]
+fn collector_queues_heartbeats_and_new_log_events_once() {
+    let e = env();
+    let m = load_own(
+        outpost_artifacts::COLLECTOR,
+        outpost_artifacts::COLLECTOR_MANIFEST,
+    );
+    let log = e.root.join("instrument-logs/collector-test.log");
+    std::fs::write(
+        &log,
+        "2026-11-01 10:00:01 ERROR E-1203 aspiration failure\n",
+    )
+    .unwrap();
+    let before = e.runtime.services().spool.list().unwrap().len();
+    let r1 =
+        e.rt.block_on(e.runtime.collect(&m, Trigger::Startup))
+            .unwrap();
+    assert!(r1.files_scanned >= 2, "{r1:?}");
+    assert!(
+        r1.records_queued >= 2,
+        "a heartbeat and the error line: {r1:?}"
+    );
+    let batches = e.runtime.services().spool.list().unwrap();
+    let new: Vec<_> = batches[before..]
+        .iter()
+        .filter(|b| b.module == "collector")
+        .collect();
+    assert!(new.iter().any(|b| b.stream == "heartbeat"));
+    let event_bodies: Vec<String> = new
+        .iter()
+        .filter(|b| b.stream == "events")
+        .map(|b| String::from_utf8(e.runtime.services().spool.body(b.seq).unwrap()).unwrap())
+        .collect();
+    assert!(
+        event_bodies.iter().any(|b| b.contains("E-1203")),
+        "{event_bodies:?}"
+    );
+
+    // Second pass: the cursor means the same line is not queued again.
+    let before = e.runtime.services().spool.list().unwrap().len();
+    e.rt.block_on(e.runtime.collect(&m, Trigger::Schedule))
+        .unwrap();
+    let again = e.runtime.services().spool.list().unwrap();
+    assert!(again[before..].iter().all(|b| {
+        b.stream != "events"
+            || !String::from_utf8(e.runtime.services().spool.body(b.seq).unwrap())
+                .unwrap()
+                .contains("E-1203")
+    }));
+}
+
+#[test]
+fn notifier_turns_host_events_into_notifications() {
+    let e = env();
+    let m = load_own(
+        outpost_artifacts::NOTIFIER,
+        outpost_artifacts::NOTIFIER_MANIFEST,
+    );
+    let centre = &e.runtime.services().notifications;
+    e.rt.block_on(
+        e.runtime
+            .on_event(&m, WitEvent::ModuleQuarantined("flaky".into())),
+    )
+    .unwrap();
+    let active = centre.active(Some("notifier")).unwrap();
+    let n = active
+        .iter()
+        .find(|n| n.key == "module:flaky")
+        .expect("raised");
+    assert_eq!(n.severity, "error");
+    e.rt.block_on(
+        e.runtime
+            .on_event(&m, WitEvent::ModuleRecovered("flaky".into())),
+    )
+    .unwrap();
+    assert!(
+        centre
+            .active(Some("notifier"))
+            .unwrap()
+            .iter()
+            .all(|n| n.key != "module:flaky")
+    );
+}
+
+#[test]
+fn session_policy_never_offers_file_transfer_on_a_pc_with_patient_data() {
+    let e = env();
+    let m = load_own(
+        outpost_artifacts::SESSION_POLICY,
+        outpost_artifacts::SESSION_POLICY_MANIFEST,
+    );
+    let ask = |holds: bool| SupportRequest {
+        requester: "engineer@vendor.example".into(),
+        region: "eu".into(),
+        permissions: vec![Permission::View, Permission::FileTransfer],
+        pc_holds_patient_data: holds,
+    };
+    let d = e.rt.block_on(e.runtime.evaluate(&m, ask(true))).unwrap();
+    assert!(d.allow);
+    assert_eq!(d.offer, vec![Permission::View]);
+    let d = e.rt.block_on(e.runtime.evaluate(&m, ask(false))).unwrap();
+    assert_eq!(d.offer, vec![Permission::View, Permission::FileTransfer]);
+    let anonymous = SupportRequest {
+        requester: String::new(),
+        ..ask(false)
+    };
+    let d = e.rt.block_on(e.runtime.evaluate(&m, anonymous)).unwrap();
+    assert!(!d.allow && d.offer.is_empty());
+}

@@ -1,0 +1,132 @@
+//! The supervisor restarts a failing module with back-off, quarantines it after
+//! repeated failures, and keeps the other modules running.
+
+use super::harness::{env, path};
+use outpost_host::agent::Agent;
+use outpost_host::config::Config;
+use outpost_host::events::{Events, HostEvent};
+use outpost_host::store::Db;
+use outpost_host::store::state::ModuleState;
+use outpost_host::supervisor::Supervisor;
+
+#[test]
+fn repeated_failure_quarantines_while_others_carry_on() {
+    let e = env();
+    let dir = tempfile::tempdir().unwrap();
+    let flaky_manifest = dir.path().join("flaky.toml");
+    std::fs::write(
+        &flaky_manifest,
+        std::fs::read_to_string(outpost_artifacts::FIXTURE_ESCAPES_MANIFEST)
+            .unwrap()
+            .replace("name = \"fixture-escapes\"", "name = \"flaky\"")
+            .replace("endpoints = []", "endpoints = [\"unused.invalid:443\"]"),
+    )
+    .unwrap();
+    let config_path = dir.path().join("outpost.toml");
+    let text = format!(
+        r#"
+state-dir = "state"
+[directories]
+instrument-logs = "{logs}"
+[policy]
+directories = ["instrument-logs"]
+endpoints = ["unused.invalid:443"]
+uplink-streams = ["heartbeat", "events"]
+notify = true
+max-state-quota-bytes = 1048576
+[supervisor]
+collect-interval-secs = 3600
+max-consecutive-failures = 3
+backoff-initial-ms = 10
+backoff-max-ms = 40
+[[module]]
+name = "flaky"
+file = "{flaky}"
+manifest = "{flaky_manifest}"
+[[module]]
+name = "collector"
+file = "{collector}"
+manifest = "{collector_manifest}"
+[[module]]
+name = "notifier"
+file = "{notifier}"
+manifest = "{notifier_manifest}"
+"#,
+        logs = path(&e.root.join("instrument-logs")),
+        flaky = outpost_artifacts::FIXTURE_ESCAPES,
+        flaky_manifest = path(&flaky_manifest),
+        collector = outpost_artifacts::COLLECTOR,
+        collector_manifest = outpost_artifacts::COLLECTOR_MANIFEST,
+        notifier = outpost_artifacts::NOTIFIER,
+        notifier_manifest = outpost_artifacts::NOTIFIER_MANIFEST,
+    );
+    std::fs::write(&config_path, text).unwrap();
+    let config = Config::load(&config_path).unwrap();
+    ModuleState::new(Db::open(&config.state_dir).unwrap(), "flaky", 65536)
+        .set("escape", b"panic")
+        .unwrap();
+
+    e.rt.block_on(async {
+        let events = Events::default();
+        let mut rx = events.subscribe();
+        let agent = Agent::build(config, events.clone()).unwrap();
+        assert!(agent.refused.is_empty(), "{:?}", agent.refused);
+        let sup = Supervisor::start(&agent, events);
+        let mut flaky = Vec::new();
+        let mut collector_ok = false;
+        let mut notified = false;
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+        while !(collector_ok && notified && flaky.contains(&"module-quarantined")) {
+            let ev = tokio::time::timeout_at(deadline, rx.recv())
+                .await
+                .expect("events in time")
+                .unwrap();
+            match &ev {
+                ev if ev.module() == Some("flaky") => flaky.push(ev.kind()),
+                HostEvent::CallSucceeded { module, call, .. }
+                    if module == "collector" && call == "collect" =>
+                {
+                    collector_ok = true
+                }
+                HostEvent::NotificationRaised { module, key, .. }
+                    if module == "notifier" && key == "module:flaky" =>
+                {
+                    notified = true
+                }
+                _ => {}
+            }
+        }
+        assert_eq!(
+            flaky,
+            [
+                "module-ready",
+                "module-failed",
+                "module-restarting",
+                "module-failed",
+                "module-restarting",
+                "module-failed",
+                "module-quarantined"
+            ]
+        );
+        let health = sup.health();
+        assert!(health["flaky"].quarantined);
+        assert_eq!(health["flaky"].calls_failed, 3);
+        assert!(health["collector"].calls_ok >= 1);
+        // Quarantined means no further calls.
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        assert_eq!(sup.health()["flaky"].calls_failed, 3);
+        // The notifier's notification about the quarantine is in the centre.
+        let active = agent
+            .runtime
+            .services()
+            .notifications
+            .active(Some("notifier"))
+            .unwrap();
+        assert!(
+            active
+                .iter()
+                .any(|n| n.key == "module:flaky" && n.severity == "error"),
+            "{active:?}"
+        );
+    });
+}

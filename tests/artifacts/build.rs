@@ -1,0 +1,181 @@
+//! Builds the Wasm guest components with the workspace's own cargo, into a
+//! target directory of their own under `OUT_DIR` (building into the outer
+//! target directory would deadlock on its lock), and exports their paths to the
+//! library as `OUTPOST_WASM_*` / `OUTPOST_MANIFEST_*` environment variables.
+
+use std::env;
+use std::ffi::OsString;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const GUEST_TARGET: &str = "wasm32-wasip2";
+const GUEST_PROFILE: &str = "guest";
+
+/// The first 8 bytes of a WebAssembly *component* (magic, version 0x0d, layer 1).
+const COMPONENT_HEADER: [u8; 8] = [0x00, 0x61, 0x73, 0x6d, 0x0d, 0x00, 0x01, 0x00];
+
+/// (env suffix, package, crate directory relative to the workspace root)
+const GUESTS: &[(&str, &str, &str)] = &[
+    ("COLLECTOR", "outpost-collector", "modules/collector"),
+    ("NOTIFIER", "outpost-notifier", "modules/notifier"),
+    (
+        "SESSION_POLICY",
+        "outpost-session-policy",
+        "modules/session-policy",
+    ),
+    (
+        "FIXTURE_ESCAPES",
+        "outpost-fixture-escapes",
+        "tests/fixtures/escapes",
+    ),
+    (
+        "FIXTURE_FOREIGN_IMPORT",
+        "outpost-fixture-foreign-import",
+        "tests/fixtures/foreign-import",
+    ),
+];
+
+/// Sources whose change rebuilds the guests.
+const WATCHED: &[&str] = &[
+    "sdk",
+    "modules",
+    "tests/fixtures",
+    "wit",
+    "Cargo.toml",
+    "Cargo.lock",
+];
+
+fn main() {
+    let manifest_dir =
+        PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
+    let root = manifest_dir
+        .join("../..")
+        .canonicalize()
+        .expect("while locating the workspace root");
+    let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("OUT_DIR"));
+    let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let rustc = env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+
+    for watched in WATCHED {
+        watch(&root.join(watched));
+    }
+
+    ensure_target(&rustc, &root);
+
+    let target_dir = out_dir.join("guests");
+    let mut cmd = Command::new(&cargo);
+    cmd.current_dir(&root)
+        .arg("build")
+        .args([
+            "--profile",
+            GUEST_PROFILE,
+            "--target",
+            GUEST_TARGET,
+            "--locked",
+        ])
+        .arg("--target-dir")
+        .arg(&target_dir);
+    for (_, package, _) in GUESTS {
+        cmd.args(["-p", package]);
+    }
+    scrub_env(&mut cmd);
+    let status = cmd
+        .status()
+        .unwrap_or_else(|e| panic!("while running {cmd:?}: {e}"));
+    assert!(
+        status.success(),
+        "building the guest components failed ({status}): {cmd:?}"
+    );
+
+    let wasm_dir = target_dir.join(GUEST_TARGET).join(GUEST_PROFILE);
+    for (var, package, dir) in GUESTS {
+        let wasm = wasm_dir.join(format!("{}.wasm", package.replace('-', "_")));
+        let bytes =
+            fs::read(&wasm).unwrap_or_else(|e| panic!("while reading {}: {e}", wasm.display()));
+        assert!(
+            bytes.starts_with(&COMPONENT_HEADER),
+            "{} is not a WebAssembly component (header {:02x?})",
+            wasm.display(),
+            &bytes[..bytes.len().min(8)]
+        );
+        let manifest = root.join(dir).join("manifest.toml");
+        assert!(manifest.is_file(), "missing {}", manifest.display());
+        println!("cargo:rustc-env=OUTPOST_WASM_{var}={}", wasm.display());
+        println!(
+            "cargo:rustc-env=OUTPOST_MANIFEST_{var}={}",
+            manifest.display()
+        );
+    }
+}
+
+/// Make sure the sysroot has the guest target; install it with rustup if not.
+fn ensure_target(rustc: &OsString, root: &Path) {
+    let output = Command::new(rustc)
+        .current_dir(root)
+        .args(["--print", "sysroot"])
+        .output()
+        .unwrap_or_else(|e| panic!("while running {rustc:?} --print sysroot: {e}"));
+    let sysroot = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
+    if sysroot.join("lib/rustlib").join(GUEST_TARGET).is_dir() {
+        return;
+    }
+    let install = format!("rustup target add {GUEST_TARGET}");
+    println!("cargo:warning=the {GUEST_TARGET} target is missing; running `{install}`");
+    let ok = Command::new("rustup")
+        .current_dir(root)
+        .args(["target", "add", GUEST_TARGET])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(
+        ok,
+        "the {GUEST_TARGET} target is missing and could not be installed; run `{install}`"
+    );
+}
+
+/// Remove the outer build's settings so that they do not leak into the guest
+/// build (flags for the host target, the outer target directory, profile
+/// overrides, wrappers such as clippy-driver).
+fn scrub_env(cmd: &mut Command) {
+    for (key, _) in env::vars_os() {
+        let Some(key) = key.to_str() else { continue };
+        let drop = matches!(
+            key,
+            "CARGO_ENCODED_RUSTFLAGS"
+                | "RUSTFLAGS"
+                | "RUSTC_WRAPPER"
+                | "RUSTC_WORKSPACE_WRAPPER"
+                | "CARGO_TARGET_DIR"
+        ) || key.starts_with("CARGO_BUILD_")
+            || key.starts_with("CARGO_PROFILE_")
+            || key.starts_with("CARGO_TARGET_");
+        if drop {
+            cmd.env_remove(key);
+        }
+    }
+}
+
+/// Print `rerun-if-changed` for `path` and, for a directory, every file and
+/// directory below it (except build output).
+fn watch(path: &Path) {
+    if !path.exists() {
+        return;
+    }
+    println!("cargo:rerun-if-changed={}", path.display());
+    if !path.is_dir() {
+        return;
+    }
+    let mut entries: Vec<_> = fs::read_dir(path)
+        .unwrap_or_else(|e| panic!("while listing {}: {e}", path.display()))
+        .filter_map(Result::ok)
+        .collect();
+    entries.sort_by_key(|e| e.file_name());
+    for entry in entries {
+        let name = entry.file_name();
+        if name == "target" || name.to_string_lossy().starts_with('.') {
+            continue;
+        }
+        watch(&entry.path());
+    }
+}
