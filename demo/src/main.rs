@@ -43,10 +43,13 @@ fn main() -> anyhow::Result<()> {
         .unwrap()
         .to_owned();
     let work = root.join("target/outpost-demo");
-    // Start from a fresh state each run so the demo shows the whole flow.
-    let _ = std::fs::remove_dir_all(work.join("state"));
+    // Start from a fresh database each run so the demo shows the whole flow
+    // (the compiled-module cache in state/cache is kept).
+    for f in ["outpost.db", "outpost.db-wal", "outpost.db-shm"] {
+        let _ = std::fs::remove_file(work.join("state").join(f));
+    }
     std::fs::create_dir_all(&work)?;
-    let config_path = write_config(&root, &work, args.interval)?;
+    let config_path = write_config(&work, args.interval)?;
     eprintln!(
         "outpost demo: config {} (run it yourself with `cargo run --bin outpost -- run --config {}`)",
         config_path.display(),
@@ -82,37 +85,11 @@ fn main() -> anyhow::Result<()> {
         .context("while running the demo")
 }
 
-fn write_config(root: &Path, work: &Path, interval: u64) -> anyhow::Result<PathBuf> {
-    let example = std::fs::read_to_string(root.join("examples/outpost.toml"))?;
-    let mut text = String::new();
-    for line in example.lines() {
-        let line = match line.split_once('=').map(|(k, _)| k.trim()) {
-            Some("state-dir") => format!("state-dir = {:?}", work.join("state")),
-            Some("instrument-logs") => format!(
-                "instrument-logs = {:?}",
-                root.join("examples/sample-data/instrument-logs")
-            ),
-            Some("collect-interval-secs") => format!("collect-interval-secs = {interval}"),
-            _ => line.to_owned(),
-        };
-        text.push_str(&line);
-        text.push('\n');
-    }
-    for a in outpost_artifacts::ALL
-        .iter()
-        .filter(|a| !a.name.starts_with("fixture"))
-    {
-        text = text
-            .replace(
-                &format!("\"modules/{}.wasm\"", a.name),
-                &format!("{:?}", a.wasm),
-            )
-            .replace(
-                &format!("\"../modules/{}/manifest.toml\"", a.name),
-                &format!("{:?}", a.manifest),
-            );
-    }
+fn write_config(work: &Path, interval: u64) -> anyhow::Result<PathBuf> {
     let path = work.join("outpost.toml");
-    std::fs::write(&path, text)?;
+    std::fs::write(
+        &path,
+        outpost_artifacts::example_config(&work.join("state"), interval),
+    )?;
     Ok(path)
 }

@@ -5,11 +5,13 @@
 
 use crate::config::{Config, ModuleConfig};
 use crate::events::{Events, HostEvent};
-use crate::grants::Grant;
-use crate::runtime::{LoadedModule, Runtime, Services};
+use crate::grants::{Grant, GrantError};
+use crate::runtime::{Cache, LoadError, LoadedModule, Runtime, Services};
 use crate::store::Db;
+use crate::store::versions::Versions;
 use anyhow::Context;
 use outpost_signing::Manifest;
+use outpost_signing::verify::{Expectation, VerifiedModule, verify};
 use std::sync::Arc;
 
 /// A module the host refused to load, and why.
@@ -31,26 +33,51 @@ pub struct Agent {
     pub modules: Vec<Arc<LoadedModule>>,
     /// Modules that were refused.
     pub refused: Vec<Refused>,
+    /// Problems found while starting (setting problems, refused modules), so
+    /// the supervisor can hand them to the notifier, which was not yet running.
+    pub startup_problems: Vec<HostEvent>,
 }
 
-/// Read a module's manifest and compute its grant under `config`'s policies.
-pub fn grant_for(config: &Config, m: &ModuleConfig) -> anyhow::Result<(Manifest, Grant)> {
-    let path = m.manifest_path();
-    let text = std::fs::read_to_string(&path).with_context(|| {
-        format!(
-            "cannot read manifest {} of module `{}`",
-            path.display(),
-            m.name
-        )
-    })?;
-    let manifest = Manifest::from_toml(&text)
-        .with_context(|| format!("manifest {} of module `{}`", path.display(), m.name))?;
+/// The module's grant: its (verified) manifest ∩ the global policy ∩ its own.
+pub fn grant_for(
+    config: &Config,
+    m: &ModuleConfig,
+    manifest: &Manifest,
+) -> Result<Grant, GrantError> {
     let mut policies = vec![&config.policy];
     if let Some(p) = &m.policy {
         policies.push(p);
     }
-    let grant = Grant::new(&manifest, &policies, &config.directories)?;
-    Ok((manifest, grant))
+    Grant::new(manifest, &policies, &config.directories)
+}
+
+/// Read and verify a module's signed file against the config's trust store and
+/// the installed-version ledger. Nothing else produces a [`VerifiedModule`].
+pub fn verify_module(
+    config: &Config,
+    versions: &Versions,
+    m: &ModuleConfig,
+) -> anyhow::Result<VerifiedModule> {
+    let bytes = std::fs::read(&m.file).with_context(|| {
+        format!(
+            "cannot read module file {} of module `{}`",
+            m.file.display(),
+            m.name
+        )
+    })?;
+    let expect = Expectation {
+        name: &m.name,
+        highest_installed: versions.highest(&m.name)?,
+        now: std::time::SystemTime::now(),
+    };
+    verify(bytes, &config.trust, &expect).map_err(|error| {
+        LoadError::Verify {
+            module: m.name.clone(),
+            path: m.file.clone(),
+            error,
+        }
+        .into()
+    })
 }
 
 impl Agent {
@@ -67,14 +94,33 @@ impl Agent {
         let tls = crate::net::tls_config(&pems, config.network.only_extra_cas)
             .map_err(anyhow::Error::msg)
             .with_context(|| format!("network settings in {}", config.path.display()))?;
-        let services = Services::new(db, events.clone(), config.instruments.clone(), tls);
+        let services = Services::new(db.clone(), events.clone(), config.instruments.clone(), tls);
+        if config.trust.allow_development_key() {
+            tracing::warn!(
+                "DEVELOPMENT KEYS ALLOWED: [trust] allow-development-key = true in {}; modules signed with the workspace development key will run. Never use this on a production PC.",
+                config.path.display()
+            );
+        }
+        let cache = match Cache::open(&config.state_dir.join("cache")) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::warn!(error = %e, "compiled-module cache unavailable; compiling every start");
+                None
+            }
+        };
+        let versions = Versions::new(db.clone());
         let runtime = Arc::new(
-            Runtime::new(services, config.policy.max_memory_mib)
+            Runtime::new(services, config.policy.max_memory_mib, cache)
                 .map_err(|e| anyhow::anyhow!("cannot start the component runtime: {e:#}"))?,
         );
+        let mut startup_problems = Vec::new();
+        let mut problem = |e: HostEvent| {
+            events.emit(e.clone());
+            startup_problems.push(e);
+        };
         for (name, path) in &config.directories {
             if !path.is_dir() {
-                events.emit(HostEvent::SettingProblem {
+                problem(HostEvent::SettingProblem {
                     code: format!("directory-missing:{name}"),
                     text: format!(
                         "logical directory `{name}` points to {}, which is not a directory",
@@ -86,8 +132,21 @@ impl Agent {
         let mut modules = Vec::new();
         let mut refused = Vec::new();
         for m in &config.modules {
-            let loaded = grant_for(&config, m).and_then(|(manifest, grant)| {
-                Ok(runtime.load(&m.name, &m.file, &manifest, grant)?)
+            let loaded = verify_module(&config, &versions, m).and_then(|verified| {
+                let grant = grant_for(&config, m, verified.manifest())?;
+                let loaded = runtime.load(&verified, grant)?;
+                versions.record(&m.name, verified.manifest().semver(), &verified.file_sha256_hex())?;
+                if let Some(dev) = verified.signers().iter().find(|s| s.development) {
+                    tracing::warn!(module = %m.name, key = %dev.name, "module signed with a DEVELOPMENT key is running");
+                    problem(HostEvent::SettingProblem {
+                        code: format!("development-key:{}", m.name),
+                        text: format!(
+                            "module `{}` is signed with the development key `{}`; allowed only because allow-development-key = true",
+                            m.name, dev.name
+                        ),
+                    });
+                }
+                Ok(loaded)
             });
             match loaded {
                 Ok(l) => {
@@ -100,7 +159,7 @@ impl Agent {
                 Err(e) => {
                     let reason = format!("{e:#}");
                     tracing::error!(module = %m.name, "module refused: {reason}");
-                    events.emit(HostEvent::ModuleRefused {
+                    problem(HostEvent::ModuleRefused {
                         module: m.name.clone(),
                         reason: reason.clone(),
                     });
@@ -116,6 +175,7 @@ impl Agent {
             runtime,
             modules,
             refused,
+            startup_problems,
         })
     }
 }

@@ -21,12 +21,12 @@ pub const DEFAULT_BACKOFF_MAX_MS: u64 = 300_000;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("cannot read config {path}: {source}")]
+    #[error("cannot read config {path}: {error}")]
     Read {
         /// The config file.
         path: PathBuf,
         /// The I/O error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The file is not a valid config.
     #[error("config {path} is not valid: {message}")]
@@ -56,6 +56,10 @@ pub struct Config {
     /// The operator's policy for every module (deny by default).
     #[serde(default)]
     pub policy: Policy,
+    /// Publisher keys, revocations and signature thresholds. Empty by default:
+    /// with no trusted key, every module is refused.
+    #[serde(default)]
+    pub trust: outpost_signing::trust::TrustStore,
     /// Outbound network settings.
     #[serde(default)]
     pub network: Network,
@@ -139,32 +143,19 @@ impl Default for SupervisorConfig {
 pub struct ModuleConfig {
     /// The name the operator installed the module under; must equal the manifest's.
     pub name: String,
-    /// The component file.
+    /// The signed component file (its manifest is inside, covered by the signature).
     pub file: PathBuf,
-    /// The manifest beside it (until signed modules carry it inside, issue #3).
-    /// Defaults to the component file with the extension `.toml`.
-    #[serde(default)]
-    pub manifest: Option<PathBuf>,
     /// A narrower policy for this module only (intersected with the global one).
     #[serde(default)]
     pub policy: Option<Policy>,
 }
 
-impl ModuleConfig {
-    /// The manifest path, resolved.
-    pub fn manifest_path(&self) -> PathBuf {
-        self.manifest
-            .clone()
-            .unwrap_or_else(|| self.file.with_extension("toml"))
-    }
-}
-
 impl Config {
     /// Read and check a config file; relative paths are resolved against its directory.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
             path: path.to_owned(),
-            source,
+            error,
         })?;
         Self::parse(&text, path)
     }
@@ -203,7 +194,6 @@ impl Config {
         }
         for m in &mut cfg.modules {
             m.file = abs(&m.file);
-            m.manifest = Some(abs(&m.manifest_path()));
         }
         for name in cfg.directories.keys() {
             if !outpost_signing::manifest::valid_name(name) {

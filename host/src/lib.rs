@@ -2,6 +2,9 @@
 //!
 //! See ARCHITECTURE.md at the repository root for the bird's-eye view.
 #![deny(missing_docs)]
+// The one exception is `runtime::cache::deserialize_own`, whose comment states
+// the invariant that makes it sound.
+#![deny(unsafe_code)]
 
 pub mod agent;
 pub mod cli;

@@ -175,7 +175,13 @@ impl Supervisor {
                 World::Notifier => {
                     // Subscribe now so no event published after start is missed.
                     let rx = shared.events.subscribe();
-                    tasks.push(tokio::spawn(notifier_loop(shared.clone(), m.clone(), rx)));
+                    let startup = agent.startup_problems.clone();
+                    tasks.push(tokio::spawn(notifier_loop(
+                        shared.clone(),
+                        m.clone(),
+                        startup,
+                        rx,
+                    )));
                 }
                 World::SessionPolicy => {}
             }
@@ -299,10 +305,17 @@ fn to_wit(e: &HostEvent) -> Option<wit::HostEvent> {
 async fn notifier_loop(
     shared: Arc<Shared>,
     m: Arc<LoadedModule>,
+    startup: Vec<HostEvent>,
     mut rx: tokio::sync::broadcast::Receiver<HostEvent>,
 ) {
+    // Problems found before the notifier ran come first.
+    let mut startup = startup.into_iter();
     loop {
-        let event = match rx.recv().await {
+        let next = match startup.next() {
+            Some(e) => Ok(e),
+            None => rx.recv().await,
+        };
+        let event = match next {
             Ok(e) => e,
             Err(RecvError::Lagged(n)) => {
                 tracing::warn!(
@@ -350,7 +363,7 @@ mod tests {
             crate::net::tls_config(&[], false).unwrap(),
         );
         let shared = Shared {
-            runtime: Arc::new(Runtime::new(services, 16).unwrap()),
+            runtime: Arc::new(Runtime::new(services, 16, None).unwrap()),
             events: Events::default(),
             cfg: SupervisorConfig {
                 collect_interval_secs: 1,

@@ -131,12 +131,12 @@ impl<'de> serde::Deserialize<'de> for KeyId {
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
     /// Reading or writing the file failed.
-    #[error("key file {path}: {source}")]
+    #[error("key file {path}: {error}")]
     Io {
         /// The key file.
         path: PathBuf,
         /// The underlying error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The file exists already; keys are never overwritten.
     #[error("key file {0} exists already; refusing to overwrite it")]
@@ -324,10 +324,10 @@ fn write_new(path: &Path, bytes: &[u8], secret: bool) -> Result<(), KeyError> {
     file.sync_all().map_err(|source| io(path, source))
 }
 
-fn io(path: &Path, source: std::io::Error) -> KeyError {
+fn io(path: &Path, error: std::io::Error) -> KeyError {
     KeyError::Io {
         path: path.to_path_buf(),
-        source,
+        error,
     }
 }
 

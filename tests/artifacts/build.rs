@@ -2,6 +2,14 @@
 //! target directory of their own under `OUT_DIR` (building into the outer
 //! target directory would deadlock on its lock), and exports their paths to the
 //! library as `OUTPOST_WASM_*` / `OUTPOST_MANIFEST_*` environment variables.
+//!
+//! Then it signs every guest over its `manifest.toml` with a *development*
+//! key kept at `$OUT_DIR/dev-signing.key` (created once per build directory,
+//! mode 0600, reused afterwards) and exports the signed files as
+//! `OUTPOST_SIGNED_*`, the key file as `OUTPOST_DEV_SIGNING_KEY` and its public
+//! half as `OUTPOST_DEV_PUBLIC_KEY_HEX` / `OUTPOST_DEV_KEY_ID`. The key never
+//! leaves `OUT_DIR`; the host refuses it unless its `[trust]` table says
+//! `allow-development-key = true`. Never sign a release with it.
 
 use std::env;
 use std::ffi::OsString;
@@ -9,8 +17,16 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use outpost_signing::{
+    KeyError, Manifest, SigningKey, generate_signing_key, key_id, load_signing_key,
+    public_key_to_hex, save_signing_key,
+};
+
 const GUEST_TARGET: &str = "wasm32-wasip2";
 const GUEST_PROFILE: &str = "guest";
+
+/// File name of the development signing key, in `OUT_DIR`.
+const DEV_KEY_FILE: &str = "dev-signing.key";
 
 /// The first 8 bytes of a WebAssembly *component* (magic, version 0x0d, layer 1).
 const COMPONENT_HEADER: [u8; 8] = [0x00, 0x61, 0x73, 0x6d, 0x0d, 0x00, 0x01, 0x00];
@@ -88,6 +104,19 @@ fn main() {
         "building the guest components failed ({status}): {cmd:?}"
     );
 
+    let dev_key_path = out_dir.join(DEV_KEY_FILE);
+    let dev_key = dev_signing_key(&dev_key_path);
+    let dev_public = dev_key.verifying_key();
+    println!(
+        "cargo:rustc-env=OUTPOST_DEV_SIGNING_KEY={}",
+        dev_key_path.display()
+    );
+    println!(
+        "cargo:rustc-env=OUTPOST_DEV_PUBLIC_KEY_HEX={}",
+        public_key_to_hex(&dev_public)
+    );
+    println!("cargo:rustc-env=OUTPOST_DEV_KEY_ID={}", key_id(&dev_public));
+
     let wasm_dir = target_dir.join(GUEST_TARGET).join(GUEST_PROFILE);
     for (var, package, dir) in GUESTS {
         let wasm = wasm_dir.join(format!("{}.wasm", package.replace('-', "_")));
@@ -106,7 +135,59 @@ fn main() {
             "cargo:rustc-env=OUTPOST_MANIFEST_{var}={}",
             manifest.display()
         );
+        let signed = wasm.with_extension("signed.wasm");
+        sign_guest(&bytes, &wasm, &manifest, &dev_key, &signed);
+        println!("cargo:rustc-env=OUTPOST_SIGNED_{var}={}", signed.display());
     }
+}
+
+/// The development key at `path`: loaded if the file exists, otherwise
+/// generated and saved there (owner-only; `save_signing_key` never
+/// overwrites).
+fn dev_signing_key(path: &Path) -> SigningKey {
+    if !path.exists() {
+        let key = generate_signing_key();
+        match save_signing_key(path, &key) {
+            Ok(()) => return key,
+            // Created by someone else in between: use theirs.
+            Err(KeyError::Exists(_)) => {}
+            Err(e) => panic!("while creating the development signing key: {e}"),
+        }
+    }
+    load_signing_key(path).unwrap_or_else(|e| {
+        panic!(
+            "while loading the development signing key: {e}\n\
+             (it is generated per build directory; delete {} to get a new one)",
+            path.display()
+        )
+    })
+}
+
+/// Sign `component` (read from `wasm`) over the manifest at `manifest` with
+/// `key` and write the result to `signed`, replacing any previous file.
+fn sign_guest(component: &[u8], wasm: &Path, manifest: &Path, key: &SigningKey, signed: &Path) {
+    let text = fs::read_to_string(manifest)
+        .unwrap_or_else(|e| panic!("while reading {}: {e}", manifest.display()));
+    let parsed = Manifest::from_toml(&text)
+        .unwrap_or_else(|e| panic!("manifest {} is not valid: {e}", manifest.display()));
+    let bytes = outpost_signing::sign::sign(component, &parsed, &[key]).unwrap_or_else(|e| {
+        panic!(
+            "while signing {} with manifest {}: {e}",
+            wasm.display(),
+            manifest.display()
+        )
+    });
+    // Write beside and rename, so a reader never sees a half-written file.
+    let partial = signed.with_extension("wasm.partial");
+    fs::write(&partial, &bytes)
+        .unwrap_or_else(|e| panic!("while writing {}: {e}", partial.display()));
+    fs::rename(&partial, signed).unwrap_or_else(|e| {
+        panic!(
+            "while renaming {} to {}: {e}",
+            partial.display(),
+            signed.display()
+        )
+    });
 }
 
 /// Make sure the sysroot has the guest target; install it with rustup if not.

@@ -1,10 +1,11 @@
 //! `outpost check-config FILE`: parse the config, compute every module's grant
 //! and compile and link each module, without running anything.
 
-use crate::agent::grant_for;
+use crate::agent::{grant_for, verify_module};
 use crate::config::Config;
 use crate::grants::Grant;
 use crate::runtime::{Runtime, Services};
+use crate::store::versions::Versions;
 use serde::Serialize;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -99,22 +100,31 @@ pub fn exec(a: Args) -> anyhow::Result<ExitCode> {
 }
 
 async fn check(config: &Config) -> anyhow::Result<Vec<ModuleCheck>> {
-    // A scratch database: checking a config never touches the real state.
+    // A scratch database for the runtime's services: checking a config never
+    // writes to the real state. The version ledger is read from the real state
+    // when it exists, so a downgrade shows up here too.
     let scratch = tempfile_dir()?;
     let db = crate::store::Db::open(&scratch)?;
+    let ledger_db = if config.state_dir.join(crate::store::DB_FILE).exists() {
+        crate::store::Db::open(&config.state_dir)?
+    } else {
+        db.clone()
+    };
+    let versions = Versions::new(ledger_db);
     let services = Services::new(
         db,
         crate::events::Events::default(),
         config.instruments.clone(),
         crate::net::tls_config(&[], false).map_err(anyhow::Error::msg)?,
     );
-    let runtime = Runtime::new(services, config.policy.max_memory_mib)
+    let runtime = Runtime::new(services, config.policy.max_memory_mib, None)
         .map_err(|e| anyhow::anyhow!("{e:#}"))?;
     let mut out = Vec::new();
     for m in &config.modules {
-        let res = grant_for(config, m).and_then(|(manifest, grant)| {
+        let res = verify_module(config, &versions, m).and_then(|verified| {
+            let grant = grant_for(config, m, verified.manifest())?;
             let summary = GrantSummary::from(&grant);
-            runtime.load(&m.name, &m.file, &manifest, grant)?;
+            runtime.load(&verified, grant)?;
             Ok(summary)
         });
         out.push(match res {

@@ -3,8 +3,11 @@
 
 mod check_config;
 mod inspect;
+mod keygen;
 mod notifications;
 mod run;
+mod sign;
+mod verify;
 
 pub use run::{run, serve};
 
@@ -24,8 +27,15 @@ struct Cli {
 enum Command {
     /// Run the agent in the foreground until interrupted (Ctrl-C).
     Run(run::Args),
-    /// Show a module's imports, exports and manifest.
+    /// Show what a module file declares, imports and exports (signatures not
+    /// checked), or with --diff what an upgrade adds and removes.
     Inspect(inspect::Args),
+    /// Create a publisher signing key and print its trust-store entry.
+    Keygen(keygen::Args),
+    /// Embed a manifest in a component and sign it.
+    Sign(sign::Args),
+    /// Verify a signed module as the host would (exit code 1 if refused).
+    Verify(verify::Args),
     /// Check a host config: policies, manifests, grants and module linking.
     CheckConfig(check_config::Args),
     /// List the active notifications.
@@ -39,6 +49,9 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(a) => run::exec(a),
         Command::Inspect(a) => inspect::exec(a),
+        Command::Keygen(a) => keygen::exec(a),
+        Command::Sign(a) => sign::exec(a),
+        Command::Verify(a) => verify::exec(a),
         Command::CheckConfig(a) => check_config::exec(a),
         Command::Notifications(a) => notifications::exec(a),
     };
@@ -83,4 +96,64 @@ fn tokio_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .worker_threads(2)
         .enable_all()
         .build()?)
+}
+
+/// Lowercase hex of `bytes`.
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// SHA-256 of `bytes` as 64 lowercase hex digits.
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    hex(&sha2::Sha256::digest(bytes))
+}
+
+/// A trust-store key name (`[a-z0-9-]`) derived from a key file's name:
+/// `Release 2025.key.pub` → `release-2025`; `key` if nothing usable is left.
+fn key_name_from_path(path: &std::path::Path) -> String {
+    let file = path.file_name().and_then(|f| f.to_str()).unwrap_or("");
+    let stem = file.split('.').next().unwrap_or("");
+    let mut name = String::new();
+    for c in stem.chars().flat_map(char::to_lowercase) {
+        if c.is_ascii_lowercase() || c.is_ascii_digit() {
+            name.push(c);
+        } else if !name.ends_with('-') {
+            name.push('-');
+        }
+    }
+    let name: String = name.trim_matches('-').chars().take(64).collect();
+    let name = name.trim_end_matches('-');
+    if name.is_empty() {
+        "key".to_string()
+    } else {
+        name.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_names_derived_from_file_names_are_valid() {
+        for (file, want) in [
+            ("release.key", "release"),
+            ("dir/Release 2025.key.pub", "release-2025"),
+            ("--x__y--.pub", "x-y"),
+            ("...", "key"),
+            ("ключ.pub", "key"),
+        ] {
+            let name = key_name_from_path(std::path::Path::new(file));
+            assert_eq!(name, want, "{file}");
+            assert!(outpost_signing::manifest::valid_name(&name), "{name}");
+        }
+        let long = std::path::PathBuf::from("a".repeat(100));
+        assert_eq!(key_name_from_path(&long).len(), 64);
+    }
+
+    #[test]
+    fn hex_is_lowercase() {
+        assert_eq!(hex(&[0x00, 0xab, 0x10]), "00ab10");
+    }
 }

@@ -8,10 +8,12 @@
 //! behind.
 
 pub mod bindings;
+pub mod cache;
 mod host;
 pub mod sandbox;
 pub mod stdio;
 
+pub use cache::{Cache, CacheOutcome};
 pub use host::severity_name;
 pub use sandbox::{HostState, ModuleCtx};
 
@@ -24,8 +26,9 @@ use crate::store::spool::Spool;
 use bindings::collector::exports::outpost::agent::collect::{CollectReport, Trigger};
 use bindings::host_events::HostEvent as WitHostEvent;
 use bindings::session_policy::exports::outpost::agent::policy::{Decision, SupportRequest};
-use outpost_signing::manifest::{Manifest, World};
-use std::path::{Path, PathBuf};
+use outpost_signing::manifest::World;
+use outpost_signing::verify::VerifiedModule;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -79,29 +82,21 @@ impl Services {
 /// Why a module could not be loaded. Each names the module or file.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    /// The file could not be read.
-    #[error("cannot read module file {path}: {source}")]
-    Read {
-        /// File.
-        path: PathBuf,
-        /// I/O error.
-        source: std::io::Error,
-    },
-    /// The installed name and the manifest's name differ.
-    #[error("module installed as `{installed}` but its manifest names `{manifest}`")]
-    NameMismatch {
-        /// Name in the host config.
-        installed: String,
-        /// Name in the manifest.
-        manifest: String,
-    },
-    /// Not a valid component for this engine.
-    #[error("module `{module}` ({path}) is not a valid component: {message}")]
-    Compile {
-        /// Module.
+    /// The signed file did not verify (signature, trust, manifest, version).
+    #[error("module `{module}` ({path}) refused: {error}")]
+    Verify {
+        /// Module name as installed.
         module: String,
         /// File.
         path: PathBuf,
+        /// The verifier's reason.
+        error: outpost_signing::verify::VerifyError,
+    },
+    /// Not a valid component for this engine.
+    #[error("module `{module}` is not a valid component: {message}")]
+    Compile {
+        /// Module.
+        module: String,
         /// Compiler message.
         message: String,
     },
@@ -157,6 +152,15 @@ pub struct LoadedModule {
     pub imports: Vec<String>,
     /// The component's exports (names).
     pub exports: Vec<String>,
+    /// What the compiled-module cache did when it was loaded.
+    pub cache: CacheOutcome,
+}
+
+/// A component compiled from a [`VerifiedModule`]'s bytes; only
+/// [`Runtime::compile`] makes one.
+pub struct CompiledModule {
+    component: Component,
+    cache: CacheOutcome,
 }
 
 impl LoadedModule {
@@ -197,6 +201,7 @@ pub struct Runtime {
     engine: Engine,
     services: Arc<Services>,
     ticker: Arc<Ticker>,
+    cache: Option<Cache>,
 }
 
 /// Names of a component's imports and exports.
@@ -230,7 +235,11 @@ pub fn new_engine(max_memory_mib: u32) -> wasmtime::Result<Engine> {
 impl Runtime {
     /// A runtime whose memory slots allow up to `max_memory_mib` per module.
     /// Starts the epoch ticker on the current tokio runtime.
-    pub fn new(services: Arc<Services>, max_memory_mib: u32) -> wasmtime::Result<Runtime> {
+    pub fn new(
+        services: Arc<Services>,
+        max_memory_mib: u32,
+        cache: Option<Cache>,
+    ) -> wasmtime::Result<Runtime> {
         let engine = new_engine(max_memory_mib)?;
         let ticker = Arc::new(Ticker {
             active: AtomicUsize::new(0),
@@ -253,6 +262,7 @@ impl Runtime {
             engine,
             services,
             ticker,
+            cache,
         })
     }
 
@@ -266,35 +276,46 @@ impl Runtime {
         &self.services
     }
 
-    /// Compile `file` and link it under `grant`. `installed_name` is the name the
-    /// operator installed the module under; it must match the manifest's.
-    pub fn load(
-        &self,
-        installed_name: &str,
-        file: &Path,
-        manifest: &Manifest,
-        grant: Grant,
-    ) -> Result<LoadedModule, LoadError> {
-        if manifest.name != installed_name {
-            return Err(LoadError::NameMismatch {
-                installed: installed_name.to_owned(),
-                manifest: manifest.name.clone(),
-            });
-        }
-        let bytes = std::fs::read(file).map_err(|source| LoadError::Read {
-            path: file.to_owned(),
-            source,
-        })?;
-        let component = Component::new(&self.engine, &bytes).map_err(|e| LoadError::Compile {
-            module: installed_name.to_owned(),
-            path: file.to_owned(),
+    /// Compile a verified module (through the cache when the runtime has one).
+    /// This is the only way to get a [`CompiledModule`]: unverified bytes never
+    /// reach the compiler.
+    pub fn compile(&self, verified: &VerifiedModule) -> Result<CompiledModule, LoadError> {
+        let name = &verified.manifest().name;
+        let compiled = match &self.cache {
+            Some(cache) => {
+                cache.get_or_compile(&self.engine, &verified.file_sha256(), verified.bytes())
+            }
+            None => {
+                Component::new(&self.engine, verified.bytes()).map(|c| (c, CacheOutcome::Disabled))
+            }
+        };
+        let (component, cache) = compiled.map_err(|e| LoadError::Compile {
+            module: name.clone(),
             message: format!("{e:#}"),
         })?;
-        self.link(component, grant)
+        Ok(CompiledModule { component, cache })
     }
 
-    /// Link an already compiled component under `grant`.
-    pub fn link(&self, component: Component, grant: Grant) -> Result<LoadedModule, LoadError> {
+    /// Compile and link a verified module under `grant` (which must be the
+    /// grant computed from this module's manifest).
+    pub fn load(&self, verified: &VerifiedModule, grant: Grant) -> Result<LoadedModule, LoadError> {
+        if grant.module != verified.manifest().name || grant.world != verified.manifest().world {
+            return Err(LoadError::Link {
+                module: verified.manifest().name.clone(),
+                world: verified.manifest().world,
+                message: format!(
+                    "grant was computed for `{}` ({} world)",
+                    grant.module, grant.world
+                ),
+            });
+        }
+        let compiled = self.compile(verified)?;
+        self.link(compiled, grant)
+    }
+
+    /// Link a compiled module under `grant`.
+    pub fn link(&self, compiled: CompiledModule, grant: Grant) -> Result<LoadedModule, LoadError> {
+        let component = compiled.component;
         let (imports, exports) = component_interfaces(&self.engine, &component);
         check_imports(imports.iter().map(String::as_str), &grant)?;
         let link_err = |e: wasmtime::Error| LoadError::Link {
@@ -324,6 +345,7 @@ impl Runtime {
             pre,
             imports,
             exports,
+            cache: compiled.cache,
         })
     }
 
@@ -358,7 +380,8 @@ impl Runtime {
         Ok(l)
     }
 
-    fn new_store(&self, m: &LoadedModule) -> Result<Store<HostState>, CallError> {
+    /// A fresh store for one call of `m`: WASI context, limits, epoch deadline.
+    pub fn new_store(&self, m: &LoadedModule) -> Result<Store<HostState>, CallError> {
         let limits = m.ctx.grant.limits;
         let cpu_ticks = u64::from(limits.cpu_ms).div_ceil(EPOCH_TICK_MS).max(1);
         let data = HostState::new(m.ctx.clone(), cpu_ticks)
@@ -469,14 +492,17 @@ impl Runtime {
         Ok(decision)
     }
 
-    /// Instantiate a module in a fresh store and drop it: the per-call fixed cost
-    /// (for benchmarks).
-    pub async fn instantiate_only(&self, m: &LoadedModule) -> Result<(), CallError> {
-        let mut store = self.new_store(m)?;
+    /// Instantiate `m` into `store` without calling it: the per-call fixed
+    /// cost, for benchmarks.
+    pub async fn instantiate_in(
+        &self,
+        m: &LoadedModule,
+        store: &mut Store<HostState>,
+    ) -> Result<(), CallError> {
         let r = match &m.pre {
-            WorldPre::Collector(p) => p.instance_pre().instantiate_async(&mut store).await,
-            WorldPre::Notifier(p) => p.instance_pre().instantiate_async(&mut store).await,
-            WorldPre::SessionPolicy(p) => p.instance_pre().instantiate_async(&mut store).await,
+            WorldPre::Collector(p) => p.instance_pre().instantiate_async(store).await,
+            WorldPre::Notifier(p) => p.instance_pre().instantiate_async(store).await,
+            WorldPre::SessionPolicy(p) => p.instance_pre().instantiate_async(store).await,
         };
         r.map(|_| ())
             .map_err(|e| CallError::Setup(format!("{e:#}")))

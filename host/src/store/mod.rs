@@ -9,6 +9,7 @@
 pub mod notifications;
 pub mod spool;
 pub mod state;
+pub mod versions;
 
 use rusqlite::Connection;
 use std::path::{Path, PathBuf};
@@ -57,6 +58,14 @@ CREATE TABLE IF NOT EXISTS notifications (
     updated_at INTEGER NOT NULL,
     PRIMARY KEY (module, key)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS installed_versions (
+    module       TEXT PRIMARY KEY,
+    major        INTEGER NOT NULL,
+    minor        INTEGER NOT NULL,
+    patch        INTEGER NOT NULL,
+    file_sha256  TEXT NOT NULL,
+    installed_at INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS uplink_spool (
     seq        INTEGER PRIMARY KEY AUTOINCREMENT,
     module     TEXT NOT NULL,

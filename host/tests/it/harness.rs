@@ -7,10 +7,12 @@ use outpost_host::runtime::{LoadedModule, Runtime, Services};
 use outpost_host::store::Db;
 use outpost_host::store::state::ModuleState;
 use outpost_signing::Manifest;
+use outpost_signing::SigningKey;
+use outpost_signing::trust::{TrustStore, TrustedKey};
+use outpost_signing::verify::{Expectation, VerifiedModule, verify};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
-use wasmtime::component::Component;
 
 pub struct Env {
     pub rt: tokio::runtime::Runtime,
@@ -20,7 +22,10 @@ pub struct Env {
     /// Holds `instrument-logs/` (granted) and `secret.txt` (beside it, not granted).
     pub root: PathBuf,
     pub ca: TestCa,
-    components: Mutex<HashMap<&'static str, Component>>,
+    /// The publisher key tests sign with, trusted by `trust`.
+    pub key: SigningKey,
+    pub trust: TrustStore,
+    raw: Mutex<HashMap<&'static str, Arc<Vec<u8>>>>,
     _dir: tempfile::TempDir,
 }
 
@@ -56,8 +61,13 @@ pub fn env() -> &'static Env {
         );
         let runtime = {
             let _g = rt.enter();
-            Arc::new(Runtime::new(services, 256).unwrap())
+            Arc::new(Runtime::new(services, 256, None).unwrap())
         };
+        let key = outpost_signing::generate_signing_key();
+        let mut trust = TrustStore::new();
+        trust
+            .add_key(TrustedKey::new("test-publisher", key.verifying_key()))
+            .unwrap();
         Env {
             rt,
             runtime,
@@ -65,19 +75,36 @@ pub fn env() -> &'static Env {
             db,
             root,
             ca,
-            components: Mutex::default(),
+            key,
+            trust,
+            raw: Mutex::default(),
             _dir: dir,
         }
     })
 }
 
 impl Env {
-    /// The compiled component at `path` (compiled once per test binary).
-    pub fn component(&self, path: &'static str) -> Component {
-        let mut c = self.components.lock().unwrap();
+    /// The unsigned component at `path` (read once per test binary).
+    pub fn raw(&self, path: &'static str) -> Arc<Vec<u8>> {
+        let mut c = self.raw.lock().unwrap();
         c.entry(path)
-            .or_insert_with(|| Component::from_file(self.runtime.engine(), path).unwrap())
+            .or_insert_with(|| Arc::new(std::fs::read(path).unwrap()))
             .clone()
+    }
+
+    /// `wasm` signed by the test publisher over `manifest`.
+    pub fn signed(&self, wasm: &'static str, manifest: &Manifest) -> Vec<u8> {
+        outpost_signing::sign::sign(&self.raw(wasm), manifest, &[&self.key]).unwrap()
+    }
+
+    /// `wasm` signed over `manifest` and verified, as the host's loader sees it.
+    pub fn verified(&self, wasm: &'static str, manifest: &Manifest) -> VerifiedModule {
+        let expect = Expectation {
+            name: &manifest.name,
+            highest_installed: None,
+            now: std::time::SystemTime::now(),
+        };
+        verify(self.signed(wasm, manifest), &self.trust, &expect).unwrap()
     }
 
     pub fn dirs(&self) -> BTreeMap<String, PathBuf> {
@@ -100,7 +127,8 @@ impl Env {
     ) -> Arc<LoadedModule> {
         let manifest = manifest(name, world, caps, limits);
         let grant = Grant::new(&manifest, &[&permissive(&manifest)], &self.dirs()).unwrap();
-        Arc::new(self.runtime.link(self.component(wasm), grant).unwrap())
+        let verified = self.verified(wasm, &manifest);
+        Arc::new(self.runtime.load(&verified, grant).unwrap())
     }
 
     /// The escapes fixture under `name`, set to try `escape` with `arg`.

@@ -12,9 +12,7 @@ fn a_component_importing_outside_its_world_is_refused_naming_the_import() {
     let err = e
         .runtime
         .load(
-            "foreign",
-            std::path::Path::new(outpost_artifacts::FIXTURE_FOREIGN_IMPORT),
-            &m,
+            &e.verified(outpost_artifacts::FIXTURE_FOREIGN_IMPORT, &m),
             grant,
         )
         .err()
@@ -40,12 +38,7 @@ fn an_import_the_grant_does_not_cover_is_refused() {
     let grant = Grant::new(&m, &[&permissive(&m)], &e.dirs()).unwrap();
     let err = e
         .runtime
-        .load(
-            "collector",
-            std::path::Path::new(outpost_artifacts::COLLECTOR),
-            &m,
-            grant,
-        )
+        .load(&e.verified(outpost_artifacts::COLLECTOR, &m), grant)
         .err()
         .expect("refused")
         .to_string();
@@ -80,36 +73,24 @@ fn a_manifest_asking_for_a_forbidden_endpoint_is_refused_naming_it() {
 }
 
 #[test]
-fn name_mismatch_and_non_components_are_refused_naming_the_file() {
+fn a_signed_file_that_is_not_a_component_for_this_engine_is_refused() {
     let e = env();
-    let m = manifest("collector", "collector", "", DEFAULT_LIMITS);
+    // Well-framed sections (so it signs and verifies) around a body the
+    // compiler rejects: a core-module section holding garbage.
+    let m = manifest("bogus", "collector", "", DEFAULT_LIMITS);
+    let mut body = b"\0asm\x0d\0\x01\0".to_vec();
+    body.extend_from_slice(&[0x01, 0x03, 0xff, 0xff, 0xff]);
+    let signed = outpost_signing::sign::sign(&body, &m, &[&e.key]).unwrap();
+    let expect = outpost_signing::verify::Expectation {
+        name: "bogus",
+        highest_installed: None,
+        now: std::time::SystemTime::now(),
+    };
+    let verified = outpost_signing::verify::verify(signed, &e.trust, &expect).unwrap();
     let grant = Grant::new(&m, &[&permissive(&m)], &e.dirs()).unwrap();
-    let err = e
-        .runtime
-        .load(
-            "notifier",
-            std::path::Path::new(outpost_artifacts::COLLECTOR),
-            &m,
-            grant.clone(),
-        )
-        .err()
-        .unwrap()
-        .to_string();
-    assert_eq!(
-        err,
-        "module installed as `notifier` but its manifest names `collector`"
-    );
-
-    let bogus = e.root.join("bogus.wasm");
-    std::fs::write(&bogus, b"\0asm\x0d\0\x01\0garbage").unwrap();
-    let err = e
-        .runtime
-        .load("collector", &bogus, &m, grant)
-        .err()
-        .unwrap()
-        .to_string();
+    let err = e.runtime.load(&verified, grant).err().unwrap().to_string();
     assert!(
-        err.contains("bogus.wasm") && err.contains("not a valid component"),
+        err.contains("module `bogus` is not a valid component"),
         "{err}"
     );
 }
@@ -122,12 +103,7 @@ fn a_component_without_its_worlds_export_is_refused() {
     let grant = Grant::new(&m, &[&permissive(&m)], &e.dirs()).unwrap();
     let err = e
         .runtime
-        .load(
-            "session-policy",
-            std::path::Path::new(outpost_artifacts::SESSION_POLICY),
-            &m,
-            grant,
-        )
+        .load(&e.verified(outpost_artifacts::SESSION_POLICY, &m), grant)
         .err()
         .unwrap()
         .to_string();

@@ -1,7 +1,9 @@
+mod cli;
 mod harness;
 mod limits;
 mod loading;
 mod modules;
 mod network;
 mod sandbox;
+mod signed;
 mod supervisor;

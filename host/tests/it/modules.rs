@@ -15,7 +15,7 @@ fn load_own(wasm: &'static str, manifest: &str) -> Arc<LoadedModule> {
     let e = env();
     let m = Manifest::from_toml(&std::fs::read_to_string(manifest).unwrap()).unwrap();
     let grant = Grant::new(&m, &[&permissive(&m)], &e.dirs()).unwrap();
-    Arc::new(e.runtime.link(e.component(wasm), grant).unwrap())
+    Arc::new(e.runtime.load(&e.verified(wasm, &m), grant).unwrap())
 }
 
 #[test]

@@ -13,21 +13,39 @@ use outpost_host::supervisor::Supervisor;
 fn repeated_failure_quarantines_while_others_carry_on() {
     let e = env();
     let dir = tempfile::tempdir().unwrap();
-    let flaky_manifest = dir.path().join("flaky.toml");
-    std::fs::write(
-        &flaky_manifest,
+    // Every module file is signed by the test publisher; the flaky one is the
+    // escapes fixture under its own name, set to panic on every call.
+    let sign_to = |wasm: &'static str, manifest_text: String, file: &str| {
+        let m = outpost_signing::Manifest::from_toml(&manifest_text).unwrap();
+        let p = dir.path().join(file);
+        std::fs::write(&p, e.signed(wasm, &m)).unwrap();
+        path(&p)
+    };
+    let flaky = sign_to(
+        outpost_artifacts::FIXTURE_ESCAPES,
         std::fs::read_to_string(outpost_artifacts::FIXTURE_ESCAPES_MANIFEST)
             .unwrap()
             .replace("name = \"fixture-escapes\"", "name = \"flaky\"")
             .replace("endpoints = []", "endpoints = [\"unused.invalid:443\"]"),
-    )
-    .unwrap();
+        "flaky.wasm",
+    );
+    let collector = sign_to(
+        outpost_artifacts::COLLECTOR,
+        std::fs::read_to_string(outpost_artifacts::COLLECTOR_MANIFEST).unwrap(),
+        "collector.wasm",
+    );
+    let notifier = sign_to(
+        outpost_artifacts::NOTIFIER,
+        std::fs::read_to_string(outpost_artifacts::NOTIFIER_MANIFEST).unwrap(),
+        "notifier.wasm",
+    );
     let config_path = dir.path().join("outpost.toml");
     let text = format!(
         r#"
 state-dir = "state"
 [directories]
 instrument-logs = "{logs}"
+missing = "{missing}"
 [policy]
 directories = ["instrument-logs"]
 endpoints = ["unused.invalid:443"]
@@ -39,26 +57,22 @@ collect-interval-secs = 3600
 max-consecutive-failures = 3
 backoff-initial-ms = 10
 backoff-max-ms = 40
+[[trust.keys]]
+name = "test-publisher"
+public-key = "{key}"
 [[module]]
 name = "flaky"
 file = "{flaky}"
-manifest = "{flaky_manifest}"
 [[module]]
 name = "collector"
 file = "{collector}"
-manifest = "{collector_manifest}"
 [[module]]
 name = "notifier"
 file = "{notifier}"
-manifest = "{notifier_manifest}"
 "#,
         logs = path(&e.root.join("instrument-logs")),
-        flaky = outpost_artifacts::FIXTURE_ESCAPES,
-        flaky_manifest = path(&flaky_manifest),
-        collector = outpost_artifacts::COLLECTOR,
-        collector_manifest = outpost_artifacts::COLLECTOR_MANIFEST,
-        notifier = outpost_artifacts::NOTIFIER,
-        notifier_manifest = outpost_artifacts::NOTIFIER_MANIFEST,
+        key = outpost_signing::public_key_to_hex(&e.key.verifying_key()),
+        missing = path(&dir.path().join("no-such-folder")),
     );
     std::fs::write(&config_path, text).unwrap();
     let config = Config::load(&config_path).unwrap();
@@ -75,8 +89,13 @@ manifest = "{notifier_manifest}"
         let mut flaky = Vec::new();
         let mut collector_ok = false;
         let mut notified = false;
+        let mut setting_notified = false;
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
-        while !(collector_ok && notified && flaky.contains(&"module-quarantined")) {
+        while !(collector_ok
+            && notified
+            && setting_notified
+            && flaky.contains(&"module-quarantined"))
+        {
             let ev = tokio::time::timeout_at(deadline, rx.recv())
                 .await
                 .expect("events in time")
@@ -92,6 +111,12 @@ manifest = "{notifier_manifest}"
                     if module == "notifier" && key == "module:flaky" =>
                 {
                     notified = true
+                }
+                // Found before the notifier ran, handed to it at start.
+                HostEvent::NotificationRaised { module, key, .. }
+                    if module == "notifier" && key == "setting:directory-missing:missing" =>
+                {
+                    setting_notified = true
                 }
                 _ => {}
             }

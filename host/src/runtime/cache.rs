@@ -1,0 +1,182 @@
+//! The compiled-module cache.
+//!
+//! Compiling a component takes tens of milliseconds (release) to a second
+//! (debug); the cache keeps the native code between host starts. It is used only
+//! after the signed file has verified, and an entry is trusted only if its MAC
+//! under the host-local cache key checks out — so a swapped or edited entry is
+//! refused and the module recompiled from its verified bytes.
+//!
+//! Entry file name: `<sha256 of the signed file>-<engine compatibility digest>.cwasm`.
+//! Entry contents: `HMAC-SHA256(cache key, entry name ‖ code)` (32 bytes) ‖ code,
+//! where code is `Component::serialize()`. The cache key is 32 random bytes in
+//! `cache.key` beside the entries, created on first use (0600 on Unix; on
+//! Windows the state directory's ACL, which the installer restricts to the
+//! service account and administrators, protects it).
+
+use hmac::{Hmac, Mac};
+use sha2::{Digest, Sha256};
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use wasmtime::Engine;
+use wasmtime::component::Component;
+
+/// Size of the MAC prefix of an entry.
+const MAC_BYTES: usize = 32;
+
+/// What the cache did for one module.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CacheOutcome {
+    /// No cache configured: compiled.
+    Disabled,
+    /// No entry: compiled and stored.
+    Miss,
+    /// A valid entry was used.
+    Hit,
+    /// An entry existed but failed its MAC or did not load: refused, recompiled, replaced.
+    Rejected,
+}
+
+/// A directory of compiled components.
+pub struct Cache {
+    dir: PathBuf,
+    key: [u8; 32],
+}
+
+impl Cache {
+    /// Open (creating if needed) the cache in `dir`.
+    pub fn open(dir: &Path) -> std::io::Result<Cache> {
+        std::fs::create_dir_all(dir)?;
+        let key_path = dir.join("cache.key");
+        let key = match std::fs::read(&key_path) {
+            Ok(k) if k.len() == 32 => k.try_into().expect("length checked"),
+            Ok(_) => {
+                return Err(std::io::Error::other(format!(
+                    "cache key {} is not 32 bytes",
+                    key_path.display()
+                )));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let mut k = [0u8; 32];
+                rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut k);
+                write_private(&key_path, &k)?;
+                k
+            }
+            Err(e) => return Err(e),
+        };
+        Ok(Cache {
+            dir: dir.to_owned(),
+            key,
+        })
+    }
+
+    /// The entry name for a signed file with hash `file_sha256` on `engine`.
+    fn entry_name(engine: &Engine, file_sha256: &[u8; 32]) -> String {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        engine.precompile_compatibility_hash().hash(&mut h);
+        let compat = Sha256::digest(
+            format!("{:016x}/outpost-{}", h.finish(), env!("CARGO_PKG_VERSION")).as_bytes(),
+        );
+        format!("{}-{}.cwasm", hex(file_sha256), &hex(&compat)[..16])
+    }
+
+    fn mac(&self, name: &str, code: &[u8]) -> Hmac<Sha256> {
+        let mut m = <Hmac<Sha256> as Mac>::new_from_slice(&self.key).expect("any key length");
+        m.update(name.as_bytes());
+        m.update(&[0]);
+        m.update(code);
+        m
+    }
+
+    /// The component for verified bytes `bytes` (hash `file_sha256`): from the
+    /// cache when a valid entry exists, else compiled (and stored).
+    pub(crate) fn get_or_compile(
+        &self,
+        engine: &Engine,
+        file_sha256: &[u8; 32],
+        bytes: &[u8],
+    ) -> wasmtime::Result<(Component, CacheOutcome)> {
+        let name = Self::entry_name(engine, file_sha256);
+        let path = self.dir.join(&name);
+        let mut outcome = CacheOutcome::Miss;
+        if let Ok(entry) = std::fs::read(&path) {
+            match self.load_entry(engine, &name, &entry) {
+                Some(c) => return Ok((c, CacheOutcome::Hit)),
+                None => {
+                    tracing::warn!(target: "outpost.cache", entry = %name, "compiled-module cache entry refused; recompiling");
+                    let _ = std::fs::remove_file(&path);
+                    outcome = CacheOutcome::Rejected;
+                }
+            }
+        }
+        let component = Component::new(engine, bytes)?;
+        match component.serialize() {
+            Ok(code) => {
+                let mac = self.mac(&name, &code).finalize().into_bytes();
+                let mut entry = Vec::with_capacity(MAC_BYTES + code.len());
+                entry.extend_from_slice(&mac);
+                entry.extend_from_slice(&code);
+                if let Err(e) = write_atomically(&path, &entry) {
+                    tracing::warn!(target: "outpost.cache", entry = %name, error = %e, "cannot write compiled-module cache entry");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(target: "outpost.cache", error = %e, "cannot serialise compiled module")
+            }
+        }
+        Ok((component, outcome))
+    }
+
+    fn load_entry(&self, engine: &Engine, name: &str, entry: &[u8]) -> Option<Component> {
+        if entry.len() <= MAC_BYTES {
+            return None;
+        }
+        let (mac, code) = entry.split_at(MAC_BYTES);
+        self.mac(name, code).verify_slice(mac).ok()?;
+        deserialize_own(engine, code).ok()
+    }
+}
+
+/// Load native code that this host compiled and MAC'd.
+///
+/// SAFETY: `Component::deserialize` trusts its input to be the output of
+/// `Component::serialize` from a compatible engine; arbitrary bytes could make
+/// it run arbitrary native code. The only caller passes bytes whose HMAC under
+/// the host-local cache key verified, so they were written by this host from
+/// its own `serialize` (an attacker without the key cannot forge the MAC), and
+/// the entry name binds them to the verified signed file's hash and to this
+/// engine's compatibility hash. wasmtime additionally checks the engine
+/// compatibility header and refuses a mismatch.
+#[allow(unsafe_code)]
+fn deserialize_own(engine: &Engine, code: &[u8]) -> wasmtime::Result<Component> {
+    unsafe { Component::deserialize(engine, code) }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn write_atomically(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(data)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)
+}
+
+fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(path)?;
+    f.write_all(data)?;
+    f.sync_all()
+}
