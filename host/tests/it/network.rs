@@ -62,9 +62,10 @@ async fn https_server(
     Server { port, accepted }
 }
 
-/// A server that speaks only TLS 1.0: it answers every ClientHello with a
-/// TLS 1.0 ServerHello (TLS_RSA_WITH_AES_128_CBC_SHA), as such a server does.
-async fn tls10_only_server() -> Server {
+/// A server that speaks only an old TLS version (`minor` 1 = TLS 1.0, 2 = TLS
+/// 1.1): it answers every ClientHello with a ServerHello of that version
+/// (TLS_RSA_WITH_AES_128_CBC_SHA), as such a server does.
+async fn old_tls_only_server(minor: u8) -> Server {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let accepted = Arc::new(AtomicUsize::new(0));
@@ -77,14 +78,14 @@ async fn tls10_only_server() -> Server {
                 if tcp.read(&mut buf).await.unwrap_or(0) == 0 {
                     return;
                 }
-                let mut hello = vec![0x03, 0x01]; // server_version TLS 1.0
+                let mut hello = vec![0x03, minor]; // server_version
                 hello.extend_from_slice(&[0x42; 32]); // random
                 hello.push(0); // session id
                 hello.extend_from_slice(&[0x00, 0x2f]); // cipher suite
                 hello.push(0); // compression
                 let mut hs = vec![0x02, 0, 0, hello.len() as u8];
                 hs.extend_from_slice(&hello);
-                let mut rec = vec![0x16, 0x03, 0x01, 0, hs.len() as u8];
+                let mut rec = vec![0x16, 0x03, minor, 0, hs.len() as u8];
                 rec.extend_from_slice(&hs);
                 let _ = tcp.write_all(&rec).await;
                 let _ = tcp.read(&mut buf).await;
@@ -225,22 +226,24 @@ fn a_granted_name_that_resolves_to_loopback_is_refused() {
 fn tls_below_1_2_and_wrong_names_are_refused() {
     let e = env();
     e.rt.block_on(async {
-        let old = tls10_only_server().await;
-        let res = fetch(
-            "net-tls10",
-            &format!("127.0.0.1:{}", old.port),
-            &format!("https://127.0.0.1:{}/", old.port),
-        )
-        .await;
-        assert!(
-            matches!(&res, Err(CallError::Module(m)) if m.contains("Tls")),
-            "{res:?}"
-        );
-        assert_eq!(
-            old.accepted.load(Ordering::SeqCst),
-            1,
-            "the handshake was attempted and failed"
-        );
+        for (minor, name) in [(1u8, "net-tls10"), (2, "net-tls11")] {
+            let old = old_tls_only_server(minor).await;
+            let res = fetch(
+                name,
+                &format!("127.0.0.1:{}", old.port),
+                &format!("https://127.0.0.1:{}/", old.port),
+            )
+            .await;
+            assert!(
+                matches!(&res, Err(CallError::Module(m)) if m.contains("Tls")),
+                "{name}: {res:?}"
+            );
+            assert_eq!(
+                old.accepted.load(Ordering::SeqCst),
+                1,
+                "{name}: the handshake was attempted and failed"
+            );
+        }
 
         let other = https_server(&["other.example"], &[&rustls::version::TLS13]).await;
         let res = fetch(

@@ -1,0 +1,313 @@
+//! HL7 v2 messages (ORU^R01) to QC results.
+//!
+//! Delimiters come from MSH-1 (field) and MSH-2 (component, repeat, escape,
+//! subcomponent); segments end in `\r`, `\n` or `\r\n`. Escape sequences
+//! `\F\ \S\ \T\ \R\ \E\` and `\Xhh..\` are decoded after splitting; formatting
+//! escapes (`\H\`, `\N\`, `\.br\`...) are removed.
+//!
+//! Rules (Architecture Invariant: no patient field reaches a record):
+//! - PID, PD1, NK1, PV1, PV2, IN1, IN2, GT1, ORC and every segment not listed
+//!   here are dropped whole (PID/PD1/NK1/PV1 counted as patient segments);
+//! - each OBR opens an order group; the group is a QC run when OBR-4 (component 1
+//!   or 2) is one of [`QC_ORDER_CODES`] or any SPM-11 in the group is `Q` or `C`;
+//!   the decision is taken at the end of the group, because SPM follows OBX in
+//!   ORU^R01 v2.5;
+//! - OBX of a QC group become [`QcResult`]s; OBX of any other group are patient
+//!   results and are dropped (counted);
+//! - OBX-5 of type ED or RP, or any value that looks like base64, is dropped
+//!   (counted as a comment); TX/FT/ST/CE/CWE text is redacted; NTE is dropped;
+//! - the instrument is MSH-3 (sending application, model) and OBX-18 (equipment
+//!   instance identifier, serial; HemoScreen sends it in OBX-15, producer's ID,
+//!   used when OBX-18 is empty), falling back to the caller's instrument.
+//!
+//! Control lot: HemoScreen puts the control lot in PID-2 of QC messages; because
+//! PID is dropped whole, `control_lot` stays empty here.
+
+use crate::records::{Instrument, QcResult, Record, Timestamp};
+use crate::redact::redact;
+use crate::{ParseOutput, ParseStats};
+
+/// OBR-4 codes that mark a quality-control order (compared case-insensitively).
+pub const QC_ORDER_CODES: &[&str] = &["LQC", "QC", "QCR", "CONTROL", "CTRL"];
+
+/// Encoding characters declared in MSH-1/MSH-2.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Encoding {
+    /// Field separator (MSH-1).
+    pub field: char,
+    /// Component separator.
+    pub component: char,
+    /// Repetition separator.
+    pub repeat: char,
+    /// Escape character.
+    pub escape: char,
+    /// Subcomponent separator.
+    pub subcomponent: char,
+}
+
+impl Default for Encoding {
+    fn default() -> Self {
+        Self {
+            field: '|',
+            component: '^',
+            repeat: '~',
+            escape: '\\',
+            subcomponent: '&',
+        }
+    }
+}
+
+impl Encoding {
+    /// Reads the encoding characters from an MSH segment; `None` if malformed.
+    pub fn from_msh(msh: &str) -> Option<Self> {
+        let mut c = msh.chars().skip(3);
+        let field = c.next()?;
+        let enc: Vec<char> = c.take_while(|x| *x != field).collect();
+        if enc.len() < 2 || field.is_alphanumeric() {
+            return None;
+        }
+        let d = Self {
+            field,
+            component: enc[0],
+            repeat: enc[1],
+            escape: enc.get(2).copied().unwrap_or('\\'),
+            subcomponent: enc.get(3).copied().unwrap_or('&'),
+        };
+        let all = [d.field, d.component, d.repeat, d.escape, d.subcomponent];
+        let distinct = (0..5).all(|i| (i + 1..5).all(|j| all[i] != all[j]));
+        distinct.then_some(d)
+    }
+
+    /// Decodes HL7 escape sequences in one (sub)component.
+    pub fn unescape(&self, text: &str) -> String {
+        let mut out = String::with_capacity(text.len());
+        let mut rest = text;
+        while let Some(p) = rest.find(self.escape) {
+            out.push_str(&rest[..p]);
+            let after = &rest[p + self.escape.len_utf8()..];
+            let Some(q) = after.find(self.escape) else {
+                // No closing escape character: drop the dangling one.
+                out.push_str(after);
+                return out;
+            };
+            let seq = &after[..q];
+            match seq {
+                "F" => out.push(self.field),
+                "S" => out.push(self.component),
+                "T" => out.push(self.subcomponent),
+                "R" => out.push(self.repeat),
+                "E" => out.push(self.escape),
+                ".br" => out.push(' '),
+                _ if seq.starts_with('X') => {
+                    let hex = &seq[1..];
+                    let bytes: Vec<u8> = (0..hex.len() / 2)
+                        .filter_map(|i| u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok())
+                        .collect();
+                    out.push_str(&String::from_utf8_lossy(&bytes));
+                }
+                _ => {}
+            }
+            rest = &after[q + self.escape.len_utf8()..];
+        }
+        out.push_str(rest);
+        out
+    }
+}
+
+/// One segment split into fields, numbered as HL7 numbers them (`f(1)` is
+/// SEG-1; for MSH, `f(1)` is the field separator and `f(2)` the encoding).
+struct Segment<'a> {
+    id: &'a str,
+    fields: Vec<&'a str>,
+}
+
+impl<'a> Segment<'a> {
+    fn new(line: &'a str, enc: &Encoding) -> Self {
+        let fields: Vec<&str> = line.split(enc.field).collect();
+        let id = fields.first().copied().unwrap_or("");
+        Self { id, fields }
+    }
+    fn f(&self, n: usize) -> &'a str {
+        let idx = if self.id == "MSH" {
+            n.saturating_sub(1)
+        } else {
+            n
+        };
+        if self.id == "MSH" && n == 1 {
+            return "";
+        }
+        self.fields.get(idx).copied().unwrap_or("")
+    }
+    fn comp(&self, n: usize, c: usize, enc: &Encoding) -> String {
+        let first_rep = self.f(n).split(enc.repeat).next().unwrap_or("");
+        let comp = first_rep.split(enc.component).nth(c - 1).unwrap_or("");
+        let sub = comp.split(enc.subcomponent).next().unwrap_or("");
+        enc.unescape(sub).trim().to_string()
+    }
+}
+
+struct Group {
+    qc: bool,
+    run_time: Option<Timestamp>,
+    obx: Vec<QcResult>,
+}
+
+/// Parses one or more HL7 v2 messages. `fallback` names the instrument when
+/// neither MSH-3 nor OBX-18 does.
+pub fn parse(input: &[u8], fallback: &Instrument) -> ParseOutput {
+    let text = String::from_utf8_lossy(input);
+    let text = crate::redact::normalize(&text);
+    let mut stats = ParseStats::default();
+    let mut records = Vec::new();
+    let mut enc = Encoding::default();
+    let mut model = fallback.model.clone();
+    let mut group: Option<Group> = None;
+    for line in text.split(['\r', '\n']) {
+        // MLLP framing (VT ... FS CR) and stray control characters around a segment.
+        let line = line.trim_matches(|c: char| c.is_control());
+        if line.is_empty() {
+            continue;
+        }
+        stats.records += 1;
+        if line.starts_with("MSH") {
+            close(&mut group, &mut records, &mut stats);
+            stats.frames += 1;
+            match Encoding::from_msh(line) {
+                Some(e) => enc = e,
+                None => {
+                    stats.malformed_records += 1;
+                    enc = Encoding::default();
+                }
+            }
+            let seg = Segment::new(line, &enc);
+            let app = seg.comp(3, 1, &enc);
+            model = if app.is_empty() {
+                fallback.model.clone()
+            } else {
+                redact(&app)
+            };
+            continue;
+        }
+        let seg = Segment::new(line, &enc);
+        if seg.id.len() != 3 || !seg.id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            stats.malformed_records += 1;
+            continue;
+        }
+        match seg.id {
+            "PID" | "PD1" | "NK1" | "PV1" | "PV2" | "IN1" | "IN2" | "IN3" | "GT1" | "MRG" => {
+                stats.patient_records_dropped += 1
+            }
+            "NTE" => stats.comments_dropped += 1,
+            "OBR" => {
+                close(&mut group, &mut records, &mut stats);
+                let code1 = seg.comp(4, 1, &enc);
+                let code2 = seg.comp(4, 2, &enc);
+                let qc = QC_ORDER_CODES
+                    .iter()
+                    .any(|q| q.eq_ignore_ascii_case(&code1) || q.eq_ignore_ascii_case(&code2));
+                let run_time = Timestamp::parse_compact(&seg.comp(7, 1, &enc));
+                group = Some(Group {
+                    qc,
+                    run_time,
+                    obx: Vec::new(),
+                });
+            }
+            "SPM" => {
+                let role = seg.comp(11, 1, &enc);
+                let qc_role = role.eq_ignore_ascii_case("Q") || role.eq_ignore_ascii_case("C");
+                if let Some(g) = group.as_mut().filter(|_| qc_role) {
+                    g.qc = true;
+                }
+            }
+            "OBX" => match group.as_mut() {
+                Some(g) => match obx(&seg, &enc, &model, fallback, g.run_time) {
+                    Some(r) => g.obx.push(r),
+                    None => stats.comments_dropped += 1,
+                },
+                None => stats.patient_results_dropped += 1,
+            },
+            _ => {}
+        }
+    }
+    close(&mut group, &mut records, &mut stats);
+    ParseOutput { records, stats }
+}
+
+fn close(group: &mut Option<Group>, records: &mut Vec<Record>, stats: &mut ParseStats) {
+    if let Some(g) = group.take() {
+        if g.qc {
+            records.extend(g.obx.into_iter().map(Record::Qc));
+        } else {
+            stats.patient_results_dropped += g.obx.len();
+        }
+    }
+}
+
+/// True for long runs of the base64 alphabet (an embedded document).
+fn looks_like_base64(s: &str) -> bool {
+    let s = s.trim();
+    s.len() >= 40
+        && !s.contains(' ')
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=' | b'-' | b'_'))
+}
+
+fn obx(
+    seg: &Segment<'_>,
+    enc: &Encoding,
+    model: &str,
+    fallback: &Instrument,
+    group_time: Option<Timestamp>,
+) -> Option<QcResult> {
+    let vtype = seg.comp(2, 1, enc).to_ascii_uppercase();
+    if matches!(vtype.as_str(), "ED" | "RP") {
+        return None;
+    }
+    let raw = seg.f(5).split(enc.repeat).next().unwrap_or("");
+    if raw.split(enc.component).any(looks_like_base64) {
+        return None;
+    }
+    let value: String = match vtype.as_str() {
+        "SN" => raw
+            .split(enc.component)
+            .map(|c| enc.unescape(c))
+            .collect::<String>(),
+        "NM" => enc.unescape(raw.split(enc.component).next().unwrap_or("")),
+        _ => raw
+            .split(enc.component)
+            .map(|c| enc.unescape(c))
+            .collect::<Vec<_>>()
+            .join(" "),
+    };
+    let analyte = seg.comp(3, 1, enc);
+    if analyte.is_empty() {
+        return None;
+    }
+    let mut serial = seg.comp(18, 1, enc);
+    if serial.is_empty() {
+        serial = seg.comp(15, 1, enc);
+    }
+    Some(QcResult {
+        instrument: Instrument {
+            model: model.to_string(),
+            serial: if serial.is_empty() {
+                fallback.serial.clone()
+            } else {
+                redact(&serial)
+            },
+        },
+        analyte: redact(&analyte),
+        value: redact(value.trim()),
+        unit: redact(&seg.comp(6, 1, enc)),
+        reference_range: redact(&seg.comp(7, 1, enc)),
+        flags: seg
+            .f(8)
+            .split(enc.repeat)
+            .map(|f| redact(enc.unescape(f).trim()))
+            .filter(|f| !f.is_empty())
+            .collect(),
+        control_lot: String::new(),
+        control_level: String::new(),
+        run_time: Timestamp::parse_compact(&seg.comp(14, 1, enc)).or(group_time),
+    })
+}
