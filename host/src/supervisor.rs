@@ -16,6 +16,7 @@ use crate::runtime::bindings::session_policy::exports::outpost::agent::policy::{
 };
 use crate::runtime::bindings::types::{Instrument, Severity};
 use crate::runtime::{CallError, LoadedModule, Runtime};
+use crate::store::quarantine::Quarantine;
 use outpost_signing::manifest::World;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -49,6 +50,7 @@ enum Next {
 
 struct Shared {
     runtime: Arc<Runtime>,
+    quarantine: Quarantine,
     events: Events,
     cfg: SupervisorConfig,
     health: Mutex<BTreeMap<String, ModuleHealth>>,
@@ -65,6 +67,13 @@ impl Shared {
         Duration::from_millis(ms)
     }
 
+    fn mark_quarantined(&self, module: &str, reason: &str) {
+        let mut all = self.health.lock().unwrap_or_else(|p| p.into_inner());
+        let h = all.entry(module.to_owned()).or_default();
+        h.quarantined = true;
+        h.last_error = Some(reason.to_owned());
+    }
+
     fn is_quarantined(&self, module: &str) -> bool {
         self.health
             .lock()
@@ -73,10 +82,12 @@ impl Shared {
             .is_some_and(|h| h.quarantined)
     }
 
-    /// Record the outcome of a call; publish the matching events.
+    /// Record the outcome of a call of `module` (loaded from the file with hash
+    /// `file_sha256`); publish the matching events; persist a quarantine.
     fn record<T>(
         &self,
         module: &str,
+        file_sha256: &str,
         call: &str,
         res: &Result<T, CallError>,
         summary: impl FnOnce(&T) -> String,
@@ -118,6 +129,9 @@ impl Shared {
                     consecutive: n,
                 });
                 if quarantine {
+                    if let Err(db) = self.quarantine.add(module, file_sha256, &e.to_string()) {
+                        tracing::error!(module, error = %db, "cannot persist quarantine; it lasts until the host restarts");
+                    }
                     self.events.emit(HostEvent::ModuleQuarantined {
                         module: module.to_owned(),
                         failures: n,
@@ -154,8 +168,10 @@ impl Drop for Supervisor {
 impl Supervisor {
     /// Start supervising `agent`'s modules. Must run inside a tokio runtime.
     pub fn start(agent: &Agent, events: Events) -> Supervisor {
+        let quarantine = Quarantine::new(agent.runtime.services().db.clone());
         let shared = Arc::new(Shared {
             runtime: agent.runtime.clone(),
+            quarantine: quarantine.clone(),
             events,
             cfg: agent.config.supervisor.clone(),
             health: Mutex::new(
@@ -168,6 +184,25 @@ impl Supervisor {
         });
         let mut tasks = Vec::new();
         for m in &agent.modules {
+            match quarantine.get(m.name(), &m.file_sha256) {
+                Ok(Some(q)) => {
+                    shared.mark_quarantined(m.name(), &q.reason);
+                    shared.events.emit(HostEvent::SettingProblem {
+                        code: format!("quarantined:{}", m.name()),
+                        text: format!(
+                            "module `{}` stays quarantined ({}); release it with `outpost release {} --config FILE` or install a new version",
+                            m.name(),
+                            q.reason,
+                            m.name()
+                        ),
+                    });
+                    continue;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::error!(module = m.name(), error = %e, "cannot read the quarantine list")
+                }
+            }
             match m.world() {
                 World::Collector => {
                     tasks.push(tokio::spawn(collector_loop(shared.clone(), m.clone())))
@@ -222,9 +257,10 @@ impl Supervisor {
             return deny(format!("session policy `{}` is quarantined", m.name()));
         }
         let res = self.shared.runtime.evaluate(m, request).await;
-        self.shared.record(m.name(), "evaluate", &res, |d| {
-            format!("allow={} offer={}", d.allow, d.offer.len())
-        });
+        self.shared
+            .record(m.name(), &m.file_sha256, "evaluate", &res, |d| {
+                format!("allow={} offer={}", d.allow, d.offer.len())
+            });
         res.unwrap_or_else(|e| deny(format!("session policy failed: {e}")))
     }
 }
@@ -234,7 +270,7 @@ async fn collector_loop(shared: Arc<Shared>, m: Arc<LoadedModule>) {
     let mut trigger = Trigger::Startup;
     loop {
         let res = shared.runtime.collect(&m, trigger).await;
-        let next = shared.record(m.name(), "collect", &res, |r| {
+        let next = shared.record(m.name(), &m.file_sha256, "collect", &res, |r| {
             format!(
                 "files={} records={} malformed={}",
                 r.files_scanned, r.records_queued, r.malformed
@@ -335,7 +371,9 @@ async fn notifier_loop(
             continue;
         };
         let res = shared.runtime.on_event(&m, wit_event).await;
-        match shared.record(m.name(), "on-event", &res, |_| event.kind().to_owned()) {
+        match shared.record(m.name(), &m.file_sha256, "on-event", &res, |_| {
+            event.kind().to_owned()
+        }) {
             Next::Continue => {}
             Next::RetryAfter(d) => tokio::time::sleep(d).await,
             Next::Stop => return,
@@ -363,6 +401,7 @@ mod tests {
             crate::net::tls_config(&[], false).unwrap(),
         );
         let shared = Shared {
+            quarantine: Quarantine::new(services.db.clone()),
             runtime: Arc::new(Runtime::new(services, 16, None).unwrap()),
             events: Events::default(),
             cfg: SupervisorConfig {
@@ -378,18 +417,22 @@ mod tests {
         let mut rx = shared.events.subscribe();
         let fail: Result<(), CallError> = Err(CallError::Trap("x".into()));
         assert_eq!(
-            shared.record("m", "c", &fail, |_| String::new()),
+            shared.record("m", "ab", "c", &fail, |_| String::new()),
             Next::RetryAfter(Duration::from_millis(100))
         );
         assert_eq!(
-            shared.record("m", "c", &fail, |_| String::new()),
+            shared.record("m", "ab", "c", &fail, |_| String::new()),
             Next::RetryAfter(Duration::from_millis(200))
         );
         assert_eq!(
-            shared.record("m", "c", &fail, |_| String::new()),
+            shared.record("m", "ab", "c", &fail, |_| String::new()),
             Next::Stop
         );
         assert!(shared.is_quarantined("m"));
+        assert!(
+            shared.quarantine.get("m", "ab").unwrap().is_some(),
+            "persisted"
+        );
         let kinds: Vec<&str> = std::iter::from_fn(|| rx.try_recv().ok())
             .map(|e| e.kind())
             .collect::<Vec<_>>()

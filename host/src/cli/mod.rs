@@ -5,6 +5,7 @@ mod check_config;
 mod inspect;
 mod keygen;
 mod notifications;
+mod release;
 mod run;
 mod sign;
 mod verify;
@@ -40,6 +41,8 @@ enum Command {
     CheckConfig(check_config::Args),
     /// List the active notifications.
     Notifications(notifications::Args),
+    /// Lift the quarantine of a module (it runs again at the next start).
+    Release(release::Args),
 }
 
 /// Entry point of the `outpost` binary.
@@ -54,6 +57,7 @@ pub fn main() -> ExitCode {
         Command::Verify(a) => verify::exec(a),
         Command::CheckConfig(a) => check_config::exec(a),
         Command::Notifications(a) => notifications::exec(a),
+        Command::Release(a) => release::exec(a),
     };
     match result {
         Ok(code) => code,

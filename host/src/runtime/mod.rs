@@ -154,6 +154,8 @@ pub struct LoadedModule {
     pub exports: Vec<String>,
     /// What the compiled-module cache did when it was loaded.
     pub cache: CacheOutcome,
+    /// SHA-256 (hex) of the signed file it was loaded from.
+    pub file_sha256: String,
 }
 
 /// A component compiled from a [`VerifiedModule`]'s bytes; only
@@ -161,6 +163,7 @@ pub struct LoadedModule {
 pub struct CompiledModule {
     component: Component,
     cache: CacheOutcome,
+    file_sha256: String,
 }
 
 impl LoadedModule {
@@ -293,7 +296,11 @@ impl Runtime {
             module: name.clone(),
             message: format!("{e:#}"),
         })?;
-        Ok(CompiledModule { component, cache })
+        Ok(CompiledModule {
+            component,
+            cache,
+            file_sha256: verified.file_sha256_hex(),
+        })
     }
 
     /// Compile and link a verified module under `grant` (which must be the
@@ -346,6 +353,7 @@ impl Runtime {
             imports,
             exports,
             cache: compiled.cache,
+            file_sha256: compiled.file_sha256,
         })
     }
 

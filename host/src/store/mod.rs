@@ -7,6 +7,7 @@
 //! module.
 
 pub mod notifications;
+pub mod quarantine;
 pub mod spool;
 pub mod state;
 pub mod versions;
@@ -65,6 +66,12 @@ CREATE TABLE IF NOT EXISTS installed_versions (
     patch        INTEGER NOT NULL,
     file_sha256  TEXT NOT NULL,
     installed_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS quarantine (
+    module      TEXT PRIMARY KEY,
+    file_sha256 TEXT NOT NULL,
+    reason      TEXT NOT NULL,
+    since       INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS uplink_spool (
     seq        INTEGER PRIMARY KEY AUTOINCREMENT,

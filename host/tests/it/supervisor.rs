@@ -153,5 +153,36 @@ file = "{notifier}"
                 .any(|n| n.key == "module:flaky" && n.severity == "error"),
             "{active:?}"
         );
+        drop(sup);
+        drop(agent);
+
+        // The quarantine outlives the process: a restarted host does not call
+        // the module and says so, until the operator releases it.
+        let restarted = Events::default();
+        let mut rx = restarted.subscribe();
+        let agent = Agent::build(Config::load(&config_path).unwrap(), restarted.clone()).unwrap();
+        let sup = Supervisor::start(&agent, restarted);
+        let said = std::iter::from_fn(|| rx.try_recv().ok()).any(
+            |e| matches!(e, HostEvent::SettingProblem { code, .. } if code == "quarantined:flaky"),
+        );
+        assert!(said, "restart reports the quarantine");
+        assert!(sup.health()["flaky"].quarantined);
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        assert_eq!(
+            sup.health()["flaky"].calls_failed,
+            0,
+            "not called after restart"
+        );
+        drop(sup);
+        let db = agent.runtime.services().db.clone();
+        assert!(
+            outpost_host::store::quarantine::Quarantine::new(db)
+                .release("flaky")
+                .unwrap()
+        );
+        drop(agent);
+        let agent = Agent::build(Config::load(&config_path).unwrap(), Events::default()).unwrap();
+        let sup = Supervisor::start(&agent, Events::default());
+        assert!(!sup.health()["flaky"].quarantined, "released");
     });
 }
