@@ -14,13 +14,14 @@
 //!   serial = last non-empty component when there is more than one);
 //! - P records are dropped whole, and a P record ends any QC context;
 //! - an O record opens a QC context only when O.12 (action code) is `Q`; its
-//!   specimen id (O.3, first component) is the control lot, redacted anyway;
+//!   specimen id (O.3, first component) is the control lot (kept only when it is
+//!   a plain device token, see [`crate::redact::device_id`]);
 //! - R records under a QC order become [`QcResult`]s; R records under any other
 //!   order are patient results and are dropped (counted);
 //! - C records (free text) are dropped (counted); M, L, Q, S records are ignored.
 
 use crate::records::{Instrument, QcResult, Record, Timestamp};
-use crate::redact::redact;
+use crate::redact::{device_id, redact};
 use crate::{ParseOutput, ParseStats};
 
 const STX: u8 = 0x02;
@@ -259,7 +260,7 @@ pub fn parse(input: &[u8], fallback: &Instrument) -> ParseOutput {
                 let action = get(&fields, 11).trim();
                 qc_lot = action.eq_ignore_ascii_case("Q").then(|| {
                     let spec = get(&fields, 2).split(delims.component).next().unwrap_or("");
-                    redact(delims.unescape(spec).trim())
+                    device_id(delims.unescape(spec).trim())
                 });
             }
             'R' => match &qc_lot {
@@ -304,7 +305,7 @@ fn header_instrument(h: &str, d: &Delimiters) -> Option<Instrument> {
     };
     Some(Instrument {
         model: redact(&model),
-        serial: redact(&serial),
+        serial: device_id(&serial),
     })
 }
 

@@ -15,7 +15,7 @@
 //! `results`, `qc` or `data` array; string, number and boolean values are read.
 
 use crate::records::{Instrument, QcResult, Record, Timestamp};
-use crate::redact::redact;
+use crate::redact::{device_id, redact};
 use crate::{ParseOutput, ParseStats};
 
 /// Which record field a column feeds.
@@ -162,7 +162,10 @@ fn row_to_record(
     Some(Record::Qc(QcResult {
         instrument: Instrument {
             model: or(get(Column::Model), &fallback.model),
-            serial: or(get(Column::Serial), &fallback.serial),
+            serial: match get(Column::Serial) {
+                "" => fallback.serial.clone(),
+                s => device_id(s),
+            },
         },
         analyte: redact(analyte),
         value: redact(get(Column::Value)),
@@ -173,7 +176,7 @@ fn row_to_record(
             .filter(|f| !f.is_empty())
             .map(redact)
             .collect(),
-        control_lot: redact(get(Column::Lot)),
+        control_lot: device_id(get(Column::Lot)),
         control_level: redact(get(Column::Level)),
         run_time: parse_time(get(Column::RunTime)),
     }))

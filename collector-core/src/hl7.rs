@@ -20,11 +20,13 @@
 //!   instance identifier, serial; HemoScreen sends it in OBX-15, producer's ID,
 //!   used when OBX-18 is empty), falling back to the caller's instrument.
 //!
-//! Control lot: HemoScreen puts the control lot in PID-2 of QC messages; because
-//! PID is dropped whole, `control_lot` stays empty here.
+//! Control lot: SPM-2 (specimen id, first component) of a QC specimen (SPM-11
+//! `Q`/`C`) is the control material and becomes `control_lot`. HemoScreen puts
+//! the control lot in PID-2 of QC messages instead; because PID is dropped whole,
+//! `control_lot` stays empty for those.
 
 use crate::records::{Instrument, QcResult, Record, Timestamp};
-use crate::redact::redact;
+use crate::redact::{device_id, redact};
 use crate::{ParseOutput, ParseStats};
 
 /// OBR-4 codes that mark a quality-control order (compared case-insensitively).
@@ -149,6 +151,8 @@ impl<'a> Segment<'a> {
 struct Group {
     qc: bool,
     run_time: Option<Timestamp>,
+    /// SPM-2 of a QC specimen (role `Q`/`C`): the control material id.
+    lot: Option<String>,
     obx: Vec<QcResult>,
 }
 
@@ -209,6 +213,7 @@ pub fn parse(input: &[u8], fallback: &Instrument) -> ParseOutput {
                 group = Some(Group {
                     qc,
                     run_time,
+                    lot: None,
                     obx: Vec::new(),
                 });
             }
@@ -217,6 +222,10 @@ pub fn parse(input: &[u8], fallback: &Instrument) -> ParseOutput {
                 let qc_role = role.eq_ignore_ascii_case("Q") || role.eq_ignore_ascii_case("C");
                 if let Some(g) = group.as_mut().filter(|_| qc_role) {
                     g.qc = true;
+                    let lot = seg.comp(2, 1, &enc);
+                    if !lot.is_empty() {
+                        g.lot = Some(device_id(&lot));
+                    }
                 }
             }
             "OBX" => match group.as_mut() {
@@ -236,7 +245,13 @@ pub fn parse(input: &[u8], fallback: &Instrument) -> ParseOutput {
 fn close(group: &mut Option<Group>, records: &mut Vec<Record>, stats: &mut ParseStats) {
     if let Some(g) = group.take() {
         if g.qc {
-            records.extend(g.obx.into_iter().map(Record::Qc));
+            let lot = g.lot.unwrap_or_default();
+            records.extend(g.obx.into_iter().map(|mut r| {
+                if r.control_lot.is_empty() {
+                    r.control_lot = lot.clone();
+                }
+                Record::Qc(r)
+            }));
         } else {
             stats.patient_results_dropped += g.obx.len();
         }
@@ -293,7 +308,7 @@ fn obx(
             serial: if serial.is_empty() {
                 fallback.serial.clone()
             } else {
-                redact(&serial)
+                device_id(&serial)
             },
         },
         analyte: redact(&analyte),

@@ -235,6 +235,27 @@ pub fn redact(text: &str) -> String {
     s
 }
 
+/// Redaction for device identifiers (instrument serials, control lots): a single
+/// token of letters, digits and `. _ / : -` (at most 64 characters) is kept as
+/// is, even when it looks like a date (`20052397` is a plausible serial), unless
+/// it is SSN-shaped, phone-shaped or an e-mail address; anything else goes
+/// through [`redact`].
+pub fn device_id(text: &str) -> String {
+    let s = normalize(text);
+    let s = s.trim();
+    let token = !s.is_empty()
+        && s.len() <= 64
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '/' | ':' | '-'));
+    let r = rules();
+    let risky = r.ssn_shape.is_match(s) || r.phone_shape.is_match(s) || r.email.is_match(s);
+    if token && !risky {
+        s.to_string()
+    } else {
+        redact(s)
+    }
+}
+
 /// True when `redact` would change nothing but normalisation.
 pub fn is_clean(text: &str) -> bool {
     redact(text) == normalize(text)

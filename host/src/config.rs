@@ -78,16 +78,20 @@ pub struct Config {
 }
 
 /// Facts about this site that change what modules may do.
-#[derive(Clone, Debug, Default, Deserialize)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
 pub struct Site {
-    /// Whether this PC holds patient data (file transfer is then never offered).
-    #[serde(default = "yes")]
+    /// Whether this PC holds patient data (file transfer is then never
+    /// offered). Defaults to `true`: an operator must say it does not.
     pub holds_patient_data: bool,
 }
 
-fn yes() -> bool {
-    true
+impl Default for Site {
+    fn default() -> Self {
+        Site {
+            holds_patient_data: true,
+        }
+    }
 }
 
 /// An instrument attached to the PC.

@@ -12,7 +12,7 @@ use crate::events::{Events, HostEvent};
 use crate::runtime::bindings::collector::exports::outpost::agent::collect::Trigger;
 use crate::runtime::bindings::host_events as wit;
 use crate::runtime::bindings::session_policy::exports::outpost::agent::policy::{
-    Decision, SupportRequest,
+    Decision, Permission, SupportRequest,
 };
 use crate::runtime::bindings::types::{Instrument, Severity};
 use crate::runtime::{CallError, LoadedModule, Runtime};
@@ -153,6 +153,7 @@ impl Shared {
 /// A running supervisor. Dropping it stops every task.
 pub struct Supervisor {
     shared: Arc<Shared>,
+    holds_patient_data: bool,
     modules: Vec<Arc<LoadedModule>>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -223,6 +224,7 @@ impl Supervisor {
         }
         Supervisor {
             shared,
+            holds_patient_data: agent.config.site.holds_patient_data,
             modules: agent.modules.clone(),
             tasks,
         }
@@ -239,8 +241,11 @@ impl Supervisor {
 
     /// Route a support request to the session-policy module. Fails closed: with
     /// no policy module, or one that is quarantined or failing, the answer is
-    /// "no".
-    pub async fn evaluate_support_request(&self, request: SupportRequest) -> Decision {
+    /// "no". Whether the PC holds patient data comes from the host config, not
+    /// from the request, and on such a PC file transfer is removed from the
+    /// offer whatever the policy module said.
+    pub async fn evaluate_support_request(&self, mut request: SupportRequest) -> Decision {
+        request.pc_holds_patient_data = self.holds_patient_data;
         let deny = |reason: String| Decision {
             allow: false,
             offer: Vec::new(),
@@ -256,7 +261,12 @@ impl Supervisor {
         if self.shared.is_quarantined(m.name()) {
             return deny(format!("session policy `{}` is quarantined", m.name()));
         }
-        let res = self.shared.runtime.evaluate(m, request).await;
+        let res = self.shared.runtime.evaluate(m, request).await.map(|mut d| {
+            if self.holds_patient_data {
+                d.offer.retain(|p| *p != Permission::FileTransfer);
+            }
+            d
+        });
         self.shared
             .record(m.name(), &m.file_sha256, "evaluate", &res, |d| {
                 format!("allow={} offer={}", d.allow, d.offer.len())

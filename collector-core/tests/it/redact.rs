@@ -1,6 +1,6 @@
 //! Redaction: data-driven `check(input, must_be_absent, must_survive)` cases.
 
-use outpost_collector_core::redact::{normalize, redact};
+use outpost_collector_core::redact::{device_id, normalize, redact};
 
 fn check(input: &str, absent: &[&str], survive: &[&str]) {
     let out = redact(input);
@@ -168,4 +168,28 @@ fn full_width_and_zero_width_are_normalised_first() {
     check("ＳＳＮ １２３－４５－６７８９", &["6789"], &[]);
     check("D\u{200B}O\u{200C}B 0\u{200B}3/04/1950", &["1950"], &[]);
     check("pt Ｄｏｅ，Ｊａｎｅ", &["Doe", "Jane"], &[]);
+}
+
+#[test]
+fn device_ids_keep_token_shapes_but_not_person_identifiers() {
+    for keep in [
+        "20052397",
+        "0000000-0001-HS",
+        "BD634545",
+        "LOT-2024.01",
+        "19500304",
+    ] {
+        assert_eq!(device_id(keep), keep);
+    }
+    assert_eq!(device_id("１２３４"), "1234");
+    for bad in [
+        "123-45-6789",
+        "206-555-0199",
+        "a@b.org",
+        "DOE, JANE",
+        "DOE^JANE 3/4/1950",
+    ] {
+        assert_ne!(device_id(bad), bad, "{bad}");
+        assert!(device_id(bad).contains("[REDACTED:"), "{bad}");
+    }
 }

@@ -186,3 +186,50 @@ file = "{notifier}"
         assert!(!sup.health()["flaky"].quarantined, "released");
     });
 }
+
+#[test]
+fn support_requests_take_the_patient_data_flag_from_the_host_config() {
+    use outpost_host::runtime::bindings::session_policy::exports::outpost::agent::policy::{
+        Permission, SupportRequest,
+    };
+    let e = env();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("session-policy.wasm");
+    let manifest = outpost_signing::Manifest::from_toml(
+        &std::fs::read_to_string(outpost_artifacts::SESSION_POLICY_MANIFEST).unwrap(),
+    )
+    .unwrap();
+    std::fs::write(
+        &file,
+        e.signed(outpost_artifacts::SESSION_POLICY, &manifest),
+    )
+    .unwrap();
+    let config_path = dir.path().join("outpost.toml");
+    // No [site] table: the PC is taken to hold patient data.
+    std::fs::write(
+        &config_path,
+        format!(
+            "state-dir = \"state\"\n[policy]\nmax-state-quota-bytes = 1048576\npermissions = [\"view\", \"control\", \"file-transfer\"]\n[[trust.keys]]\nname = \"test-publisher\"\npublic-key = \"{}\"\n[[module]]\nname = \"session-policy\"\nfile = \"{}\"\n",
+            outpost_signing::public_key_to_hex(&e.key.verifying_key()),
+            path(&file)
+        ),
+    )
+    .unwrap();
+    e.rt.block_on(async {
+        let events = Events::default();
+        let agent = Agent::build(Config::load(&config_path).unwrap(), events.clone()).unwrap();
+        assert!(agent.refused.is_empty(), "{:?}", agent.refused);
+        let sup = Supervisor::start(&agent, events);
+        // The requester claims the PC holds no patient data; the host knows better.
+        let d = sup
+            .evaluate_support_request(SupportRequest {
+                requester: "engineer@vendor.example".into(),
+                region: "eu".into(),
+                permissions: vec![Permission::View, Permission::FileTransfer],
+                pc_holds_patient_data: false,
+            })
+            .await;
+        assert!(d.allow, "{}", d.reason);
+        assert_eq!(d.offer, vec![Permission::View]);
+    });
+}
