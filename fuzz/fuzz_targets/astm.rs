@@ -1,0 +1,20 @@
+//! Feeds arbitrary bytes to the ASTM E1381/E1394 parser: it must never panic,
+//! must produce at most one record per input byte, and every record it does
+//! produce must serialise (no invalid state escapes the parser).
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use outpost_collector_core::astm;
+use outpost_collector_core::records::Instrument;
+
+fuzz_target!(|data: &[u8]| {
+    let fallback = Instrument {
+        model: String::new(),
+        serial: String::new(),
+    };
+    let out = astm::parse(data, &fallback);
+    assert!(out.records.len() <= data.len());
+    for r in &out.records {
+        serde_json::to_vec(r).expect("records serialise");
+    }
+});
