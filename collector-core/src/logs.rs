@@ -149,10 +149,13 @@ pub fn parse_line(line: &str, instrument: &Instrument) -> Option<InstrumentEvent
         severity = Some(level_severity(&c["lvl"]));
         rest = &rest[c.get(0).map_or(0, |m| m.end())..];
     }
+    // The first code-shaped token that is not the instrument's own model or
+    // serial (lines often name the instrument before the event code).
     let code = r
         .code
-        .captures(rest)
+        .captures_iter(rest)
         .map(|c| c["code"].to_string())
+        .find(|c| *c != instrument.model && *c != instrument.serial)
         .unwrap_or_default();
     let severity = severity.unwrap_or_else(|| {
         if code.is_empty() {

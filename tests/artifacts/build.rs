@@ -55,6 +55,8 @@ const GUESTS: &[(&str, &str, &str)] = &[
 /// Sources whose change rebuilds the guests.
 const WATCHED: &[&str] = &[
     "sdk",
+    "collector-core/src",
+    "collector-core/Cargo.toml",
     "modules",
     "tests/fixtures",
     "wit",

@@ -133,3 +133,20 @@ fn severity_from_level_words_and_codes() {
     }
     assert!(parse_line("   ", &inst()).is_none());
 }
+
+#[test]
+fn the_instruments_own_model_and_serial_are_not_event_codes() {
+    let xn = Instrument {
+        model: "XN-550".into(),
+        serial: "SN-20431".into(),
+    };
+    let e = outpost_collector_core::logs::parse_line(
+        "2026-11-28 08:15:27 ERROR XN-550 SN-20431 E-1203 aspiration failure",
+        &xn,
+    )
+    .unwrap();
+    assert_eq!(e.code, "E-1203");
+    let w =
+        outpost_collector_core::logs::parse_line("WARN XN-550 W-0412 reagent low", &xn).unwrap();
+    assert_eq!(w.code, "W-0412");
+}

@@ -23,6 +23,8 @@ pub(crate) const SANDBOX: &[(&str, &str)] = &[
     ("wasi:clocks", "monotonic-clock"),
     ("wasi:clocks", "wall-clock"),
     ("wasi:random", "random"),
+    ("wasi:random", "insecure"),
+    ("wasi:random", "insecure-seed"),
     ("wasi:filesystem", "types"),
     ("wasi:filesystem", "preopens"),
     ("wasi:sockets", "network"),

@@ -125,9 +125,18 @@ impl Env {
         caps: &str,
         limits: &str,
     ) -> Arc<LoadedModule> {
-        let manifest = manifest(name, world, caps, limits);
-        let grant = Grant::new(&manifest, &[&permissive(&manifest)], &self.dirs()).unwrap();
-        let verified = self.verified(wasm, &manifest);
+        self.load_with_dirs(wasm, &manifest(name, world, caps, limits), &self.dirs())
+    }
+
+    /// Load `wasm` signed over `manifest`, with logical directories `dirs`.
+    pub fn load_with_dirs(
+        &self,
+        wasm: &'static str,
+        manifest: &Manifest,
+        dirs: &BTreeMap<String, PathBuf>,
+    ) -> Arc<LoadedModule> {
+        let grant = Grant::new(manifest, &[&permissive(manifest)], dirs).unwrap();
+        let verified = self.verified(wasm, manifest);
         Arc::new(self.runtime.load(&verified, grant).unwrap())
     }
 

@@ -1,4 +1,5 @@
 mod cli;
+mod collector;
 mod harness;
 mod limits;
 mod loading;

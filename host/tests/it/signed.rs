@@ -34,7 +34,7 @@ state-dir = "state"
 instrument-logs = "{logs}"
 [policy]
 directories = ["instrument-logs"]
-uplink-streams = ["heartbeat", "events"]
+uplink-streams = ["heartbeat", "events", "qc", "maintenance", "software"]
 max-state-quota-bytes = 1048576
 [trust]
 {trust}

@@ -49,7 +49,7 @@ missing = "{missing}"
 [policy]
 directories = ["instrument-logs"]
 endpoints = ["unused.invalid:443"]
-uplink-streams = ["heartbeat", "events"]
+uplink-streams = ["heartbeat", "events", "qc", "maintenance", "software"]
 notify = true
 max-state-quota-bytes = 1048576
 [supervisor]

@@ -1,39 +1,121 @@
-//! outpost collector module: heartbeats for each configured instrument and one
-//! `instrument-event` per new line of the `*.log` files in the granted
-//! directories.
+//! outpost collector module: turns what lies in the granted instrument folders
+//! into typed device records, without patient data, and queues them.
 //!
-//! The parsing here is deliberately trivial (keyword severity, `E-nnnn` codes);
-//! it is a placeholder for the instrument-specific parsers.
+//! | file | parser (collector-core) | records |
+//! | --- | --- | --- |
+//! | `*.log`, `*.txt` (UTF-8) | `logs`, line by line from a per-file byte cursor | instrument events |
+//! | ASTM E1381/E1394 transcripts (`*.astm`, or content starting with STX/ENQ/`H|`) | `astm` | QC results (O.12 = `Q`) |
+//! | HL7 v2 (`*.hl7`, or content starting with `MSH`) | `hl7` | QC results (OBR-4 QC codes, SPM-11 `Q`/`C`) |
+//! | `*.csv`, `*.json` QC exports | `csvjson` (column allowlist) | QC results |
+//! | UTF-16 logs | `logs` on the whole file | instrument events |
+//!
+//! Patient records are dropped whole by the parsers and free text is redacted
+//! there; this module only schedules, converts and queues.
+//!
+//! Cursors (module `state`): line files keep `cursor:<path>` = byte offset of
+//! the next unread line plus a fingerprint of the file's first bytes, so a
+//! rotated file (new content under the old name) or a truncated one starts
+//! again at 0 and a restart neither re-sends nor skips. Whole-file formats keep
+//! `seen:<path>` = a fingerprint of the whole file and are parsed again only
+//! when it changes (issue #4 follow-up: message-boundary cursors for growing
+//! transcripts).
+
+mod convert;
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 
-use outpost_sdk::uplink::{self, Heartbeat, InstrumentEvent, Record};
-use outpost_sdk::{CollectReport, Collector, Instrument, Severity, Timestamp, Trigger};
+use outpost_collector_core as core;
+use outpost_sdk::uplink::{self, Heartbeat, Record};
+use outpost_sdk::{CollectReport, Collector, Timestamp, Trigger};
 use outpost_sdk::{fs, host, log, state};
 
 /// Uplink stream for heartbeats.
 pub const HEARTBEAT_STREAM: &str = "heartbeat";
 /// Uplink stream for instrument events.
 pub const EVENTS_STREAM: &str = "events";
-/// Most event records queued by one call.
-pub const MAX_RECORDS_PER_CALL: usize = 1000;
+/// Uplink stream for QC results.
+pub const QC_STREAM: &str = "qc";
+/// Uplink stream for maintenance events.
+pub const MAINTENANCE_STREAM: &str = "maintenance";
+/// Uplink stream for software status.
+pub const SOFTWARE_STREAM: &str = "software";
+/// Most records queued by one call.
+pub const MAX_RECORDS_PER_CALL: usize = 5000;
 /// Records per `uplink.enqueue` batch.
 pub const RECORDS_PER_BATCH: usize = 100;
-/// Most new bytes read from one file in one call.
+/// Most new bytes read from one line file in one call.
 pub const MAX_READ_BYTES_PER_FILE: u64 = 4 * 1024 * 1024;
+/// Largest whole-file input (ASTM, HL7, CSV, JSON, UTF-16 log) parsed.
+pub const MAX_WHOLE_FILE_BYTES: u64 = 16 * 1024 * 1024;
+/// Bytes of a line file's start that identify it across rotation.
+pub const FINGERPRINT_BYTES: usize = 256;
 /// Deepest directory level walked below a granted directory.
 pub const MAX_DIR_DEPTH: usize = 8;
-/// Longest event text kept, in bytes.
-pub const MAX_EVENT_TEXT_BYTES: usize = 512;
-/// State key prefix of the per-file byte cursors.
+/// State key prefix of the per-file byte cursors of line files.
 pub const CURSOR_PREFIX: &str = "cursor:";
+/// State key prefix of the fingerprints of whole files already parsed.
+pub const SEEN_PREFIX: &str = "seen:";
+
+/// How a file is read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// UTF-8 log lines, read incrementally.
+    Lines,
+    /// ASTM transcript.
+    Astm,
+    /// HL7 v2 messages.
+    Hl7,
+    /// CSV QC export.
+    Csv,
+    /// JSON QC export.
+    Json,
+    /// UTF-16 log (parsed whole).
+    Utf16Log,
+    /// Not an input this module understands.
+    Other,
+}
+
+/// Classify a file by name and first bytes.
+pub fn classify(path: &Path, head: &[u8]) -> Kind {
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase)
+        .unwrap_or_default();
+    if head.starts_with(&[0xff, 0xfe]) || head.starts_with(&[0xfe, 0xff]) {
+        return Kind::Utf16Log;
+    }
+    let trimmed: &[u8] = {
+        let start = head
+            .iter()
+            .position(|b| !b.is_ascii_whitespace())
+            .unwrap_or(head.len());
+        &head[start..]
+    };
+    if trimmed.starts_with(b"MSH") || ext == "hl7" {
+        return Kind::Hl7;
+    }
+    if ext == "astm"
+        || trimmed.first().is_some_and(|b| *b == 0x02 || *b == 0x05)
+        || trimmed.starts_with(b"H|")
+        || trimmed.starts_with(b"1H|")
+    {
+        return Kind::Astm;
+    }
+    match ext.as_str() {
+        "csv" => Kind::Csv,
+        "json" => Kind::Json,
+        "log" | "txt" => Kind::Lines,
+        _ => Kind::Other,
+    }
+}
 
 /// The collector module.
-pub struct LogCollector;
+pub struct InstrumentCollector;
 
-impl Collector for LogCollector {
+impl Collector for InstrumentCollector {
     fn collect(_trigger: Trigger) -> Result<CollectReport, String> {
         let mut report = CollectReport::empty();
         let instruments = host::instruments();
@@ -54,49 +136,60 @@ impl Collector for LogCollector {
             report.records_queued += count(heartbeats.len());
         }
 
-        let instrument = instruments
+        let fallback = instruments
             .first()
-            .cloned()
-            .unwrap_or_else(|| Instrument::new("", ""));
+            .map(|i| core::Instrument {
+                model: i.model.clone(),
+                serial: i.serial.clone(),
+            })
+            .unwrap_or_default();
         let mut files = Vec::new();
         for dir in fs::directories() {
             walk(Path::new(&dir), 0, &mut files, &mut report);
         }
 
-        let mut events = Vec::new();
-        let mut cursors = Vec::new();
+        let mut records = Vec::new();
+        let mut marks = Vec::new();
         for path in &files {
-            if events.len() >= MAX_RECORDS_PER_CALL {
+            if records.len() >= MAX_RECORDS_PER_CALL {
                 break;
             }
-            if path.extension().and_then(|e| e.to_str()) != Some("log") {
-                continue;
-            }
-            match read_new_lines(path, &instrument, &mut events, &mut report) {
-                Ok(Some(cursor)) => cursors.push(cursor),
+            match read_file(path, &fallback, &mut records, &mut report) {
+                Ok(Some(mark)) => marks.push(mark),
                 Ok(None) => {}
                 Err(e) => {
                     report.malformed += 1;
-                    log::warn(&format!("cannot read {}: {e}", path.display()));
+                    log::warn(&format!("cannot read {}: {}", path.display(), e.kind()));
                 }
             }
         }
 
-        for batch in events.chunks(RECORDS_PER_BATCH) {
-            uplink::enqueue(EVENTS_STREAM, batch)
-                .map_err(|e| format!("while queueing events: {e}"))?;
-            report.records_queued += count(batch.len());
+        for stream in [
+            QC_STREAM,
+            EVENTS_STREAM,
+            MAINTENANCE_STREAM,
+            SOFTWARE_STREAM,
+        ] {
+            let of_stream: Vec<Record> = records
+                .iter()
+                .filter(|r| convert::stream(r) == stream)
+                .cloned()
+                .collect();
+            for batch in of_stream.chunks(RECORDS_PER_BATCH) {
+                uplink::enqueue(stream, batch)
+                    .map_err(|e| format!("while queueing on {stream}: {e}"))?;
+                report.records_queued += count(batch.len());
+            }
         }
         // Cursors move only after their records are durably queued.
-        for (key, offset) in cursors {
-            state::set_string(&key, &offset.to_string())
-                .map_err(|e| format!("while saving a cursor: {e}"))?;
+        for (key, value) in marks {
+            state::set_string(&key, &value).map_err(|e| format!("while saving a cursor: {e}"))?;
         }
         Ok(report)
     }
 }
 
-outpost_sdk::export_collector!(LogCollector);
+outpost_sdk::export_collector!(InstrumentCollector);
 
 fn count(n: usize) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
@@ -124,26 +217,82 @@ fn walk(dir: &Path, depth: usize, files: &mut Vec<std::path::PathBuf>, report: &
     }
 }
 
-/// Read the lines of `path` after its cursor into `events`, up to the per-call
-/// cap. Returns the cursor's state key and new offset when it moved.
-fn read_new_lines(
+/// 64-bit FNV-1a: a cheap fingerprint (not a security boundary: it only
+/// decides whether a file changed).
+pub fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// Read one file's new content into `records`. Returns the state key and
+/// value to store once the records are queued.
+fn read_file(
     path: &Path,
-    instrument: &Instrument,
-    events: &mut Vec<Record>,
+    fallback: &core::Instrument,
+    records: &mut Vec<Record>,
     report: &mut CollectReport,
-) -> std::io::Result<Option<(String, u64)>> {
+) -> std::io::Result<Option<(String, String)>> {
+    let mut file = File::open(path)?;
+    let len = file.metadata()?.len();
+    let mut head = vec![0u8; FINGERPRINT_BYTES.min(len as usize)];
+    file.read_exact(&mut head)?;
+    let kind = classify(path, &head);
+    if kind == Kind::Other {
+        return Ok(None);
+    }
+    if kind == Kind::Lines {
+        return read_new_lines(&mut file, path, len, &head, fallback, records, report);
+    }
+    let key = format!("{SEEN_PREFIX}{}", path.display());
+    if key.len() > 256 || len > MAX_WHOLE_FILE_BYTES {
+        report.malformed += 1;
+        return Ok(None);
+    }
+    file.seek(SeekFrom::Start(0))?;
+    let mut bytes = Vec::with_capacity(len as usize);
+    file.read_to_end(&mut bytes)?;
+    let fingerprint = format!("{}:{:016x}", bytes.len(), fnv1a(&bytes));
+    if state::get_string(&key).as_deref() == Some(fingerprint.as_str()) {
+        return Ok(None);
+    }
+    let out = match kind {
+        Kind::Astm => core::astm::parse(&bytes, fallback),
+        Kind::Hl7 => core::hl7::parse(&bytes, fallback),
+        Kind::Csv => core::csvjson::parse_csv(&bytes, fallback),
+        Kind::Json => core::csvjson::parse_json(&bytes, fallback),
+        _ => core::logs::parse(&bytes, fallback),
+    };
+    report.malformed += count(out.stats.malformed_frames + out.stats.malformed_records);
+    let room = MAX_RECORDS_PER_CALL.saturating_sub(records.len());
+    if out.records.len() > room {
+        // Not all of it fits this call: leave the file unmarked, it is parsed
+        // again next call (the spool deduplicates nothing, so we never split).
+        return Ok(None);
+    }
+    records.extend(out.records.into_iter().map(convert::record));
+    Ok(Some((key, fingerprint)))
+}
+
+/// A line file's cursor: `offset:fingerprint-of-first-bytes`.
+fn read_new_lines(
+    file: &mut File,
+    path: &Path,
+    len: u64,
+    head: &[u8],
+    fallback: &core::Instrument,
+    records: &mut Vec<Record>,
+    report: &mut CollectReport,
+) -> std::io::Result<Option<(String, String)>> {
     let key = format!("{CURSOR_PREFIX}{}", path.display());
     if key.len() > 256 {
         report.malformed += 1;
         return Ok(None);
     }
-    let mut file = File::open(path)?;
-    let len = file.metadata()?.len();
-    let mut cursor = state::get_string(&key)
-        .and_then(|s| s.parse::<u64>().ok())
-        .unwrap_or(0);
-    if cursor > len {
-        // The file was truncated or rotated: start again.
+    let stored = state::get_string(&key);
+    let (mut cursor, print) = parse_cursor(stored.as_deref());
+    if cursor > len || (cursor > 0 && print != fnv1a(&head[..head.len().min(cursor as usize)])) {
+        // Truncated, or rotated (other content under the same name): start again.
         cursor = 0;
     }
     if cursor == len {
@@ -152,74 +301,47 @@ fn read_new_lines(
     file.seek(SeekFrom::Start(cursor))?;
     let mut buf = Vec::new();
     file.take(MAX_READ_BYTES_PER_FILE).read_to_end(&mut buf)?;
-
-    let room = MAX_RECORDS_PER_CALL.saturating_sub(events.len());
-    let (lines, consumed) = complete_lines(&buf, room);
-    for line in lines {
-        match std::str::from_utf8(line) {
-            Ok(text) => events.push(Record::Event(event_for(instrument, text))),
-            Err(_) => report.malformed += 1,
+    let room = MAX_RECORDS_PER_CALL.saturating_sub(records.len());
+    let consumed = complete_lines_len(&buf, room);
+    if consumed == 0 {
+        if buf.len() as u64 >= MAX_READ_BYTES_PER_FILE {
+            // One line longer than we read per call: skip it whole, counted.
+            report.malformed += 1;
+            let skip = cursor + buf.len() as u64;
+            return Ok(Some((key, cursor_value(skip, head))));
         }
+        return Ok(None);
     }
-    Ok((consumed > 0).then(|| (key, cursor + consumed as u64)))
+    let out = core::logs::parse(&buf[..consumed], fallback);
+    report.malformed += count(out.stats.malformed_records);
+    records.extend(out.records.into_iter().map(convert::record));
+    let next = cursor + consumed as u64;
+    Ok(Some((key, cursor_value(next, head))))
 }
 
-/// Up to `max` complete (newline-terminated) lines of `buf`, without their line
-/// endings and skipping blank ones, and the number of bytes they span.
-pub fn complete_lines(buf: &[u8], max: usize) -> (Vec<&[u8]>, usize) {
-    let mut lines = Vec::new();
+fn cursor_value(offset: u64, head: &[u8]) -> String {
+    let print = fnv1a(&head[..head.len().min(offset as usize)]);
+    format!("{offset}:{print:016x}")
+}
+
+fn parse_cursor(s: Option<&str>) -> (u64, u64) {
+    s.and_then(|s| s.split_once(':'))
+        .and_then(|(o, p)| Some((o.parse().ok()?, u64::from_str_radix(p, 16).ok()?)))
+        .unwrap_or((0, 0))
+}
+
+/// Bytes spanned by up to `max` complete (newline-terminated) lines of `buf`.
+pub fn complete_lines_len(buf: &[u8], max: usize) -> usize {
     let mut consumed = 0;
-    while lines.len() < max {
+    let mut lines = 0;
+    while lines < max {
         let Some(nl) = buf[consumed..].iter().position(|&b| b == b'\n') else {
             break;
         };
-        let line = &buf[consumed..consumed + nl];
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
         consumed += nl + 1;
-        if !line.iter().all(u8::is_ascii_whitespace) {
-            lines.push(line);
-        }
+        lines += 1;
     }
-    (lines, consumed)
-}
-
-/// Severity of a log line by keyword: `ERROR` or an `E-` code is an error,
-/// `WARN` a warning, anything else info.
-pub fn severity_of(line: &str) -> Severity {
-    if line.contains("ERROR") || line.contains("E-") {
-        Severity::Error
-    } else if line.contains("WARN") {
-        Severity::Warning
-    } else {
-        Severity::Info
-    }
-}
-
-/// The first `E-<digits>` token of the line, if any.
-pub fn event_code(line: &str) -> Option<&str> {
-    line.match_indices("E-").find_map(|(start, _)| {
-        let digits = line[start + 2..]
-            .bytes()
-            .take_while(u8::is_ascii_digit)
-            .count();
-        (digits > 0).then(|| &line[start..start + 2 + digits])
-    })
-}
-
-/// The event record for one log line.
-pub fn event_for(instrument: &Instrument, line: &str) -> InstrumentEvent {
-    let line = line.trim();
-    let mut end = line.len().min(MAX_EVENT_TEXT_BYTES);
-    while !line.is_char_boundary(end) {
-        end -= 1;
-    }
-    InstrumentEvent {
-        instrument: instrument.clone(),
-        severity: severity_of(line),
-        code: event_code(line).unwrap_or_default().to_string(),
-        text: line[..end].to_string(),
-        time: None,
-    }
+    consumed
 }
 
 #[cfg(test)]
@@ -227,44 +349,35 @@ mod tests {
     use super::*;
 
     #[test]
-    fn severity_by_keyword() {
-        for (line, expect) in [
-            ("12:00 ERROR pump stalled", Severity::Error),
-            ("12:00 code E-1203 raised", Severity::Error),
-            ("12:00 WARN reagent low", Severity::Warning),
-            ("12:00 WARNING reagent low", Severity::Warning),
-            ("12:00 run complete", Severity::Info),
-            ("12:00 error in lowercase is info", Severity::Info),
-        ] {
-            assert_eq!(severity_of(line), expect, "{line}");
-        }
-    }
-
-    #[test]
-    fn codes() {
-        assert_eq!(event_code("x E-1203 y"), Some("E-1203"));
-        assert_eq!(event_code("LINE-ONE E-7"), Some("E-7"));
-        assert_eq!(event_code("E- no digits"), None);
-        assert_eq!(event_code("plain"), None);
+    fn classifies_by_content_and_name() {
+        let p = Path::new;
+        assert_eq!(classify(p("/d/x.log"), b"2026-01-01 INFO ok"), Kind::Lines);
+        assert_eq!(classify(p("/d/capture.txt"), b"\x021H|\\^&|||"), Kind::Astm);
+        assert_eq!(classify(p("/d/capture.txt"), b"H|\\^&|||"), Kind::Astm);
+        assert_eq!(classify(p("/d/m.txt"), b"MSH|^~\\&|"), Kind::Hl7);
+        assert_eq!(classify(p("/d/m.hl7"), b""), Kind::Hl7);
+        assert_eq!(classify(p("/d/qc.csv"), b"analyte,value"), Kind::Csv);
+        assert_eq!(classify(p("/d/qc.json"), b"[{}]"), Kind::Json);
+        assert_eq!(
+            classify(p("/d/a.log"), b"\xff\xfe2\x000\x00"),
+            Kind::Utf16Log
+        );
+        assert_eq!(classify(p("/d/photo.png"), b"\x89PNG"), Kind::Other);
     }
 
     #[test]
     fn lines_stop_at_partial_and_cap() {
         let buf = b"a\r\n\nb\nc\npartial";
-        let (lines, consumed) = complete_lines(buf, 10);
-        assert_eq!(lines, vec![&b"a"[..], b"b", b"c"]);
-        assert_eq!(consumed, 8);
-        let (lines, consumed) = complete_lines(buf, 2);
-        assert_eq!(lines, vec![&b"a"[..], b"b"]);
-        assert_eq!(consumed, 6);
+        assert_eq!(complete_lines_len(buf, 10), 8);
+        assert_eq!(complete_lines_len(buf, 2), 4);
+        assert_eq!(complete_lines_len(b"no newline", 10), 0);
     }
 
     #[test]
-    fn event_text_is_cut_on_a_char_boundary() {
-        let long = "é".repeat(MAX_EVENT_TEXT_BYTES);
-        let event = event_for(&Instrument::new("XN-550", "1234"), &long);
-        assert!(event.text.len() <= MAX_EVENT_TEXT_BYTES);
-        assert_eq!(event.severity, Severity::Info);
-        assert_eq!(event.instrument.serial, "1234");
+    fn cursor_values_round_trip() {
+        let v = cursor_value(3, b"abcdef");
+        assert_eq!(parse_cursor(Some(&v)), (3, fnv1a(b"abc")));
+        assert_eq!(parse_cursor(Some("garbage")), (0, 0));
+        assert_eq!(parse_cursor(None), (0, 0));
     }
 }
