@@ -14,6 +14,9 @@ use outpost_signing::Manifest;
 use outpost_signing::verify::{Expectation, VerifiedModule, verify};
 use std::sync::Arc;
 
+/// Largest signed module file the host reads (bytes).
+pub const MAX_MODULE_FILE_BYTES: u64 = 64 << 20;
+
 /// A module the host refused to load, and why.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct Refused {
@@ -58,13 +61,17 @@ pub fn verify_module(
     versions: &Versions,
     m: &ModuleConfig,
 ) -> anyhow::Result<VerifiedModule> {
-    let bytes = std::fs::read(&m.file).with_context(|| {
-        format!(
-            "cannot read module file {} of module `{}`",
-            m.file.display(),
-            m.name
-        )
-    })?;
+    let what = || format!("module file {} of module `{}`", m.file.display(), m.name);
+    let len = std::fs::metadata(&m.file)
+        .with_context(|| format!("cannot read {}", what()))?
+        .len();
+    if len > MAX_MODULE_FILE_BYTES {
+        anyhow::bail!(
+            "{} is {len} bytes, more than the {MAX_MODULE_FILE_BYTES} accepted",
+            what()
+        );
+    }
+    let bytes = std::fs::read(&m.file).with_context(|| format!("cannot read {}", what()))?;
     let expect = Expectation {
         name: &m.name,
         highest_installed: versions.highest(&m.name)?,
