@@ -274,7 +274,9 @@ fn read_file(
     Ok(Some((key, fingerprint)))
 }
 
-/// A line file's cursor: `offset:fingerprint-of-first-bytes`.
+/// A line file's cursor: `offset:fingerprint-of-first-bytes[:skip]`, where
+/// `skip` marks that the cursor sits inside a line longer than
+/// [`MAX_READ_BYTES_PER_FILE`], which is skipped up to its end.
 fn read_new_lines(
     file: &mut File,
     path: &Path,
@@ -290,10 +292,11 @@ fn read_new_lines(
         return Ok(None);
     }
     let stored = state::get_string(&key);
-    let (mut cursor, print) = parse_cursor(stored.as_deref());
+    let (mut cursor, print, mut skipping) = parse_cursor(stored.as_deref());
     if cursor > len || (cursor > 0 && print != fnv1a(&head[..head.len().min(cursor as usize)])) {
         // Truncated, or rotated (other content under the same name): start again.
         cursor = 0;
+        skipping = false;
     }
     if cursor == len {
         return Ok(None);
@@ -301,33 +304,58 @@ fn read_new_lines(
     file.seek(SeekFrom::Start(cursor))?;
     let mut buf = Vec::new();
     file.take(MAX_READ_BYTES_PER_FILE).read_to_end(&mut buf)?;
+    let mut start = 0;
+    if skipping {
+        match buf.iter().position(|&b| b == b'\n') {
+            Some(nl) => start = nl + 1,
+            None => {
+                let next = cursor + buf.len() as u64;
+                return Ok(Some((key, cursor_value(next, head, true))));
+            }
+        }
+    }
     let room = MAX_RECORDS_PER_CALL.saturating_sub(records.len());
-    let consumed = complete_lines_len(&buf, room);
+    let consumed = complete_lines_len(&buf[start..], room);
     if consumed == 0 {
-        if buf.len() as u64 >= MAX_READ_BYTES_PER_FILE {
-            // One line longer than we read per call: skip it whole, counted.
+        if start == 0 && buf.len() as u64 >= MAX_READ_BYTES_PER_FILE {
+            // A line longer than one read: skip it whole, counted.
             report.malformed += 1;
-            let skip = cursor + buf.len() as u64;
-            return Ok(Some((key, cursor_value(skip, head))));
+            let next = cursor + buf.len() as u64;
+            return Ok(Some((key, cursor_value(next, head, true))));
+        }
+        if start > 0 {
+            // The end of a skipped long line; nothing complete after it yet.
+            let next = cursor + start as u64;
+            return Ok(Some((key, cursor_value(next, head, false))));
         }
         return Ok(None);
     }
-    let out = core::logs::parse(&buf[..consumed], fallback);
+    let out = core::logs::parse(&buf[start..start + consumed], fallback);
     report.malformed += count(out.stats.malformed_records);
     records.extend(out.records.into_iter().map(convert::record));
-    let next = cursor + consumed as u64;
-    Ok(Some((key, cursor_value(next, head))))
+    let next = cursor + (start + consumed) as u64;
+    Ok(Some((key, cursor_value(next, head, false))))
 }
 
-fn cursor_value(offset: u64, head: &[u8]) -> String {
+fn cursor_value(offset: u64, head: &[u8], skipping: bool) -> String {
     let print = fnv1a(&head[..head.len().min(offset as usize)]);
-    format!("{offset}:{print:016x}")
+    if skipping {
+        format!("{offset}:{print:016x}:skip")
+    } else {
+        format!("{offset}:{print:016x}")
+    }
 }
 
-fn parse_cursor(s: Option<&str>) -> (u64, u64) {
-    s.and_then(|s| s.split_once(':'))
-        .and_then(|(o, p)| Some((o.parse().ok()?, u64::from_str_radix(p, 16).ok()?)))
-        .unwrap_or((0, 0))
+fn parse_cursor(s: Option<&str>) -> (u64, u64, bool) {
+    let Some(s) = s else { return (0, 0, false) };
+    let mut parts = s.split(':');
+    let offset = parts.next().and_then(|o| o.parse().ok());
+    let print = parts.next().and_then(|p| u64::from_str_radix(p, 16).ok());
+    let skipping = parts.next() == Some("skip");
+    match (offset, print) {
+        (Some(o), Some(p)) => (o, p, skipping),
+        _ => (0, 0, false),
+    }
 }
 
 /// Bytes spanned by up to `max` complete (newline-terminated) lines of `buf`.
@@ -375,9 +403,11 @@ mod tests {
 
     #[test]
     fn cursor_values_round_trip() {
-        let v = cursor_value(3, b"abcdef");
-        assert_eq!(parse_cursor(Some(&v)), (3, fnv1a(b"abc")));
-        assert_eq!(parse_cursor(Some("garbage")), (0, 0));
-        assert_eq!(parse_cursor(None), (0, 0));
+        let v = cursor_value(3, b"abcdef", false);
+        assert_eq!(parse_cursor(Some(&v)), (3, fnv1a(b"abc"), false));
+        let v = cursor_value(5, b"abcdef", true);
+        assert_eq!(parse_cursor(Some(&v)), (5, fnv1a(b"abcde"), true));
+        assert_eq!(parse_cursor(Some("garbage")), (0, 0, false));
+        assert_eq!(parse_cursor(None), (0, 0, false));
     }
 }
