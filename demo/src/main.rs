@@ -80,7 +80,9 @@ fn main() -> anyhow::Result<()> {
                 "support request (view, control, file-transfer) -> allow={} offer={:?}: {}",
                 d.allow, d.offer, d.reason
             );
-            outpost_host::cli::serve(&supervisor, rx, args.json, args.seconds).await
+            let result = outpost_host::cli::serve(rx, args.json, args.seconds).await;
+            drop(supervisor);
+            result
         })
         .context("while running the demo")
 }

@@ -445,9 +445,7 @@ mod tests {
         );
         let kinds: Vec<&str> = std::iter::from_fn(|| rx.try_recv().ok())
             .map(|e| e.kind())
-            .collect::<Vec<_>>()
-            .leak()
-            .to_vec();
+            .collect();
         assert_eq!(
             kinds,
             [

@@ -39,18 +39,18 @@ pub async fn run(config: Config, json: bool, seconds: Option<u64>) -> anyhow::Re
     let agent = Agent::build(config, events.clone())
         .with_context(|| format!("while starting the host from {}", path.display()))?;
     let supervisor = Supervisor::start(&agent, events);
-    serve(&supervisor, rx, json, seconds).await
+    let result = serve(rx, json, seconds).await;
+    drop(supervisor);
+    result
 }
 
-/// Print events from `rx` while `supervisor` runs, until Ctrl-C or `seconds`
-/// elapse.
+/// Print events from `rx` until Ctrl-C or `seconds` elapse (the caller keeps
+/// its supervisor alive meanwhile).
 pub async fn serve(
-    supervisor: &Supervisor,
     mut rx: broadcast::Receiver<HostEvent>,
     json: bool,
     seconds: Option<u64>,
 ) -> anyhow::Result<()> {
-    let _ = supervisor;
     let stop = async {
         match seconds {
             Some(s) => tokio::time::sleep(std::time::Duration::from_secs(s)).await,
