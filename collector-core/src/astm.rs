@@ -11,11 +11,15 @@
 //! [`parse`] reads E1394 records with the delimiters the H record declares and
 //! produces QC results only:
 //! - H gives the instrument (sender name H.5: model = first non-empty component,
-//!   serial = last non-empty component when there is more than one);
+//!   serial = the last later component that has a digit and is not a version number);
 //! - P records are dropped whole, and a P record ends any QC context;
-//! - an O record opens a QC context only when O.12 (action code) is `Q`; its
-//!   specimen id (O.3, first component) is the control lot (kept only when it is
-//!   a plain device token, see [`crate::redact::device_id`]);
+//! - an O record opens a QC context when O.12 (action code) is `Q`, or when the
+//!   H record's processing id (H.12) is `Q` — LIS2-A2 defines H.12 `Q` as
+//!   "quality control" for the whole transmission (Yumizen H500 marks its QC
+//!   runs that way, with O.12 empty). Its specimen id (O.3, first component) is
+//!   the control lot (kept only when it is a plain device token, see
+//!   [`crate::redact::device_id`]); when the specimen descriptor (O.16) is a
+//!   control (`CTRL`, `QC`, `CONTROL`), its last component is the control level;
 //! - R records under a QC order become [`QcResult`]s; R records under any other
 //!   order are patient results and are dropped (counted);
 //! - C records (free text) are dropped (counted); M, L, Q, S records are ignored.
@@ -226,7 +230,8 @@ pub fn parse(input: &[u8], fallback: &Instrument) -> ParseOutput {
     let mut records = Vec::new();
     let mut delims = Delimiters::default();
     let mut instrument = fallback.clone();
-    let mut qc_lot: Option<String> = None;
+    let mut qc_lot: Option<(String, String)> = None;
+    let mut qc_transmission = false;
     for raw in &deframed.records {
         stats.records += 1;
         let rec = strip_frame_digit(raw.trim_start());
@@ -243,6 +248,8 @@ pub fn parse(input: &[u8], fallback: &Instrument) -> ParseOutput {
                 }
             }
             qc_lot = None;
+            let fields: Vec<&str> = rec.split(delims.field).collect();
+            qc_transmission = get(&fields, 11).trim().eq_ignore_ascii_case("Q");
             instrument = header_instrument(rec, &delims).unwrap_or_else(|| fallback.clone());
             continue;
         }
@@ -258,13 +265,15 @@ pub fn parse(input: &[u8], fallback: &Instrument) -> ParseOutput {
             }
             'O' => {
                 let action = get(&fields, 11).trim();
-                qc_lot = action.eq_ignore_ascii_case("Q").then(|| {
+                let qc = qc_transmission || action.eq_ignore_ascii_case("Q");
+                qc_lot = qc.then(|| {
                     let spec = get(&fields, 2).split(delims.component).next().unwrap_or("");
-                    device_id(delims.unescape(spec).trim())
+                    let lot = device_id(delims.unescape(spec).trim());
+                    (lot, control_level(get(&fields, 15), &delims))
                 });
             }
             'R' => match &qc_lot {
-                Some(lot) => match qc_result(&fields, &delims, &instrument, lot) {
+                Some((lot, level)) => match qc_result(&fields, &delims, &instrument, lot, level) {
                     Some(r) => records.push(Record::Qc(r)),
                     None => stats.malformed_records += 1,
                 },
@@ -277,6 +286,32 @@ pub fn parse(input: &[u8], fallback: &Instrument) -> ParseOutput {
         }
     }
     ParseOutput { records, stats }
+}
+
+/// The control level from a specimen descriptor (O.16) such as
+/// `CTRL^^CTRL MEDIUM`: its last non-empty component, when the first says the
+/// specimen is a control; empty otherwise.
+fn control_level(descriptor: &str, d: &Delimiters) -> String {
+    let comps: Vec<String> = descriptor
+        .split(d.component)
+        .map(|c| d.unescape(c).trim().to_string())
+        .filter(|c| !c.is_empty())
+        .collect();
+    let is_control = comps.first().is_some_and(|c| {
+        ["CTRL", "QC", "CONTROL"]
+            .iter()
+            .any(|k| c.eq_ignore_ascii_case(k))
+    });
+    match comps.last() {
+        Some(level) if is_control => redact(level),
+        _ => String::new(),
+    }
+}
+
+/// The first component of a field (reference ranges carry a qualifier after it,
+/// `84.0 - 94.0^REFERENCE_RANGE`).
+fn first_component<'a>(field: &'a str, d: &Delimiters) -> &'a str {
+    field.split(d.component).next().unwrap_or("")
 }
 
 /// Unframed transcripts keep the frame number in front of the record type.
@@ -298,15 +333,32 @@ fn header_instrument(h: &str, d: &Delimiters) -> Option<Instrument> {
         .filter(|c| !c.is_empty())
         .collect();
     let model = comps.first()?.clone();
-    let serial = if comps.len() > 1 {
-        comps.last().cloned().unwrap_or_default()
-    } else {
-        String::new()
-    };
+    // Vendors order the components differently (Sysmex name^...^serial,
+    // Yumizen name^serial^software version): the serial is the last component
+    // after the name that has a digit and is not shaped like a version number.
+    let serial = comps
+        .iter()
+        .skip(1)
+        .rev()
+        .find(|c| c.bytes().any(|b| b.is_ascii_digit()) && !is_version(c))
+        .cloned()
+        .unwrap_or_default();
     Some(Instrument {
         model: redact(&model),
         serial: device_id(&serial),
     })
+}
+
+/// `4.8`, `2.2.2.2b`, `04.04.00.00`: digits separated by dots, optionally one
+/// trailing letter.
+fn is_version(c: &str) -> bool {
+    let core = c
+        .strip_suffix(|ch: char| ch.is_ascii_alphabetic())
+        .unwrap_or(c);
+    core.contains('.')
+        && core
+            .split('.')
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
 }
 
 fn qc_result(
@@ -314,6 +366,7 @@ fn qc_result(
     d: &Delimiters,
     instrument: &Instrument,
     lot: &str,
+    level: &str,
 ) -> Option<QcResult> {
     let test: Vec<&str> = get(fields, 2).split(d.component).collect();
     let analyte = test
@@ -333,14 +386,103 @@ fn qc_result(
         analyte: clean(analyte),
         value: clean(value),
         unit: clean(get(fields, 4)),
-        reference_range: clean(get(fields, 5)),
+        reference_range: clean(first_component(get(fields, 5), d)),
         flags: get(fields, 6)
             .split(d.repeat)
             .map(clean)
             .filter(|f| !f.is_empty())
             .collect(),
         control_lot: lot.to_string(),
-        control_level: String::new(),
-        run_time: Timestamp::parse_compact(get(fields, 12)),
+        control_level: level.to_string(),
+        // R.13 (test completed), else R.12 (test started; Yumizen sends only that).
+        run_time: Timestamp::parse_compact(get(fields, 12))
+            .or_else(|| Timestamp::parse_compact(get(fields, 11))),
     })
+}
+
+const EOT: u8 = 0x04;
+
+/// End offsets (exclusive, increasing) of the complete messages at the start
+/// of `input`, so that a reader of a growing transcript can stop at a message
+/// boundary and resume there. A message is complete after an EOT byte (the end
+/// of an E1381 transmission), after the end frame (ETX) whose last record is the
+/// L (terminator) record, including its checksum and CR LF trailer, or — unframed — after the
+/// line ending of an L record. Whatever follows the last end is incomplete so
+/// far. Every end is also a place where [`parse`] can start again: the next
+/// message declares its own delimiters in its H record.
+pub fn message_ends(input: &[u8]) -> Vec<usize> {
+    let mut ends = Vec::new();
+    let framed = input.contains(&STX);
+    let push = |end: usize, ends: &mut Vec<usize>| {
+        if ends.last().is_none_or(|last| *last < end) {
+            ends.push(end);
+        }
+    };
+    let mut i = 0;
+    while i < input.len() {
+        let b = input[i];
+        if b == EOT {
+            push(i + 1, &mut ends);
+            i += 1;
+        } else if framed && b == STX {
+            // STX FN text ... ETX C1 C2 CR LF
+            let start = i + 1;
+            let Some(off) = input[start..]
+                .iter()
+                .position(|b| matches!(*b, ETX | ETB | STX | EOT))
+            else {
+                break;
+            };
+            let end = start + off;
+            let text = &input[start..end];
+            // The frame's last record (frames may carry several, CR-separated).
+            let last = text
+                .get(1..)
+                .unwrap_or_default()
+                .split(|b| *b == CR || *b == LF)
+                .rfind(|r| !r.is_empty())
+                .unwrap_or_default();
+            let is_l = last.first().is_some_and(|c| c.eq_ignore_ascii_case(&b'L'))
+                && last.get(1).is_none_or(|c| !c.is_ascii_alphanumeric());
+            if input[end] == ETX && is_l {
+                // The trailer must be there in full (C1 C2 CR, LF optional).
+                if input.len() < end + 4 {
+                    break;
+                }
+                let mut stop = end + 4;
+                if input.get(stop) == Some(&LF) {
+                    stop += 1;
+                }
+                push(stop, &mut ends);
+                i = stop;
+            } else {
+                i = end.max(i + 1);
+            }
+        } else if !framed && (b == CR || b == LF) {
+            i += 1;
+        } else if !framed {
+            let Some(len) = input[i..].iter().position(|b| *b == CR || *b == LF) else {
+                break;
+            };
+            let line = strip_frame_digit(
+                std::str::from_utf8(&input[i..i + len])
+                    .unwrap_or("")
+                    .trim_start_matches(|c: char| c.is_ascii_control()),
+            );
+            let mut stop = i + len + 1;
+            if input[i + len] == CR && input.get(stop) == Some(&LF) {
+                stop += 1;
+            }
+            let bytes = line.as_bytes();
+            if bytes.first().is_some_and(|c| c.eq_ignore_ascii_case(&b'L'))
+                && bytes.get(1).is_some_and(|c| !c.is_ascii_alphanumeric())
+            {
+                push(stop, &mut ends);
+            }
+            i = stop;
+        } else {
+            i += 1;
+        }
+    }
+    ends
 }

@@ -22,8 +22,11 @@
 //!
 //! Control lot: SPM-2 (specimen id, first component) of a QC specimen (SPM-11
 //! `Q`/`C`) is the control material and becomes `control_lot`. HemoScreen puts
-//! the control lot in PID-2 of QC messages instead; because PID is dropped whole,
-//! `control_lot` stays empty for those.
+//! the control lot in PID-2 of its QC messages instead (`PID||PIX240205N`), so
+//! PID-2 (first component, a plain device token only) is used as the lot of a QC
+//! group without an SPM lot — and only when that PID carries no person: PID-3
+//! (identifier list), PID-5 (name) and PID-7 (birth date) all empty. Every other
+//! PID field is dropped as always, and a PID-2 never reaches a patient group.
 
 use crate::records::{Instrument, QcResult, Record, Timestamp};
 use crate::redact::{device_id, redact};
@@ -153,6 +156,8 @@ struct Group {
     run_time: Option<Timestamp>,
     /// SPM-2 of a QC specimen (role `Q`/`C`): the control material id.
     lot: Option<String>,
+    /// PID-2 of a person-less PID in this message (HemoScreen's control lot).
+    pid_lot: Option<String>,
     obx: Vec<QcResult>,
 }
 
@@ -166,6 +171,7 @@ pub fn parse(input: &[u8], fallback: &Instrument) -> ParseOutput {
     let mut enc = Encoding::default();
     let mut model = fallback.model.clone();
     let mut group: Option<Group> = None;
+    let mut pid_lot: Option<String> = None;
     for line in text.split(['\r', '\n']) {
         // MLLP framing (VT ... FS CR) and stray control characters around a segment.
         let line = line.trim_matches(|c: char| c.is_control());
@@ -175,6 +181,7 @@ pub fn parse(input: &[u8], fallback: &Instrument) -> ParseOutput {
         stats.records += 1;
         if line.starts_with("MSH") {
             close(&mut group, &mut records, &mut stats);
+            pid_lot = None;
             stats.frames += 1;
             match Encoding::from_msh(line) {
                 Some(e) => enc = e,
@@ -199,7 +206,12 @@ pub fn parse(input: &[u8], fallback: &Instrument) -> ParseOutput {
         }
         match seg.id {
             "PID" | "PD1" | "NK1" | "PV1" | "PV2" | "IN1" | "IN2" | "IN3" | "GT1" | "MRG" => {
-                stats.patient_records_dropped += 1
+                stats.patient_records_dropped += 1;
+                if seg.id == "PID" {
+                    let person = [3, 5, 7].iter().any(|&n| !seg.f(n).trim().is_empty());
+                    let lot = seg.comp(2, 1, &enc);
+                    pid_lot = (!person && !lot.is_empty()).then(|| device_id(&lot));
+                }
             }
             "NTE" => stats.comments_dropped += 1,
             "OBR" => {
@@ -214,6 +226,7 @@ pub fn parse(input: &[u8], fallback: &Instrument) -> ParseOutput {
                     qc,
                     run_time,
                     lot: None,
+                    pid_lot: pid_lot.clone(),
                     obx: Vec::new(),
                 });
             }
@@ -245,7 +258,7 @@ pub fn parse(input: &[u8], fallback: &Instrument) -> ParseOutput {
 fn close(group: &mut Option<Group>, records: &mut Vec<Record>, stats: &mut ParseStats) {
     if let Some(g) = group.take() {
         if g.qc {
-            let lot = g.lot.unwrap_or_default();
+            let lot = g.lot.or(g.pid_lot).unwrap_or_default();
             records.extend(g.obx.into_iter().map(|mut r| {
                 if r.control_lot.is_empty() {
                     r.control_lot = lot.clone();
@@ -325,4 +338,42 @@ fn obx(
         control_level: String::new(),
         run_time: Timestamp::parse_compact(&seg.comp(14, 1, enc)).or(group_time),
     })
+}
+
+/// End offsets (exclusive, increasing) of the complete messages at the start
+/// of `input`, so that a reader of a growing file can stop at a message
+/// boundary and resume there. A message ends where the next one begins (a
+/// segment starting with `MSH`, optionally after an MLLP start block VT) or
+/// after an MLLP end block (FS, and the CR after it). What follows the last end
+/// may still be growing: plain HL7 files carry no end marker for their last
+/// message, so the caller decides when that tail is complete.
+pub fn message_ends(input: &[u8]) -> Vec<usize> {
+    const VT: u8 = 0x0B;
+    const FS: u8 = 0x1C;
+    let mut ends: Vec<usize> = Vec::new();
+    let push = |end: usize, ends: &mut Vec<usize>| {
+        if end > 0 && ends.last().is_none_or(|last| *last < end) {
+            ends.push(end);
+        }
+    };
+    for (i, &b) in input.iter().enumerate() {
+        if b == FS {
+            let stop = if input.get(i + 1) == Some(&b'\r') {
+                i + 2
+            } else {
+                i + 1
+            };
+            push(stop, &mut ends);
+            continue;
+        }
+        let at_line_start = i == 0 || matches!(input[i - 1], b'\r' | b'\n' | FS);
+        if !at_line_start {
+            continue;
+        }
+        let rest = &input[i..];
+        if rest.starts_with(b"MSH") || (b == VT && rest[1..].starts_with(b"MSH")) {
+            push(i, &mut ends);
+        }
+    }
+    ends
 }

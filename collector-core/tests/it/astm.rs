@@ -198,3 +198,73 @@ fn binary_garbage_does_not_panic() {
         let _ = outpost_collector_core::logs::parse(&bytes, &fallback());
     }
 }
+
+/// Splitting a transcript at any end `message_ends` reports, and parsing the
+/// two halves separately, gives exactly the records of one parse of the whole:
+/// what a reader of a growing file relies on to resume at a cursor.
+fn assert_split_invariant(input: &[u8]) {
+    let whole = json(&astm::parse(input, &fallback()).records);
+    for cut in 0..=input.len() {
+        for &end in &astm::message_ends(&input[..cut]) {
+            assert!(end <= cut, "end {end} beyond the bytes seen ({cut})");
+            let mut parts = astm::parse(&input[..end], &fallback()).records;
+            parts.extend(astm::parse(&input[end..], &fallback()).records);
+            assert_eq!(json(&parts), whole, "split at {end} (of {cut} bytes seen)");
+        }
+    }
+}
+
+/// Three QC sessions framed as separate transmissions, and the same unframed.
+#[test]
+fn message_ends_split_framed_and_unframed_transcripts_without_loss() {
+    let one = stream(QC_SESSION);
+    let framed = [one.clone(), one.clone(), one.clone()].concat();
+    let ends = astm::message_ends(&framed);
+    // Each transmission ends twice: after its L frame and after its EOT.
+    assert_eq!(ends.len(), 6, "{ends:?}");
+    assert_eq!(*ends.last().unwrap(), framed.len());
+    assert_eq!(ends[1], one.len());
+    assert_split_invariant(&framed);
+    assert_eq!(qc(&astm::parse(&framed, &fallback())).len(), 3);
+
+    // Without EOT, the L frame (with its full trailer) ends the message.
+    let no_eot: Vec<u8> = one[..one.len() - 1].to_vec();
+    assert_eq!(astm::message_ends(&no_eot), [no_eot.len()]);
+    // Cut inside the L frame's trailer: not complete yet.
+    assert_eq!(astm::message_ends(&no_eot[..no_eot.len() - 2]), [0usize; 0]);
+
+    let unframed: String = [QC_SESSION.concat(), QC_SESSION.concat()]
+        .concat()
+        .replace('\r', "\r\n");
+    let ends = astm::message_ends(unframed.as_bytes());
+    assert_eq!(ends, [unframed.len() / 2, unframed.len()]);
+    assert_split_invariant(unframed.as_bytes());
+    // The last L line without its line ending is not complete.
+    assert_eq!(
+        astm::message_ends(&unframed.as_bytes()[..unframed.len() - 2]),
+        [unframed.len() / 2]
+    );
+}
+
+#[test]
+fn message_ends_on_the_corpus_and_on_garbage() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/astm");
+    for name in ["yumizen_h500.txt", "pentra_xlr.txt", "sysmex_xn550.txt"] {
+        let one = std::fs::read(format!("{dir}/{name}")).unwrap();
+        let two = [one.clone(), one.clone()].concat();
+        let ends = astm::message_ends(&two);
+        assert_eq!(ends, [one.len(), two.len()], "{name}");
+        let whole = astm::parse(&two, &fallback());
+        let halves = [
+            astm::parse(&two[..ends[0]], &fallback()).records,
+            astm::parse(&two[ends[0]..], &fallback()).records,
+        ]
+        .concat();
+        assert_eq!(json(&halves), json(&whole.records), "{name}");
+    }
+    let garbage: Vec<u8> = (0..20_000u32).map(|i| (i * 7919 % 251) as u8).collect();
+    for end in astm::message_ends(&garbage) {
+        assert!(end <= garbage.len());
+    }
+    assert!(astm::message_ends(&[0u8; 4096]).is_empty());
+}

@@ -17,9 +17,11 @@ struct Case {
     framed: bool,
 }
 
-/// ASTM corpus. O.12 (action code) is `N` or empty in every file: none is a QC
-/// run by O.12 (yumizen_h500 declares H.12 = `Q` and O.16 `CTRL`, but the rule
-/// is O.12), so no file may produce a result.
+/// ASTM corpus. O.12 (action code) is `N` or empty in every file; only
+/// yumizen_h500 is a QC transmission, declared by H.12 = `Q` (LIS2-A2 processing
+/// id "quality control"), so it alone produces results (checked field by field
+/// below). Its O.3 `PX440N` is then the control lot, not a patient specimen;
+/// the operator in R.11 (`MATYL`) and the C-record text must not come out.
 const ASTM: &[Case] = &[
     Case {
         file: "abbott_afinion2.txt",
@@ -87,7 +89,7 @@ const ASTM: &[Case] = &[
     },
     Case {
         file: "yumizen_h500.txt",
-        phi: &["PX440N", "ABXdifftrol"],
+        phi: &["MATYL", "ABXdifftrol", "CONTROL_FAILED", "REFERENCE_RANGE"],
         framed: true,
     },
 ];
@@ -129,11 +131,13 @@ fn astm_corpus_produces_no_phi_and_no_patient_results() {
         let out = astm::parse(&data(&format!("astm/{}", case.file)), &configured());
         let s = json(&out);
         assert_absent(&s, case.phi, case.file);
-        assert!(
-            out.records.is_empty(),
-            "{}: patient results produced: {s}",
-            case.file
-        );
+        if case.file != "yumizen_h500.txt" {
+            assert!(
+                out.records.is_empty(),
+                "{}: patient results produced: {s}",
+                case.file
+            );
+        }
         if case.framed {
             assert_eq!(
                 out.stats.malformed_frames, 0,
@@ -238,10 +242,61 @@ fn hl7_hemoscreen_quality_control_field_by_field() {
         assert_eq!(&r.unit, unit);
         assert_eq!(&r.reference_range, range);
         assert!(r.flags.is_empty());
-        assert_eq!(r.control_lot, "", "PID is dropped whole, lot included");
+        assert_eq!(
+            r.control_lot, "PIX240205N",
+            "the lot HemoScreen puts in PID-2"
+        );
         assert_eq!(r.control_level, "");
         assert_eq!(r.run_time, run);
     }
     assert_eq!(out.stats.patient_records_dropped, 1);
+    assert_eq!(out.stats.patient_results_dropped, 0);
+}
+
+/// (analyte, value, unit, reference range) of the first and last R records of
+/// the Yumizen H500 QC transmission.
+#[test]
+fn astm_yumizen_qc_transmission_field_by_field() {
+    let out = astm::parse(&data("astm/yumizen_h500.txt"), &configured());
+    let results = qc(&out);
+    assert_eq!(results.len(), 21, "{:?}", out.stats);
+    let run = Some(Timestamp {
+        seconds: 1_680_087_991,
+        nanoseconds: 0,
+    });
+    for r in &results {
+        assert_eq!(
+            r.instrument,
+            Instrument {
+                model: "H500".into(),
+                serial: "910YOXH02826".into()
+            }
+        );
+        assert_eq!(r.control_lot, "PX440N");
+        assert_eq!(r.control_level, "CTRL MEDIUM");
+        assert_eq!(r.run_time, run);
+        assert_eq!(r.flags, ["N"]);
+    }
+    let first = results[0];
+    assert_eq!(
+        (
+            &*first.analyte,
+            &*first.value,
+            &*first.unit,
+            &*first.reference_range
+        ),
+        ("MCV", "90.6", "um3", "84.0 - 94.0")
+    );
+    let last = results[20];
+    assert_eq!(
+        (
+            &*last.analyte,
+            &*last.value,
+            &*last.unit,
+            &*last.reference_range
+        ),
+        ("EOS%", "5.0", "%", "0.3 - 7.1")
+    );
+    assert_eq!(out.stats.comments_dropped, 2);
     assert_eq!(out.stats.patient_results_dropped, 0);
 }

@@ -164,3 +164,71 @@ fn malformed_segments_are_counted() {
     assert_eq!(out.stats.malformed_records, 2);
     assert_eq!(out.stats.patient_results_dropped, 1);
 }
+
+fn qc_message(control: &str) -> String {
+    [
+        "MSH|^~\\&|HemoScreen|PixCell|||20231224173346||ORU^R01|1|P|2.4",
+        &format!("PID||{control}"),
+        "OBR||||LQC|||20231210114100",
+        "OBX|0|NM|WBC||11.0|10*3/uL|5.9-9.3||||F|||20231210114100|0000000-0001-HS",
+        "OBX|1|NM|RBC||10.3|10*6/uL|4.3-5.5||||F|||20231210114100|0000000-0001-HS",
+        "",
+    ]
+    .join("\r")
+}
+
+/// Splitting at any reported end and parsing the halves separately gives the
+/// records of one parse of the whole.
+#[test]
+fn message_ends_split_plain_and_mllp_streams_without_loss() {
+    let plain = [
+        qc_message("LOT-A"),
+        qc_message("LOT-B"),
+        qc_message("LOT-C"),
+    ]
+    .concat();
+    let bytes = plain.as_bytes();
+    let m = qc_message("LOT-A").len();
+    // The last message has no end marker: only the starts of the next ones count.
+    assert_eq!(hl7::message_ends(bytes), [m, 2 * m]);
+    let mllp: Vec<u8> = (0..3)
+        .flat_map(|i| {
+            let mut v = vec![0x0b];
+            v.extend_from_slice(qc_message(&format!("LOT-{i}")).as_bytes());
+            v.extend_from_slice(&[0x1c, b'\r']);
+            v
+        })
+        .collect();
+    let ends = hl7::message_ends(&mllp);
+    assert_eq!(ends.len(), 3);
+    assert_eq!(*ends.last().unwrap(), mllp.len(), "FS CR ends the last one");
+    for input in [bytes, &mllp[..]] {
+        let whole = json(&hl7::parse(input, &fallback()).records);
+        assert_eq!(qc(&hl7::parse(input, &fallback())).len(), 6);
+        for cut in 0..=input.len() {
+            for &end in &hl7::message_ends(&input[..cut]) {
+                assert!(end <= cut);
+                let mut parts = hl7::parse(&input[..end], &fallback()).records;
+                parts.extend(hl7::parse(&input[end..], &fallback()).records);
+                assert_eq!(json(&parts), whole, "split at {end} of {cut}");
+            }
+        }
+    }
+}
+
+/// HemoScreen's control lot in PID-2 is used for QC groups only, and never
+/// when the PID names a person.
+#[test]
+fn pid2_is_a_lot_only_in_person_less_qc_messages() {
+    let out = hl7::parse(qc_message("PIX240205N").as_bytes(), &fallback());
+    assert!(qc(&out).iter().all(|r| r.control_lot == "PIX240205N"));
+    let with_person =
+        qc_message("PIX240205N").replace("PID||PIX240205N", "PID||PIX240205N|||DOE^JANE");
+    let out = hl7::parse(with_person.as_bytes(), &fallback());
+    assert!(qc(&out).iter().all(|r| r.control_lot.is_empty()), "{out:?}");
+    assert_absent(&json(&out), &["PIX240205N", "DOE", "JANE"], "person PID");
+    let patient = qc_message("PIX240205N").replace("|LQC|", "|CBC|");
+    let out = hl7::parse(patient.as_bytes(), &fallback());
+    assert!(out.records.is_empty());
+    assert_absent(&json(&out), &["PIX240205N"], "patient message");
+}

@@ -36,9 +36,19 @@ fn copy_corpus(to: &Path) {
             let f = f.unwrap().path();
             let ext = if sub == "astm" { "astm" } else { "hl7" };
             let name = f.file_stem().unwrap().to_string_lossy().into_owned();
-            std::fs::copy(&f, to.join(format!("{name}.{ext}"))).unwrap();
+            let copy = to.join(format!("{name}.{ext}"));
+            std::fs::copy(&f, &copy).unwrap();
+            // Written an hour ago: complete files, so every last message is read now.
+            age(&copy, 3600);
         }
     }
+}
+
+/// Sets a file's modification time `secs` into the past.
+fn age(path: &Path, secs: u64) {
+    let f = std::fs::File::options().write(true).open(path).unwrap();
+    f.set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(secs))
+        .unwrap();
 }
 
 #[test]
@@ -85,9 +95,14 @@ fn corpus_in_qc_out_no_phi_and_no_resend_after_restart() {
         .map(|(b, _)| b.records as usize)
         .sum();
     assert_eq!(
-        qc, 20,
-        "the HemoScreen QC run's 20 results, nothing from patient samples"
+        qc, 41,
+        "the HemoScreen QC run's 20 results and the Yumizen QC transmission's 21, nothing from patient samples"
     );
+    assert!(
+        bodies.iter().any(|b| b.contains("PIX240205N")),
+        "HemoScreen lot"
+    );
+    assert!(bodies.iter().any(|b| b.contains("PX440N")), "Yumizen lot");
     assert!(bodies.iter().any(|b| b.contains("\"analyte\"")));
 
     // A restarted host (a freshly loaded module, the same state): nothing new.
@@ -158,17 +173,40 @@ impl Folder {
         out
     }
 
-    fn write(&self, file: &str, text: &str) {
+    /// `(control lot, value)` of every QC result queued by this module, in order.
+    fn qc_results(&self) -> Vec<(String, String)> {
+        let spool = &env().runtime.services().spool;
+        let mut out = Vec::new();
+        for b in spool
+            .list()
+            .unwrap()
+            .into_iter()
+            .filter(|b| b.module == self.name && b.stream == "qc")
+        {
+            let body: serde_json::Value =
+                serde_json::from_slice(&spool.body(b.seq).unwrap()).unwrap();
+            for r in body.as_array().unwrap() {
+                let q = &r["Qc"];
+                out.push((
+                    q["control_lot"].as_str().unwrap().to_owned(),
+                    q["value"].as_str().unwrap().to_owned(),
+                ));
+            }
+        }
+        out
+    }
+
+    fn write(&self, file: &str, text: impl AsRef<[u8]>) {
         std::fs::write(self.dir.path().join(file), text).unwrap();
     }
 
-    fn append(&self, file: &str, text: &str) {
+    fn append(&self, file: &str, text: impl AsRef<[u8]>) {
         use std::io::Write;
         let mut f = std::fs::OpenOptions::new()
             .append(true)
             .open(self.dir.path().join(file))
             .unwrap();
-        f.write_all(text.as_bytes()).unwrap();
+        f.write_all(text.as_ref()).unwrap();
     }
 }
 
@@ -256,4 +294,113 @@ fn malformed_and_huge_inputs_are_counted_and_the_rest_still_processed() {
         "no fragment of the long line"
     );
     assert_eq!(texts.len(), 2, "{texts:?}");
+}
+
+/// One framed ASTM transmission (ENQ ... EOT) of a QC run with one result.
+fn astm_qc(lot: &str, value: &str) -> Vec<u8> {
+    use outpost_collector_core::astm::frame;
+    let records = [
+        "H|\\^&|||XN-550^00-24^^^^BD634545||||||||E1394-97\r".to_string(),
+        "P|1||PAT-77||DOE^JANE||19500304|F\r".to_string(),
+        format!("O|1|{lot}||^^^^WBC|||||||Q||||||||||||||F\r"),
+        format!("R|1|^^^^WBC^1|{value}|10*3/uL|4.0-10.0|N||F||||20240627135407\r"),
+        "L|1|N\r".to_string(),
+    ];
+    let mut out = vec![0x05];
+    for (i, r) in records.iter().enumerate() {
+        out.extend(frame((i + 1) as u8, r.as_bytes(), true));
+    }
+    out.push(0x04);
+    out
+}
+
+/// One HL7 QC message with one result (no end marker: plain file).
+fn hl7_qc(lot: &str, value: &str) -> String {
+    format!(
+        "MSH|^~\\&|HemoScreen|PixCell|||20231224173346||ORU^R01|1|P|2.4\r\
+         PID||{lot}\r\
+         OBR||||LQC|||20231210114100\r\
+         OBX|0|NM|WBC||{value}|10*3/uL|5.9-9.3||||F|||20231210114100|0000000-0001-HS\r"
+    )
+}
+
+fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+    list.iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect()
+}
+
+#[test]
+fn growing_astm_transcript_is_read_message_by_message_across_restarts() {
+    let f = Folder::new("astm-growing-collector");
+    let m = f.module();
+    let (one, two, three) = (
+        astm_qc("LOT-1", "1.1"),
+        astm_qc("LOT-2", "2.2"),
+        astm_qc("LOT-3", "3.3"),
+    );
+    // One whole transmission and the first half of the next (cut inside a frame).
+    let half = two.len() / 2;
+    f.write("capture.astm", [&one[..], &two[..half]].concat());
+    f.collect(&m);
+    assert_eq!(f.qc_results(), pairs(&[("LOT-1", "1.1")]));
+
+    // The host restarts; the rest arrives with part of a third message.
+    let m = f.module();
+    f.append("capture.astm", [&two[half..], &three[..10]].concat());
+    f.collect(&m);
+    assert_eq!(f.qc_results(), pairs(&[("LOT-1", "1.1"), ("LOT-2", "2.2")]));
+
+    f.append("capture.astm", &three[10..]);
+    f.collect(&m);
+    f.collect(&m);
+    let all = pairs(&[("LOT-1", "1.1"), ("LOT-2", "2.2"), ("LOT-3", "3.3")]);
+    assert_eq!(f.qc_results(), all, "no duplicate, no gap");
+
+    // Truncated and rewritten: read again from the start.
+    f.write("capture.astm", astm_qc("LOT-4", "4.4"));
+    f.collect(&m);
+    assert_eq!(
+        f.qc_results().last().unwrap(),
+        &("LOT-4".into(), "4.4".into())
+    );
+    assert_eq!(f.qc_results().len(), 4);
+}
+
+#[test]
+fn growing_hl7_file_reads_its_last_message_once_settled() {
+    let f = Folder::new("hl7-growing-collector");
+    let m = f.module();
+    f.write(
+        "results.hl7",
+        hl7_qc("LOT-A", "1.0") + &hl7_qc("LOT-B", "2.0"),
+    );
+    f.collect(&m);
+    // The second message has no end marker and the file was just written: wait.
+    assert_eq!(f.qc_results(), pairs(&[("LOT-A", "1.0")]));
+    // Unchanged at the next scan: it is complete.
+    f.collect(&m);
+    assert_eq!(f.qc_results(), pairs(&[("LOT-A", "1.0"), ("LOT-B", "2.0")]));
+
+    // A third message arrives in two writes; a restart in between.
+    let third = hl7_qc("LOT-C", "3.0");
+    f.append("results.hl7", &third[..40]);
+    f.collect(&m);
+    let m = f.module();
+    f.append("results.hl7", &third[40..]);
+    f.collect(&m);
+    assert_eq!(f.qc_results().len(), 2, "just completed: not settled yet");
+    // Old enough (not modified for a while): read without waiting for a rescan.
+    age(&f.dir.path().join("results.hl7"), 120);
+    f.collect(&m);
+    let all = pairs(&[("LOT-A", "1.0"), ("LOT-B", "2.0"), ("LOT-C", "3.0")]);
+    assert_eq!(f.qc_results(), all);
+    f.collect(&m);
+    assert_eq!(f.qc_results(), all, "nothing re-sent");
+
+    // MLLP-framed messages end with FS CR: read at once.
+    let mllp = |lot: &str, v: &str| format!("\x0b{}\x1c\r", hl7_qc(lot, v));
+    f.write("link.hl7", mllp("LOT-D", "4.0") + &mllp("LOT-E", "5.0"));
+    f.collect(&m);
+    assert_eq!(f.qc_results().len(), 5);
 }

@@ -4,27 +4,32 @@
 //! | file | parser (collector-core) | records |
 //! | --- | --- | --- |
 //! | `*.log`, `*.txt` (UTF-8) | `logs`, line by line from a per-file byte cursor | instrument events |
-//! | ASTM E1381/E1394 transcripts (`*.astm`, or content starting with STX/ENQ/`H|`) | `astm` | QC results (O.12 = `Q`) |
+//! | ASTM E1381/E1394 transcripts (`*.astm`, or content starting with STX/ENQ/`H|`) | `astm` | QC results (O.12 or H.12 = `Q`) |
 //! | HL7 v2 (`*.hl7`, or content starting with `MSH`) | `hl7` | QC results (OBR-4 QC codes, SPM-11 `Q`/`C`) |
+//!
+//! Logs, ASTM and HL7 are read incrementally, unit by unit (line, message), at
+//! most [`MAX_READ_BYTES_PER_FILE`] per file and call, so a 2 GB transcript costs
+//! bounded memory and a growing one is read as it grows.
 //! | `*.csv`, `*.json` QC exports | `csvjson` (column allowlist) | QC results |
 //! | UTF-16 logs | `logs` on the whole file | instrument events |
 //!
 //! Patient records are dropped whole by the parsers and free text is redacted
 //! there; this module only schedules, converts and queues.
 //!
-//! Cursors (module `state`): line files keep `cursor:<path>` = byte offset of
-//! the next unread line plus a fingerprint of the file's first bytes, so a
+//! Cursors (module `state`): logs, ASTM and HL7 files keep `cursor:<path>` =
+//! byte offset of the next unread line or message plus a fingerprint of the
+//! file's first bytes, so a growing transcript is read message by message, a
 //! rotated file (new content under the old name) or a truncated one starts
-//! again at 0 and a restart neither re-sends nor skips. Whole-file formats keep
-//! `seen:<path>` = a fingerprint of the whole file and are parsed again only
-//! when it changes (issue #4 follow-up: message-boundary cursors for growing
-//! transcripts).
+//! again at 0, and a restart neither re-sends nor skips (see [`Incremental`]).
+//! CSV/JSON exports and UTF-16 logs keep `seen:<path>` = a fingerprint of the
+//! whole file and are parsed again only when it changes.
 
 mod convert;
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
+use std::time::SystemTime;
 
 use outpost_collector_core as core;
 use outpost_sdk::uplink::{self, Heartbeat, Record};
@@ -55,6 +60,9 @@ pub const FINGERPRINT_BYTES: usize = 256;
 pub const MAX_DIR_DEPTH: usize = 8;
 /// State key prefix of the per-file byte cursors of line files.
 pub const CURSOR_PREFIX: &str = "cursor:";
+/// A transcript's last message without an end marker is read once the file
+/// has not been modified for this long (or was unchanged since the last scan).
+pub const SETTLE_SECS: u64 = 30;
 /// State key prefix of the fingerprints of whole files already parsed.
 pub const SEEN_PREFIX: &str = "seen:";
 
@@ -234,15 +242,29 @@ fn read_file(
     report: &mut CollectReport,
 ) -> std::io::Result<Option<(String, String)>> {
     let mut file = File::open(path)?;
-    let len = file.metadata()?.len();
+    let meta = file.metadata()?;
+    let len = meta.len();
     let mut head = vec![0u8; FINGERPRINT_BYTES.min(len as usize)];
     file.read_exact(&mut head)?;
     let kind = classify(path, &head);
-    if kind == Kind::Other {
-        return Ok(None);
-    }
-    if kind == Kind::Lines {
-        return read_new_lines(&mut file, path, len, &head, fallback, records, report);
+    match kind {
+        Kind::Other => return Ok(None),
+        Kind::Lines | Kind::Astm | Kind::Hl7 => {
+            let settled = meta
+                .modified()
+                .ok()
+                .and_then(|m| SystemTime::now().duration_since(m).ok())
+                .is_some_and(|age| age.as_secs() >= SETTLE_SECS);
+            let f = Incremental {
+                path,
+                len,
+                head: &head,
+                kind,
+                settled,
+            };
+            return f.read(&mut file, fallback, records, report);
+        }
+        _ => {}
     }
     let key = format!("{SEEN_PREFIX}{}", path.display());
     if key.len() > 256 || len > MAX_WHOLE_FILE_BYTES {
@@ -257,8 +279,6 @@ fn read_file(
         return Ok(None);
     }
     let out = match kind {
-        Kind::Astm => core::astm::parse(&bytes, fallback),
-        Kind::Hl7 => core::hl7::parse(&bytes, fallback),
         Kind::Csv => core::csvjson::parse_csv(&bytes, fallback),
         Kind::Json => core::csvjson::parse_json(&bytes, fallback),
         _ => core::logs::parse(&bytes, fallback),
@@ -274,87 +294,201 @@ fn read_file(
     Ok(Some((key, fingerprint)))
 }
 
-/// A line file's cursor: `offset:fingerprint-of-first-bytes[:skip]`, where
-/// `skip` marks that the cursor sits inside a line longer than
-/// [`MAX_READ_BYTES_PER_FILE`], which is skipped up to its end.
-fn read_new_lines(
-    file: &mut File,
-    path: &Path,
+/// A file read from a byte cursor in units that end at a boundary: a line
+/// ending for logs, a message end for ASTM and HL7 (`message_ends` in
+/// collector-core). The cursor (state key `cursor:<path>`) is
+/// `offset:fingerprint-of-first-bytes[:flag]`, where the flag is
+/// - `skip`: the cursor sits inside a unit longer than one read
+///   ([`MAX_READ_BYTES_PER_FILE`]), skipped up to the next boundary (counted);
+/// - `tail-LEN-HASH`: the bytes after the cursor are a transcript tail without
+///   an end marker (an HL7 file's last message, an ASTM message without L), seen
+///   with this length and hash; when the next scan finds them unchanged — or
+///   the file has not been modified for [`SETTLE_SECS`] — they are read as the
+///   last message.
+struct Incremental<'a> {
+    path: &'a Path,
     len: u64,
-    head: &[u8],
-    fallback: &core::Instrument,
-    records: &mut Vec<Record>,
-    report: &mut CollectReport,
-) -> std::io::Result<Option<(String, String)>> {
-    let key = format!("{CURSOR_PREFIX}{}", path.display());
-    if key.len() > 256 {
-        report.malformed += 1;
-        return Ok(None);
+    head: &'a [u8],
+    kind: Kind,
+    /// The file has not been modified for [`SETTLE_SECS`].
+    settled: bool,
+}
+
+/// Parsed cursor value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Cursor {
+    offset: u64,
+    print: u64,
+    flag: Flag,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flag {
+    None,
+    Skip,
+    Tail(u64, u64),
+}
+
+impl Incremental<'_> {
+    /// End offsets (relative to `buf`) of the complete units at its start.
+    fn ends(&self, buf: &[u8], max_lines: usize) -> Vec<usize> {
+        match self.kind {
+            Kind::Astm => core::astm::message_ends(buf),
+            Kind::Hl7 => core::hl7::message_ends(buf),
+            _ => match complete_lines_len(buf, max_lines) {
+                0 => Vec::new(),
+                n => vec![n],
+            },
+        }
     }
-    let stored = state::get_string(&key);
-    let (mut cursor, print, mut skipping) = parse_cursor(stored.as_deref());
-    if cursor > len || (cursor > 0 && print != fnv1a(&head[..head.len().min(cursor as usize)])) {
-        // Truncated, or rotated (other content under the same name): start again.
-        cursor = 0;
-        skipping = false;
+
+    fn parse(&self, unit: &[u8], fallback: &core::Instrument) -> core::ParseOutput {
+        match self.kind {
+            Kind::Astm => core::astm::parse(unit, fallback),
+            Kind::Hl7 => core::hl7::parse(unit, fallback),
+            _ => core::logs::parse(unit, fallback),
+        }
     }
-    if cursor == len {
-        return Ok(None);
+
+    fn value(&self, offset: u64, flag: Flag) -> String {
+        let print = fnv1a(&self.head[..self.head.len().min(offset as usize)]);
+        match flag {
+            Flag::None => format!("{offset}:{print:016x}"),
+            Flag::Skip => format!("{offset}:{print:016x}:skip"),
+            Flag::Tail(len, hash) => format!("{offset}:{print:016x}:tail-{len}-{hash:016x}"),
+        }
     }
-    file.seek(SeekFrom::Start(cursor))?;
-    let mut buf = Vec::new();
-    file.take(MAX_READ_BYTES_PER_FILE).read_to_end(&mut buf)?;
-    let mut start = 0;
-    if skipping {
-        match buf.iter().position(|&b| b == b'\n') {
-            Some(nl) => start = nl + 1,
-            None => {
-                let next = cursor + buf.len() as u64;
-                return Ok(Some((key, cursor_value(next, head, true))));
+
+    fn read(
+        &self,
+        file: &mut File,
+        fallback: &core::Instrument,
+        records: &mut Vec<Record>,
+        report: &mut CollectReport,
+    ) -> std::io::Result<Option<(String, String)>> {
+        let key = format!("{CURSOR_PREFIX}{}", self.path.display());
+        if key.len() > 256 {
+            report.malformed += 1;
+            return Ok(None);
+        }
+        let stored = state::get_string(&key);
+        let mut c = parse_cursor(stored.as_deref());
+        let print_now = fnv1a(&self.head[..self.head.len().min(c.offset as usize)]);
+        if c.offset > self.len || (c.offset > 0 && c.print != print_now) {
+            // Truncated, or rotated (other content under the same name): start again.
+            c = Cursor {
+                offset: 0,
+                print: 0,
+                flag: Flag::None,
+            };
+        }
+        if c.offset == self.len {
+            return Ok(None);
+        }
+        file.seek(SeekFrom::Start(c.offset))?;
+        let mut buf = Vec::new();
+        file.take(MAX_READ_BYTES_PER_FILE).read_to_end(&mut buf)?;
+        let full_read = buf.len() as u64 >= MAX_READ_BYTES_PER_FILE;
+        let at_eof = c.offset + buf.len() as u64 >= self.len;
+        let room = MAX_RECORDS_PER_CALL.saturating_sub(records.len());
+        if room == 0 {
+            return Ok(None);
+        }
+
+        // Resynchronise after a skipped oversized unit: drop up to the next boundary.
+        let mut start = 0;
+        if c.flag == Flag::Skip {
+            match self.ends(&buf, 1).first() {
+                Some(&end) => start = end,
+                None => {
+                    let next = c.offset + buf.len() as u64;
+                    return Ok(Some((key, self.value(next, Flag::Skip))));
+                }
             }
         }
-    }
-    let room = MAX_RECORDS_PER_CALL.saturating_sub(records.len());
-    let consumed = complete_lines_len(&buf[start..], room);
-    if consumed == 0 {
-        if start == 0 && buf.len() as u64 >= MAX_READ_BYTES_PER_FILE {
-            // A line longer than one read: skip it whole, counted.
-            report.malformed += 1;
-            let next = cursor + buf.len() as u64;
-            return Ok(Some((key, cursor_value(next, head, true))));
+        let body = &buf[start..];
+        let mut ends = self.ends(body, room);
+
+        // A transcript's tail without an end marker: read it once it is settled.
+        let mut pending = Flag::None;
+        let tail_at = ends.last().copied().unwrap_or(0);
+        if self.kind != Kind::Lines && at_eof {
+            let tail = &body[tail_at..];
+            let terminated = tail
+                .last()
+                .is_some_and(|b| matches!(b, b'\r' | b'\n' | 0x04 | 0x1c));
+            if terminated {
+                let id = Flag::Tail(tail.len() as u64, fnv1a(tail));
+                if self.settled || (c.flag == id && start == 0 && tail_at == 0) {
+                    ends.push(body.len());
+                } else {
+                    pending = id;
+                }
+            }
         }
-        if start > 0 {
-            // The end of a skipped long line; nothing complete after it yet.
-            let next = cursor + start as u64;
-            return Ok(Some((key, cursor_value(next, head, false))));
+
+        // Parse unit by unit while there is room (one unit may overshoot).
+        let mut consumed = 0;
+        for end in ends {
+            if records.len() >= MAX_RECORDS_PER_CALL && consumed > 0 {
+                break;
+            }
+            let out = self.parse(&body[consumed..end], fallback);
+            report.malformed += count(out.stats.malformed_frames + out.stats.malformed_records);
+            records.extend(out.records.into_iter().map(convert::record));
+            consumed = end;
         }
-        return Ok(None);
+        if consumed != tail_at {
+            // Stopped early (no room): the tail is not next to the new cursor.
+            pending = Flag::None;
+        }
+        if consumed == 0 && start == 0 {
+            if full_read {
+                // A unit longer than one read: skip it whole, counted.
+                report.malformed += 1;
+                let next = c.offset + buf.len() as u64;
+                return Ok(Some((key, self.value(next, Flag::Skip))));
+            }
+            if pending != c.flag {
+                return Ok(Some((key, self.value(c.offset, pending))));
+            }
+            return Ok(None);
+        }
+        let next = c.offset + (start + consumed) as u64;
+        Ok(Some((key, self.value(next, pending))))
     }
-    let out = core::logs::parse(&buf[start..start + consumed], fallback);
-    report.malformed += count(out.stats.malformed_records);
-    records.extend(out.records.into_iter().map(convert::record));
-    let next = cursor + (start + consumed) as u64;
-    Ok(Some((key, cursor_value(next, head, false))))
 }
 
-fn cursor_value(offset: u64, head: &[u8], skipping: bool) -> String {
-    let print = fnv1a(&head[..head.len().min(offset as usize)]);
-    if skipping {
-        format!("{offset}:{print:016x}:skip")
-    } else {
-        format!("{offset}:{print:016x}")
-    }
-}
-
-fn parse_cursor(s: Option<&str>) -> (u64, u64, bool) {
-    let Some(s) = s else { return (0, 0, false) };
+fn parse_cursor(s: Option<&str>) -> Cursor {
+    let none = Cursor {
+        offset: 0,
+        print: 0,
+        flag: Flag::None,
+    };
+    let Some(s) = s else { return none };
     let mut parts = s.split(':');
     let offset = parts.next().and_then(|o| o.parse().ok());
     let print = parts.next().and_then(|p| u64::from_str_radix(p, 16).ok());
-    let skipping = parts.next() == Some("skip");
+    let flag = match parts.next() {
+        Some("skip") => Flag::Skip,
+        Some(t) if t.starts_with("tail-") => {
+            let mut f = t["tail-".len()..].split('-');
+            let len = f.next().and_then(|l| l.parse().ok());
+            let hash = f.next().and_then(|h| u64::from_str_radix(h, 16).ok());
+            match (len, hash) {
+                (Some(l), Some(h)) => Flag::Tail(l, h),
+                _ => Flag::None,
+            }
+        }
+        _ => Flag::None,
+    };
     match (offset, print) {
-        (Some(o), Some(p)) => (o, p, skipping),
-        _ => (0, 0, false),
+        (Some(offset), Some(print)) => Cursor {
+            offset,
+            print,
+            flag,
+        },
+        _ => none,
     }
 }
 
@@ -403,11 +537,30 @@ mod tests {
 
     #[test]
     fn cursor_values_round_trip() {
-        let v = cursor_value(3, b"abcdef", false);
-        assert_eq!(parse_cursor(Some(&v)), (3, fnv1a(b"abc"), false));
-        let v = cursor_value(5, b"abcdef", true);
-        assert_eq!(parse_cursor(Some(&v)), (5, fnv1a(b"abcde"), true));
-        assert_eq!(parse_cursor(Some("garbage")), (0, 0, false));
-        assert_eq!(parse_cursor(None), (0, 0, false));
+        let f = Incremental {
+            path: Path::new("/d/a.log"),
+            len: 6,
+            head: b"abcdef",
+            kind: Kind::Lines,
+            settled: false,
+        };
+        for (offset, flag) in [(3, Flag::None), (5, Flag::Skip), (4, Flag::Tail(12, 0xabc))] {
+            let v = f.value(offset, flag);
+            assert_eq!(
+                parse_cursor(Some(&v)),
+                Cursor {
+                    offset,
+                    print: fnv1a(&b"abcdef"[..offset as usize]),
+                    flag
+                }
+            );
+        }
+        let none = Cursor {
+            offset: 0,
+            print: 0,
+            flag: Flag::None,
+        };
+        assert_eq!(parse_cursor(Some("garbage")), none);
+        assert_eq!(parse_cursor(None), none);
     }
 }
