@@ -183,6 +183,12 @@ impl LoadedModule {
     pub fn world(&self) -> World {
         self.ctx.grant.world
     }
+
+    /// The largest linear memory any call of this module has used so far, in
+    /// bytes (memory grows in 64 KiB pages and a store lives for one call).
+    pub fn peak_memory_bytes(&self) -> usize {
+        self.ctx.peak_memory_bytes.load(Ordering::Relaxed)
+    }
 }
 
 /// Keeps the epoch ticking only while calls run, so an idle host does not
@@ -357,6 +363,7 @@ impl Runtime {
                 name: grant.module.as_str().into(),
                 grant: Arc::new(grant),
                 services: self.services.clone(),
+                peak_memory_bytes: AtomicUsize::new(0),
             }),
             pre,
             imports,
@@ -551,6 +558,9 @@ fn finish<R>(
     wall_ms: u32,
 ) -> Result<R, CallError> {
     let data = store.data();
+    data.module
+        .peak_memory_bytes
+        .fetch_max(data.memory.peak, Ordering::Relaxed);
     match res {
         Err(_) => Err(CallError::WallDeadline(wall_ms)),
         Ok(Ok(r)) => Ok(r),

@@ -22,6 +22,8 @@ pub struct ModuleCtx {
     pub grant: Arc<Grant>,
     /// Host services.
     pub services: Arc<Services>,
+    /// Largest linear memory any call of this module has grown to, in bytes.
+    pub peak_memory_bytes: std::sync::atomic::AtomicUsize,
 }
 
 /// Store data for one call.
@@ -108,6 +110,8 @@ impl WasiHttpView for HostState {
 pub struct MemoryCap {
     max_bytes: usize,
     pub(crate) denied: bool,
+    /// Largest memory size granted during this call.
+    pub(crate) peak: usize,
 }
 
 impl MemoryCap {
@@ -115,6 +119,7 @@ impl MemoryCap {
         MemoryCap {
             max_bytes,
             denied: false,
+            peak: 0,
         }
     }
 }
@@ -130,6 +135,7 @@ impl ResourceLimiter for MemoryCap {
             self.denied = true;
             return Ok(false);
         }
+        self.peak = self.peak.max(desired);
         Ok(true)
     }
 

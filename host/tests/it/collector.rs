@@ -404,3 +404,45 @@ fn growing_hl7_file_reads_its_last_message_once_settled() {
     f.collect(&m);
     assert_eq!(f.qc_results().len(), 5);
 }
+
+#[test]
+fn growing_csv_export_is_read_row_by_row_under_its_header() {
+    let f = Folder::new("csv-growing-collector");
+    let m = f.module();
+    let header = "instrument,serial,sample type,patient name,analyte,value,unit,lot\n";
+    let row = |kind: &str, who: &str, v: &str| {
+        format!("XN-550,BD634545,{kind},\"{who}\",WBC,{v},10*3/uL,LOT-{v}\n")
+    };
+    f.write(
+        "qc.csv",
+        [
+            header.to_string(),
+            row("QC", "", "1.0"),
+            row("patient", "DOE, JANE", "9.9"),
+        ]
+        .concat(),
+    );
+    f.collect(&m);
+    assert_eq!(f.qc_results(), pairs(&[("LOT-1.0", "1.0")]));
+    // Appended rows (the last one still being written), then a restart.
+    let two = row("QC", "", "2.0");
+    f.append(
+        "qc.csv",
+        [two.as_str(), &row("QC", "", "3.0")[..12]].concat(),
+    );
+    f.collect(&m);
+    let m = f.module();
+    f.append("qc.csv", &row("QC", "", "3.0")[12..]);
+    f.collect(&m);
+    f.collect(&m);
+    assert_eq!(
+        f.qc_results(),
+        pairs(&[("LOT-1.0", "1.0"), ("LOT-2.0", "2.0"), ("LOT-3.0", "3.0")]),
+        "each row once, the header applied to every run of rows"
+    );
+    let spool = &env().runtime.services().spool;
+    for b in spool.list().unwrap().iter().filter(|b| b.module == f.name) {
+        let body = String::from_utf8(spool.body(b.seq).unwrap()).unwrap();
+        assert!(!body.contains("DOE") && !body.contains("9.9"), "{body}");
+    }
+}

@@ -3,25 +3,27 @@
 //!
 //! | file | parser (collector-core) | records |
 //! | --- | --- | --- |
-//! | `*.log`, `*.txt` (UTF-8) | `logs`, line by line from a per-file byte cursor | instrument events |
-//! | ASTM E1381/E1394 transcripts (`*.astm`, or content starting with STX/ENQ/`H|`) | `astm` | QC results (O.12 or H.12 = `Q`) |
-//! | HL7 v2 (`*.hl7`, or content starting with `MSH`) | `hl7` | QC results (OBR-4 QC codes, SPM-11 `Q`/`C`) |
-//!
-//! Logs, ASTM and HL7 are read incrementally, unit by unit (line, message), at
-//! most [`MAX_READ_BYTES_PER_FILE`] per file and call, so a 2 GB transcript costs
-//! bounded memory and a growing one is read as it grows.
-//! | `*.csv`, `*.json` QC exports | `csvjson` (column allowlist) | QC results |
+//! | `*.log`, `*.txt` (UTF-8) | `logs`, line by line | instrument events |
+//! | ASTM E1381/E1394 transcripts (`*.astm`, or content starting with STX/ENQ/`H|`) | `astm`, message by message | QC results (O.12 or H.12 = `Q`) |
+//! | HL7 v2 (`*.hl7`, or content starting with `MSH`) | `hl7`, message by message | QC results (OBR-4 QC codes, SPM-11 `Q`/`C`) |
+//! | `*.csv` QC exports | `csvjson` (column allowlist), row by row under the header line | QC results |
+//! | `*.json` QC exports | `csvjson` (column allowlist), whole file | QC results |
 //! | UTF-16 logs | `logs` on the whole file | instrument events |
+//!
+//! Logs, ASTM, HL7 and CSV are read incrementally, unit by unit, at most
+//! [`MAX_READ_BYTES_PER_FILE`] per file and [`MAX_PARSE_BYTES_PER_CALL`] per
+//! call, so a 2 GB transcript costs bounded memory and time, a backlog drains
+//! over several calls, and a growing file is read as it grows.
 //!
 //! Patient records are dropped whole by the parsers and free text is redacted
 //! there; this module only schedules, converts and queues.
 //!
-//! Cursors (module `state`): logs, ASTM and HL7 files keep `cursor:<path>` =
+//! Cursors (module `state`): logs, ASTM, HL7 and CSV files keep `cursor:<path>` =
 //! byte offset of the next unread line or message plus a fingerprint of the
 //! file's first bytes, so a growing transcript is read message by message, a
 //! rotated file (new content under the old name) or a truncated one starts
 //! again at 0, and a restart neither re-sends nor skips (see [`Incremental`]).
-//! CSV/JSON exports and UTF-16 logs keep `seen:<path>` = a fingerprint of the
+//! JSON exports and UTF-16 logs keep `seen:<path>` = a fingerprint of the
 //! whole file and are parsed again only when it changes.
 
 mod convert;
@@ -50,10 +52,20 @@ pub const SOFTWARE_STREAM: &str = "software";
 pub const MAX_RECORDS_PER_CALL: usize = 5000;
 /// Records per `uplink.enqueue` batch.
 pub const RECORDS_PER_BATCH: usize = 100;
+/// Most bytes parsed by one call, over all files (bounds a call's CPU time:
+/// about half a second at the module's measured scrubbing speed). A backlog
+/// drains over several calls.
+pub const MAX_PARSE_BYTES_PER_CALL: u64 = 2 * 1024 * 1024;
 /// Most new bytes read from one line file in one call.
 pub const MAX_READ_BYTES_PER_FILE: u64 = 4 * 1024 * 1024;
-/// Largest whole-file input (ASTM, HL7, CSV, JSON, UTF-16 log) parsed.
-pub const MAX_WHOLE_FILE_BYTES: u64 = 16 * 1024 * 1024;
+/// Largest whole-file input (CSV, JSON, UTF-16 log) parsed; larger ones are
+/// counted malformed and skipped (a call must stay within its CPU limit).
+pub const MAX_WHOLE_FILE_BYTES: u64 = 4 * 1024 * 1024;
+/// Longest CSV header line read.
+pub const MAX_CSV_HEADER_BYTES: u64 = 64 * 1024;
+/// Log lines are parsed in runs of about this many bytes, so the per-call
+/// budget is checked between runs.
+pub const LINE_UNIT_BYTES: usize = 64 * 1024;
 /// Bytes of a line file's start that identify it across rotation.
 pub const FINGERPRINT_BYTES: usize = 256;
 /// Deepest directory level walked below a granted directory.
@@ -158,11 +170,12 @@ impl Collector for InstrumentCollector {
 
         let mut records = Vec::new();
         let mut marks = Vec::new();
+        let mut budget = MAX_PARSE_BYTES_PER_CALL;
         for path in &files {
-            if records.len() >= MAX_RECORDS_PER_CALL {
+            if records.len() >= MAX_RECORDS_PER_CALL || budget == 0 {
                 break;
             }
-            match read_file(path, &fallback, &mut records, &mut report) {
+            match read_file(path, &fallback, &mut records, &mut report, &mut budget) {
                 Ok(Some(mark)) => marks.push(mark),
                 Ok(None) => {}
                 Err(e) => {
@@ -240,6 +253,7 @@ fn read_file(
     fallback: &core::Instrument,
     records: &mut Vec<Record>,
     report: &mut CollectReport,
+    budget: &mut u64,
 ) -> std::io::Result<Option<(String, String)>> {
     let mut file = File::open(path)?;
     let meta = file.metadata()?;
@@ -249,20 +263,36 @@ fn read_file(
     let kind = classify(path, &head);
     match kind {
         Kind::Other => return Ok(None),
-        Kind::Lines | Kind::Astm | Kind::Hl7 => {
+        Kind::Lines | Kind::Astm | Kind::Hl7 | Kind::Csv => {
             let settled = meta
                 .modified()
                 .ok()
                 .and_then(|m| SystemTime::now().duration_since(m).ok())
                 .is_some_and(|age| age.as_secs() >= SETTLE_SECS);
+            // A CSV export is read by rows; every run of rows is parsed
+            // under the file's header line.
+            let header = if kind == Kind::Csv {
+                file.seek(SeekFrom::Start(0))?;
+                let mut first = Vec::new();
+                (&mut file)
+                    .take(MAX_CSV_HEADER_BYTES)
+                    .read_to_end(&mut first)?;
+                match first.iter().position(|&b| b == b'\n') {
+                    Some(nl) => first[..=nl].to_vec(),
+                    None => return Ok(None), // no complete header yet
+                }
+            } else {
+                Vec::new()
+            };
             let f = Incremental {
                 path,
                 len,
                 head: &head,
                 kind,
                 settled,
+                header: &header,
             };
-            return f.read(&mut file, fallback, records, report);
+            return f.read(&mut file, fallback, records, report, budget);
         }
         _ => {}
     }
@@ -279,18 +309,20 @@ fn read_file(
         return Ok(None);
     }
     let out = match kind {
-        Kind::Csv => core::csvjson::parse_csv(&bytes, fallback),
         Kind::Json => core::csvjson::parse_json(&bytes, fallback),
         _ => core::logs::parse(&bytes, fallback),
     };
     report.malformed += count(out.stats.malformed_frames + out.stats.malformed_records);
     let room = MAX_RECORDS_PER_CALL.saturating_sub(records.len());
-    if out.records.len() > room {
+    if out.records.len() > room && !records.is_empty() {
         // Not all of it fits this call: leave the file unmarked, it is parsed
-        // again next call (the spool deduplicates nothing, so we never split).
+        // again by a later call (the spool deduplicates nothing, so we never
+        // split a file; one larger than a call's share is taken whole when it
+        // comes first).
         return Ok(None);
     }
     records.extend(out.records.into_iter().map(convert::record));
+    *budget = budget.saturating_sub(len);
     Ok(Some((key, fingerprint)))
 }
 
@@ -309,6 +341,8 @@ struct Incremental<'a> {
     path: &'a Path,
     len: u64,
     head: &'a [u8],
+    /// CSV: the header line, put in front of every run of rows after the first.
+    header: &'a [u8],
     kind: Kind,
     /// The file has not been modified for [`SETTLE_SECS`].
     settled: bool,
@@ -335,15 +369,16 @@ impl Incremental<'_> {
         match self.kind {
             Kind::Astm => core::astm::message_ends(buf),
             Kind::Hl7 => core::hl7::message_ends(buf),
-            _ => match complete_lines_len(buf, max_lines) {
-                0 => Vec::new(),
-                n => vec![n],
-            },
+            Kind::Csv => row_unit_ends(buf, max_lines),
+            _ => line_unit_ends(buf, max_lines),
         }
     }
 
-    fn parse(&self, unit: &[u8], fallback: &core::Instrument) -> core::ParseOutput {
+    /// Parse the unit that starts at file offset `at`.
+    fn parse(&self, unit: &[u8], at: u64, fallback: &core::Instrument) -> core::ParseOutput {
         match self.kind {
+            Kind::Csv if at == 0 => core::csvjson::parse_csv(unit, fallback),
+            Kind::Csv => core::csvjson::parse_csv(&[self.header, unit].concat(), fallback),
             Kind::Astm => core::astm::parse(unit, fallback),
             Kind::Hl7 => core::hl7::parse(unit, fallback),
             _ => core::logs::parse(unit, fallback),
@@ -365,6 +400,7 @@ impl Incremental<'_> {
         fallback: &core::Instrument,
         records: &mut Vec<Record>,
         report: &mut CollectReport,
+        budget: &mut u64,
     ) -> std::io::Result<Option<(String, String)>> {
         let key = format!("{CURSOR_PREFIX}{}", self.path.display());
         if key.len() > 256 {
@@ -427,15 +463,18 @@ impl Incremental<'_> {
             }
         }
 
-        // Parse unit by unit while there is room (one unit may overshoot).
+        // Parse unit by unit while there is room and budget (one unit may
+        // overshoot either).
         let mut consumed = 0;
         for end in ends {
-            if records.len() >= MAX_RECORDS_PER_CALL && consumed > 0 {
+            if (records.len() >= MAX_RECORDS_PER_CALL || *budget == 0) && consumed > 0 {
                 break;
             }
-            let out = self.parse(&body[consumed..end], fallback);
+            let at = c.offset + (start + consumed) as u64;
+            let out = self.parse(&body[consumed..end], at, fallback);
             report.malformed += count(out.stats.malformed_frames + out.stats.malformed_records);
             records.extend(out.records.into_iter().map(convert::record));
+            *budget = budget.saturating_sub((end - consumed) as u64);
             consumed = end;
         }
         if consumed != tail_at {
@@ -492,18 +531,54 @@ fn parse_cursor(s: Option<&str>) -> Cursor {
     }
 }
 
-/// Bytes spanned by up to `max` complete (newline-terminated) lines of `buf`.
-pub fn complete_lines_len(buf: &[u8], max: usize) -> usize {
-    let mut consumed = 0;
-    let mut lines = 0;
+/// Like [`line_unit_ends`] for CSV: a newline inside a quoted field (RFC 4180)
+/// does not end a row.
+pub fn row_unit_ends(buf: &[u8], max: usize) -> Vec<usize> {
+    let mut ends = Vec::new();
+    let (mut rows, mut unit_start, mut row_end, mut quoted) = (0, 0, 0, false);
+    for (i, &b) in buf.iter().enumerate() {
+        if rows >= max {
+            break;
+        }
+        match b {
+            b'"' => quoted = !quoted,
+            b'\n' if !quoted => {
+                rows += 1;
+                row_end = i + 1;
+                if row_end - unit_start >= LINE_UNIT_BYTES {
+                    ends.push(row_end);
+                    unit_start = row_end;
+                }
+            }
+            _ => {}
+        }
+    }
+    if row_end > unit_start {
+        ends.push(row_end);
+    }
+    ends
+}
+
+/// Ends of runs of complete lines of about [`LINE_UNIT_BYTES`] each, covering
+/// at most `max` lines in all (a line is never split).
+pub fn line_unit_ends(buf: &[u8], max: usize) -> Vec<usize> {
+    let mut ends = Vec::new();
+    let (mut pos, mut lines, mut unit_start) = (0, 0, 0);
     while lines < max {
-        let Some(nl) = buf[consumed..].iter().position(|&b| b == b'\n') else {
+        let Some(nl) = buf[pos..].iter().position(|&b| b == b'\n') else {
             break;
         };
-        consumed += nl + 1;
+        pos += nl + 1;
         lines += 1;
+        if pos - unit_start >= LINE_UNIT_BYTES {
+            ends.push(pos);
+            unit_start = pos;
+        }
     }
-    consumed
+    if pos > unit_start {
+        ends.push(pos);
+    }
+    ends
 }
 
 #[cfg(test)]
@@ -530,9 +605,17 @@ mod tests {
     #[test]
     fn lines_stop_at_partial_and_cap() {
         let buf = b"a\r\n\nb\nc\npartial";
-        assert_eq!(complete_lines_len(buf, 10), 8);
-        assert_eq!(complete_lines_len(buf, 2), 4);
-        assert_eq!(complete_lines_len(b"no newline", 10), 0);
+        assert_eq!(line_unit_ends(buf, 10), [8]);
+        assert_eq!(line_unit_ends(buf, 2), [4]);
+        assert_eq!(line_unit_ends(b"no newline", 10), [0usize; 0]);
+        let long = "x".repeat(40_000) + "\n";
+        let buf = long.repeat(5);
+        let ends = line_unit_ends(buf.as_bytes(), 100);
+        assert_eq!(ends, [80_002, 160_004, 200_005]);
+        let csv = b"a,b\n1,\"x\ny\"\n2,z\n3,";
+        assert_eq!(row_unit_ends(csv, 10), [16]);
+        assert_eq!(row_unit_ends(csv, 2), [12]);
+        assert_eq!(row_unit_ends(b"a,\"open\nquote", 10), [0usize; 0]);
     }
 
     #[test]
@@ -543,6 +626,7 @@ mod tests {
             head: b"abcdef",
             kind: Kind::Lines,
             settled: false,
+            header: b"",
         };
         for (offset, flag) in [(3, Flag::None), (5, Flag::Skip), (4, Flag::Tail(12, 0xabc))] {
             let v = f.value(offset, flag);

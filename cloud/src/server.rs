@@ -1,0 +1,632 @@
+//! HTTPS serving: rustls (TLS 1.2/1.3, ring provider) in front of an axum router.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, anyhow};
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use outpost_protocol::{
+    ApiError, ENROLL_PATH, EnrollRequest, EnrollResponse, EnvelopeHeader, ErrorCode,
+    HEARTBEAT_PATH, HEARTBEAT_STREAM, HeartbeatBody, INGEST_PATH, IngestAck, MAX_ENVELOPE_BYTES,
+    MAX_PLAINTEXT_BYTES, ProtocolError, decompress_bounded, open_compressed,
+};
+use sha2::{Digest, Sha256};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::{JoinHandle, JoinSet};
+use tokio_rustls::TlsAcceptor;
+
+use crate::store::{HeartbeatOutcome, InsertOutcome, NewDevice, Store};
+
+/// Largest enrolment request body.
+const MAX_ENROLL_BYTES: usize = 64 * 1024;
+/// Time a client has to finish the TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time a client has to send the request headers.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Configuration of a running cloud server.
+#[derive(Clone)]
+pub struct ServerConfig {
+    /// Data directory (`cloud.db`, `server.key`).
+    pub data_dir: PathBuf,
+    /// Address to bind (tests: `127.0.0.1:0`).
+    pub listen: SocketAddr,
+    /// Server certificate chain, PEM, leaf first.
+    pub cert_chain_pem: String,
+    /// Server private key, PEM (PKCS#8, PKCS#1 or SEC1).
+    pub key_pem: String,
+    /// If set, enrolment requires exactly this token.
+    pub enrollment_token: Option<String>,
+    /// Largest ingest/heartbeat body accepted (answer 413 above it).
+    pub max_body_bytes: usize,
+}
+
+impl std::fmt::Debug for ServerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerConfig")
+            .field("data_dir", &self.data_dir)
+            .field("listen", &self.listen)
+            .field(
+                "enrollment_token",
+                &self.enrollment_token.as_ref().map(|_| "<set>"),
+            )
+            .field("max_body_bytes", &self.max_body_bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServerConfig {
+    /// A configuration with no enrolment token and a body limit of
+    /// [`MAX_ENVELOPE_BYTES`].
+    pub fn new(
+        data_dir: PathBuf,
+        listen: SocketAddr,
+        cert_chain_pem: String,
+        key_pem: String,
+    ) -> Self {
+        ServerConfig {
+            data_dir,
+            listen,
+            cert_chain_pem,
+            key_pem,
+            enrollment_token: None,
+            max_body_bytes: MAX_ENVELOPE_BYTES,
+        }
+    }
+}
+
+/// The fleet server.
+#[derive(Debug)]
+pub struct Server;
+
+/// A server accepting connections; stop it with [`RunningServer::shutdown`].
+pub struct RunningServer {
+    addr: SocketAddr,
+    store: Store,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl std::fmt::Debug for RunningServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunningServer")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Clone)]
+struct App {
+    store: Store,
+    token_hash: Option<[u8; 32]>,
+    max_body: usize,
+}
+
+/// Build the rustls server configuration: ring provider, TLS 1.3 and 1.2 only,
+/// ALPN `http/1.1`.
+pub fn tls_config(
+    cert_chain_pem: &str,
+    key_pem: &str,
+) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+    let certs = rustls_pemfile::certs(&mut cert_chain_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .context("reading certificate PEM")?;
+    if certs.is_empty() {
+        anyhow::bail!("no certificate in the certificate PEM");
+    }
+    let key = rustls_pemfile::private_key(&mut key_pem.as_bytes())
+        .context("reading key PEM")?
+        .context("no private key in the key PEM")?;
+    let mut cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+    .context("TLS versions")?
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .context("server certificate and key")?;
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(cfg))
+}
+
+/// The axum router of the API, over `store`.
+fn router(app: App) -> Router {
+    Router::new()
+        .route(ENROLL_PATH, post(enroll))
+        .route(INGEST_PATH, post(ingest))
+        .route(HEARTBEAT_PATH, post(heartbeat))
+        .with_state(app)
+}
+
+impl Server {
+    /// Open the store, bind `cfg.listen` and start serving HTTPS.
+    pub async fn start(cfg: ServerConfig) -> anyhow::Result<RunningServer> {
+        let tls = tls_config(&cfg.cert_chain_pem, &cfg.key_pem)?;
+        let dir = cfg.data_dir.clone();
+        let store = tokio::task::spawn_blocking(move || Store::open(&dir))
+            .await
+            .map_err(|e| anyhow!("store open task: {e}"))??;
+        let listener = TcpListener::bind(cfg.listen)
+            .await
+            .with_context(|| format!("binding {}", cfg.listen))?;
+        let addr = listener.local_addr()?;
+        let app = App {
+            store: store.clone(),
+            token_hash: cfg
+                .enrollment_token
+                .as_deref()
+                .map(|t| Sha256::digest(t.as_bytes()).into()),
+            max_body: cfg.max_body_bytes,
+        };
+        let (stop, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(accept_loop(
+            listener,
+            TlsAcceptor::from(tls),
+            router(app),
+            stop_rx,
+        ));
+        tracing::info!(%addr, "outpost-cloud listening");
+        Ok(RunningServer {
+            addr,
+            store,
+            stop,
+            task,
+        })
+    }
+}
+
+impl RunningServer {
+    /// The bound address (with the actual port when the config said 0).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The server's store (same database the handlers write).
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Stop accepting, let open requests finish (up to 5 s), then return.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+
+    /// Serve until `signal` completes (the CLI passes Ctrl-C), then shut down
+    /// as [`RunningServer::shutdown`] does.
+    pub async fn run_until(self, signal: impl std::future::Future<Output = ()>) {
+        signal.await;
+        self.shutdown().await;
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    router: Router,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut conns = JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = stop.changed() => break,
+            res = listener.accept() => match res {
+                Ok((tcp, peer)) => {
+                    conns.spawn(serve_conn(tcp, peer, acceptor.clone(), router.clone(), stop.clone()));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+        }
+    }
+    drop(listener);
+    let drain = async { while conns.join_next().await.is_some() {} };
+    if tokio::time::timeout(Duration::from_secs(5), drain)
+        .await
+        .is_err()
+    {
+        conns.abort_all();
+    }
+    tracing::info!("outpost-cloud stopped");
+}
+
+async fn serve_conn(
+    tcp: tokio::net::TcpStream,
+    peer: SocketAddr,
+    acceptor: TlsAcceptor,
+    router: Router,
+    mut stop: watch::Receiver<bool>,
+) {
+    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "TLS handshake timed out");
+            return;
+        }
+    };
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .serve_connection(TokioIo::new(tls), TowerToHyperService::new(router));
+    tokio::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => {
+            if let Err(e) = r {
+                tracing::debug!(%peer, error = %e, "connection ended with error");
+            }
+        }
+        _ = stop.changed() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
+}
+
+fn api_error(code: ErrorCode, message: impl Into<String>) -> Response {
+    let status = StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
+    let mut resp = (
+        status,
+        axum::Json(ApiError {
+            error: code,
+            message: message.into(),
+        }),
+    )
+        .into_response();
+    if matches!(code, ErrorCode::Unavailable | ErrorCode::RateLimited) {
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
+    }
+    resp
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
+) -> anyhow::Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| anyhow!("store task failed: {e}"))?
+}
+
+fn unavailable(err: &anyhow::Error) -> Response {
+    tracing::error!(error = %err, "store error");
+    api_error(
+        ErrorCode::Unavailable,
+        "the server could not store the request; retry later",
+    )
+}
+
+/// Count `counter` and answer `code`.
+async fn refuse(app: &App, counter: &'static str, code: ErrorCode, message: String) -> Response {
+    let store = app.store.clone();
+    if let Err(e) = blocking(move || store.count(counter)).await {
+        tracing::error!(error = %e, "counting a refusal failed");
+    }
+    api_error(code, message)
+}
+
+enum BodyError {
+    TooLarge,
+    Read,
+}
+
+async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, BodyError> {
+    if let Some(len) = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        && len > u64::try_from(limit).unwrap_or(u64::MAX)
+    {
+        return Err(BodyError::TooLarge);
+    }
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let limited = std::error::Error::source(&e)
+            .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+        if limited {
+            BodyError::TooLarge
+        } else {
+            BodyError::Read
+        }
+    })
+}
+
+fn token_ok(app: &App, given: Option<&str>) -> bool {
+    let Some(want) = app.token_hash else {
+        return true;
+    };
+    let Some(given) = given else {
+        return false;
+    };
+    let got: [u8; 32] = Sha256::digest(given.as_bytes()).into();
+    // Constant time over the digests (which also hides the token length).
+    want.iter()
+        .zip(got.iter())
+        .fold(0u8, |a, (x, y)| a | (x ^ y))
+        == 0
+}
+
+async fn enroll(State(app): State<App>, headers: HeaderMap, body: Body) -> Response {
+    let bytes = match read_body(&headers, body, MAX_ENROLL_BYTES).await {
+        Ok(b) => b,
+        Err(BodyError::TooLarge) => {
+            return api_error(ErrorCode::TooLarge, "enrolment request too large");
+        }
+        Err(BodyError::Read) => return api_error(ErrorCode::BadRequest, "could not read body"),
+    };
+    let req: EnrollRequest = match serde_json::from_slice(&bytes) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::info!(
+                reason = "bad-request",
+                line = e.line(),
+                column = e.column(),
+                "enrolment refused"
+            );
+            return api_error(
+                ErrorCode::BadRequest,
+                format!(
+                    "enrolment request is not valid JSON of the expected shape (line {}, column {})",
+                    e.line(),
+                    e.column()
+                ),
+            );
+        }
+    };
+    if let Err(e) = req.validate() {
+        tracing::info!(reason = "bad-request", "enrolment refused");
+        return api_error(ErrorCode::BadRequest, e.to_string());
+    }
+    if !token_ok(&app, req.enrollment_token.as_deref()) {
+        tracing::warn!(reason = "unauthorized-enrollment", "enrolment refused");
+        return refuse(
+            &app,
+            "unauthorized-enrollment",
+            ErrorCode::UnauthorizedEnrollment,
+            "enrolment token missing or wrong".into(),
+        )
+        .await;
+    }
+    let key = match req.key() {
+        Ok(k) => k,
+        Err(e) => return api_error(ErrorCode::BadRequest, e.to_string()),
+    };
+    let new = NewDevice {
+        email: req.email.clone(),
+        name: req.name.clone(),
+        instrument_model: req.instrument_model.clone(),
+        instrument_id: req.instrument_id.clone(),
+        serial: req.serial.clone(),
+        device_key: key,
+    };
+    drop(req);
+    let store = app.store.clone();
+    match blocking(move || store.enroll(&new)).await {
+        Ok(device_id) => {
+            tracing::info!(device = %device_id, "device enrolled");
+            axum::Json(EnrollResponse { device_id }).into_response()
+        }
+        Err(e) => unavailable(&e),
+    }
+}
+
+/// Parse, look up and authenticate an envelope; on failure the refusal
+/// response (already counted).
+async fn authenticate(
+    app: &App,
+    headers: &HeaderMap,
+    body: Body,
+    endpoint: &'static str,
+) -> Result<(EnvelopeHeader, Vec<u8>), Response> {
+    let bytes = match read_body(headers, body, app.max_body).await {
+        Ok(b) => b,
+        Err(BodyError::TooLarge) => {
+            tracing::warn!(
+                endpoint,
+                reason = "too-large",
+                limit = app.max_body,
+                "envelope refused"
+            );
+            return Err(refuse(
+                app,
+                "too-large",
+                ErrorCode::TooLarge,
+                format!("body exceeds {} bytes", app.max_body),
+            )
+            .await);
+        }
+        Err(BodyError::Read) => {
+            return Err(api_error(ErrorCode::BadRequest, "could not read body"));
+        }
+    };
+    let header = match EnvelopeHeader::parse(&bytes) {
+        Ok((h, _)) => h,
+        Err(ProtocolError::TooLarge { .. }) => {
+            tracing::warn!(
+                endpoint,
+                reason = "too-large",
+                size = bytes.len(),
+                "envelope refused"
+            );
+            return Err(refuse(
+                app,
+                "too-large",
+                ErrorCode::TooLarge,
+                "envelope too large".into(),
+            )
+            .await);
+        }
+        Err(e) => {
+            tracing::warn!(endpoint, reason = "bad-envelope", size = bytes.len(), error = %e, "envelope refused");
+            return Err(refuse(app, "bad-envelope", ErrorCode::BadEnvelope, e.to_string()).await);
+        }
+    };
+    let (device, stream, sequence) = (
+        header.device.clone(),
+        header.stream.clone(),
+        header.sequence,
+    );
+    let store = app.store.clone();
+    let dev = device.clone();
+    let key = match blocking(move || store.device_key(&dev)).await {
+        Ok(Some(k)) => k,
+        Ok(None) => {
+            tracing::warn!(endpoint, %device, %stream, sequence, reason = "unknown-device", "envelope refused");
+            return Err(refuse(
+                app,
+                "unknown-device",
+                ErrorCode::UnknownDevice,
+                "device is not enrolled".into(),
+            )
+            .await);
+        }
+        Err(e) => return Err(unavailable(&e)),
+    };
+    let opened =
+        tokio::task::spawn_blocking(move || open_compressed(&key, &bytes).map(|(_, c)| c)).await;
+    match opened {
+        Ok(Ok(compressed)) => Ok((header, compressed)),
+        Ok(Err(e)) => {
+            tracing::warn!(endpoint, %device, %stream, sequence, reason = "authentication-failed", "envelope refused");
+            Err(refuse(
+                app,
+                "authentication-failed",
+                ErrorCode::AuthenticationFailed,
+                e.to_string(),
+            )
+            .await)
+        }
+        Err(e) => Err(unavailable(&anyhow!("open task: {e}"))),
+    }
+}
+
+/// Decompress (bounded) and parse an authenticated plaintext off the runtime.
+async fn decode<T: serde::de::DeserializeOwned + Send + 'static>(
+    compressed: Vec<u8>,
+) -> Result<(T, Vec<u8>, usize), ProtocolError> {
+    tokio::task::spawn_blocking(move || {
+        let plain = decompress_bounded(&compressed, MAX_PLAINTEXT_BYTES)?;
+        let body: T = serde_json::from_slice(&plain).map_err(|e| {
+            ProtocolError::BadBody(format!("line {} column {}", e.line(), e.column()))
+        })?;
+        Ok((body, compressed, plain.len()))
+    })
+    .await
+    .unwrap_or(Err(ProtocolError::Decompress))
+}
+
+async fn body_refusal(
+    app: &App,
+    header: &EnvelopeHeader,
+    endpoint: &'static str,
+    e: ProtocolError,
+) -> Response {
+    let (counter, code) = match e {
+        ProtocolError::TooLargePlaintext { .. } => ("too-large", ErrorCode::TooLarge),
+        _ => ("bad-envelope", ErrorCode::BadEnvelope),
+    };
+    tracing::warn!(endpoint, device = %header.device, stream = %header.stream, sequence = header.sequence, reason = counter, "envelope refused");
+    refuse(app, counter, code, e.to_string()).await
+}
+
+async fn ingest(State(app): State<App>, headers: HeaderMap, body: Body) -> Response {
+    let (header, compressed) = match authenticate(&app, &headers, body, "ingest").await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let (batch, compressed, plain_len) =
+        match decode::<outpost_protocol::BatchBody>(compressed).await {
+            Ok(x) => x,
+            Err(e) => return body_refusal(&app, &header, "ingest", e).await,
+        };
+    if i64::try_from(header.sequence).is_err() {
+        return body_refusal(
+            &app,
+            &header,
+            "ingest",
+            ProtocolError::Invalid("sequence beyond 2^63-1".into()),
+        )
+        .await;
+    }
+    let records = batch.records.len();
+    let store = app.store.clone();
+    let h = header.clone();
+    let compressed_len = compressed.len();
+    match blocking(move || store.insert_batch(&h, &compressed, records)).await {
+        Ok(InsertOutcome::Stored) => {
+            tracing::info!(device = %header.device, stream = %header.stream, sequence = header.sequence,
+                records, compressed_len, plain_len, "batch stored");
+            axum::Json(IngestAck {
+                device_id: header.device,
+                sequence: header.sequence,
+                duplicate: false,
+            })
+            .into_response()
+        }
+        Ok(InsertOutcome::Duplicate) => {
+            tracing::info!(device = %header.device, stream = %header.stream, sequence = header.sequence,
+                reason = "replay", "batch already stored");
+            api_error(ErrorCode::Duplicate, "this sequence was already stored")
+        }
+        Err(e) => unavailable(&e),
+    }
+}
+
+async fn heartbeat(State(app): State<App>, headers: HeaderMap, body: Body) -> Response {
+    let (header, compressed) = match authenticate(&app, &headers, body, "heartbeat").await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    if header.stream != HEARTBEAT_STREAM {
+        return body_refusal(&app, &header, "heartbeat", ProtocolError::BadStream).await;
+    }
+    if i64::try_from(header.sequence).is_err() {
+        return body_refusal(
+            &app,
+            &header,
+            "heartbeat",
+            ProtocolError::Invalid("sequence beyond 2^63-1".into()),
+        )
+        .await;
+    }
+    let (hb, _, _) = match decode::<HeartbeatBody>(compressed).await {
+        Ok(x) => x,
+        Err(e) => return body_refusal(&app, &header, "heartbeat", e).await,
+    };
+    let store = app.store.clone();
+    let h = header.clone();
+    match blocking(move || store.record_heartbeat(&h, &hb)).await {
+        Ok(HeartbeatOutcome::Accepted) => {
+            tracing::debug!(device = %header.device, sequence = header.sequence, "heartbeat");
+            axum::Json(IngestAck {
+                device_id: header.device,
+                sequence: header.sequence,
+                duplicate: false,
+            })
+            .into_response()
+        }
+        Ok(HeartbeatOutcome::Stale { last }) => {
+            tracing::warn!(device = %header.device, sequence = header.sequence, last, reason = "stale-heartbeat", "heartbeat refused");
+            api_error(
+                ErrorCode::StaleHeartbeat,
+                format!("heartbeat sequence must be greater than {last}"),
+            )
+        }
+        Err(e) => unavailable(&e),
+    }
+}

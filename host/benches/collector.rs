@@ -1,0 +1,463 @@
+//! Collector throughput (plain binary, prints a table). Run with
+//! `cargo bench -p outpost-host --bench collector [-- MiB]` (default 100 MiB).
+//!
+//! Generates a mixed corpus (instrument logs with PHI in free text, framed ASTM
+//! transcripts and HL7 ORU^R01 files with patient and QC runs, CSV QC exports),
+//! then measures:
+//! - native: `outpost-collector-core` compiled for the host, reading each file
+//!   the way the module does (message by message for transcripts, line chunks
+//!   for logs, whole CSV files) — parse + scrub only;
+//! - Wasm: the signed collector module inside the host, called until it has
+//!   consumed the corpus — parse + scrub + WASI file reads + cursors in the
+//!   state store + queueing into the SQLite spool;
+//! - the Wasm module's per-call fixed cost, and its peak linear memory.
+//!
+//! These machines are noisy: compare the ratio from one run, not absolute
+//! figures across runs.
+
+use outpost_collector_core::{self as core, Instrument};
+use outpost_host::agent::Agent;
+use outpost_host::config::Config;
+use outpost_host::events::Events;
+use outpost_host::runtime::bindings::collector::exports::outpost::agent::collect::Trigger;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
+
+fn main() {
+    let mib: u64 = std::env::args()
+        .skip(1)
+        .find_map(|a| a.parse().ok())
+        .unwrap_or(100);
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = dir.path().join("corpus");
+    std::fs::create_dir_all(&corpus).unwrap();
+    let t = Instant::now();
+    let files = generate(&corpus, mib << 20);
+    let total: u64 = files.iter().map(|(_, n)| n).sum();
+    eprintln!(
+        "generated {} files, {:.1} MiB in {:.1?}",
+        files.len(),
+        total as f64 / 1048576.0,
+        t.elapsed()
+    );
+
+    // Native: the same library, the same units.
+    let fallback = Instrument {
+        model: "XN-550".into(),
+        serial: "BD634545".into(),
+    };
+    let t = Instant::now();
+    let mut native_records = 0usize;
+    let mut per_kind = std::collections::BTreeMap::<String, (Duration, u64)>::new();
+    for (path, len) in &files {
+        let t = Instant::now();
+        native_records += native_file(path, &fallback);
+        let kind = path.extension().unwrap().to_string_lossy().into_owned();
+        let e = per_kind.entry(kind).or_default();
+        e.0 += t.elapsed();
+        e.1 += len;
+    }
+    let native = t.elapsed();
+
+    // Wasm: the signed collector inside the host, on the same folder.
+    let config_path = write_config(dir.path(), &corpus);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let config = Config::load(&config_path).unwrap();
+    let agent = rt
+        .block_on(async { Agent::build(config, Events::default()) })
+        .unwrap();
+    let collector = agent
+        .modules
+        .iter()
+        .find(|m| m.name() == "collector")
+        .unwrap();
+    let t = Instant::now();
+    let mut calls = 0u32;
+    let mut wasm_records = 0u64;
+    let mut malformed = 0u64;
+    loop {
+        let report = rt
+            .block_on(agent.runtime.collect(collector, Trigger::Schedule))
+            .unwrap_or_else(|e| panic!("collector call {calls} failed: {e}"));
+        if std::env::var_os("BENCH_VERBOSE").is_some() {
+            eprintln!("call {calls}: {report:?}");
+        }
+        calls += 1;
+        // One heartbeat per configured instrument each call.
+        let data = u64::from(report.records_queued).saturating_sub(1);
+        wasm_records += data;
+        malformed += u64::from(report.malformed);
+        if data == 0 && report.records_queued <= 1 && calls > 1 {
+            // Nothing new: check it stays so (a settled tail may come one call later).
+            let again = rt
+                .block_on(agent.runtime.collect(collector, Trigger::Schedule))
+                .unwrap();
+            calls += 1;
+            if again.records_queued <= 1 {
+                break;
+            }
+            wasm_records += u64::from(again.records_queued) - 1;
+        }
+        assert!(calls < 100_000, "the collector never caught up");
+    }
+    let wasm = t.elapsed();
+    let peak = collector.peak_memory_bytes();
+
+    // Per-call fixed costs: a call with nothing new (instantiate, walk the
+    // folder, check cursors), and a call with one new log line (adds the
+    // scrubber's first use in a fresh instance: compiling its patterns).
+    let mut idle = Vec::new();
+    let mut one_line = Vec::new();
+    let extra = corpus.join("zz-extra.log");
+    for i in 0..15 {
+        let t = Instant::now();
+        rt.block_on(agent.runtime.collect(collector, Trigger::Schedule))
+            .unwrap();
+        idle.push(t.elapsed());
+        let mut line = String::new();
+        log_line(&mut Rng(i + 1), &mut line);
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&extra)
+            .unwrap();
+        std::io::Write::write_all(&mut f, line.as_bytes()).unwrap();
+        drop(f);
+        let t = Instant::now();
+        let r = rt
+            .block_on(agent.runtime.collect(collector, Trigger::Schedule))
+            .unwrap();
+        one_line.push(t.elapsed());
+        assert_eq!(r.records_queued, 2, "heartbeat + the new line");
+    }
+    idle.sort();
+    one_line.sort();
+
+    let mibs = |d: Duration| total as f64 / 1048576.0 / d.as_secs_f64();
+    println!(
+        "collector throughput on a generated {:.1} MiB mixed corpus ({} files; machine: {} cpus, shared and noisy)\n",
+        total as f64 / 1048576.0,
+        files.len(),
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0)
+    );
+    println!("| run | time | MiB/s | records out |");
+    println!("| --- | --- | --- | --- |");
+    println!(
+        "| native collector-core (parse + scrub) | {:.2?} | {:.1} | {native_records} |",
+        native,
+        mibs(native)
+    );
+    println!(
+        "| Wasm collector in the host (parse + scrub + WASI reads + cursors + spool), {calls} calls | {:.2?} | {:.1} | {wasm_records} |",
+        wasm,
+        mibs(wasm)
+    );
+    for (kind, (d, len)) in &per_kind {
+        println!(
+            "| native, {kind} files only | {d:.2?} | {:.1} | |",
+            *len as f64 / 1048576.0 / d.as_secs_f64()
+        );
+    }
+    println!(
+        "| Wasm: one call with nothing new (median of 15) | {:.2?} | | 0 |",
+        idle[7]
+    );
+    println!(
+        "| Wasm: one call with one new log line (median of 15) | {:.2?} | | 1 |",
+        one_line[7]
+    );
+    println!(
+        "\nWasm ÷ native throughput: {:.2} (target ≥ 0.7)",
+        native.as_secs_f64() / wasm.as_secs_f64()
+    );
+    println!(
+        "module peak linear memory: {:.1} MiB (limit {} MiB); malformed units counted: {malformed}",
+        peak as f64 / 1048576.0,
+        collector.grant().limits.memory_bytes >> 20
+    );
+    assert_eq!(
+        native_records as u64, wasm_records,
+        "the module and the library must produce the same records"
+    );
+}
+
+/// Parse one file natively the way the module reads it.
+fn native_file(path: &Path, fallback: &Instrument) -> usize {
+    let bytes = std::fs::read(path).unwrap();
+    let ext = path.extension().unwrap().to_str().unwrap();
+    match ext {
+        "astm" | "hl7" => {
+            let ends = if ext == "astm" {
+                core::astm::message_ends(&bytes)
+            } else {
+                core::hl7::message_ends(&bytes)
+            };
+            let mut start = 0;
+            let mut n = 0;
+            for end in ends.into_iter().chain([bytes.len()]) {
+                if end <= start {
+                    continue;
+                }
+                let unit = &bytes[start..end];
+                n += if ext == "astm" {
+                    core::astm::parse(unit, fallback).records.len()
+                } else {
+                    core::hl7::parse(unit, fallback).records.len()
+                };
+                start = end;
+            }
+            n
+        }
+        "log" => bytes
+            .chunk_by(|a, _| *a != b'\n')
+            .collect::<Vec<_>>()
+            .chunks(5000)
+            .map(|lines| core::logs::parse(&lines.concat(), fallback).records.len())
+            .sum(),
+        "csv" => core::csvjson::parse_csv(&bytes, fallback).records.len(),
+        other => panic!("unexpected file kind {other}"),
+    }
+}
+
+/// Config for the example agent with `instrument-logs` pointing at `corpus`.
+fn write_config(dir: &Path, corpus: &Path) -> PathBuf {
+    let state = dir.join("state");
+    let text = outpost_artifacts::example_config(&state, 300);
+    let sample = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .join("examples/sample-data/instrument-logs");
+    let text = text.replace(&format!("{sample:?}"), &format!("{corpus:?}"));
+    assert!(text.contains(&format!("{corpus:?}")));
+    let p = dir.join("bench.toml");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+/// A small deterministic generator (xorshift).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+    fn pick<'a>(&mut self, xs: &[&'a str]) -> &'a str {
+        xs[self.below(xs.len() as u64) as usize]
+    }
+}
+
+const LAST: &[&str] = &["SMITH", "DOE", "OBRIEN", "GARCIA", "NGUYEN", "MULLER"];
+const FIRST: &[&str] = &["JOHN", "JANE", "MARIA", "WEI", "AHMED", "ANNA"];
+const ANALYTES: &[&str] = &["WBC", "RBC", "HGB", "HCT", "MCV", "PLT", "NEU#", "LYM%"];
+
+/// Writes files of each kind until `target` bytes: logs 40 %, ASTM 30 %,
+/// HL7 20 %, CSV 10 %, in files of about 2 MiB. Files are dated an hour ago
+/// (complete transcripts, as after a night's run).
+fn generate(dir: &Path, target: u64) -> Vec<(PathBuf, u64)> {
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let mut files = Vec::new();
+    let file_size = 2 << 20;
+    let shares = [("log", 40), ("astm", 30), ("hl7", 20), ("csv", 10)];
+    for (ext, pct) in shares {
+        let want = target * pct / 100;
+        let mut written = 0;
+        let mut i = 0;
+        while written < want {
+            let mut text = String::new();
+            while (text.len() as u64) < file_size.min(want - written) {
+                match ext {
+                    "log" => log_line(&mut rng, &mut text),
+                    "hl7" => hl7_message(&mut rng, &mut text),
+                    "csv" => csv_rows(&mut rng, &mut text),
+                    _ => astm_session(&mut rng, &mut text),
+                }
+            }
+            let bytes = if ext == "astm" {
+                frame_sessions(&text)
+            } else {
+                text.into_bytes()
+            };
+            let path = dir.join(format!("{ext}-{i:03}.{ext}"));
+            std::fs::write(&path, &bytes).unwrap();
+            let f = std::fs::File::options().write(true).open(&path).unwrap();
+            f.set_modified(SystemTime::now() - Duration::from_secs(3600))
+                .unwrap();
+            written += bytes.len() as u64;
+            files.push((path, bytes.len() as u64));
+            i += 1;
+        }
+    }
+    files
+}
+
+fn log_line(rng: &mut Rng, out: &mut String) {
+    let (h, m, s) = (rng.below(24), rng.below(60), rng.below(60));
+    let level = rng.pick(&["INFO", "INFO", "INFO", "WARN", "ERROR", "DEBUG"]);
+    let _ = match rng.below(4) {
+        0 => writeln!(
+            out,
+            "2026-11-28 {h:02}:{m:02}:{s:02} {level} Sample 24-0627-{:04} ({}, {}; 01/02/19{}) aspirated, rack {}",
+            rng.below(10000),
+            rng.pick(LAST),
+            rng.pick(FIRST),
+            40 + rng.below(60),
+            rng.below(50)
+        ),
+        1 => writeln!(
+            out,
+            "2026-11-28 {h:02}:{m:02}:{s:02} {level} E-{} reagent probe pressure {} kPa out of range 30-45",
+            1000 + rng.below(9000),
+            rng.below(90)
+        ),
+        2 => writeln!(
+            out,
+            "2026-11-28 {h:02}:{m:02}:{s:02} {level} pt {}, {} DOB 3/4/19{} MRN {:07} result sent to LIS",
+            rng.pick(LAST),
+            rng.pick(FIRST),
+            30 + rng.below(70),
+            rng.below(10_000_000)
+        ),
+        _ => writeln!(
+            out,
+            "2026-11-28 {h:02}:{m:02}:{s:02} {level} QC lot 555-{:02}-{:04} level 2 within limits",
+            rng.below(100),
+            rng.below(10000)
+        ),
+    };
+}
+
+/// One ASTM session (records separated by CR, one record per line); framed later.
+fn astm_session(rng: &mut Rng, out: &mut String) {
+    let qc = rng.below(10) == 0;
+    out.push_str("H|\\^&|||XN-550^00-24^^^^BD634545||||||||E1394-97\r");
+    let _ = write!(
+        out,
+        "P|1||PAT-{}||{}^{}||19{}0304|F\r",
+        rng.below(100_000),
+        rng.pick(LAST),
+        rng.pick(FIRST),
+        40 + rng.below(60)
+    );
+    let _ = write!(
+        out,
+        "O|1|{}||^^^^WBC|||||||{}||||||||||||||F\r",
+        if qc {
+            format!("LOT{}^2", rng.below(10000))
+        } else {
+            format!("S-{}", rng.below(100_000))
+        },
+        if qc { "Q" } else { "N" }
+    );
+    for (i, a) in ANALYTES.iter().enumerate() {
+        let _ = write!(
+            out,
+            "R|{}|^^^^{a}^1|{}.{}|10*3/uL|4.0-10.0|N||F||||20261128{:02}{:02}00\r",
+            i + 1,
+            rng.below(20),
+            rng.below(100),
+            rng.below(24),
+            rng.below(60)
+        );
+    }
+    let _ = write!(
+        out,
+        "C|1|I|called {} at 555-{:03}-{:04}|G\r",
+        rng.pick(LAST),
+        rng.below(1000),
+        rng.below(10000)
+    );
+    out.push_str("L|1|N\r\n");
+}
+
+/// Frame each session as an E1381 transmission: ENQ, one frame per record, EOT.
+fn frame_sessions(text: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(text.len() * 11 / 10);
+    for session in text.split_inclusive("\r\n") {
+        out.push(0x05);
+        for (i, rec) in session
+            .trim_end_matches('\n')
+            .split_inclusive('\r')
+            .enumerate()
+        {
+            out.extend(core::astm::frame((i + 1) as u8, rec.as_bytes(), true));
+        }
+        out.push(0x04);
+    }
+    out
+}
+
+fn hl7_message(rng: &mut Rng, out: &mut String) {
+    let qc = rng.below(10) == 0;
+    let _ = write!(
+        out,
+        "MSH|^~\\&|HemoScreen|PixCell|||20261128173346||ORU^R01|{}|P|2.4\r",
+        rng.below(1_000_000)
+    );
+    if qc {
+        let _ = write!(out, "PID||PIX{}N\r", rng.below(1_000_000));
+    } else {
+        let _ = write!(
+            out,
+            "PID|1||{:07}^^^HOSP^MR||{}^{}||19{}0304|F|||{} MAIN ST^^SPRINGFIELD^IL^62701||(217)555-{:04}\r",
+            rng.below(10_000_000),
+            rng.pick(LAST),
+            rng.pick(FIRST),
+            40 + rng.below(60),
+            rng.below(9999),
+            rng.below(10000)
+        );
+    }
+    let _ = write!(
+        out,
+        "OBR|1|||{}|||20261128114100\r",
+        if qc { "LQC" } else { "CBC" }
+    );
+    for (i, a) in ANALYTES.iter().enumerate() {
+        let _ = write!(
+            out,
+            "OBX|{i}|NM|{a}||{}.{}|10*3/uL|5.9-9.3||||F|||20261128114100|0000000-0001-HS\r",
+            rng.below(20),
+            rng.below(100)
+        );
+    }
+    let _ = write!(
+        out,
+        "NTE|1||Dr {} called, pt {}\r",
+        rng.pick(LAST),
+        rng.pick(FIRST)
+    );
+    out.push('\n');
+}
+
+fn csv_rows(rng: &mut Rng, out: &mut String) {
+    if out.is_empty() {
+        out.push_str("instrument,serial,sample type,patient name,analyte,value,unit,range,lot,level,run time\n");
+    }
+    let qc = rng.below(2) == 0;
+    let _ = writeln!(
+        out,
+        "XN-550,BD634545,{},\"{}, {}\",{},{}.{},10*3/uL,4.0-10.0,{},{},2026-11-28T10:{:02}:00Z",
+        if qc { "QC" } else { "patient" },
+        rng.pick(LAST),
+        rng.pick(FIRST),
+        rng.pick(ANALYTES),
+        rng.below(20),
+        rng.below(100),
+        if qc { "LOT4711" } else { "" },
+        rng.below(3) + 1,
+        rng.below(60)
+    );
+}
