@@ -1,11 +1,21 @@
-//! `cargo run -p outpost-demo`: the whole agent on one machine, on the bundled
-//! sample data. Builds the workspace's modules (through `outpost-artifacts`),
-//! writes a host config under `target/outpost-demo/`, asks the session policy
-//! one sample support request, then runs the host in the foreground like
-//! `outpost run --config target/outpost-demo/outpost.toml` would.
+//! `cargo run -p outpost-demo`: the whole system on one machine, on the
+//! bundled sample data:
+//! 1. the reference cloud (`outpost-cloud`) starts on 127.0.0.1 with a test CA
+//!    generated for this run;
+//! 2. the device enrols with it (`outpost enroll` does the same);
+//! 3. the agent runs with the workspace's signed modules (built through
+//!    `outpost-artifacts`), asks the session policy one sample support
+//!    request, collects, seals and uploads;
+//! 4. every few seconds the demo prints what has arrived in the cloud's
+//!    (encrypted-at-rest) store, per stream.
+//!
+//! Everything lives under `target/outpost-demo/`; the host config there works
+//! with `outpost run --config target/outpost-demo/outpost.toml` while the demo
+//! (and its cloud) runs.
 
 use anyhow::Context;
 use clap::Parser;
+use outpost_cloud::{Server, ServerConfig, TestPki};
 use outpost_host::agent::Agent;
 use outpost_host::config::Config;
 use outpost_host::events::Events;
@@ -13,6 +23,7 @@ use outpost_host::runtime::bindings::session_policy::exports::outpost::agent::po
     Permission, SupportRequest,
 };
 use outpost_host::supervisor::Supervisor;
+use outpost_host::uplink::enroll::{Registration, enroll};
 use std::path::{Path, PathBuf};
 
 #[derive(Parser)]
@@ -43,55 +54,167 @@ fn main() -> anyhow::Result<()> {
         .unwrap()
         .to_owned();
     let work = root.join("target/outpost-demo");
-    // Start from a fresh database each run so the demo shows the whole flow
-    // (the compiled-module cache in state/cache is kept).
-    for f in ["outpost.db", "outpost.db-wal", "outpost.db-shm"] {
+    // Start from a fresh device, queue and cloud each run so the demo shows
+    // the whole flow (the compiled-module cache in state/cache is kept).
+    for f in [
+        "outpost.db",
+        "outpost.db-wal",
+        "outpost.db-shm",
+        "device.json",
+    ] {
         let _ = std::fs::remove_file(work.join("state").join(f));
     }
+    let _ = std::fs::remove_dir_all(work.join("cloud"));
     std::fs::create_dir_all(&work)?;
-    let config_path = write_config(&work, args.interval)?;
-    eprintln!(
-        "outpost demo: config {} (run it yourself with `cargo run --bin outpost -- run --config {}`)",
-        config_path.display(),
-        config_path.display()
-    );
-    let config = Config::load(&config_path)?;
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?
-        .block_on(async move {
-            let events = Events::default();
-            let rx = events.subscribe();
-            let agent = Agent::build(config.clone(), events.clone())?;
-            let supervisor = Supervisor::start(&agent, events);
-            let request = SupportRequest {
-                requester: "support.engineer@vendor.example".into(),
-                region: "eu".into(),
-                permissions: vec![
-                    Permission::View,
-                    Permission::Control,
-                    Permission::FileTransfer,
-                ],
-                pc_holds_patient_data: config.site.holds_patient_data,
-            };
-            let d = supervisor.evaluate_support_request(request).await;
-            println!(
-                "support request (view, control, file-transfer) -> allow={} offer={:?}: {}",
-                d.allow, d.offer, d.reason
-            );
-            let result = outpost_host::cli::serve(rx, args.json, args.seconds).await;
-            drop(supervisor);
-            result
-        })
+        .block_on(demo(work, args))
         .context("while running the demo")
 }
 
-fn write_config(work: &Path, interval: u64) -> anyhow::Result<PathBuf> {
+async fn demo(work: PathBuf, args: Args) -> anyhow::Result<()> {
+    // 1. The reference cloud on loopback, with a CA made for this run.
+    let pki = TestPki::generate(&["localhost", "127.0.0.1"])?;
+    pki.write(&work.join("pki"))?;
+    let cloud = Server::start(ServerConfig::new(
+        work.join("cloud"),
+        "127.0.0.1:0".parse()?,
+        pki.server_cert_pem.clone(),
+        pki.server_key_pem.clone(),
+    ))
+    .await?;
+    let server = format!("https://127.0.0.1:{}", cloud.addr().port());
+    eprintln!(
+        "reference cloud: {server} (data in {})",
+        work.join("cloud").display()
+    );
+
+    // 2. Enrol.
+    let config_path = write_config(&work, args.interval, &server)?;
+    let config = Config::load(&config_path)?;
+    let tls = outpost_host::agent::tls_for(&config)?;
+    let identity = enroll(
+        &server,
+        &tls,
+        &Registration {
+            email: "lab.it@hospital.example".into(),
+            name: "Lab IT".into(),
+            instrument_model: "XN-550".into(),
+            instrument_id: "HEM-01".into(),
+            serial: "SN-20431".into(),
+            token: None,
+        },
+    )
+    .await?;
+    identity.save(&config.state_dir)?;
+    eprintln!(
+        "enrolled as device {} (identity in {}); config {}",
+        identity.device_id,
+        config.state_dir.join("device.json").display(),
+        config_path.display()
+    );
+
+    // 3. The agent.
+    let events = Events::default();
+    let rx = events.subscribe();
+    let agent = Agent::build(config.clone(), events.clone())?;
+    let supervisor = Supervisor::start(&agent, events);
+    let request = SupportRequest {
+        requester: "support.engineer@vendor.example".into(),
+        region: "eu".into(),
+        permissions: vec![
+            Permission::View,
+            Permission::Control,
+            Permission::FileTransfer,
+        ],
+        pc_holds_patient_data: config.site.holds_patient_data,
+    };
+    let d = supervisor.evaluate_support_request(request).await;
+    println!(
+        "support request (view, control, file-transfer) -> allow={} offer={:?}: {}",
+        d.allow, d.offer, d.reason
+    );
+
+    // 4. What arrives in the cloud, every few seconds.
+    let store = cloud.store().clone();
+    let report = tokio::spawn(async move {
+        let mut last = String::new();
+        loop {
+            tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+            let line =
+                arrived(&store).unwrap_or_else(|e| format!("cannot read the cloud store: {e:#}"));
+            if line != last {
+                println!("cloud: {line}");
+                last = line;
+            }
+        }
+    });
+    let result = outpost_host::cli::serve(rx, args.json, args.seconds).await;
+    report.abort();
+    drop(supervisor);
+    println!("cloud, at the end: {}", arrived(cloud.store())?);
+    cloud.shutdown().await;
+    result
+}
+
+/// "N batches (R records) from D device(s): stream=count, ...; refused: ..."
+fn arrived(store: &outpost_cloud::Store) -> anyhow::Result<String> {
+    let batches = store.batches(None, None)?;
+    let mut per_stream = std::collections::BTreeMap::<String, usize>::new();
+    for b in &batches {
+        *per_stream.entry(b.stream.clone()).or_default() += b.body.records.len();
+    }
+    let records: usize = per_stream.values().sum();
+    let refused: Vec<String> = store
+        .counters()?
+        .into_iter()
+        .filter(|(k, v)| *v > 0 && k != "accepted" && k != "heartbeat")
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    Ok(format!(
+        "{} batch(es), {records} record(s) from {} device(s) [{}]; agent heartbeats {}; refused: {}",
+        batches.len(),
+        store.devices()?.len(),
+        per_stream
+            .iter()
+            .map(|(s, n)| format!("{s}={n}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        store.counters()?.get("heartbeat").copied().unwrap_or(0),
+        if refused.is_empty() {
+            "none".to_owned()
+        } else {
+            refused.join(", ")
+        }
+    ))
+}
+
+fn write_config(work: &Path, interval: u64, server: &str) -> anyhow::Result<PathBuf> {
     let path = work.join("outpost.toml");
-    std::fs::write(
-        &path,
-        outpost_artifacts::example_config(&work.join("state"), interval),
-    )?;
+    let text = outpost_artifacts::example_config(&work.join("state"), interval)
+        // Upload to the reference cloud on loopback, trusting only the CA
+        // made for this run.
+        .replace(
+            "# endpoint = \"https://ingest.private-cloud.example\"",
+            &format!("endpoint = \"{server}\""),
+        )
+        .replace(
+            "heartbeat-interval-secs = 300",
+            "heartbeat-interval-secs = 10",
+        )
+        .replace(
+            "extra-ca-files = []",
+            &format!(
+                "extra-ca-files = [{:?}]\nonly-extra-cas = true",
+                work.join("pki/ca.pem")
+            ),
+        );
+    anyhow::ensure!(
+        text.contains(server) && text.contains("only-extra-cas"),
+        "examples/outpost.toml changed: the demo cannot point it at the loopback cloud"
+    );
+    std::fs::write(&path, text)?;
     Ok(path)
 }

@@ -138,7 +138,21 @@ fn fmt(d: Duration) -> String {
 fn write_config(dir: &Path, state: &Path) -> PathBuf {
     let p = state.with_extension("toml");
     std::fs::create_dir_all(dir).unwrap();
-    std::fs::write(&p, outpost_artifacts::example_config(state, 300)).unwrap();
+    // Enrolled (offline): the collector runs and seals; the sender only ever
+    // tries a closed loopback port.
+    let text = outpost_artifacts::example_config(state, 300).replace(
+        "# endpoint = \"https://ingest.private-cloud.example\"",
+        "endpoint = \"https://127.0.0.1:9\"",
+    );
+    std::fs::write(&p, text).unwrap();
+    outpost_host::uplink::identity::Identity {
+        device_id: outpost_protocol::DeviceId::parse("bench-device").unwrap(),
+        key: outpost_protocol::DeviceKey::generate(),
+        server: "https://127.0.0.1:9".into(),
+        enrolled_at: 0,
+    }
+    .save(state)
+    .unwrap();
     p
 }
 

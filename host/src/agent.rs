@@ -39,6 +39,8 @@ pub struct Agent {
     /// Problems found while starting (setting problems, refused modules), so
     /// the supervisor can hand them to the notifier, which was not yet running.
     pub startup_problems: Vec<HostEvent>,
+    /// (component, version) of the host and every loaded module, for heartbeats.
+    pub software: Vec<(String, String)>,
 }
 
 /// The module's grant: its (verified) manifest ∩ the global policy ∩ its own.
@@ -87,20 +89,26 @@ pub fn verify_module(
     })
 }
 
+/// The TLS client configuration of `config`'s `[network]` (built-in roots
+/// and/or `extra-ca-files`; TLS 1.2 minimum).
+pub fn tls_for(config: &Config) -> anyhow::Result<Arc<rustls::ClientConfig>> {
+    let mut pems = Vec::new();
+    for f in &config.network.extra_ca_files {
+        pems.push(
+            std::fs::read(f).with_context(|| format!("cannot read CA file {}", f.display()))?,
+        );
+    }
+    crate::net::tls_config(&pems, config.network.only_extra_cas)
+        .map_err(anyhow::Error::msg)
+        .with_context(|| format!("network settings in {}", config.path.display()))
+}
+
 impl Agent {
     /// Open the state, build the runtime and load every configured module.
     /// Must run inside a tokio runtime.
     pub fn build(config: Config, events: Events) -> anyhow::Result<Agent> {
         let db = Db::open(&config.state_dir)?;
-        let mut pems = Vec::new();
-        for f in &config.network.extra_ca_files {
-            pems.push(
-                std::fs::read(f).with_context(|| format!("cannot read CA file {}", f.display()))?,
-            );
-        }
-        let tls = crate::net::tls_config(&pems, config.network.only_extra_cas)
-            .map_err(anyhow::Error::msg)
-            .with_context(|| format!("network settings in {}", config.path.display()))?;
+        let tls = tls_for(&config)?;
         let services = Services::new(db.clone(), events.clone(), config.instruments.clone(), tls);
         if config.trust.allow_development_key() {
             tracing::warn!(
@@ -136,6 +144,31 @@ impl Agent {
                 });
             }
         }
+        let uplink = &runtime.services().uplink;
+        uplink.set_max_bytes(config.uplink.spool_max_mib << 20);
+        match crate::uplink::identity::Identity::load(&config.state_dir) {
+            Ok(id) => {
+                tracing::info!(device = %id.device_id, "device identity loaded");
+                uplink.set_identity(Some(id));
+            }
+            Err(e) => {
+                let code = match e {
+                    crate::uplink::identity::IdentityError::NotEnrolled(_) => "device-not-enrolled",
+                    _ => "device-identity-unusable",
+                };
+                tracing::warn!(
+                    "{e}; nothing is collected or uploaded until the device is enrolled"
+                );
+                problem(HostEvent::SettingProblem {
+                    code: code.into(),
+                    text: format!("{e}; nothing is collected or uploaded until then"),
+                });
+            }
+        }
+        let mut software = vec![(
+            "outpost-host".to_owned(),
+            env!("CARGO_PKG_VERSION").to_owned(),
+        )];
         let mut modules = Vec::new();
         let mut refused = Vec::new();
         for m in &config.modules {
@@ -143,6 +176,7 @@ impl Agent {
                 let grant = grant_for(&config, m, verified.manifest())?;
                 let loaded = runtime.load(&verified, grant)?;
                 versions.record(&m.name, verified.manifest().semver(), &verified.file_sha256_hex())?;
+                software.push((m.name.clone(), verified.manifest().version.clone()));
                 if let Some(dev) = verified.signers().iter().find(|s| s.development) {
                     tracing::warn!(module = %m.name, key = %dev.name, "module signed with a DEVELOPMENT key is running");
                     problem(HostEvent::SettingProblem {
@@ -183,6 +217,7 @@ impl Agent {
             modules,
             refused,
             startup_problems,
+            software,
         })
     }
 }

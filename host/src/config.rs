@@ -66,6 +66,9 @@ pub struct Config {
     /// Scheduling, restart and quarantine.
     #[serde(default)]
     pub supervisor: SupervisorConfig,
+    /// Uploads to the vendor's cloud.
+    #[serde(default)]
+    pub uplink: UplinkConfig,
     /// Modules to run.
     #[serde(default, rename = "module")]
     pub modules: Vec<ModuleConfig>,
@@ -114,6 +117,107 @@ pub struct Network {
     /// Use only `extra-ca-files`, not the built-in roots (private PKI).
     #[serde(default)]
     pub only_extra_cas: bool,
+}
+
+/// The vendor's regional endpoint sets (HTTPS, port 443). A device uses one
+/// set; within it, the next endpoint is tried when one cannot be reached.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Region {
+    /// Everywhere except mainland China.
+    #[default]
+    Global,
+    /// Mainland China (data stays in the China region).
+    China,
+}
+
+impl Region {
+    /// The endpoint set of this region.
+    pub fn endpoints(self) -> &'static [&'static str] {
+        match self {
+            Region::Global => &[
+                "https://ingest.outpost-cloud.example:443",
+                "https://ingest-2.outpost-cloud.example:443",
+            ],
+            Region::China => &[
+                "https://ingest.outpost-cloud.example.cn:443",
+                "https://ingest-2.outpost-cloud.example.cn:443",
+            ],
+        }
+    }
+}
+
+/// Upload settings.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct UplinkConfig {
+    /// Which of the vendor's endpoint sets to use.
+    pub region: Region,
+    /// Use this base URL instead of the region's set (a private cloud, or the
+    /// reference cloud on loopback for a demo). Must be `https://`.
+    pub endpoint: Option<String>,
+    /// Upload bandwidth cap in Mbit/s (token bucket; 6 recommended).
+    pub bandwidth_mbit: f64,
+    /// Bound of the spool, in MiB (see the drop policy in the README).
+    pub spool_max_mib: u64,
+    /// Seconds between heartbeats.
+    pub heartbeat_interval_secs: u64,
+    /// First retry delay after a failed upload.
+    pub retry_initial_ms: u64,
+    /// Longest retry delay.
+    pub retry_max_ms: u64,
+    /// Timeout of one upload request.
+    pub request_timeout_secs: u64,
+}
+
+impl Default for UplinkConfig {
+    fn default() -> Self {
+        UplinkConfig {
+            region: Region::Global,
+            endpoint: None,
+            bandwidth_mbit: 6.0,
+            spool_max_mib: 256,
+            heartbeat_interval_secs: 300,
+            retry_initial_ms: 1000,
+            retry_max_ms: 300_000,
+            request_timeout_secs: 30,
+        }
+    }
+}
+
+impl UplinkConfig {
+    /// The endpoints to try, in order.
+    pub fn endpoints(&self) -> Vec<String> {
+        match &self.endpoint {
+            Some(e) => vec![e.clone()],
+            None => self
+                .region
+                .endpoints()
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+        }
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if let Some(e) = &self.endpoint
+            && !e.starts_with("https://")
+        {
+            return Err(format!("uplink: endpoint {e:?} must start with https://"));
+        }
+        if !(self.bandwidth_mbit > 0.0 && self.bandwidth_mbit.is_finite()) {
+            return Err("uplink: bandwidth-mbit must be above zero".into());
+        }
+        if self.spool_max_mib == 0
+            || self.heartbeat_interval_secs == 0
+            || self.retry_initial_ms == 0
+            || self.retry_max_ms < self.retry_initial_ms
+            || self.request_timeout_secs == 0
+        {
+            return Err("uplink: spool-max-mib, heartbeat-interval-secs, retry-initial-ms and request-timeout-secs must be above zero, retry-max-ms at least retry-initial-ms".into());
+        }
+        Ok(())
+    }
 }
 
 /// Supervisor settings.
@@ -222,6 +326,7 @@ impl Config {
             ));
         }
         cfg.policy.validate().map_err(invalid)?;
+        cfg.uplink.validate().map_err(invalid)?;
         for m in &cfg.modules {
             if let Some(p) = &m.policy {
                 p.validate()

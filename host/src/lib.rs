@@ -15,3 +15,4 @@ pub mod net;
 pub mod runtime;
 pub mod store;
 pub mod supervisor;
+pub mod uplink;

@@ -17,6 +17,7 @@ use crate::runtime::bindings::session_policy::exports::outpost::agent::policy::{
 use crate::runtime::bindings::types::{Instrument, Severity};
 use crate::runtime::{CallError, LoadedModule, Runtime};
 use crate::store::quarantine::Quarantine;
+use crate::uplink::sender::{Sender, SenderConfig};
 use outpost_signing::manifest::World;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -184,6 +185,25 @@ impl Supervisor {
             ),
         });
         let mut tasks = Vec::new();
+        let services = agent.runtime.services();
+        let enrolled = services.uplink.identity().is_some();
+        if enrolled {
+            match Sender::new(
+                services.uplink.clone(),
+                shared.events.clone(),
+                &services.tls,
+                sender_config(agent),
+            ) {
+                Ok(sender) => tasks.push(tokio::spawn(sender.run(std::future::pending()))),
+                Err(e) => {
+                    tracing::error!(error = %e, "uploads disabled");
+                    shared.events.emit(HostEvent::SettingProblem {
+                        code: "uplink-disabled".into(),
+                        text: format!("uploads are disabled: {e:#}"),
+                    });
+                }
+            }
+        }
         for m in &agent.modules {
             match quarantine.get(m.name(), &m.file_sha256) {
                 Ok(Some(q)) => {
@@ -205,6 +225,9 @@ impl Supervisor {
                 }
             }
             match m.world() {
+                // Before enrolment there is no key to seal with: collectors
+                // wait (their cursors stay put; a setting problem says why).
+                World::Collector if !enrolled => {}
                 World::Collector => {
                     tasks.push(tokio::spawn(collector_loop(shared.clone(), m.clone())))
                 }
@@ -272,6 +295,41 @@ impl Supervisor {
                 format!("allow={} offer={}", d.allow, d.offer.len())
             });
         res.unwrap_or_else(|e| deny(format!("session policy failed: {e}")))
+    }
+}
+
+/// Sender settings from the agent's config.
+fn sender_config(agent: &Agent) -> SenderConfig {
+    let u = &agent.config.uplink;
+    let instrument = agent
+        .config
+        .instruments
+        .first()
+        .map(|i| outpost_protocol::Instrument {
+            model: i.model.clone(),
+            serial: i.serial.clone(),
+        })
+        .unwrap_or(outpost_protocol::Instrument {
+            model: String::new(),
+            serial: String::new(),
+        });
+    SenderConfig {
+        endpoints: u.endpoints(),
+        bytes_per_sec: (u.bandwidth_mbit * 1e6 / 8.0) as u64,
+        heartbeat_interval: Duration::from_secs(u.heartbeat_interval_secs),
+        retry_initial: Duration::from_millis(u.retry_initial_ms),
+        retry_max: Duration::from_millis(u.retry_max_ms),
+        request_timeout: Duration::from_secs(u.request_timeout_secs),
+        software: agent
+            .software
+            .iter()
+            .map(|(component, version)| outpost_protocol::SoftwareStatus {
+                instrument: instrument.clone(),
+                component: component.clone(),
+                version: version.clone(),
+                state: outpost_protocol::InstallState::Installed,
+            })
+            .collect(),
     }
 }
 

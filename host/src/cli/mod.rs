@@ -2,12 +2,14 @@
 //! Errors print as `outpost: {:#}` with the chain of what was being attempted.
 
 mod check_config;
+mod enroll;
 mod inspect;
 mod keygen;
 mod notifications;
 mod release;
 mod run;
 mod sign;
+mod uplink;
 mod verify;
 
 pub use run::{run, serve};
@@ -43,6 +45,10 @@ enum Command {
     Notifications(notifications::Args),
     /// Lift the quarantine of a module (it runs again at the next start).
     Release(release::Args),
+    /// Register this device with the vendor's cloud (device id and key).
+    Enroll(enroll::Args),
+    /// Show the upload queue: batches waiting, delivered, dropped, refused.
+    Uplink(uplink::Args),
 }
 
 /// Entry point of the `outpost` binary.
@@ -58,6 +64,8 @@ pub fn main() -> ExitCode {
         Command::CheckConfig(a) => check_config::exec(a),
         Command::Notifications(a) => notifications::exec(a),
         Command::Release(a) => release::exec(a),
+        Command::Enroll(a) => enroll::exec(a),
+        Command::Uplink(a) => uplink::exec(a),
     };
     match result {
         Ok(code) => code,

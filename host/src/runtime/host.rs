@@ -136,14 +136,18 @@ impl uplink::Host for HostState {
                 MAX_BATCH_RECORDS as u32,
             )));
         }
-        let body = serde_json::to_vec(&batch)?;
+        let records: Vec<_> = batch.iter().map(crate::uplink::convert::record).collect();
         let services = &self.module.services;
-        let seq = match services
-            .spool
-            .append(&self.module.name, &stream, batch.len(), &body)
-        {
+        let seq = match services.uplink.enqueue(&self.module.name, &stream, records) {
             Ok(seq) => seq,
-            Err(e) => return Ok(Err(uplink::UplinkError::Unavailable(e.to_string()))),
+            Err(e) => {
+                use crate::uplink::EnqueueError as E;
+                return Ok(Err(match e {
+                    E::Guard(v) => uplink::UplinkError::RefusedByGuard(v.to_string()),
+                    E::BadStream => uplink::UplinkError::StreamNotGranted(stream),
+                    other => uplink::UplinkError::Unavailable(other.to_string()),
+                }));
+            }
         };
         for r in &batch {
             if let uplink::Record::Event(e) = r

@@ -52,8 +52,10 @@ pub struct Services {
     pub db: Db,
     /// The notification centre.
     pub notifications: Notifications,
-    /// The uplink spool.
+    /// The uplink spool (sealed envelopes).
     pub spool: Spool,
+    /// The uplink: PHI guard, sealing, spool (see [`crate::uplink`]).
+    pub uplink: Arc<crate::uplink::Uplink>,
     /// The event bus.
     pub events: Events,
     /// Instruments for `host-info`.
@@ -70,9 +72,11 @@ impl Services {
         instruments: Vec<Instrument>,
         tls: Arc<rustls::ClientConfig>,
     ) -> Arc<Services> {
+        let spool = Spool::new(db.clone());
         Arc::new(Services {
             notifications: Notifications::new(db.clone()),
-            spool: Spool::new(db.clone()),
+            uplink: Arc::new(crate::uplink::Uplink::new(spool.clone(), events.clone())),
+            spool,
             db,
             events,
             instruments,

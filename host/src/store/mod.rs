@@ -1,5 +1,5 @@
 //! The host's embedded database: module state, notifications and the uplink
-//! spool in one SQLite file (WAL, synchronous=FULL so a committed write
+//! spool (sealed envelopes) in one SQLite file (WAL, synchronous=FULL so a committed write
 //! survives a power cut).
 //!
 //! Architecture Invariant: every table is keyed by module name and every query
@@ -73,13 +73,25 @@ CREATE TABLE IF NOT EXISTS quarantine (
     reason      TEXT NOT NULL,
     since       INTEGER NOT NULL
 );
-CREATE TABLE IF NOT EXISTS uplink_spool (
-    seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+-- Development builds before sealing kept plaintext batches here; they were
+-- never uploaded and are not in the sealed format: removed.
+DROP TABLE IF EXISTS uplink_spool;
+-- Sealed envelopes waiting for the cloud's acknowledgement (see spool.rs).
+CREATE TABLE IF NOT EXISTS uplink_outbox (
+    seq        INTEGER PRIMARY KEY,
     module     TEXT NOT NULL,
     stream     TEXT NOT NULL,
     created_at INTEGER NOT NULL,
     records    INTEGER NOT NULL,
     body       BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS uplink_meta (
+    key   TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS uplink_counters (
+    name  TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
 );
 ";
 

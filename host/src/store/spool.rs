@@ -1,17 +1,43 @@
-//! The uplink spool: batches queued by modules, committed before the module
-//! is told "queued". Issue #5 adds sealing and the sender; until then batches
-//! are kept as canonical JSON of the typed records.
+//! The uplink spool: sealed envelopes waiting for the cloud's acknowledgement.
+//!
+//! A row is committed (WAL, synchronous=FULL) before the module is told
+//! "queued", and deleted only when the cloud acknowledged its sequence
+//! (at-least-once; the cloud deduplicates by device and sequence).
+//!
+//! Sequence numbers never repeat for a device, even if this database is lost:
+//! each new sequence is `max(last + 1, now in microseconds)`, and the last one
+//! is kept in `uplink_meta` (a fresh database starts from the clock, above any
+//! sequence issued before).
+//!
+//! **When the spool is full** (the bytes of all envelopes would exceed the
+//! configured bound), the oldest envelopes of *droppable* streams are deleted
+//! first until the new one fits; QC results, maintenance, software status and
+//! audit are never dropped — if only those remain, the new batch is refused
+//! (`SpoolError::Full`) and the module keeps its data (its cursors do not
+//! move). Every drop is counted per stream in `uplink_counters`
+//! (`dropped:<stream>`), reported in the heartbeat and raised as an event by
+//! the caller.
 
 use super::{Db, DbError, now_secs};
-use rusqlite::params;
+use rusqlite::{OptionalExtension, params};
 
 /// Most records accepted in one batch.
 pub const MAX_BATCH_RECORDS: usize = 1000;
 
+/// Streams whose oldest batches may be dropped when the spool is full.
+/// Everything else (qc, maintenance, software, audit, and any stream not
+/// listed) is kept until acknowledged.
+pub const DROPPABLE_STREAMS: &[&str] = &["events", "logs", "heartbeat"];
+
+/// Whether batches of `stream` may be dropped when the spool is full.
+pub fn droppable(stream: &str) -> bool {
+    DROPPABLE_STREAMS.contains(&stream)
+}
+
 /// A spooled batch (metadata only).
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct SpooledBatch {
-    /// Sequence number.
+    /// Sequence number (also the envelope's).
     pub seq: i64,
     /// Producing module.
     pub module: String,
@@ -19,8 +45,44 @@ pub struct SpooledBatch {
     pub stream: String,
     /// Record count.
     pub records: i64,
-    /// Body size in bytes.
+    /// Envelope size in bytes.
     pub bytes: i64,
+}
+
+/// Why a batch was not spooled. Nothing was written.
+#[derive(Debug, thiserror::Error)]
+pub enum SpoolError {
+    /// Only batches that are never dropped remain and the new one does not fit.
+    #[error(
+        "spool full: {used} of {max} bytes hold batches that are never dropped (qc, maintenance, software, audit)"
+    )]
+    Full {
+        /// Bytes in use.
+        used: u64,
+        /// The bound.
+        max: u64,
+    },
+    /// The batch could not be sealed.
+    #[error("cannot seal the batch: {0}")]
+    Seal(String),
+    /// The database refused the write (disk full, read-only, corrupt...).
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+impl From<rusqlite::Error> for SpoolError {
+    fn from(e: rusqlite::Error) -> Self {
+        SpoolError::Db(DbError::Sqlite(e))
+    }
+}
+
+/// What an append did besides storing the batch.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Appended {
+    /// The batch's sequence number.
+    pub seq: u64,
+    /// Batches dropped to make room: (stream, count).
+    pub dropped: Vec<(String, u64)>,
 }
 
 /// The spool.
@@ -29,35 +91,101 @@ pub struct Spool {
     db: Db,
 }
 
+fn now_micros() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
 impl Spool {
     /// The spool over `db`.
     pub fn new(db: Db) -> Self {
         Spool { db }
     }
 
-    /// Append a batch; returns its sequence number once committed.
+    /// Store a sealed batch. `seal` gets the sequence number and returns the
+    /// envelope; everything happens in one transaction, so either the batch is
+    /// durably stored with its sequence, or nothing changed.
     pub fn append(
         &self,
         module: &str,
         stream: &str,
         records: usize,
-        body: &[u8],
-    ) -> Result<u64, DbError> {
-        let conn = self.db.lock();
-        conn.execute(
-            "INSERT INTO uplink_spool (module, stream, created_at, records, body) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![module, stream, now_secs(), records as i64, body],
+        max_bytes: u64,
+        seal: impl FnOnce(u64) -> Result<Vec<u8>, String>,
+    ) -> Result<Appended, SpoolError> {
+        let mut conn = self.db.lock();
+        let tx = conn.transaction()?;
+        let last: Option<i64> = tx
+            .query_row(
+                "SELECT value FROM uplink_meta WHERE key = 'last_seq'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let seq = (last.unwrap_or(0) as u64 + 1).max(now_micros());
+        let body = seal(seq).map_err(SpoolError::Seal)?;
+        let len = body.len() as u64;
+        let mut used: u64 = tx.query_row(
+            "SELECT COALESCE(SUM(LENGTH(body)), 0) FROM uplink_outbox",
+            [],
+            |r| r.get::<_, i64>(0),
+        )? as u64;
+        let mut dropped: Vec<(String, u64)> = Vec::new();
+        while used + len > max_bytes {
+            let victim: Option<(i64, String, i64)> = {
+                let mut stmt = tx.prepare_cached(
+                    "SELECT seq, stream, LENGTH(body) FROM uplink_outbox
+                     WHERE stream IN (SELECT value FROM json_each(?1))
+                     ORDER BY seq LIMIT 1",
+                )?;
+                let list = serde_json::to_string(DROPPABLE_STREAMS).unwrap_or_default();
+                stmt.query_row(params![list], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                    .optional()?
+            };
+            let Some((vseq, vstream, vlen)) = victim else {
+                // Nothing droppable left: refuse, and roll back any drop.
+                return Err(SpoolError::Full {
+                    used,
+                    max: max_bytes,
+                });
+            };
+            tx.execute("DELETE FROM uplink_outbox WHERE seq = ?1", params![vseq])?;
+            bump(&tx, &format!("dropped:{vstream}"), 1)?;
+            used -= vlen as u64;
+            match dropped.iter_mut().find(|(s, _)| *s == vstream) {
+                Some((_, n)) => *n += 1,
+                None => dropped.push((vstream, 1)),
+            }
+        }
+        tx.execute(
+            "INSERT INTO uplink_outbox (seq, module, stream, created_at, records, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![seq as i64, module, stream, now_secs(), records as i64, body],
         )?;
-        Ok(conn.last_insert_rowid() as u64)
+        tx.execute(
+            "INSERT INTO uplink_meta (key, value) VALUES ('last_seq', ?1)
+             ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            params![seq as i64],
+        )?;
+        bump(&tx, "queued", 1)?;
+        tx.commit()?;
+        Ok(Appended { seq, dropped })
     }
 
     /// Batches in the spool, oldest first.
     pub fn list(&self) -> Result<Vec<SpooledBatch>, DbError> {
+        self.list_from(0, i64::MAX)
+    }
+
+    /// Up to `limit` batches with a sequence above `after`, oldest first.
+    pub fn list_from(&self, after: i64, limit: i64) -> Result<Vec<SpooledBatch>, DbError> {
         let conn = self.db.lock();
         let mut stmt = conn.prepare_cached(
-            "SELECT seq, module, stream, records, LENGTH(body) FROM uplink_spool ORDER BY seq",
+            "SELECT seq, module, stream, records, LENGTH(body) FROM uplink_outbox
+             WHERE seq > ?1 ORDER BY seq LIMIT ?2",
         )?;
-        let rows = stmt.query_map([], |r| {
+        let rows = stmt.query_map(params![after, limit], |r| {
             Ok(SpooledBatch {
                 seq: r.get(0)?,
                 module: r.get(1)?,
@@ -69,12 +197,68 @@ impl Spool {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// The body of batch `seq`.
+    /// The sealed envelope of batch `seq`.
     pub fn body(&self, seq: i64) -> Result<Vec<u8>, DbError> {
         Ok(self.db.lock().query_row(
-            "SELECT body FROM uplink_spool WHERE seq = ?1",
+            "SELECT body FROM uplink_outbox WHERE seq = ?1",
             params![seq],
             |r| r.get(0),
         )?)
     }
+
+    /// The cloud acknowledged `seq`: forget it. Returns whether it was there.
+    pub fn ack(&self, seq: i64) -> Result<bool, DbError> {
+        let mut conn = self.db.lock();
+        let tx = conn.transaction()?;
+        let n = tx.execute("DELETE FROM uplink_outbox WHERE seq = ?1", params![seq])?;
+        if n > 0 {
+            bump(&tx, "delivered", 1)?;
+        }
+        tx.commit()?;
+        Ok(n > 0)
+    }
+
+    /// Batches waiting and their total bytes.
+    pub fn pending(&self) -> Result<(u64, u64), DbError> {
+        Ok(self.db.lock().query_row(
+            "SELECT COUNT(*), COALESCE(SUM(LENGTH(body)), 0) FROM uplink_outbox",
+            [],
+            |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)),
+        )?)
+    }
+
+    /// Add `n` to counter `name` (e.g. `guard-refused`).
+    pub fn count(&self, name: &str, n: u64) -> Result<(), DbError> {
+        let conn = self.db.lock();
+        bump(&conn, name, n)?;
+        Ok(())
+    }
+
+    /// Every counter: `queued`, `delivered`, `dropped:<stream>`,
+    /// `guard-refused`, `spool-full`...
+    pub fn counters(&self) -> Result<std::collections::BTreeMap<String, u64>, DbError> {
+        let conn = self.db.lock();
+        let mut stmt = conn.prepare_cached("SELECT name, value FROM uplink_counters")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Total batches dropped so far, all streams.
+    pub fn dropped_total(&self) -> Result<u64, DbError> {
+        Ok(self
+            .counters()?
+            .iter()
+            .filter(|(k, _)| k.starts_with("dropped:"))
+            .map(|(_, v)| v)
+            .sum())
+    }
+}
+
+fn bump(conn: &rusqlite::Connection, name: &str, n: u64) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT INTO uplink_counters (name, value) VALUES (?1, ?2)
+         ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
+        params![name, n as i64],
+    )?;
+    Ok(())
 }

@@ -1,7 +1,7 @@
 //! The collector module inside the host on the shared corpus: QC results come
 //! out, patient data never does, and a restart does not re-send.
 
-use super::harness::{DEFAULT_LIMITS, env, manifest};
+use super::harness::{DEFAULT_LIMITS, batch_json, env, manifest};
 use outpost_host::runtime::bindings::collector::exports::outpost::agent::collect::Trigger;
 use std::path::Path;
 
@@ -79,10 +79,7 @@ fn corpus_in_qc_out_no_phi_and_no_resend_after_restart() {
             .unwrap();
     assert_eq!(report.files_scanned, 16, "{report:?}");
     let batches = ours();
-    let bodies: Vec<String> = batches
-        .iter()
-        .map(|b| String::from_utf8(spool.body(b.seq).unwrap()).unwrap())
-        .collect();
+    let bodies: Vec<String> = batches.iter().map(|b| batch_json(b.seq)).collect();
     for phi in PHI {
         for body in &bodies {
             assert!(!body.contains(phi), "PHI value {phi:?} reached the spool");
@@ -164,10 +161,10 @@ impl Folder {
             .into_iter()
             .filter(|b| b.module == self.name && b.stream == "events")
         {
-            let body: serde_json::Value =
-                serde_json::from_slice(&spool.body(b.seq).unwrap()).unwrap();
-            for r in body.as_array().unwrap() {
-                out.push(r["Event"]["text"].as_str().unwrap().to_owned());
+            let body: serde_json::Value = serde_json::from_str(&batch_json(b.seq)).unwrap();
+            for r in body["records"].as_array().unwrap() {
+                assert_eq!(r["kind"], "event");
+                out.push(r["text"].as_str().unwrap().to_owned());
             }
         }
         out
@@ -183,12 +180,11 @@ impl Folder {
             .into_iter()
             .filter(|b| b.module == self.name && b.stream == "qc")
         {
-            let body: serde_json::Value =
-                serde_json::from_slice(&spool.body(b.seq).unwrap()).unwrap();
-            for r in body.as_array().unwrap() {
-                let q = &r["Qc"];
+            let body: serde_json::Value = serde_json::from_str(&batch_json(b.seq)).unwrap();
+            for q in body["records"].as_array().unwrap() {
+                assert_eq!(q["kind"], "qc");
                 out.push((
-                    q["control_lot"].as_str().unwrap().to_owned(),
+                    q["control-lot"].as_str().unwrap().to_owned(),
                     q["value"].as_str().unwrap().to_owned(),
                 ));
             }
@@ -442,7 +438,7 @@ fn growing_csv_export_is_read_row_by_row_under_its_header() {
     );
     let spool = &env().runtime.services().spool;
     for b in spool.list().unwrap().iter().filter(|b| b.module == f.name) {
-        let body = String::from_utf8(spool.body(b.seq).unwrap()).unwrap();
+        let body = batch_json(b.seq);
         assert!(!body.contains("DOE") && !body.contains("9.9"), "{body}");
     }
 }

@@ -59,6 +59,14 @@ pub fn env() -> &'static Env {
             }],
             tls,
         );
+        services
+            .uplink
+            .set_identity(Some(outpost_host::uplink::identity::Identity {
+                device_id: outpost_protocol::DeviceId::parse("test-device").unwrap(),
+                key: outpost_protocol::DeviceKey::generate(),
+                server: "https://127.0.0.1".into(),
+                enrolled_at: 0,
+            }));
         let runtime = {
             let _g = rt.enter();
             Arc::new(Runtime::new(services, 256, None).unwrap())
@@ -270,3 +278,27 @@ impl TestCa {
 pub fn path(p: &Path) -> String {
     p.to_string_lossy().into_owned()
 }
+
+/// The plaintext JSON of spooled batch `seq` (opened with the test device key).
+pub fn batch_json(seq: i64) -> String {
+    let body = env().runtime.services().uplink.read_back(seq).unwrap();
+    serde_json::to_string(&body).unwrap()
+}
+
+/// An enrolled-looking device identity in `state_dir` (no cloud involved), so
+/// an agent built on it seals and spools; pair it with an `[uplink] endpoint`
+/// on a closed loopback port (see [`OFFLINE_UPLINK`]).
+pub fn offline_identity(state_dir: &std::path::Path) {
+    outpost_host::uplink::identity::Identity {
+        device_id: outpost_protocol::DeviceId::parse("offline-device").unwrap(),
+        key: outpost_protocol::DeviceKey::generate(),
+        server: "https://127.0.0.1:9".into(),
+        enrolled_at: 0,
+    }
+    .save(state_dir)
+    .unwrap();
+}
+
+/// Config section for agents that must not reach any network: the sender
+/// only ever tries a closed loopback port.
+pub const OFFLINE_UPLINK: &str = "[uplink]\nendpoint = \"https://127.0.0.1:9\"\n";

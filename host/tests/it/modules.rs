@@ -1,6 +1,6 @@
 //! The workspace's three modules, loaded from their own manifests and called.
 
-use super::harness::{env, permissive};
+use super::harness::{batch_json, env, permissive};
 use outpost_host::grants::Grant;
 use outpost_host::runtime::LoadedModule;
 use outpost_host::runtime::bindings::collector::exports::outpost::agent::collect::Trigger;
@@ -49,7 +49,7 @@ fn collector_queues_heartbeats_and_new_log_events_once() {
     let event_bodies: Vec<String> = new
         .iter()
         .filter(|b| b.stream == "events")
-        .map(|b| String::from_utf8(e.runtime.services().spool.body(b.seq).unwrap()).unwrap())
+        .map(|b| batch_json(b.seq))
         .collect();
     assert!(
         event_bodies.iter().any(|b| b.contains("E-1203")),
@@ -61,12 +61,11 @@ fn collector_queues_heartbeats_and_new_log_events_once() {
     e.rt.block_on(e.runtime.collect(&m, Trigger::Schedule))
         .unwrap();
     let again = e.runtime.services().spool.list().unwrap();
-    assert!(again[before..].iter().all(|b| {
-        b.stream != "events"
-            || !String::from_utf8(e.runtime.services().spool.body(b.seq).unwrap())
-                .unwrap()
-                .contains("E-1203")
-    }));
+    assert!(
+        again[before..]
+            .iter()
+            .all(|b| { b.stream != "events" || !batch_json(b.seq).contains("E-1203") })
+    );
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! Signed modules through the whole loader: trust store, development key,
 //! persisted version ledger, thresholds and the compiled-module cache.
 
-use super::harness::{env, path};
+use super::harness::{OFFLINE_UPLINK, env, offline_identity, path};
 use outpost_host::agent::Agent;
 use outpost_host::config::Config;
 use outpost_host::events::{Events, HostEvent};
@@ -41,12 +41,15 @@ max-state-quota-bytes = 1048576
 [[module]]
 name = "collector"
 file = "{file}"
-"#,
+{OFFLINE_UPLINK}"#,
             logs = path(&env().root.join("instrument-logs")),
             file = path(module_file),
         );
         let p = self.file("outpost.toml");
         std::fs::write(&p, text).unwrap();
+        if !self.file("state/device.json").exists() {
+            offline_identity(&self.file("state"));
+        }
         Config::load(&p).unwrap()
     }
 

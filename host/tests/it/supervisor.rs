@@ -1,7 +1,7 @@
 //! The supervisor restarts a failing module with back-off, quarantines it after
 //! repeated failures, and keeps the other modules running.
 
-use super::harness::{env, path};
+use super::harness::{OFFLINE_UPLINK, env, offline_identity, path};
 use outpost_host::agent::Agent;
 use outpost_host::config::Config;
 use outpost_host::events::{Events, HostEvent};
@@ -69,13 +69,14 @@ file = "{collector}"
 [[module]]
 name = "notifier"
 file = "{notifier}"
-"#,
+{OFFLINE_UPLINK}"#,
         logs = path(&e.root.join("instrument-logs")),
         key = outpost_signing::public_key_to_hex(&e.key.verifying_key()),
         missing = path(&dir.path().join("no-such-folder")),
     );
     std::fs::write(&config_path, text).unwrap();
     let config = Config::load(&config_path).unwrap();
+    offline_identity(&config.state_dir);
     ModuleState::new(Db::open(&config.state_dir).unwrap(), "flaky", 65536)
         .set("escape", b"panic")
         .unwrap();

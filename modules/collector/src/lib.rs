@@ -151,9 +151,7 @@ impl Collector for InstrumentCollector {
             })
             .collect();
         if !heartbeats.is_empty() {
-            uplink::enqueue(HEARTBEAT_STREAM, &heartbeats)
-                .map_err(|e| format!("while queueing heartbeats: {e}"))?;
-            report.records_queued += count(heartbeats.len());
+            queue(HEARTBEAT_STREAM, &heartbeats, &mut report)?;
         }
 
         let fallback = instruments
@@ -197,9 +195,7 @@ impl Collector for InstrumentCollector {
                 .cloned()
                 .collect();
             for batch in of_stream.chunks(RECORDS_PER_BATCH) {
-                uplink::enqueue(stream, batch)
-                    .map_err(|e| format!("while queueing on {stream}: {e}"))?;
-                report.records_queued += count(batch.len());
+                queue(stream, batch, &mut report)?;
             }
         }
         // Cursors move only after their records are durably queued.
@@ -211,6 +207,26 @@ impl Collector for InstrumentCollector {
 }
 
 outpost_sdk::export_collector!(InstrumentCollector);
+
+/// Queue one batch. A batch the host's PHI guard refuses is dropped (the host
+/// has audited it; sending it again would fail again) and counted malformed;
+/// any other failure ends the call before a cursor moves.
+fn queue(stream: &str, batch: &[Record], report: &mut CollectReport) -> Result<(), String> {
+    match uplink::enqueue(stream, batch) {
+        Ok(_) => {
+            report.records_queued += count(batch.len());
+            Ok(())
+        }
+        Err(uplink::UplinkError::RefusedByGuard(why)) => {
+            report.malformed += count(batch.len());
+            log::warn(&format!(
+                "a batch on `{stream}` was refused by the host's guard and dropped: {why}"
+            ));
+            Ok(())
+        }
+        Err(e) => Err(format!("while queueing on {stream}: {e}")),
+    }
+}
 
 fn count(n: usize) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)

@@ -1,0 +1,179 @@
+//! Uplink: what a module queues, on its way to the vendor's cloud.
+//!
+//! `uplink.enqueue(stream, batch)` →
+//! 1. grant check (stream) and size check (in the WIT host impl);
+//! 2. WIT records → wire records ([`convert`]);
+//! 3. the host's own PHI guard ([`guard`]): a batch that fails is not queued;
+//!    the refusal is counted (`guard-refused`), logged without the value and
+//!    raised as a `uplink-guard-refused:<module>` setting problem;
+//! 4. JSON → zstd → AES-256-GCM under the device key, AAD binding device id,
+//!    stream and sequence (`outpost-protocol`);
+//! 5. the durable spool ([`crate::store::spool`]), committed before the module
+//!    hears "queued";
+//! 6. the [`sender`] delivers oldest first and forgets a batch once the cloud
+//!    acknowledged its sequence.
+//!
+//! Before enrolment there is no key, so nothing is queued: the collector is
+//! not scheduled and a `device-not-enrolled` setting problem is raised.
+
+pub mod convert;
+pub mod enroll;
+pub mod guard;
+pub mod identity;
+pub mod sender;
+
+use crate::events::{Events, HostEvent};
+use crate::store::spool::{Spool, SpoolError};
+use identity::Identity;
+use outpost_protocol as p;
+use std::sync::{Arc, RwLock};
+
+/// Default bound of the spool (all envelopes), in bytes.
+pub const DEFAULT_SPOOL_MAX_BYTES: u64 = 256 << 20;
+
+/// Why a batch was not queued. Nothing of it was stored.
+#[derive(Debug, thiserror::Error)]
+pub enum EnqueueError {
+    /// No device identity yet.
+    #[error("this device is not enrolled; run `outpost enroll`")]
+    NotEnrolled,
+    /// The PHI guard found an identifier.
+    #[error("refused by the host's patient-data guard: {0}")]
+    Guard(guard::Violation),
+    /// The stream name is not a valid wire stream name.
+    #[error("invalid stream name")]
+    BadStream,
+    /// Spool full of batches that are never dropped, or unwritable.
+    #[error(transparent)]
+    Spool(#[from] SpoolError),
+}
+
+/// The uplink service shared by every module call and the sender.
+pub struct Uplink {
+    spool: Spool,
+    events: Events,
+    identity: RwLock<Option<Arc<Identity>>>,
+    max_bytes: std::sync::atomic::AtomicU64,
+    queued: tokio::sync::Notify,
+}
+
+impl Uplink {
+    /// An uplink over `spool` with no identity yet.
+    pub fn new(spool: Spool, events: Events) -> Uplink {
+        Uplink {
+            spool,
+            events,
+            identity: RwLock::new(None),
+            max_bytes: DEFAULT_SPOOL_MAX_BYTES.into(),
+            queued: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// Use `identity` from now on.
+    pub fn set_identity(&self, identity: Option<Identity>) {
+        *self.identity.write().unwrap_or_else(|p| p.into_inner()) = identity.map(Arc::new);
+    }
+
+    /// The current identity.
+    pub fn identity(&self) -> Option<Arc<Identity>> {
+        self.identity
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Bound the spool to `bytes`.
+    pub fn set_max_bytes(&self, bytes: u64) {
+        self.max_bytes
+            .store(bytes, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The spool.
+    pub fn spool(&self) -> &Spool {
+        &self.spool
+    }
+
+    /// Guard, seal and durably queue `records` from `module` on `stream`;
+    /// returns the batch's sequence number once committed.
+    pub fn enqueue(
+        &self,
+        module: &str,
+        stream: &str,
+        records: Vec<p::Record>,
+    ) -> Result<u64, EnqueueError> {
+        let id = self.identity().ok_or(EnqueueError::NotEnrolled)?;
+        p::validate_stream(stream).map_err(|_| EnqueueError::BadStream)?;
+        if let Err(v) = guard::check(&records) {
+            let _ = self.spool.count("guard-refused", 1);
+            tracing::warn!(module, stream, violation = %v, "batch refused by the PHI guard; not queued");
+            self.events.emit(HostEvent::SettingProblem {
+                code: format!("uplink-guard-refused:{module}"),
+                text: format!(
+                    "a batch from module `{module}` on stream `{stream}` was not sent: {v}"
+                ),
+            });
+            return Err(EnqueueError::Guard(v));
+        }
+        let n = records.len();
+        let body = p::BatchBody {
+            created_at: crate::store::now_secs(),
+            records,
+        };
+        let compressed = serde_json::to_vec(&body)
+            .map_err(|e| e.to_string())
+            .and_then(|json| p::compress(&json).map_err(|e| e.to_string()))
+            .map_err(|e| EnqueueError::Spool(SpoolError::Seal(e)))?;
+        let max = self.max_bytes.load(std::sync::atomic::Ordering::Relaxed);
+        let appended = self.spool.append(module, stream, n, max, |seq| {
+            p::seal_compressed(&id.key, &id.device_id, stream, seq, &compressed)
+                .map_err(|e| e.to_string())
+        });
+        match appended {
+            Ok(a) => {
+                for (dropped_stream, count) in &a.dropped {
+                    tracing::warn!(stream = %dropped_stream, count, "spool full: oldest batches dropped");
+                    self.events.emit(HostEvent::SettingProblem {
+                        code: format!("uplink-dropped:{dropped_stream}"),
+                        text: format!(
+                            "the upload queue is full: {count} oldest batch(es) of `{dropped_stream}` dropped to make room (QC and maintenance are never dropped)"
+                        ),
+                    });
+                }
+                self.queued.notify_one();
+                Ok(a.seq)
+            }
+            Err(e) => {
+                let code = match &e {
+                    SpoolError::Full { .. } => {
+                        let _ = self.spool.count("spool-full", 1);
+                        "uplink-spool-full"
+                    }
+                    _ => "uplink-spool-unwritable",
+                };
+                tracing::error!(module, stream, error = %e, "batch not queued");
+                self.events.emit(HostEvent::SettingProblem {
+                    code: code.to_owned(),
+                    text: format!("a batch from module `{module}` was not queued: {e}"),
+                });
+                Err(EnqueueError::Spool(e))
+            }
+        }
+    }
+
+    /// Resolves when a batch was queued since the last call (the sender's wake-up).
+    pub async fn queued(&self) {
+        self.queued.notified().await
+    }
+
+    /// Open a spooled batch with this device's key (local inspection and
+    /// tests; the host never needs the plaintext again after sealing).
+    pub fn read_back(&self, seq: i64) -> anyhow::Result<p::BatchBody> {
+        let id = self
+            .identity()
+            .ok_or_else(|| anyhow::anyhow!("not enrolled"))?;
+        let envelope = self.spool.body(seq)?;
+        Ok(p::open(&id.key, &envelope)
+            .map_err(|e| anyhow::anyhow!("batch {seq}: {e}"))?
+            .body)
+    }
+}
