@@ -35,3 +35,26 @@ pub use wit::UplinkError;
 pub fn enqueue(stream: &str, batch: &[Record]) -> Result<u64, UplinkError> {
     wit::enqueue(stream, batch)
 }
+
+/// One entry of the module's own state, written with a batch.
+pub use wit::StateEntry;
+
+/// Queue `batch` on `stream` and set the state entry `key` = `value` in the
+/// same durable transaction (for example the cursor saying how far the
+/// batch's input file was read): after a crash either both happened or
+/// neither, so a restarted module neither re-sends nor skips.
+pub fn enqueue_with_state(
+    stream: &str,
+    batch: &[Record],
+    key: &str,
+    value: &[u8],
+) -> Result<u64, UplinkError> {
+    wit::enqueue_with_state(
+        stream,
+        batch,
+        &StateEntry {
+            key: key.to_owned(),
+            value: value.to_vec(),
+        },
+    )
+}

@@ -6,7 +6,7 @@ use super::bindings::{host_events, host_info, log, notify, state, types, uplink}
 use super::sandbox::HostState;
 use crate::events::HostEvent;
 use crate::store::notifications::{NotifyError, truncate};
-use crate::store::spool::MAX_BATCH_RECORDS;
+use crate::store::spool::{MAX_BATCH_RECORDS, SpoolError, StateWrite};
 use crate::store::state::{ModuleState, StateError};
 use types::Severity;
 
@@ -127,28 +127,60 @@ impl uplink::Host for HostState {
         stream: String,
         batch: Vec<uplink::Record>,
     ) -> wasmtime::Result<Result<u64, uplink::UplinkError>> {
+        Ok(self.queue(stream, batch, None))
+    }
+
+    fn enqueue_with_state(
+        &mut self,
+        stream: String,
+        batch: Vec<uplink::Record>,
+        state: uplink::StateEntry,
+    ) -> wasmtime::Result<Result<u64, uplink::UplinkError>> {
+        Ok(self.queue(stream, batch, Some(state)))
+    }
+}
+
+impl HostState {
+    /// `uplink.enqueue[-with-state]`: grant and size checks, then the uplink
+    /// (guard, seal, spool, and the state entry in the same transaction).
+    fn queue(
+        &mut self,
+        stream: String,
+        batch: Vec<uplink::Record>,
+        state: Option<uplink::StateEntry>,
+    ) -> Result<u64, uplink::UplinkError> {
         let grant = &self.module.grant;
         if !grant.uplink_streams.contains(&stream) {
-            return Ok(Err(uplink::UplinkError::StreamNotGranted(stream)));
+            return Err(uplink::UplinkError::StreamNotGranted(stream));
         }
         if batch.is_empty() || batch.len() > MAX_BATCH_RECORDS {
-            return Ok(Err(uplink::UplinkError::BatchTooLarge(
-                MAX_BATCH_RECORDS as u32,
-            )));
+            return Err(uplink::UplinkError::BatchTooLarge(MAX_BATCH_RECORDS as u32));
         }
         let records: Vec<_> = batch.iter().map(crate::uplink::convert::record).collect();
         let services = &self.module.services;
-        let seq = match services.uplink.enqueue(&self.module.name, &stream, records) {
-            Ok(seq) => seq,
-            Err(e) => {
-                use crate::uplink::EnqueueError as E;
-                return Ok(Err(match e {
-                    E::Guard(v) => uplink::UplinkError::RefusedByGuard(v.to_string()),
-                    E::BadStream => uplink::UplinkError::StreamNotGranted(stream),
-                    other => uplink::UplinkError::Unavailable(other.to_string()),
-                }));
-            }
-        };
+        let write = state.as_ref().map(|s| StateWrite {
+            key: &s.key,
+            value: &s.value,
+            quota: grant.state_quota_bytes,
+        });
+        let seq =
+            match services
+                .uplink
+                .enqueue_with_state(&self.module.name, &stream, records, write)
+            {
+                Ok(seq) => seq,
+                Err(e) => {
+                    use crate::uplink::EnqueueError as E;
+                    return Err(match e {
+                        E::Guard(v) => uplink::UplinkError::RefusedByGuard(v.to_string()),
+                        E::BadStream => uplink::UplinkError::StreamNotGranted(stream),
+                        E::Spool(SpoolError::State(e)) => {
+                            uplink::UplinkError::StateRefused(e.to_string())
+                        }
+                        other => uplink::UplinkError::Unavailable(other.to_string()),
+                    });
+                }
+            };
         for r in &batch {
             if let uplink::Record::Event(e) = r
                 && matches!(
@@ -165,7 +197,7 @@ impl uplink::Host for HostState {
                 });
             }
         }
-        Ok(Ok(seq))
+        Ok(seq)
     }
 }
 

@@ -116,6 +116,26 @@ impl Db {
         })
     }
 
+    /// Cap the database file at about `max_bytes` (SQLite `max_page_count`):
+    /// writes beyond it fail as if the disk were full. For operators who want
+    /// a hard ceiling below the disk's, and for tests of the disk-full path.
+    pub fn limit_size(&self, max_bytes: u64) -> Result<(), DbError> {
+        let conn = self.lock();
+        let page: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+        let pages = (max_bytes as i64 / page.max(1)).max(1);
+        let _: i64 = conn.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |r| {
+            r.get(0)
+        })?;
+        Ok(())
+    }
+
+    /// Check the database's integrity (`PRAGMA integrity_check`).
+    pub fn integrity_ok(&self) -> Result<bool, DbError> {
+        let conn = self.lock();
+        let r: String = conn.query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
+        Ok(r == "ok")
+    }
+
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.path

@@ -65,6 +65,9 @@ pub enum SpoolError {
     /// The batch could not be sealed.
     #[error("cannot seal the batch: {0}")]
     Seal(String),
+    /// The state entry to write with the batch was refused.
+    #[error("state entry refused: {0}")]
+    State(#[from] super::state::StateError),
     /// The database refused the write (disk full, read-only, corrupt...).
     #[error(transparent)]
     Db(#[from] DbError),
@@ -74,6 +77,17 @@ impl From<rusqlite::Error> for SpoolError {
     fn from(e: rusqlite::Error) -> Self {
         SpoolError::Db(DbError::Sqlite(e))
     }
+}
+
+/// A module state entry written in the same transaction as a batch.
+#[derive(Clone, Copy, Debug)]
+pub struct StateWrite<'a> {
+    /// Key.
+    pub key: &'a str,
+    /// Value.
+    pub value: &'a [u8],
+    /// The module's state quota in bytes.
+    pub quota: u64,
 }
 
 /// What an append did besides storing the batch.
@@ -104,19 +118,24 @@ impl Spool {
         Spool { db }
     }
 
-    /// Store a sealed batch. `seal` gets the sequence number and returns the
-    /// envelope; everything happens in one transaction, so either the batch is
-    /// durably stored with its sequence, or nothing changed.
+    /// Store a sealed batch, and `state` for `module` if given. `seal` gets
+    /// the sequence number and returns the envelope; everything happens in one
+    /// transaction, so either the batch is durably stored with its sequence
+    /// (and the state entry written), or nothing changed.
     pub fn append(
         &self,
         module: &str,
         stream: &str,
         records: usize,
         max_bytes: u64,
+        state: Option<StateWrite<'_>>,
         seal: impl FnOnce(u64) -> Result<Vec<u8>, String>,
     ) -> Result<Appended, SpoolError> {
         let mut conn = self.db.lock();
         let tx = conn.transaction()?;
+        if let Some(w) = state {
+            super::state::write_in(&tx, module, w.quota, w.key, w.value)?;
+        }
         let last: Option<i64> = tx
             .query_row(
                 "SELECT value FROM uplink_meta WHERE key = 'last_seq'",

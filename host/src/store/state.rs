@@ -28,6 +28,33 @@ impl From<rusqlite::Error> for StateError {
     }
 }
 
+/// Write `key` = `value` for `module` inside the caller's transaction, within
+/// `quota` bytes (key + value bytes over all of the module's keys).
+pub(crate) fn write_in(
+    conn: &rusqlite::Connection,
+    module: &str,
+    quota: u64,
+    key: &str,
+    value: &[u8],
+) -> Result<(), StateError> {
+    check_key(key)?;
+    let used: i64 = conn.query_row(
+        "SELECT COALESCE(SUM(LENGTH(CAST(key AS BLOB)) + LENGTH(value)), 0) FROM module_state WHERE module = ?1 AND key != ?2",
+        params![module, key],
+        |r| r.get(0),
+    )?;
+    let needed = used as u64 + key.len() as u64 + value.len() as u64;
+    if needed > quota {
+        return Err(StateError::QuotaExceeded(quota));
+    }
+    conn.execute(
+        "INSERT INTO module_state (module, key, value) VALUES (?1, ?2, ?3)
+         ON CONFLICT (module, key) DO UPDATE SET value = excluded.value",
+        params![module, key, value],
+    )?;
+    Ok(())
+}
+
 /// One module's view of the state table.
 #[derive(Clone)]
 pub struct ModuleState {
@@ -60,23 +87,9 @@ impl ModuleState {
 
     /// Store `value` under `key` durably, within the quota.
     pub fn set(&self, key: &str, value: &[u8]) -> Result<(), StateError> {
-        check_key(key)?;
         let mut conn = self.db.lock();
         let tx = conn.transaction()?;
-        let used: i64 = tx.query_row(
-            "SELECT COALESCE(SUM(LENGTH(CAST(key AS BLOB)) + LENGTH(value)), 0) FROM module_state WHERE module = ?1 AND key != ?2",
-            params![self.module, key],
-            |r| r.get(0),
-        )?;
-        let needed = used as u64 + key.len() as u64 + value.len() as u64;
-        if needed > self.quota_bytes {
-            return Err(StateError::QuotaExceeded(self.quota_bytes));
-        }
-        tx.execute(
-            "INSERT INTO module_state (module, key, value) VALUES (?1, ?2, ?3)
-             ON CONFLICT (module, key) DO UPDATE SET value = excluded.value",
-            params![self.module, key, value],
-        )?;
+        write_in(&tx, &self.module, self.quota_bytes, key, value)?;
         tx.commit()?;
         Ok(())
     }

@@ -23,7 +23,7 @@ pub mod identity;
 pub mod sender;
 
 use crate::events::{Events, HostEvent};
-use crate::store::spool::{Spool, SpoolError};
+use crate::store::spool::{Spool, SpoolError, StateWrite};
 use identity::Identity;
 use outpost_protocol as p;
 use std::sync::{Arc, RwLock};
@@ -101,6 +101,18 @@ impl Uplink {
         stream: &str,
         records: Vec<p::Record>,
     ) -> Result<u64, EnqueueError> {
+        self.enqueue_with_state(module, stream, records, None)
+    }
+
+    /// [`Uplink::enqueue`], writing `state` (a module state entry, e.g. a
+    /// file cursor) in the same transaction as the batch.
+    pub fn enqueue_with_state(
+        &self,
+        module: &str,
+        stream: &str,
+        records: Vec<p::Record>,
+        state: Option<StateWrite<'_>>,
+    ) -> Result<u64, EnqueueError> {
         let id = self.identity().ok_or(EnqueueError::NotEnrolled)?;
         p::validate_stream(stream).map_err(|_| EnqueueError::BadStream)?;
         if let Err(v) = guard::check(&records) {
@@ -124,7 +136,7 @@ impl Uplink {
             .and_then(|json| p::compress(&json).map_err(|e| e.to_string()))
             .map_err(|e| EnqueueError::Spool(SpoolError::Seal(e)))?;
         let max = self.max_bytes.load(std::sync::atomic::Ordering::Relaxed);
-        let appended = self.spool.append(module, stream, n, max, |seq| {
+        let appended = self.spool.append(module, stream, n, max, state, |seq| {
             p::seal_compressed(&id.key, &id.device_id, stream, seq, &compressed)
                 .map_err(|e| e.to_string())
         });
@@ -144,6 +156,8 @@ impl Uplink {
             }
             Err(e) => {
                 let code = match &e {
+                    // The module's own mistake (key, quota): not a host problem.
+                    SpoolError::State(_) => return Err(EnqueueError::Spool(e)),
                     SpoolError::Full { .. } => {
                         let _ = self.spool.count("spool-full", 1);
                         "uplink-spool-full"

@@ -8,7 +8,10 @@
 //!   operator's `endpoint`; on a connection failure the next endpoint of the
 //!   set is tried.
 //! - Outcome of `POST /v1/ingest`:
-//!   - `200` → acknowledged: the batch is deleted from the spool;
+//!   - `200` with the cloud's `IngestAck` naming this device and this
+//!     sequence → acknowledged: the batch is deleted from the spool (any other
+//!     `2xx` — a proxy's page, an ack for another sequence — is a failure and
+//!     deletes nothing);
 //!   - `409 duplicate` → the cloud already has this (device, sequence):
 //!     deleted too (at-least-once delivery; exactly-once effect);
 //!   - `429` / `503` → wait `Retry-After` seconds (capped at an hour), else
@@ -127,6 +130,13 @@ pub fn classify(status: u16, retry_after: Option<&str>, body: &[u8]) -> Outcome 
     }
 }
 
+/// Whether a `2xx` body is the cloud's acknowledgement of `sequence` from
+/// `device` (an `IngestAck` naming both).
+pub fn acknowledges(body: &[u8], device: &p::DeviceId, sequence: u64) -> bool {
+    serde_json::from_slice::<p::IngestAck>(body)
+        .is_ok_and(|a| a.device_id == *device && a.sequence == sequence)
+}
+
 /// The sender task.
 pub struct Sender {
     uplink: Arc<Uplink>,
@@ -168,7 +178,13 @@ impl Sender {
         })
     }
 
-    async fn post(&mut self, path: &str, body: Vec<u8>) -> Outcome {
+    async fn post(
+        &mut self,
+        path: &str,
+        body: Vec<u8>,
+        device: &p::DeviceId,
+        sequence: u64,
+    ) -> Outcome {
         let url = format!(
             "{}{path}",
             self.cfg.endpoints[self.endpoint].trim_end_matches('/')
@@ -189,7 +205,17 @@ impl Sender {
                     .and_then(|v| v.to_str().ok())
                     .map(str::to_owned);
                 let body = r.bytes().await.unwrap_or_default();
-                classify(status, retry.as_deref(), &body)
+                match classify(status, retry.as_deref(), &body) {
+                    Outcome::Acked
+                        if (200..300).contains(&status)
+                            && !acknowledges(&body, device, sequence) =>
+                    {
+                        Outcome::Transient(format!(
+                            "HTTP {status} without the cloud's acknowledgement of sequence {sequence} (a proxy?)"
+                        ))
+                    }
+                    other => other,
+                }
             }
             Err(e) => {
                 if e.is_connect() && self.cfg.endpoints.len() > 1 {
@@ -232,7 +258,7 @@ impl Sender {
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
         match p::seal_heartbeat(&id.key, &id.device_id, seq, &self.heartbeat_body()) {
-            Ok(env) => self.post(p::HEARTBEAT_PATH, env).await,
+            Ok(env) => self.post(p::HEARTBEAT_PATH, env, &id.device_id, seq).await,
             Err(e) => Outcome::Rejected(format!("cannot seal a heartbeat: {e}")),
         }
     }
@@ -259,7 +285,19 @@ impl Sender {
                 if !wait.is_zero() {
                     tokio::time::sleep(wait).await;
                 }
-                match self.post(p::INGEST_PATH, body).await {
+                let header = match p::EnvelopeHeader::parse(&body) {
+                    Ok((h, _)) => h,
+                    Err(e) => {
+                        return (
+                            Some(Outcome::Rejected(format!("spooled batch {}: {e}", b.seq))),
+                            delivered,
+                        );
+                    }
+                };
+                match self
+                    .post(p::INGEST_PATH, body, &header.device, header.sequence)
+                    .await
+                {
                     Outcome::Acked => {
                         if let Err(e) = self.uplink.spool().ack(b.seq) {
                             return (Some(Outcome::Transient(e.to_string())), delivered);
@@ -391,6 +429,16 @@ mod tests {
             Outcome::Rejected("HTTP 401 unknown-device".into())
         );
         assert!(matches!(classify(409, None, b"{}"), Outcome::Rejected(_)));
+    }
+
+    #[test]
+    fn only_the_clouds_ack_of_this_sequence_counts() {
+        let dev = p::DeviceId::parse("dev-1").unwrap();
+        let ack = br#"{"device-id":"dev-1","sequence":7,"duplicate":false}"#;
+        assert!(acknowledges(ack, &dev, 7));
+        assert!(!acknowledges(ack, &dev, 8));
+        assert!(!acknowledges(ack, &p::DeviceId::parse("dev-2").unwrap(), 7));
+        assert!(!acknowledges(b"<html>blocked by policy</html>", &dev, 7));
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::path::Path;
 
 /// PHI values read from the corpus files (see collector-core/tests/it/corpus.rs
 /// for the per-file lists); none may reach the spool.
-const PHI: &[&str] = &[
+pub(super) const PHI: &[&str] = &[
     "Mohale",
     "Rita",
     "19771201",
@@ -29,7 +29,7 @@ const PHI: &[&str] = &[
     "PATRICIA",
 ];
 
-fn copy_corpus(to: &Path) {
+pub(super) fn copy_corpus(to: &Path) {
     let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../collector-core/tests/data");
     for sub in ["astm", "hl7"] {
         for f in std::fs::read_dir(data.join(sub)).unwrap() {

@@ -8,3 +8,4 @@ mod network;
 mod sandbox;
 mod signed;
 mod supervisor;
+mod uplink;

@@ -50,7 +50,9 @@ pub const MAINTENANCE_STREAM: &str = "maintenance";
 pub const SOFTWARE_STREAM: &str = "software";
 /// Most records queued by one call.
 pub const MAX_RECORDS_PER_CALL: usize = 5000;
-/// Records per `uplink.enqueue` batch.
+/// Most records the host accepts in one batch.
+pub const MAX_BATCH_RECORDS: usize = 1000;
+/// Records per `uplink.enqueue` batch (a batch may run over by one unit).
 pub const RECORDS_PER_BATCH: usize = 100;
 /// Most bytes parsed by one call, over all files (bounds a call's CPU time:
 /// about half a second at the module's measured scrubbing speed). A backlog
@@ -166,43 +168,120 @@ impl Collector for InstrumentCollector {
             walk(Path::new(&dir), 0, &mut files, &mut report);
         }
 
-        let mut records = Vec::new();
-        let mut marks = Vec::new();
+        let mut sink = Sink {
+            report,
+            pending: Vec::new(),
+            total: 0,
+            error: None,
+        };
         let mut budget = MAX_PARSE_BYTES_PER_CALL;
         for path in &files {
-            if records.len() >= MAX_RECORDS_PER_CALL || budget == 0 {
+            if sink.total >= MAX_RECORDS_PER_CALL || budget == 0 || sink.error.is_some() {
                 break;
             }
-            match read_file(path, &fallback, &mut records, &mut report, &mut budget) {
-                Ok(Some(mark)) => marks.push(mark),
-                Ok(None) => {}
+            match read_file(path, &fallback, &mut sink, &mut budget) {
+                Ok(Some((key, value))) => sink.flush(&key, &value),
+                Ok(None) => sink.pending.clear(),
                 Err(e) => {
-                    report.malformed += 1;
+                    // Records not yet queued are dropped with the error; the
+                    // cursor stays where the last queued batch left it.
+                    sink.pending.clear();
+                    sink.report.malformed += 1;
                     log::warn(&format!("cannot read {}: {}", path.display(), e.kind()));
                 }
             }
         }
+        match sink.error {
+            Some(e) => Err(e),
+            None => Ok(sink.report),
+        }
+    }
+}
 
-        for stream in [
-            QC_STREAM,
-            EVENTS_STREAM,
-            MAINTENANCE_STREAM,
-            SOFTWARE_STREAM,
-        ] {
-            let of_stream: Vec<Record> = records
-                .iter()
-                .filter(|r| convert::stream(r) == stream)
-                .cloned()
-                .collect();
-            for batch in of_stream.chunks(RECORDS_PER_BATCH) {
-                queue(stream, batch, &mut report)?;
+/// Batches one file's records and queues each batch together with the
+/// file's cursor just after the batch's last unit, in one transaction
+/// (`uplink.enqueue-with-state`): a crash at any point neither re-sends nor
+/// skips a record.
+struct Sink {
+    report: CollectReport,
+    /// Records of the current file not queued yet.
+    pending: Vec<Record>,
+    /// Records produced by this call so far.
+    total: usize,
+    /// The first failure that must end the call.
+    error: Option<String>,
+}
+
+impl Sink {
+    /// The records of one unit, and the file's cursor value after it.
+    fn unit(&mut self, key: &str, records: Vec<core::Record>, cursor: String) {
+        self.total += records.len();
+        self.pending
+            .extend(records.into_iter().map(convert::record));
+        if self.pending.len() >= RECORDS_PER_BATCH {
+            self.flush(key, &cursor);
+        }
+    }
+
+    /// Queue what is pending (by stream) with `key` = `cursor`, or just move
+    /// the cursor when nothing is pending.
+    fn flush(&mut self, key: &str, cursor: &str) {
+        if self.error.is_some() {
+            self.pending.clear();
+            return;
+        }
+        let records = std::mem::take(&mut self.pending);
+        if records.is_empty() {
+            if let Err(e) = state::set_string(key, cursor) {
+                self.error = Some(format!("while saving a cursor: {e}"));
+            }
+            return;
+        }
+        let mut streams: Vec<&'static str> = Vec::new();
+        for r in &records {
+            let s = convert::stream(r);
+            if !streams.contains(&s) {
+                streams.push(s);
             }
         }
-        // Cursors move only after their records are durably queued.
-        for (key, value) in marks {
-            state::set_string(&key, &value).map_err(|e| format!("while saving a cursor: {e}"))?;
+        for (i, stream) in streams.iter().enumerate() {
+            let of_stream: Vec<Record> = records
+                .iter()
+                .filter(|r| convert::stream(r) == *stream)
+                .cloned()
+                .collect();
+            let chunks: Vec<&[Record]> = of_stream.chunks(MAX_BATCH_RECORDS).collect();
+            for (j, chunk) in chunks.iter().enumerate() {
+                // Only the last batch of a flush carries the cursor (a file
+                // yielding records for two streams, or over MAX_BATCH_RECORDS
+                // at once, is the only case where a crash could re-send).
+                let last = i + 1 == streams.len() && j + 1 == chunks.len();
+                let res = if last {
+                    uplink::enqueue_with_state(stream, chunk, key, cursor.as_bytes())
+                } else {
+                    uplink::enqueue(stream, chunk)
+                };
+                match res {
+                    Ok(_) => self.report.records_queued += count(chunk.len()),
+                    Err(uplink::UplinkError::RefusedByGuard(why)) => {
+                        // Dropped (the host audited it; it would be refused
+                        // again); the cursor still moves past it.
+                        self.report.malformed += count(chunk.len());
+                        log::warn(&format!(
+                            "a batch on `{stream}` was refused by the host's guard and dropped: {why}"
+                        ));
+                        if last && let Err(e) = state::set_string(key, cursor) {
+                            self.error = Some(format!("while saving a cursor: {e}"));
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        self.error = Some(format!("while queueing on {stream}: {e}"));
+                        return;
+                    }
+                }
+            }
         }
-        Ok(report)
     }
 }
 
@@ -262,13 +341,13 @@ pub fn fnv1a(bytes: &[u8]) -> u64 {
     })
 }
 
-/// Read one file's new content into `records`. Returns the state key and
-/// value to store once the records are queued.
+/// Read one file's new content into `sink` (which queues full batches with
+/// the cursor after them). Returns the state key and its final value, to be
+/// stored with whatever is still pending.
 fn read_file(
     path: &Path,
     fallback: &core::Instrument,
-    records: &mut Vec<Record>,
-    report: &mut CollectReport,
+    sink: &mut Sink,
     budget: &mut u64,
 ) -> std::io::Result<Option<(String, String)>> {
     let mut file = File::open(path)?;
@@ -308,13 +387,13 @@ fn read_file(
                 settled,
                 header: &header,
             };
-            return f.read(&mut file, fallback, records, report, budget);
+            return f.read(&mut file, fallback, sink, budget);
         }
         _ => {}
     }
     let key = format!("{SEEN_PREFIX}{}", path.display());
     if key.len() > 256 || len > MAX_WHOLE_FILE_BYTES {
-        report.malformed += 1;
+        sink.report.malformed += 1;
         return Ok(None);
     }
     file.seek(SeekFrom::Start(0))?;
@@ -328,16 +407,18 @@ fn read_file(
         Kind::Json => core::csvjson::parse_json(&bytes, fallback),
         _ => core::logs::parse(&bytes, fallback),
     };
-    report.malformed += count(out.stats.malformed_frames + out.stats.malformed_records);
-    let room = MAX_RECORDS_PER_CALL.saturating_sub(records.len());
-    if out.records.len() > room && !records.is_empty() {
+    sink.report.malformed += count(out.stats.malformed_frames + out.stats.malformed_records);
+    let room = MAX_RECORDS_PER_CALL.saturating_sub(sink.total);
+    if out.records.len() > room && sink.total > 0 {
         // Not all of it fits this call: leave the file unmarked, it is parsed
         // again by a later call (the spool deduplicates nothing, so we never
         // split a file; one larger than a call's share is taken whole when it
         // comes first).
         return Ok(None);
     }
-    records.extend(out.records.into_iter().map(convert::record));
+    sink.total += out.records.len();
+    sink.pending
+        .extend(out.records.into_iter().map(convert::record));
     *budget = budget.saturating_sub(len);
     Ok(Some((key, fingerprint)))
 }
@@ -414,13 +495,12 @@ impl Incremental<'_> {
         &self,
         file: &mut File,
         fallback: &core::Instrument,
-        records: &mut Vec<Record>,
-        report: &mut CollectReport,
+        sink: &mut Sink,
         budget: &mut u64,
     ) -> std::io::Result<Option<(String, String)>> {
         let key = format!("{CURSOR_PREFIX}{}", self.path.display());
         if key.len() > 256 {
-            report.malformed += 1;
+            sink.report.malformed += 1;
             return Ok(None);
         }
         let stored = state::get_string(&key);
@@ -442,7 +522,7 @@ impl Incremental<'_> {
         file.take(MAX_READ_BYTES_PER_FILE).read_to_end(&mut buf)?;
         let full_read = buf.len() as u64 >= MAX_READ_BYTES_PER_FILE;
         let at_eof = c.offset + buf.len() as u64 >= self.len;
-        let room = MAX_RECORDS_PER_CALL.saturating_sub(records.len());
+        let room = MAX_RECORDS_PER_CALL.saturating_sub(sink.total);
         if room == 0 {
             return Ok(None);
         }
@@ -483,15 +563,19 @@ impl Incremental<'_> {
         // overshoot either).
         let mut consumed = 0;
         for end in ends {
-            if (records.len() >= MAX_RECORDS_PER_CALL || *budget == 0) && consumed > 0 {
+            if (sink.total >= MAX_RECORDS_PER_CALL || *budget == 0 || sink.error.is_some())
+                && consumed > 0
+            {
                 break;
             }
             let at = c.offset + (start + consumed) as u64;
             let out = self.parse(&body[consumed..end], at, fallback);
-            report.malformed += count(out.stats.malformed_frames + out.stats.malformed_records);
-            records.extend(out.records.into_iter().map(convert::record));
+            sink.report.malformed +=
+                count(out.stats.malformed_frames + out.stats.malformed_records);
             *budget = budget.saturating_sub((end - consumed) as u64);
             consumed = end;
+            let after = c.offset + (start + consumed) as u64;
+            sink.unit(&key, out.records, self.value(after, Flag::None));
         }
         if consumed != tail_at {
             // Stopped early (no room): the tail is not next to the new cursor.
@@ -500,7 +584,7 @@ impl Incremental<'_> {
         if consumed == 0 && start == 0 {
             if full_read {
                 // A unit longer than one read: skip it whole, counted.
-                report.malformed += 1;
+                sink.report.malformed += 1;
                 let next = c.offset + buf.len() as u64;
                 return Ok(Some((key, self.value(next, Flag::Skip))));
             }
@@ -561,7 +645,7 @@ pub fn row_unit_ends(buf: &[u8], max: usize) -> Vec<usize> {
             b'\n' if !quoted => {
                 rows += 1;
                 row_end = i + 1;
-                if row_end - unit_start >= LINE_UNIT_BYTES {
+                if row_end - unit_start >= LINE_UNIT_BYTES || rows % RECORDS_PER_BATCH == 0 {
                     ends.push(row_end);
                     unit_start = row_end;
                 }
@@ -575,8 +659,9 @@ pub fn row_unit_ends(buf: &[u8], max: usize) -> Vec<usize> {
     ends
 }
 
-/// Ends of runs of complete lines of about [`LINE_UNIT_BYTES`] each, covering
-/// at most `max` lines in all (a line is never split).
+/// Ends of runs of complete lines of about [`LINE_UNIT_BYTES`] or
+/// [`RECORDS_PER_BATCH`] lines each (so a unit's records fit one batch),
+/// covering at most `max` lines in all (a line is never split).
 pub fn line_unit_ends(buf: &[u8], max: usize) -> Vec<usize> {
     let mut ends = Vec::new();
     let (mut pos, mut lines, mut unit_start) = (0, 0, 0);
@@ -586,7 +671,7 @@ pub fn line_unit_ends(buf: &[u8], max: usize) -> Vec<usize> {
         };
         pos += nl + 1;
         lines += 1;
-        if pos - unit_start >= LINE_UNIT_BYTES {
+        if pos - unit_start >= LINE_UNIT_BYTES || lines % RECORDS_PER_BATCH == 0 {
             ends.push(pos);
             unit_start = pos;
         }
@@ -628,6 +713,8 @@ mod tests {
         let buf = long.repeat(5);
         let ends = line_unit_ends(buf.as_bytes(), 100);
         assert_eq!(ends, [80_002, 160_004, 200_005]);
+        let many = "INFO x\n".repeat(250);
+        assert_eq!(line_unit_ends(many.as_bytes(), 1000), [700, 1400, 1750]);
         let csv = b"a,b\n1,\"x\ny\"\n2,z\n3,";
         assert_eq!(row_unit_ends(csv, 10), [16]);
         assert_eq!(row_unit_ends(csv, 2), [12]);

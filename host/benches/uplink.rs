@@ -1,0 +1,2 @@
+//! Uplink benchmarks (being written).
+fn main() {}

@@ -1,0 +1,517 @@
+//! The uplink end to end: the real collector on the shared corpus, sealed,
+//! spooled and sent over real TLS to the reference cloud on loopback; a host
+//! killed at random points; the spool's full and disk-full paths.
+
+use super::collector::{PHI, copy_corpus};
+use super::harness::env;
+use outpost_cloud::{RunningServer, Server, ServerConfig, TestPki};
+use outpost_host::agent::Agent;
+use outpost_host::config::Config;
+use outpost_host::events::{Events, HostEvent};
+use outpost_host::runtime::bindings::collector::exports::outpost::agent::collect::Trigger;
+use outpost_host::store::Db;
+use outpost_host::store::spool::Spool;
+use outpost_host::uplink::enroll::{Registration, enroll};
+use outpost_host::uplink::sender::{Sender, SenderConfig, TokenBucket};
+use outpost_host::uplink::{EnqueueError, Uplink};
+use outpost_protocol as p;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The reference cloud on 127.0.0.1 with a CA made for the test.
+struct Cloud {
+    server: Option<RunningServer>,
+    ca: PathBuf,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Cloud {
+    fn start() -> Cloud {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = TestPki::generate(&["localhost", "127.0.0.1"]).unwrap();
+        pki.write(&dir.path().join("pki")).unwrap();
+        let server = env()
+            .rt
+            .block_on(Server::start(ServerConfig::new(
+                dir.path().join("data"),
+                "127.0.0.1:0".parse().unwrap(),
+                pki.server_cert_pem.clone(),
+                pki.server_key_pem.clone(),
+            )))
+            .unwrap();
+        let url = format!("https://127.0.0.1:{}", server.addr().port());
+        Cloud {
+            server: Some(server),
+            ca: dir.path().join("pki/ca.pem"),
+            url,
+            _dir: dir,
+        }
+    }
+
+    fn store(&self) -> &outpost_cloud::Store {
+        self.server.as_ref().unwrap().store()
+    }
+}
+
+impl Drop for Cloud {
+    fn drop(&mut self) {
+        if let Some(s) = self.server.take() {
+            env().rt.block_on(s.shutdown());
+        }
+    }
+}
+
+/// A host config (the example's three signed modules) over `logs`, uploading
+/// to `cloud`, trusting only its CA; enrolled with it.
+fn enrolled_site(dir: &Path, logs: &Path, cloud: &Cloud, interval: u64) -> PathBuf {
+    let state = dir.join("state");
+    let sample = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .join("examples/sample-data/instrument-logs");
+    let text = outpost_artifacts::example_config(&state, interval)
+        .replace(&format!("{sample:?}"), &format!("{logs:?}"))
+        .replace(
+            "# endpoint = \"https://ingest.private-cloud.example\"",
+            &format!(
+                "endpoint = \"{}\"\nretry-initial-ms = 100\nretry-max-ms = 1000",
+                cloud.url
+            ),
+        )
+        .replace(
+            "extra-ca-files = []",
+            &format!("extra-ca-files = [{:?}]\nonly-extra-cas = true", cloud.ca),
+        );
+    assert!(text.contains(&cloud.url) && text.contains(&format!("{logs:?}")));
+    let path = dir.join("outpost.toml");
+    std::fs::write(&path, text).unwrap();
+    let config = Config::load(&path).unwrap();
+    let tls = outpost_host::agent::tls_for(&config).unwrap();
+    let id = env()
+        .rt
+        .block_on(enroll(
+            &cloud.url,
+            &tls,
+            &Registration {
+                email: "lab.it@hospital.example".into(),
+                name: "Lab IT".into(),
+                instrument_model: "XN-550".into(),
+                instrument_id: "HEM-01".into(),
+                serial: "SN-20431".into(),
+                token: None,
+            },
+        ))
+        .unwrap();
+    id.save(&state).unwrap();
+    path
+}
+
+fn sender_for(agent: &Agent) -> Sender {
+    let services = agent.runtime.services();
+    Sender::new(
+        services.uplink.clone(),
+        Events::default(),
+        &services.tls,
+        SenderConfig {
+            endpoints: agent.config.uplink.endpoints(),
+            bytes_per_sec: 100 << 20,
+            heartbeat_interval: Duration::from_secs(60),
+            retry_initial: Duration::from_millis(100),
+            retry_max: Duration::from_secs(1),
+            request_timeout: Duration::from_secs(10),
+            software: Vec::new(),
+        },
+    )
+    .unwrap()
+}
+
+/// A comparable form of a QC result: every field the record carries.
+fn qc_key(q: &p::QcResult) -> String {
+    serde_json::to_string(q).unwrap()
+}
+
+#[test]
+fn corpus_over_tls_arrives_exactly_once_field_by_field_without_phi() {
+    let cloud = Cloud::start();
+    let site = tempfile::tempdir().unwrap();
+    let logs = site.path().join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    copy_corpus(&logs);
+    let config = Config::load(&enrolled_site(site.path(), &logs, &cloud, 300)).unwrap();
+    let agent = env()
+        .rt
+        .block_on(async { Agent::build(config, Events::default()) })
+        .unwrap();
+    let collector = agent
+        .modules
+        .iter()
+        .find(|m| m.name() == "collector")
+        .unwrap();
+    env()
+        .rt
+        .block_on(agent.runtime.collect(collector, Trigger::Startup))
+        .unwrap();
+    let mut sender = sender_for(&agent);
+    let (outcome, delivered) = env()
+        .rt
+        .block_on(sender.drain(&mut TokenBucket::new(100 << 20)));
+    assert_eq!(outcome, None, "every batch acknowledged");
+    assert!(delivered >= 2, "heartbeat and QC batches: {delivered}");
+    assert_eq!(agent.runtime.services().spool.pending().unwrap().0, 0);
+
+    // What the library makes of the same files, natively: the expected QC results.
+    let fallback = outpost_collector_core::Instrument {
+        model: "XN-550".into(),
+        serial: "SN-20431".into(),
+    };
+    let mut expected: Vec<String> = Vec::new();
+    for f in std::fs::read_dir(&logs).unwrap() {
+        let f = f.unwrap().path();
+        let bytes = std::fs::read(&f).unwrap();
+        let out = if f.extension().unwrap() == "astm" {
+            outpost_collector_core::astm::parse(&bytes, &fallback)
+        } else {
+            outpost_collector_core::hl7::parse(&bytes, &fallback)
+        };
+        for r in out.records {
+            let outpost_collector_core::Record::Qc(q) = r else {
+                panic!("only QC results from transcripts")
+            };
+            // The wire form of the same result (names as on the wire).
+            let wire = p::QcResult {
+                instrument: p::Instrument {
+                    model: q.instrument.model,
+                    serial: q.instrument.serial,
+                },
+                analyte: q.analyte,
+                value: q.value,
+                unit: q.unit,
+                reference_range: q.reference_range,
+                flags: q.flags,
+                control_lot: q.control_lot,
+                control_level: q.control_level,
+                run_time: q.run_time.map(|t| p::Timestamp {
+                    seconds: t.seconds,
+                    nanoseconds: t.nanoseconds,
+                }),
+            };
+            expected.push(qc_key(&wire));
+        }
+    }
+    expected.sort();
+    assert_eq!(expected.len(), 41);
+
+    let stored = cloud.store().batches(None, None).unwrap();
+    let mut got: Vec<String> = stored
+        .iter()
+        .filter(|b| b.stream == "qc")
+        .flat_map(|b| b.body.records.iter())
+        .map(|r| match r {
+            p::Record::Qc(q) => qc_key(q),
+            other => panic!("a non-QC record on the qc stream: {}", other.kind()),
+        })
+        .collect();
+    got.sort();
+    assert_eq!(got, expected, "exactly the expected QC results, once each");
+    let all = serde_json::to_string(&stored).unwrap();
+    for phi in PHI {
+        assert!(!all.contains(phi), "PHI value {phi:?} reached the cloud");
+    }
+    // Device identity on every batch; nothing refused by the cloud.
+    let counters = cloud.store().counters().unwrap();
+    assert_eq!(counters.get("authentication-failed"), Some(&0));
+    assert_eq!(counters.get("replay"), Some(&0));
+    assert_eq!(counters.get("accepted"), Some(&(stored.len() as u64)));
+}
+
+#[test]
+fn host_killed_at_random_points_loses_and_duplicates_nothing() {
+    let cloud = Cloud::start();
+    let site = tempfile::tempdir().unwrap();
+    let logs = site.path().join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let config = enrolled_site(site.path(), &logs, &cloud, 1);
+    // A slow uplink (0.1 Mbit/s), so that kills land while batches are in flight.
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace("bandwidth-mbit = 6.0", "bandwidth-mbit = 0.1"),
+    )
+    .unwrap();
+    let exe = env!("CARGO_BIN_EXE_outpost");
+    let mut interrupted = 0;
+    let texts = || -> Vec<String> {
+        cloud
+            .store()
+            .batches(None, Some("events"))
+            .unwrap()
+            .into_iter()
+            .flat_map(|b| b.body.records)
+            .filter_map(|r| match r {
+                p::Record::Event(e) => Some(e.text),
+                _ => None,
+            })
+            .collect()
+    };
+
+    let mut written = Vec::new();
+    let mut rng = 0x2545_F491_4F6C_DD1Du64;
+    const ROUNDS: usize = 24;
+    for round in 0..ROUNDS {
+        // New instrument output arrives between (and during) runs.
+        let mut text = String::new();
+        for i in 0..(40 + round * 7) {
+            let line = format!("W-0001 round {round} line {i}");
+            text.push_str(&format!("2026-11-29 10:00:00 WARN {line}\n"));
+            written.push(line);
+        }
+        let log = logs.join(format!("app-{}.log", round % 3));
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
+        std::io::Write::write_all(&mut f, text.as_bytes()).unwrap();
+        drop(f);
+        let mut child = std::process::Command::new(exe)
+            .args(["run", "--config"])
+            .arg(&config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        std::thread::sleep(Duration::from_millis(150 + rng % 1500));
+        child.kill().unwrap(); // SIGKILL on Unix, TerminateProcess on Windows
+        child.wait().unwrap();
+        if texts().len() < written.len() {
+            interrupted += 1;
+        }
+    }
+    // One last run, left alone until everything has arrived.
+    let mut child = std::process::Command::new(exe)
+        .args(["run", "--config"])
+        .arg(&config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while texts().len() < written.len() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    // A little longer: a duplicate would show up now.
+    std::thread::sleep(Duration::from_secs(2));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let mut got = texts();
+    got.sort();
+    let mut want = written.clone();
+    want.sort();
+    let dups: Vec<_> = got.windows(2).filter(|w| w[0] == w[1]).collect();
+    assert!(
+        dups.is_empty(),
+        "duplicated at the cloud: {:?}",
+        &dups[..dups.len().min(5)]
+    );
+    assert_eq!(got.len(), want.len(), "lost records");
+    assert_eq!(got, want);
+    assert!(
+        interrupted > 0,
+        "no kill landed before everything had arrived: the test proved nothing"
+    );
+    eprintln!("{interrupted} of {ROUNDS} kills landed with records still on their way");
+    let counters = cloud.store().counters().unwrap();
+    assert_eq!(counters.get("authentication-failed"), Some(&0));
+}
+
+fn test_uplink(dir: &Path) -> (Db, Uplink, Events) {
+    let db = Db::open(dir).unwrap();
+    let events = Events::default();
+    let uplink = Uplink::new(Spool::new(db.clone()), events.clone());
+    uplink.set_identity(Some(outpost_host::uplink::identity::Identity {
+        device_id: p::DeviceId::parse("spool-test").unwrap(),
+        key: p::DeviceKey::generate(),
+        server: "https://127.0.0.1:9".into(),
+        enrolled_at: 0,
+    }));
+    (db, uplink, events)
+}
+
+fn event(text: &str) -> p::Record {
+    p::Record::Event(p::InstrumentEvent {
+        instrument: p::Instrument {
+            model: "XN-550".into(),
+            serial: "SN-1".into(),
+        },
+        severity: p::Severity::Warning,
+        code: "W-0412".into(),
+        text: text.into(),
+        time: None,
+    })
+}
+
+fn qc(value: &str) -> p::Record {
+    p::Record::Qc(p::QcResult {
+        instrument: p::Instrument {
+            model: "XN-550".into(),
+            serial: "SN-1".into(),
+        },
+        analyte: "WBC".into(),
+        value: value.into(),
+        unit: "10*3/uL".into(),
+        reference_range: "4.0-10.0".into(),
+        flags: vec![],
+        control_lot: "LOT4711".into(),
+        control_level: "2".into(),
+        run_time: None,
+    })
+}
+
+#[test]
+fn a_full_spool_drops_oldest_events_first_never_qc_and_counts_every_drop() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_db, uplink, events) = test_uplink(dir.path());
+    let mut rx = events.subscribe();
+    // Incompressible-ish text so each envelope has a stable, real size.
+    let noisy = |i: usize| {
+        (0..40)
+            .map(|k| format!("{:x}", (i * 7919 + k * 104_729) % 65_521))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let one = uplink
+        .enqueue("collector", "events", vec![event(&noisy(0))])
+        .unwrap();
+    let size = uplink.spool().pending().unwrap().1;
+    assert!(size > 100);
+    uplink.spool().ack(one as i64).unwrap();
+    // Room for about six envelopes.
+    uplink.set_max_bytes(size * 6 + size / 2);
+    let qc_seqs: Vec<u64> = (0..3)
+        .map(|i| {
+            uplink
+                .enqueue("collector", "qc", vec![qc(&format!("{i}.0"))])
+                .unwrap()
+        })
+        .collect();
+    let mut event_seqs = Vec::new();
+    for i in 1..=8 {
+        event_seqs.push(
+            uplink
+                .enqueue("collector", "events", vec![event(&noisy(i))])
+                .unwrap(),
+        );
+    }
+    let left: Vec<i64> = uplink
+        .spool()
+        .list()
+        .unwrap()
+        .iter()
+        .map(|b| b.seq)
+        .collect();
+    for s in &qc_seqs {
+        assert!(left.contains(&(*s as i64)), "QC batch {s} was dropped");
+    }
+    assert!(
+        !left.contains(&(event_seqs[0] as i64)),
+        "the oldest event batch goes first"
+    );
+    assert!(left.contains(&(*event_seqs.last().unwrap() as i64)));
+    let dropped = uplink.spool().counters().unwrap()["dropped:events"];
+    assert_eq!(
+        dropped as usize,
+        event_seqs.len() + qc_seqs.len() - left.len()
+    );
+    let seen: Vec<HostEvent> = std::iter::from_fn(|| rx.try_recv().ok()).collect();
+    assert!(
+        seen.iter().any(|e| matches!(e, HostEvent::SettingProblem { code, .. } if code == "uplink-dropped:events")),
+        "{seen:?}"
+    );
+
+    // Only QC left and no room: refused, nothing dropped, the module keeps its data.
+    uplink.set_max_bytes(size * 2);
+    for s in left {
+        if !qc_seqs.contains(&(s as u64)) {
+            uplink.spool().ack(s).unwrap();
+        }
+    }
+    let before = uplink.spool().list().unwrap();
+    let err = uplink
+        .enqueue("collector", "qc", vec![qc("9.9")])
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            EnqueueError::Spool(outpost_host::store::spool::SpoolError::Full { .. })
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("never dropped"), "{err}");
+    assert_eq!(uplink.spool().list().unwrap(), before, "nothing changed");
+    assert_eq!(uplink.spool().counters().unwrap()["spool-full"], 1);
+}
+
+#[test]
+fn a_full_disk_is_a_clear_error_and_corrupts_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, uplink, events) = test_uplink(dir.path());
+    let mut rx = events.subscribe();
+    let mut seqs = Vec::new();
+    for i in 0..20 {
+        seqs.push(
+            uplink
+                .enqueue("collector", "qc", vec![qc(&format!("{i}.5"))])
+                .unwrap(),
+        );
+    }
+    // The disk fills up: the database cannot grow by a single page (SQLite
+    // keeps the cap at least at the current size).
+    db.limit_size(0).unwrap();
+    // Incompressible text, so the sealed batch needs new pages.
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    let big: Vec<p::Record> = (0..200)
+        .map(|_| {
+            let text: String = (0..60)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    format!("{:x}", x % 4096)
+                })
+                .collect::<Vec<_>>()
+                .join(" ");
+            event(&text)
+        })
+        .collect();
+    let err = uplink.enqueue("collector", "events", big).unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("full"), "names the cause: {text}");
+    let seen: Vec<HostEvent> = std::iter::from_fn(|| rx.try_recv().ok()).collect();
+    assert!(
+        seen.iter().any(|e| matches!(e, HostEvent::SettingProblem { code, .. } if code == "uplink-spool-unwritable")),
+        "{seen:?}"
+    );
+    // What was queued before is intact and still opens.
+    assert!(db.integrity_ok().unwrap());
+    let listed: Vec<i64> = uplink
+        .spool()
+        .list()
+        .unwrap()
+        .iter()
+        .map(|b| b.seq)
+        .collect();
+    assert_eq!(listed, seqs.iter().map(|s| *s as i64).collect::<Vec<_>>());
+    for (i, s) in seqs.iter().enumerate() {
+        let body = uplink.read_back(*s as i64).unwrap();
+        assert_eq!(body.records, vec![qc(&format!("{i}.5"))]);
+    }
+    // Space again: queueing works again.
+    db.limit_size(1 << 30).unwrap();
+    uplink
+        .enqueue("collector", "events", vec![event("after")])
+        .unwrap();
+}
