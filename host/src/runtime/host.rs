@@ -172,7 +172,11 @@ impl HostState {
                 Err(e) => {
                     use crate::uplink::EnqueueError as E;
                     return Err(match e {
-                        E::Guard(v) => uplink::UplinkError::RefusedByGuard(v.to_string()),
+                        E::Guard(v) => uplink::UplinkError::RefusedByGuard(uplink::GuardRefusal {
+                            record: v.record as u32,
+                            field: v.field.to_owned(),
+                            finding: v.finding.describe().to_owned(),
+                        }),
                         E::BadStream => uplink::UplinkError::StreamNotGranted(stream),
                         E::Spool(SpoolError::State(e)) => {
                             uplink::UplinkError::StateRefused(e.to_string())

@@ -146,11 +146,7 @@ impl Spool {
         let seq = (last.unwrap_or(0) as u64 + 1).max(now_micros());
         let body = seal(seq).map_err(SpoolError::Seal)?;
         let len = body.len() as u64;
-        let mut used: u64 = tx.query_row(
-            "SELECT COALESCE(SUM(LENGTH(body)), 0) FROM uplink_outbox",
-            [],
-            |r| r.get::<_, i64>(0),
-        )? as u64;
+        let mut used = used_bytes(&tx)?;
         let mut dropped: Vec<(String, u64)> = Vec::new();
         while used + len > max_bytes {
             let victim: Option<(i64, String, i64)> = {
@@ -187,6 +183,7 @@ impl Spool {
              ON CONFLICT(key) DO UPDATE SET value = excluded.value",
             params![seq as i64],
         )?;
+        set_used_bytes(&tx, used + len)?;
         bump(&tx, "queued", 1)?;
         tx.commit()?;
         Ok(Appended { seq, dropped })
@@ -229,8 +226,17 @@ impl Spool {
     pub fn ack(&self, seq: i64) -> Result<bool, DbError> {
         let mut conn = self.db.lock();
         let tx = conn.transaction()?;
+        let len: Option<i64> = tx
+            .query_row(
+                "SELECT LENGTH(body) FROM uplink_outbox WHERE seq = ?1",
+                params![seq],
+                |r| r.get(0),
+            )
+            .optional()?;
         let n = tx.execute("DELETE FROM uplink_outbox WHERE seq = ?1", params![seq])?;
-        if n > 0 {
+        if let Some(len) = len.filter(|_| n > 0) {
+            let used = used_bytes(&tx)?;
+            set_used_bytes(&tx, used.saturating_sub(len as u64))?;
             bump(&tx, "delivered", 1)?;
         }
         tx.commit()?;
@@ -239,11 +245,9 @@ impl Spool {
 
     /// Batches waiting and their total bytes.
     pub fn pending(&self) -> Result<(u64, u64), DbError> {
-        Ok(self.db.lock().query_row(
-            "SELECT COUNT(*), COALESCE(SUM(LENGTH(body)), 0) FROM uplink_outbox",
-            [],
-            |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)),
-        )?)
+        let conn = self.db.lock();
+        let n: i64 = conn.query_row("SELECT COUNT(*) FROM uplink_outbox", [], |r| r.get(0))?;
+        Ok((n as u64, used_bytes(&conn)?))
     }
 
     /// Add `n` to counter `name` (e.g. `guard-refused`).
@@ -271,6 +275,36 @@ impl Spool {
             .map(|(_, v)| v)
             .sum())
     }
+}
+
+/// Bytes of all envelopes, kept as a running total in `uplink_meta` (summing
+/// the bodies on every append made filling the spool quadratic); computed once
+/// when missing.
+fn used_bytes(conn: &rusqlite::Connection) -> rusqlite::Result<u64> {
+    let stored: Option<i64> = conn
+        .query_row(
+            "SELECT value FROM uplink_meta WHERE key = 'spool_bytes'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?;
+    match stored {
+        Some(v) => Ok(v as u64),
+        None => conn.query_row(
+            "SELECT COALESCE(SUM(LENGTH(body)), 0) FROM uplink_outbox",
+            [],
+            |r| Ok(r.get::<_, i64>(0)? as u64),
+        ),
+    }
+}
+
+fn set_used_bytes(conn: &rusqlite::Connection, bytes: u64) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT INTO uplink_meta (key, value) VALUES ('spool_bytes', ?1)
+         ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+        params![bytes as i64],
+    )?;
+    Ok(())
 }
 
 fn bump(conn: &rusqlite::Connection, name: &str, n: u64) -> rusqlite::Result<()> {

@@ -40,7 +40,7 @@
 //! | # | Finding | Fires on | Examples caught |
 //! |---|---|---|---|
 //! | 1 | [`Finding::PatientSegment`] | HL7 `PID\|`, `PD1\|`, `NK1\|`, `PV1\|` anywhere; ASTM patient record `P\|` at the start of the text, after CR, LF or STX, or right after a frame digit 0–7 | `PID\|1\|\|123^^^MRN`, `2P\|1\|` |
-//! | 2 | [`Finding::Ssn`] | `ddd-dd-dddd` or `ddd dd dddd` as a whole word (also when it is a lot number: lots belong in `control-lot`) | `555-44-4444`, `555 44 4444` |
+//! | 2 | [`Finding::Ssn`] | `ddd-dd-dddd` or `ddd dd dddd` as a whole word, unless a lot label comes right before it (`lot`, `lot no.`, `lot number`, `lot #`, then optionally `:`/`#`/`=`) — the collector keeps such control lots by the same rule | `555-44-4444`, `ssn 555 44 4444` (but not `QC lot 555-12-3456`) |
 //! | 3 | [`Finding::Email`] | `local@domain.tld` | `jane.doe@example.org` |
 //! | 4 | [`Finding::Phone`] | NANP `(ddd) ddd-dddd`, `ddd-ddd-dddd`, `ddd.ddd.dddd`; or `+` followed by 8–15 digits with separators (` .-()`), every digit group after the country code ≥ 2 digits, not a plain decimal number | `(217) 555-0123`, `217.555.0123`, `+1 217 555 0123`, `+44 20 7946 0958` |
 //! | 5 | [`Finding::BirthDate`] | a date within 20 characters after `DOB`, `D.O.B`, `born`, `birth` (also `date of birth`, `birthdate`) | `DOB 3/4/1950`, `born 4 Mar 1950`, `date of birth: 19500304` |
@@ -261,6 +261,7 @@ fn normalize(text: &str) -> Cow<'_, str> {
 struct Rules {
     patient_segment: Regex,
     ssn: Regex,
+    lot_before: Regex,
     email: Regex,
     phone_nanp: Regex,
     phone_intl: Regex,
@@ -338,6 +339,7 @@ fn rules() -> &'static Rules {
         Rules {
             patient_segment: re(r"(?i)(?:PID|PD1|NK1|PV1)\||(?:\A|[\r\n\x02]|\b[0-7])P\|"),
             ssn: re(r"\b\d{3}[- ]\d{2}[- ]\d{4}\b"),
+            lot_before: re(r"(?i)\blot\s*(?:no\.?|number|#)?\s*[:#=]?\s*$"),
             email: re(r"(?i)[a-z0-9._%+\-]+@[a-z0-9\-]+(?:\.[a-z0-9\-]+)*\.[a-z]{2,}\b"),
             phone_nanp: re(r"\(\d{3}\)[ .\-]?\d{3}[ .\-]?\d{4}\b|\b\d{3}[.\-]\d{3}[.\-]\d{4}\b"),
             phone_intl: re(r"\+\(?\d(?:[ .\-()]{0,2}\d){7,14}\b"),
@@ -365,7 +367,11 @@ fn free_text(raw: &str) -> Option<Finding> {
     let r = rules();
     if r.patient_segment.is_match(s) {
         Some(Finding::PatientSegment)
-    } else if r.ssn.is_match(s) {
+    } else if r
+        .ssn
+        .find_iter(s)
+        .any(|m| !r.lot_before.is_match(&s[..m.start()]))
+    {
         Some(Finding::Ssn)
     } else if r.email.is_match(s) {
         Some(Finding::Email)
@@ -839,8 +845,18 @@ mod tests {
         q.control_lot = "555-12-3456".into();
         assert_eq!(check(&[Record::Qc(q)]), Ok(()));
         assert_finding("555-12-3456", Finding::Ssn);
-        assert_finding("control lot 555-12-3456 expired", Finding::Ssn);
         assert_finding("ssn 555 12 3456", Finding::Ssn);
+        // Right after a lot label it is a control lot (the collector keeps it too).
+        for text in [
+            "control lot 555-12-3456 expired",
+            "QC lot 555-12-3456 level 2 within limits",
+            "Lot#: 555-12-3456",
+            "lot no. 555 12 3456",
+        ] {
+            assert_clean(text);
+        }
+        assert_finding("lot 555-12-3456, patient SSN 555-44-4444", Finding::Ssn);
+        assert_finding("lot is 555-12-3456", Finding::Ssn);
         let mut q = qc();
         q.value = "555-12-3456".into();
         let v = check(&[Record::Qc(q)]).unwrap_err();

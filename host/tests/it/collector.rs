@@ -442,3 +442,27 @@ fn growing_csv_export_is_read_row_by_row_under_its_header() {
         assert!(!body.contains("DOE") && !body.contains("9.9"), "{body}");
     }
 }
+
+#[test]
+fn a_record_the_host_guard_refuses_is_dropped_alone_and_the_rest_arrives() {
+    let f = Folder::new("guarded-collector");
+    let m = f.module();
+    let before = env().runtime.services().spool.counters().unwrap();
+    // The middle line forwards a raw HL7 patient segment: the collector's
+    // scrubber redacts the name but leaves the segment; the host's guard
+    // refuses it.
+    f.write(
+        "lis.log",
+        "WARN W-0001 before\nWARN W-0002 forwarded PID|1||0012345^^^HOSP^MR||DOE^JANE\nWARN W-0003 after\n",
+    );
+    let report = f.collect(&m);
+    assert_eq!(report.malformed, 1, "{report:?}");
+    assert_eq!(f.event_texts(), ["W-0001 before", "W-0003 after"]);
+    let after = env().runtime.services().spool.counters().unwrap();
+    let refused =
+        |c: &std::collections::BTreeMap<String, u64>| c.get("guard-refused").copied().unwrap_or(0);
+    assert!(refused(&after) > refused(&before));
+    // The cursor moved past the refused line: nothing is retried.
+    f.collect(&m);
+    assert_eq!(f.event_texts().len(), 2);
+}

@@ -120,7 +120,19 @@ fn sender_for(agent: &Agent) -> Sender {
             retry_initial: Duration::from_millis(100),
             retry_max: Duration::from_secs(1),
             request_timeout: Duration::from_secs(10),
-            software: Vec::new(),
+            software: agent
+                .software
+                .iter()
+                .map(|(component, version)| p::SoftwareStatus {
+                    instrument: p::Instrument {
+                        model: "XN-550".into(),
+                        serial: "SN-20431".into(),
+                    },
+                    component: component.clone(),
+                    version: version.clone(),
+                    state: p::InstallState::Installed,
+                })
+                .collect(),
         },
     )
     .unwrap()
@@ -218,7 +230,26 @@ fn corpus_over_tls_arrives_exactly_once_field_by_field_without_phi() {
     for phi in PHI {
         assert!(!all.contains(phi), "PHI value {phi:?} reached the cloud");
     }
+    // A heartbeat reports online status and the software that runs.
+    assert_eq!(
+        env().rt.block_on(sender.heartbeat()),
+        outpost_host::uplink::sender::Outcome::Acked
+    );
     // Device identity on every batch; nothing refused by the cloud.
+    let device = &cloud.store().devices().unwrap()[0];
+    let status = cloud.store().status(&device.device_id).unwrap().unwrap();
+    assert!(status.heartbeat.online);
+    assert_eq!(status.heartbeat.queued_batches, 0);
+    let components: Vec<&str> = status
+        .heartbeat
+        .software
+        .iter()
+        .map(|s| s.component.as_str())
+        .collect();
+    assert!(
+        components.contains(&"outpost-host") && components.contains(&"collector"),
+        "{components:?}"
+    );
     let counters = cloud.store().counters().unwrap();
     assert_eq!(counters.get("authentication-failed"), Some(&0));
     assert_eq!(counters.get("replay"), Some(&0));
@@ -452,6 +483,10 @@ fn a_full_spool_drops_oldest_events_first_never_qc_and_counts_every_drop() {
     );
     assert!(err.to_string().contains("never dropped"), "{err}");
     assert_eq!(uplink.spool().list().unwrap(), before, "nothing changed");
+    // The running byte total agrees with the envelopes actually stored.
+    let (n, bytes) = uplink.spool().pending().unwrap();
+    assert_eq!(n as usize, before.len());
+    assert_eq!(bytes, before.iter().map(|b| b.bytes as u64).sum::<u64>());
     assert_eq!(uplink.spool().counters().unwrap()["spool-full"], 1);
 }
 
@@ -514,4 +549,77 @@ fn a_full_disk_is_a_clear_error_and_corrupts_nothing() {
     uplink
         .enqueue("collector", "events", vec![event("after")])
         .unwrap();
+}
+
+#[test]
+fn outpost_enroll_registers_the_device_and_keeps_its_key_private() {
+    let cloud = Cloud::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("outpost.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "state-dir = \"state\"\n[network]\nextra-ca-files = [{:?}]\nonly-extra-cas = true\n[uplink]\nendpoint = \"{}\"\n",
+            cloud.ca, cloud.url
+        ),
+    )
+    .unwrap();
+    let exe = env!("CARGO_BIN_EXE_outpost");
+    let enroll = || {
+        std::process::Command::new(exe)
+            .args(["enroll", "--config"])
+            .arg(&config)
+            .args([
+                "--email",
+                "lab.it@hospital.example",
+                "--name",
+                "Lab IT",
+                "--instrument-model",
+                "XN-550",
+                "--instrument-id",
+                "HEM-01",
+                "--serial",
+                "SN-20431",
+            ])
+            .output()
+            .unwrap()
+    };
+    let out = enroll();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let identity = dir.path().join("state/device.json");
+    let device = cloud.store().devices().unwrap();
+    assert_eq!(device.len(), 1);
+    assert!(stdout.contains(device[0].device_id.as_str()), "{stdout}");
+    // The registration is stored at the cloud as entered; the key only on the PC.
+    assert_eq!(device[0].serial, "SN-20431");
+    assert_eq!(device[0].email, "lab.it@hospital.example");
+    let text = std::fs::read_to_string(&identity).unwrap();
+    assert!(!stdout.contains(&text[text.find("\"key\"").unwrap() + 8..][..64]));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&identity).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "device.json readable by others");
+    }
+    // A second enrolment does not silently replace the identity.
+    let again = enroll();
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already enrolled"));
+    assert_eq!(std::fs::read_to_string(&identity).unwrap(), text);
+    // `outpost uplink` shows the device and an empty queue.
+    let status = std::process::Command::new(exe)
+        .args(["uplink", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let status = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        status.contains(device[0].device_id.as_str()) && status.contains("waiting: 0"),
+        "{status}"
+    );
 }

@@ -153,7 +153,7 @@ impl Collector for InstrumentCollector {
             })
             .collect();
         if !heartbeats.is_empty() {
-            queue(HEARTBEAT_STREAM, &heartbeats, &mut report)?;
+            queue(HEARTBEAT_STREAM, heartbeats, None, &mut report)?;
         }
 
         let fallback = instruments
@@ -256,29 +256,10 @@ impl Sink {
                 // yielding records for two streams, or over MAX_BATCH_RECORDS
                 // at once, is the only case where a crash could re-send).
                 let last = i + 1 == streams.len() && j + 1 == chunks.len();
-                let res = if last {
-                    uplink::enqueue_with_state(stream, chunk, key, cursor.as_bytes())
-                } else {
-                    uplink::enqueue(stream, chunk)
-                };
-                match res {
-                    Ok(_) => self.report.records_queued += count(chunk.len()),
-                    Err(uplink::UplinkError::RefusedByGuard(why)) => {
-                        // Dropped (the host audited it; it would be refused
-                        // again); the cursor still moves past it.
-                        self.report.malformed += count(chunk.len());
-                        log::warn(&format!(
-                            "a batch on `{stream}` was refused by the host's guard and dropped: {why}"
-                        ));
-                        if last && let Err(e) = state::set_string(key, cursor) {
-                            self.error = Some(format!("while saving a cursor: {e}"));
-                            return;
-                        }
-                    }
-                    Err(e) => {
-                        self.error = Some(format!("while queueing on {stream}: {e}"));
-                        return;
-                    }
+                let entry = last.then_some((key, cursor));
+                if let Err(e) = queue(stream, chunk.to_vec(), entry, &mut self.report) {
+                    self.error = Some(e);
+                    return;
                 }
             }
         }
@@ -287,24 +268,44 @@ impl Sink {
 
 outpost_sdk::export_collector!(InstrumentCollector);
 
-/// Queue one batch. A batch the host's PHI guard refuses is dropped (the host
-/// has audited it; sending it again would fail again) and counted malformed;
-/// any other failure ends the call before a cursor moves.
-fn queue(stream: &str, batch: &[Record], report: &mut CollectReport) -> Result<(), String> {
-    match uplink::enqueue(stream, batch) {
-        Ok(_) => {
-            report.records_queued += count(batch.len());
-            Ok(())
+/// Queue `batch` on `stream` (with the state entry `key` = `value` in the
+/// same transaction, if given). A record the host's PHI guard refuses is
+/// dropped — the host has audited it and would refuse it again — counted
+/// malformed, and the rest is queued again; the state entry is written even
+/// when every record was refused. Any other failure ends the call before a
+/// cursor moves.
+fn queue(
+    stream: &str,
+    mut batch: Vec<Record>,
+    entry: Option<(&str, &str)>,
+    report: &mut CollectReport,
+) -> Result<(), String> {
+    while !batch.is_empty() {
+        let res = match entry {
+            Some((key, value)) => uplink::enqueue_with_state(stream, &batch, key, value.as_bytes()),
+            None => uplink::enqueue(stream, &batch),
+        };
+        match res {
+            Ok(_) => {
+                report.records_queued += count(batch.len());
+                return Ok(());
+            }
+            Err(uplink::UplinkError::RefusedByGuard(r)) => {
+                let at = (r.record as usize).min(batch.len() - 1);
+                batch.remove(at);
+                report.malformed += 1;
+                log::warn(&format!(
+                    "a record on `{stream}` was refused by the host's guard and dropped ({}: {})",
+                    r.field, r.finding
+                ));
+            }
+            Err(e) => return Err(format!("while queueing on {stream}: {e}")),
         }
-        Err(uplink::UplinkError::RefusedByGuard(why)) => {
-            report.malformed += count(batch.len());
-            log::warn(&format!(
-                "a batch on `{stream}` was refused by the host's guard and dropped: {why}"
-            ));
-            Ok(())
-        }
-        Err(e) => Err(format!("while queueing on {stream}: {e}")),
     }
+    if let Some((key, value)) = entry {
+        state::set_string(key, value).map_err(|e| format!("while saving a cursor: {e}"))?;
+    }
+    Ok(())
 }
 
 fn count(n: usize) -> u32 {
