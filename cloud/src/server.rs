@@ -581,7 +581,20 @@ async fn ingest(State(app): State<App>, headers: HeaderMap, body: Body) -> Respo
         Ok(InsertOutcome::Duplicate) => {
             tracing::info!(device = %header.device, stream = %header.stream, sequence = header.sequence,
                 reason = "replay", "batch already stored");
-            api_error(ErrorCode::Duplicate, "this sequence was already stored")
+            axum::Json(IngestAck {
+                device_id: header.device,
+                sequence: header.sequence,
+                duplicate: true,
+            })
+            .into_response()
+        }
+        Ok(InsertOutcome::Conflict) => {
+            tracing::warn!(device = %header.device, stream = %header.stream, sequence = header.sequence,
+                reason = "sequence-conflict", "sequence already stored with other content");
+            api_error(
+                ErrorCode::SequenceConflict,
+                "this sequence is stored with other content; send the batch under a new sequence",
+            )
         }
         Err(e) => unavailable(&e),
     }

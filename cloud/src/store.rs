@@ -47,6 +47,7 @@ pub const COUNTER_REASONS: &[&str] = &[
     "authentication-failed",
     "unknown-device",
     "replay",
+    "sequence-conflict",
     "too-large",
     "unauthorized-enrollment",
     "stale-heartbeat",
@@ -152,8 +153,10 @@ pub struct DeviceStatus {
 pub enum InsertOutcome {
     /// Stored now.
     Stored,
-    /// (device, sequence) was stored before; nothing changed.
+    /// (device, sequence) was stored before with the same content; nothing changed.
     Duplicate,
+    /// (device, sequence) was stored before with other content; nothing changed.
+    Conflict,
 }
 
 /// Result of [`Store::record_heartbeat`].
@@ -388,11 +391,30 @@ impl Store {
         let outcome = if n == 1 {
             InsertOutcome::Stored
         } else {
-            InsertOutcome::Duplicate
+            // Same content (a retry whose ack was lost, or a replay)? Compare
+            // with what is stored, under the server key.
+            let stored: Vec<u8> = tx.query_row(
+                "SELECT sealed FROM batches WHERE device_id = ?1 AND sequence = ?2",
+                params![header.device.as_str(), seq],
+                |r| r.get(0),
+            )?;
+            let stored = self.inner.key.open(
+                &aad(
+                    AAD_BATCH,
+                    &[header.device.as_str().as_bytes(), header.stream.as_bytes()],
+                    Some(header.sequence),
+                ),
+                &stored,
+            );
+            match stored {
+                Ok(plain) if plain == compressed => InsertOutcome::Duplicate,
+                _ => InsertOutcome::Conflict,
+            }
         };
         let reason = match outcome {
             InsertOutcome::Stored => "accepted",
             InsertOutcome::Duplicate => "replay",
+            InsertOutcome::Conflict => "sequence-conflict",
         };
         bump(&tx, reason)?;
         tx.commit()?;

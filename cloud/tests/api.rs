@@ -249,15 +249,20 @@ async fn enroll_ingest_and_read_back() {
 }
 
 #[tokio::test]
-async fn duplicate_is_409_counted_as_replay_and_stored_once() {
+async fn duplicate_is_acked_counted_as_replay_and_stored_once_and_a_conflict_is_409() {
     let fx = start().await;
     let key = DeviceKey::generate();
     let dev = fx.enroll(&key).await;
     let env = seal(&key, &dev, "qc", 5, &batch()).unwrap();
     assert_eq!(fx.post(INGEST_PATH, env.clone()).await.0, StatusCode::OK);
+    // The same envelope again (a lost ack, or a replay): acknowledged as a
+    // duplicate, counted, stored once.
     let (s, b) = fx.post(INGEST_PATH, env).await;
-    api_error(s, &b, 409, ErrorCode::Duplicate);
-    // Same sequence, other content: still a duplicate; the first is kept.
+    assert_eq!(s, StatusCode::OK);
+    let ack: IngestAck = serde_json::from_slice(&b).unwrap();
+    assert!(ack.duplicate && ack.sequence == 5 && ack.device_id == dev);
+    // Same sequence, other content (a restored device database): a conflict,
+    // the first is kept, and the device is told to renumber.
     let other = BatchBody {
         created_at: 1,
         records: vec![],
@@ -265,11 +270,12 @@ async fn duplicate_is_409_counted_as_replay_and_stored_once() {
     let (s, b) = fx
         .post(INGEST_PATH, seal(&key, &dev, "qc", 5, &other).unwrap())
         .await;
-    api_error(s, &b, 409, ErrorCode::Duplicate);
+    api_error(s, &b, 409, ErrorCode::SequenceConflict);
     let stored = fx.server.store().batches(None, None).unwrap();
     assert_eq!(stored.len(), 1);
     assert_eq!(stored[0].body, batch());
-    assert_eq!(fx.counter("replay"), 2);
+    assert_eq!(fx.counter("replay"), 1);
+    assert_eq!(fx.counter("sequence-conflict"), 1);
     assert_eq!(fx.counter("accepted"), 1);
 }
 
@@ -551,7 +557,9 @@ async fn restart_on_same_data_dir_keeps_everything_readable() {
     let env2 = seal(&key, &dev, "qc", 2, &batch()).unwrap();
     assert_eq!(fx.post(INGEST_PATH, env2).await.0, StatusCode::OK);
     let (s, b) = fx.post(INGEST_PATH, env1).await;
-    api_error(s, &b, 409, ErrorCode::Duplicate);
+    assert_eq!(s, StatusCode::OK, "{}", String::from_utf8_lossy(&b));
+    let ack: IngestAck = serde_json::from_slice(&b).unwrap();
+    assert!(ack.duplicate);
     let stored = fx.server.store().batches(Some(&dev), Some("qc")).unwrap();
     assert_eq!(
         stored.iter().map(|b| b.sequence).collect::<Vec<_>>(),

@@ -16,7 +16,9 @@
 //! - an O record opens a QC context when O.12 (action code) is `Q`, or when the
 //!   H record's processing id (H.12) is `Q` — LIS2-A2 defines H.12 `Q` as
 //!   "quality control" for the whole transmission (Yumizen H500 marks its QC
-//!   runs that way, with O.12 empty). Its specimen id (O.3, first component) is
+//!   runs that way, with O.12 empty) — unless a P record with any content
+//!   after its sequence number came first in that transmission (then only
+//!   O.12 counts). Its specimen id (O.3, first component) is
 //!   the control lot (kept only when it is a plain device token, see
 //!   [`crate::redact::device_id`]); when the specimen descriptor (O.16) is a
 //!   control (`CTRL`, `QC`, `CONTROL`), its last component is the control level;
@@ -262,6 +264,12 @@ pub fn parse(input: &[u8], fallback: &Instrument) -> ParseOutput {
             'P' => {
                 stats.patient_records_dropped += 1;
                 qc_lot = None;
+                // A P record that names anyone (any field after its sequence
+                // number) means this is not a pure QC transmission, whatever
+                // H.12 says: from here only O.12 = Q opens a QC context.
+                if fields.iter().skip(2).any(|f| !f.trim().is_empty()) {
+                    qc_transmission = false;
+                }
             }
             'O' => {
                 let action = get(&fields, 11).trim();

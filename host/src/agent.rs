@@ -149,6 +149,20 @@ impl Agent {
         match crate::uplink::identity::Identity::load(&config.state_dir) {
             Ok(id) => {
                 tracing::info!(device = %id.device_id, "device identity loaded");
+                let endpoints = config.uplink.endpoints();
+                if !endpoints
+                    .iter()
+                    .any(|e| e.trim_end_matches('/') == id.server)
+                {
+                    problem(HostEvent::SettingProblem {
+                        code: "uplink-endpoint-mismatch".into(),
+                        text: format!(
+                            "this device enrolled with {} but uploads go to {}; the cloud there may not know the device",
+                            id.server,
+                            endpoints.join(", ")
+                        ),
+                    });
+                }
                 uplink.set_identity(Some(id));
             }
             Err(e) => {

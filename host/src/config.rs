@@ -208,6 +208,9 @@ impl UplinkConfig {
         if !(self.bandwidth_mbit > 0.0 && self.bandwidth_mbit.is_finite()) {
             return Err("uplink: bandwidth-mbit must be above zero".into());
         }
+        if self.spool_max_mib > (1 << 20) {
+            return Err("uplink: spool-max-mib is above 1 TiB".into());
+        }
         if self.spool_max_mib == 0
             || self.heartbeat_interval_secs == 0
             || self.retry_initial_ms == 0

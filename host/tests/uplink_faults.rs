@@ -1104,8 +1104,8 @@ async fn a_batch_sent_twice_is_stored_once_and_counts_as_acknowledged() {
         "the cloud did store the first batch"
     );
 
-    // The device sends it again: the cloud answers "duplicate", which the
-    // device takes as its acknowledgement; then the rest.
+    // The device sends it again: the cloud answers with its ack marked
+    // `duplicate`, which the device takes as its acknowledgement; then the rest.
     let mut sender = dev.sender(&tls, config(vec![cloud_url.clone()]));
     let (outcome, delivered) = drain(&mut sender).await;
     assert_eq!((outcome, delivered), (None, 3));
@@ -1114,8 +1114,8 @@ async fn a_batch_sent_twice_is_stored_once_and_counts_as_acknowledged() {
     assert_eq!(cloud_counter(cloud.store(), "replay"), 1);
     assert_eq!(cloud_counter(cloud.store(), "accepted"), 3);
 
-    // The same envelope posted once more, by hand: 409 duplicate, a replay,
-    // still stored once; `classify` calls that answer an acknowledgement.
+    // The same envelope posted once more, by hand: a 200 ack marked
+    // `duplicate`, counted as a replay, still stored once.
     let client = reqwest::Client::builder()
         .use_preconfigured_tls((*tls).clone())
         .build()
@@ -1133,9 +1133,12 @@ async fn a_batch_sent_twice_is_stored_once_and_counts_as_acknowledged() {
         .get("retry-after")
         .map(|v| v.to_str().unwrap().to_owned());
     let body = response.bytes().await.unwrap();
-    assert_eq!(status, 409, "{}", String::from_utf8_lossy(&body));
-    let api: p::ApiError = serde_json::from_slice(&body).unwrap();
-    assert_eq!(api.error, p::ErrorCode::Duplicate);
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let ack: p::IngestAck = serde_json::from_slice(&body).unwrap();
+    assert!(ack.duplicate && ack.sequence == first && ack.device_id == device);
+    assert!(outpost_host::uplink::sender::acknowledges(
+        &body, &device, first
+    ));
     assert_eq!(
         classify(status, retry_after.as_deref(), &body),
         Outcome::Acked

@@ -139,8 +139,10 @@ pub enum ErrorCode {
     AuthenticationFailed,
     /// The device id is not enrolled (401).
     UnknownDevice,
-    /// Already stored; treat as acknowledged (409).
-    Duplicate,
+    /// This (device, sequence) is already stored with *different* content
+    /// (409): the device must send the batch again under a new sequence (a
+    /// device database restored from a backup re-uses sequences).
+    SequenceConflict,
     /// Body over the server's limit (413).
     TooLarge,
     /// Enrolment token missing or wrong (401).
@@ -161,7 +163,7 @@ impl ErrorCode {
             ErrorCode::BadEnvelope => "bad-envelope",
             ErrorCode::AuthenticationFailed => "authentication-failed",
             ErrorCode::UnknownDevice => "unknown-device",
-            ErrorCode::Duplicate => "duplicate",
+            ErrorCode::SequenceConflict => "sequence-conflict",
             ErrorCode::TooLarge => "too-large",
             ErrorCode::UnauthorizedEnrollment => "unauthorized-enrollment",
             ErrorCode::RateLimited => "rate-limited",
@@ -175,7 +177,7 @@ impl ErrorCode {
         match self {
             ErrorCode::BadRequest | ErrorCode::BadEnvelope | ErrorCode::AuthenticationFailed => 400,
             ErrorCode::UnknownDevice | ErrorCode::UnauthorizedEnrollment => 401,
-            ErrorCode::Duplicate | ErrorCode::StaleHeartbeat => 409,
+            ErrorCode::SequenceConflict | ErrorCode::StaleHeartbeat => 409,
             ErrorCode::TooLarge => 413,
             ErrorCode::RateLimited => 429,
             ErrorCode::Unavailable => 503,
@@ -286,7 +288,7 @@ mod tests {
             ErrorCode::BadEnvelope,
             ErrorCode::AuthenticationFailed,
             ErrorCode::UnknownDevice,
-            ErrorCode::Duplicate,
+            ErrorCode::SequenceConflict,
             ErrorCode::TooLarge,
             ErrorCode::UnauthorizedEnrollment,
             ErrorCode::RateLimited,

@@ -89,10 +89,15 @@
 //!   missing or wrong).
 //! * `POST` [`INGEST_PATH`] (`/v1/ingest`), body = one envelope as
 //!   `application/octet-stream`:
-//!   * `200` + [`IngestAck`]: stored durably. The host may drop the batch.
-//!   * `409` + [`ApiError`] with [`ErrorCode::Duplicate`]: this (device,
-//!     sequence) was already stored earlier. The host treats it as
-//!     acknowledged; the server counts it as a replay.
+//!   * `200` + [`IngestAck`] naming the device and sequence: stored durably
+//!     — now (`duplicate: false`) or earlier, with the same content
+//!     (`duplicate: true`, a retry or a replay; the server counts it as a
+//!     replay and stores nothing). Only this answer lets the host drop the
+//!     batch.
+//!   * `409` + [`ApiError`] with [`ErrorCode::SequenceConflict`]: this
+//!     (device, sequence) is stored with different content (the device's
+//!     database was restored from a backup); the host sends the batch again
+//!     under a new sequence.
 //!   * `401` `unknown-device`: the device id in the header is not enrolled.
 //!   * `400` `bad-envelope` (structure) or `authentication-failed` (wrong key,
 //!     tampered).

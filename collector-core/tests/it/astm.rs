@@ -268,3 +268,30 @@ fn message_ends_on_the_corpus_and_on_garbage() {
     }
     assert!(astm::message_ends(&[0u8; 4096]).is_empty());
 }
+
+/// H.12 = Q marks a QC transmission, but a P record that names someone turns
+/// that off: patient results never leave as QC, and no specimen id as a lot.
+#[test]
+fn qc_transmission_with_a_real_patient_record_uploads_nothing_of_that_patient() {
+    let session = |p: &str| {
+        stream(&[
+            "H|\\^&|||H500^910YOXH02826^2.2.2.2b|||||||Q|LIS2-A2|20230329110749\r",
+            p,
+            "O|1|ACC-778812||^^^DIF|R|20230329110631|||||||||BLOOD||||||||||F\r",
+            "R|1|^^^WBC^6690-2|8.30|10E3/uL|7.30 - 9.30|N||F||MATYL^^USER|20230329110631||\r",
+            "L|1|N\r",
+        ])
+    };
+    // An empty P record (as Yumizen sends with its controls): still QC.
+    let out = astm::parse(&session("P|1|||||||||||||||\r"), &fallback());
+    assert_eq!(qc(&out).len(), 1);
+    // A P record with a patient: nothing comes out, and no accession number.
+    let out = astm::parse(&session("P|1||PAT-77||DOE^JANE||19500304|F\r"), &fallback());
+    assert!(out.records.is_empty(), "{out:?}");
+    assert_eq!(out.stats.patient_results_dropped, 1);
+    assert_absent(
+        &json(&out),
+        &["ACC-778812", "DOE", "8.30"],
+        "patient in a Q transmission",
+    );
+}

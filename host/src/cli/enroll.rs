@@ -34,8 +34,8 @@ pub struct Args {
     /// Enrolment token, if the vendor gave one.
     #[arg(long)]
     token: Option<String>,
-    /// Replace an existing identity (its spooled batches can then no longer
-    /// be delivered under the old device id).
+    /// Replace an existing identity. Refused while batches sealed under the
+    /// old identity are still waiting (they can only be delivered under it).
     #[arg(long)]
     force: bool,
 }
@@ -46,6 +46,14 @@ pub fn exec(a: Args) -> anyhow::Result<ExitCode> {
         anyhow::bail!(
             "this device is already enrolled ({}); use --force to enrol again",
             Identity::path(&config.state_dir).display()
+        );
+    }
+    if a.force {
+        let spool = crate::store::spool::Spool::new(crate::store::Db::open(&config.state_dir)?);
+        let (waiting, _) = spool.pending()?;
+        anyhow::ensure!(
+            waiting == 0,
+            "{waiting} batch(es) sealed under the current identity are still waiting to be delivered; re-enrolling now would strand them (see `outpost uplink`)"
         );
     }
     let server = a

@@ -247,6 +247,10 @@ pub fn new_engine(max_memory_mib: u32) -> wasmtime::Result<Engine> {
         .linear_memory_keep_resident(KEEP_RESIDENT_BYTES)
         .table_keep_resident(KEEP_RESIDENT_BYTES);
     let mut cfg = wasmtime::Config::new();
+    #[cfg(feature = "profiling")]
+    if std::env::var_os("OUTPOST_PERFMAP").is_some() {
+        cfg.profiler(wasmtime::ProfilingStrategy::PerfMap);
+    }
     cfg.wasm_component_model(true)
         .epoch_interruption(true)
         .max_wasm_stack(MAX_WASM_STACK_BYTES)

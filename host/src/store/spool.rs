@@ -189,6 +189,52 @@ impl Spool {
         Ok(Appended { seq, dropped })
     }
 
+    /// Give batch `old` a new sequence (the cloud holds `old` with other
+    /// content, after this database was restored from a backup): `reseal`
+    /// gets the old envelope and the new sequence and returns the new
+    /// envelope. One transaction; returns the new sequence.
+    pub fn renumber(
+        &self,
+        old: i64,
+        reseal: impl FnOnce(&[u8], u64) -> Result<Vec<u8>, String>,
+    ) -> Result<u64, SpoolError> {
+        let mut conn = self.db.lock();
+        let tx = conn.transaction()?;
+        let (module, stream, created_at, records, body): (String, String, i64, i64, Vec<u8>) = tx
+            .query_row(
+            "SELECT module, stream, created_at, records, body FROM uplink_outbox WHERE seq = ?1",
+            params![old],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+        )?;
+        let last: Option<i64> = tx
+            .query_row(
+                "SELECT value FROM uplink_meta WHERE key = 'last_seq'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let seq = (last.unwrap_or(0) as u64 + 1).max(now_micros());
+        let new_body = reseal(&body, seq).map_err(SpoolError::Seal)?;
+        tx.execute("DELETE FROM uplink_outbox WHERE seq = ?1", params![old])?;
+        tx.execute(
+            "INSERT INTO uplink_outbox (seq, module, stream, created_at, records, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![seq as i64, module, stream, created_at, records, new_body],
+        )?;
+        tx.execute(
+            "INSERT INTO uplink_meta (key, value) VALUES ('last_seq', ?1)
+             ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            params![seq as i64],
+        )?;
+        let used = used_bytes(&tx)?;
+        set_used_bytes(
+            &tx,
+            (used + new_body.len() as u64).saturating_sub(body.len() as u64),
+        )?;
+        bump(&tx, "renumbered", 1)?;
+        tx.commit()?;
+        Ok(seq)
+    }
+
     /// Batches in the spool, oldest first.
     pub fn list(&self) -> Result<Vec<SpooledBatch>, DbError> {
         self.list_from(0, i64::MAX)

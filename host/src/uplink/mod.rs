@@ -174,6 +174,21 @@ impl Uplink {
         }
     }
 
+    /// Send batch `seq` again under a new sequence (the cloud holds `seq`
+    /// with other content): opened and resealed with this device's key.
+    pub fn renumber(&self, seq: i64) -> Result<u64, SpoolError> {
+        let Some(id) = self.identity() else {
+            return Err(SpoolError::Seal("not enrolled".into()));
+        };
+        self.spool.renumber(seq, |old, new_seq| {
+            let (header, plain) = p::open_bytes(&id.key, old)
+                .map(|(h, plain, _)| (h, plain))
+                .map_err(|e| e.to_string())?;
+            p::seal_bytes(&id.key, &id.device_id, &header.stream, new_seq, &plain)
+                .map_err(|e| e.to_string())
+        })
+    }
+
     /// Resolves when a batch was queued since the last call (the sender's wake-up).
     pub async fn queued(&self) {
         self.queued.notified().await

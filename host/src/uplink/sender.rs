@@ -12,14 +12,17 @@
 //!     sequence → acknowledged: the batch is deleted from the spool (any other
 //!     `2xx` — a proxy's page, an ack for another sequence — is a failure and
 //!     deletes nothing);
-//!   - `409 duplicate` → the cloud already has this (device, sequence):
-//!     deleted too (at-least-once delivery; exactly-once effect);
+//!     A retry of a batch the cloud already stored is answered the same way
+//!     (`duplicate: true`): at-least-once delivery, exactly-once effect;
+//!   - `409 sequence-conflict` → the cloud holds this sequence with other
+//!     content (this database was restored from a backup): the batch is
+//!     resealed under a new sequence and sent again;
 //!   - `429` / `503` → wait `Retry-After` seconds (capped at an hour), else
 //!     back off;
 //!   - connection errors, timeouts and other `5xx` → exponential back-off with
 //!     jitter (half to all of the delay), from `retry-initial-ms` to
 //!     `retry-max-ms`;
-//!   - `400`, `401`, `413` → the cloud refuses this device or envelope: nothing
+//!   - `400`, `401`, `403`, other `409`s, `413` → the cloud refuses this device or envelope: nothing
 //!     is deleted (no data loss), a `uplink-rejected` setting problem is raised
 //!     and the sender backs off at the maximum delay.
 //! - Bandwidth: a token bucket over envelope bytes at `bandwidth-mbit`
@@ -33,6 +36,9 @@ use crate::events::{Events, HostEvent};
 use outpost_protocol as p;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// Most bytes of a server's answer read.
+pub const MAX_ANSWER_BYTES: usize = 64 * 1024;
 
 /// Longest `Retry-After` honoured.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
@@ -95,7 +101,7 @@ impl TokenBucket {
 /// What one delivery attempt came to.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Outcome {
-    /// Stored (200) or already stored (409 duplicate).
+    /// Stored now or before (200 with the cloud's ack).
     Acked,
     /// Try again after this long (429/503 with Retry-After).
     RetryAfter(Duration),
@@ -103,6 +109,9 @@ pub enum Outcome {
     Transient(String),
     /// The cloud refuses this device or envelope (400/401/413).
     Rejected(String),
+    /// The cloud holds this sequence with other content: send the batch
+    /// again under a new sequence (409 `sequence-conflict`).
+    Conflict,
 }
 
 /// Classify a response to an ingest or heartbeat request.
@@ -111,13 +120,9 @@ pub fn classify(status: u16, retry_after: Option<&str>, body: &[u8]) -> Outcome 
     let code = api.as_ref().map(|a| a.error);
     match status {
         200..=299 => Outcome::Acked,
-        409 if matches!(
-            code,
-            Some(p::ErrorCode::Duplicate | p::ErrorCode::StaleHeartbeat)
-        ) =>
-        {
-            Outcome::Acked
-        }
+        // A heartbeat older than the last one: nothing to keep.
+        409 if code == Some(p::ErrorCode::StaleHeartbeat) => Outcome::Acked,
+        409 if code == Some(p::ErrorCode::SequenceConflict) => Outcome::Conflict,
         429 | 503 => match retry_after.and_then(|v| v.trim().parse::<u64>().ok()) {
             Some(s) => Outcome::RetryAfter(Duration::from_secs(s).min(MAX_RETRY_AFTER)),
             None => Outcome::Transient(format!("HTTP {status}")),
@@ -204,7 +209,17 @@ impl Sender {
                     .get("retry-after")
                     .and_then(|v| v.to_str().ok())
                     .map(str::to_owned);
-                let body = r.bytes().await.unwrap_or_default();
+                // An answer is a small JSON document; read at most 64 KiB.
+                let mut r = r;
+                let mut body = Vec::new();
+                while let Ok(Some(chunk)) = r.chunk().await {
+                    body.extend_from_slice(
+                        &chunk[..chunk.len().min(MAX_ANSWER_BYTES - body.len())],
+                    );
+                    if body.len() >= MAX_ANSWER_BYTES {
+                        break;
+                    }
+                }
                 match classify(status, retry.as_deref(), &body) {
                     Outcome::Acked
                         if (200..300).contains(&status)
@@ -279,7 +294,10 @@ impl Sender {
                 let body = match self.uplink.spool().body(b.seq) {
                     Ok(body) => body,
                     // Dropped meanwhile (spool full): go on.
-                    Err(_) => continue,
+                    Err(crate::store::DbError::Sqlite(rusqlite::Error::QueryReturnedNoRows)) => {
+                        continue;
+                    }
+                    Err(e) => return (Some(Outcome::Transient(e.to_string())), delivered),
                 };
                 let wait = bucket.take(body.len() as u64);
                 if !wait.is_zero() {
@@ -305,6 +323,12 @@ impl Sender {
                         delivered += 1;
                         tracing::debug!(seq = b.seq, stream = %b.stream, "batch delivered");
                     }
+                    Outcome::Conflict => match self.uplink.renumber(b.seq) {
+                        Ok(new) => {
+                            tracing::warn!(old = b.seq, new, stream = %b.stream, "the cloud holds this sequence with other content; batch renumbered");
+                        }
+                        Err(e) => return (Some(Outcome::Transient(e.to_string())), delivered),
+                    },
                     other => return (Some(other), delivered),
                 }
             }
@@ -358,14 +382,20 @@ impl Sender {
                     }
                     Some(Outcome::Rejected(reason)) => {
                         wait = self.cfg.retry_max;
-                        tracing::error!(%reason, "the cloud refuses this device's uploads; nothing is deleted");
-                        self.events.emit(HostEvent::SettingProblem {
-                            code: "uplink-rejected".into(),
-                            text: format!("the cloud refuses this device's uploads ({reason}); data is kept; enrolment may need to be renewed"),
-                        });
+                        if failing.as_deref() != Some(reason.as_str()) {
+                            tracing::error!(%reason, "the cloud refuses this device's uploads; nothing is deleted");
+                            self.events.emit(HostEvent::SettingProblem {
+                                code: "uplink-rejected".into(),
+                                text: format!("the cloud refuses this device's uploads ({reason}); data is kept; enrolment may need to be renewed"),
+                            });
+                        }
                         failing = Some(reason);
                     }
-                    Some(Outcome::Acked) => {}
+                    Some(Outcome::Acked | Outcome::Conflict) => {}
+                }
+                if failing.is_some() {
+                    // No heartbeat either before the retry is due.
+                    next_heartbeat = next_heartbeat.max(tokio::time::Instant::now() + wait);
                 }
                 wait = wait.min(
                     next_heartbeat
@@ -410,9 +440,11 @@ mod tests {
 
     #[test]
     fn responses_are_classified() {
-        let dup = br#"{"error":"duplicate","message":"already stored"}"#;
+        let conflict = br#"{"error":"sequence-conflict","message":"other content"}"#;
+        let stale = br#"{"error":"stale-heartbeat","message":"older"}"#;
         assert_eq!(classify(200, None, b"{}"), Outcome::Acked);
-        assert_eq!(classify(409, None, dup), Outcome::Acked);
+        assert_eq!(classify(409, None, conflict), Outcome::Conflict);
+        assert_eq!(classify(409, None, stale), Outcome::Acked);
         assert_eq!(
             classify(429, Some("7"), b""),
             Outcome::RetryAfter(Duration::from_secs(7))

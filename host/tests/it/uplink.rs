@@ -623,3 +623,146 @@ fn outpost_enroll_registers_the_device_and_keeps_its_key_private() {
         "{status}"
     );
 }
+
+/// After the device database was restored from a backup, a sequence can come
+/// round again with other content: the cloud keeps what it has and says so,
+/// the host reseals the batch under a new sequence, and both arrive.
+#[test]
+fn a_sequence_the_cloud_holds_with_other_content_is_sent_again_renumbered() {
+    let cloud = Cloud::start();
+    let site = tempfile::tempdir().unwrap();
+    let logs = site.path().join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let config = Config::load(&enrolled_site(site.path(), &logs, &cloud, 300)).unwrap();
+    let identity = outpost_host::uplink::identity::Identity::load(&config.state_dir).unwrap();
+    let tls = outpost_host::agent::tls_for(&config).unwrap();
+    let (_db, uplink, _events) = test_uplink(&site.path().join("spool"));
+    let seq = {
+        // The same identity as the enrolled device.
+        let copy = outpost_host::uplink::identity::Identity::load(&config.state_dir).unwrap();
+        uplink.set_identity(Some(copy));
+        uplink.enqueue("collector", "qc", vec![qc("7.7")]).unwrap()
+    };
+    // "The device's earlier life" already sent other content under that sequence.
+    let earlier = p::seal(
+        &identity.key,
+        &identity.device_id,
+        "qc",
+        seq,
+        &p::BatchBody {
+            created_at: 1,
+            records: vec![qc("1.1")],
+        },
+    )
+    .unwrap();
+    let client = reqwest::Client::builder()
+        .use_preconfigured_tls((*tls).clone())
+        .build()
+        .unwrap();
+    let status = env().rt.block_on(async {
+        client
+            .post(format!("{}{}", cloud.url, p::INGEST_PATH))
+            .body(earlier)
+            .send()
+            .await
+            .unwrap()
+            .status()
+    });
+    assert_eq!(status, 200);
+
+    let uplink = std::sync::Arc::new(uplink);
+    let mut sender = Sender::new(
+        uplink.clone(),
+        Events::default(),
+        &tls,
+        SenderConfig {
+            endpoints: vec![cloud.url.clone()],
+            bytes_per_sec: 100 << 20,
+            heartbeat_interval: Duration::from_secs(60),
+            retry_initial: Duration::from_millis(100),
+            retry_max: Duration::from_secs(1),
+            request_timeout: Duration::from_secs(10),
+            software: Vec::new(),
+        },
+    )
+    .unwrap();
+    let (outcome, delivered) = env()
+        .rt
+        .block_on(sender.drain(&mut TokenBucket::new(100 << 20)));
+    assert_eq!((outcome, delivered), (None, 1));
+    assert_eq!(uplink.spool().pending().unwrap(), (0, 0));
+    assert_eq!(uplink.spool().counters().unwrap()["renumbered"], 1);
+    let stored = cloud.store().batches(None, Some("qc")).unwrap();
+    let values: Vec<(u64, String)> = stored
+        .iter()
+        .map(|b| match &b.body.records[0] {
+            p::Record::Qc(q) => (b.sequence, q.value.clone()),
+            _ => unreachable!(),
+        })
+        .collect();
+    assert_eq!(values.len(), 2, "{values:?}");
+    assert_eq!(
+        values[0],
+        (seq, "1.1".to_string()),
+        "the cloud kept what it had"
+    );
+    assert!(values[1].0 > seq && values[1].1 == "7.7", "{values:?}");
+    assert_eq!(cloud.store().counters().unwrap()["sequence-conflict"], 1);
+}
+
+/// When the host cannot take data (here: not enrolled yet), a collector call
+/// ends quietly — not a failure, so no back-off and no quarantine — and keeps
+/// its cursors, so the data comes once the host can take it.
+#[test]
+fn a_collector_waits_without_failing_while_the_host_cannot_queue() {
+    let site = tempfile::tempdir().unwrap();
+    let logs = site.path().join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    std::fs::write(
+        logs.join("app.log"),
+        "2026-11-29 10:00:00 WARN W-0001 one\n2026-11-29 10:00:01 WARN W-0002 two\n",
+    )
+    .unwrap();
+    let sample = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .join("examples/sample-data/instrument-logs");
+    let path = site.path().join("outpost.toml");
+    std::fs::write(
+        &path,
+        outpost_artifacts::example_config(&site.path().join("state"), 300)
+            .replace(&format!("{sample:?}"), &format!("{logs:?}")),
+    )
+    .unwrap();
+    let agent = env()
+        .rt
+        .block_on(async { Agent::build(Config::load(&path).unwrap(), Events::default()) })
+        .unwrap();
+    let collector = agent
+        .modules
+        .iter()
+        .find(|m| m.name() == "collector")
+        .unwrap();
+    let report = env()
+        .rt
+        .block_on(agent.runtime.collect(collector, Trigger::Schedule))
+        .expect("waiting is not a failure");
+    assert_eq!(report.records_queued, 0);
+    let services = agent.runtime.services();
+    services
+        .uplink
+        .set_identity(Some(outpost_host::uplink::identity::Identity {
+            device_id: p::DeviceId::parse("late-device").unwrap(),
+            key: p::DeviceKey::generate(),
+            server: "https://127.0.0.1:9".into(),
+            enrolled_at: 0,
+        }));
+    let report = env()
+        .rt
+        .block_on(agent.runtime.collect(collector, Trigger::Schedule))
+        .unwrap();
+    assert_eq!(
+        report.records_queued, 3,
+        "a heartbeat and both lines: {report:?}"
+    );
+}

@@ -153,7 +153,11 @@ impl Collector for InstrumentCollector {
             })
             .collect();
         if !heartbeats.is_empty() {
-            queue(HEARTBEAT_STREAM, heartbeats, None, &mut report)?;
+            match queue(HEARTBEAT_STREAM, heartbeats, None, &mut report) {
+                Ok(()) => {}
+                Err(Stop::Wait(why)) => return Ok(waiting(report, &why)),
+                Err(Stop::Fail(e)) => return Err(e),
+            }
         }
 
         let fallback = instruments
@@ -172,11 +176,11 @@ impl Collector for InstrumentCollector {
             report,
             pending: Vec::new(),
             total: 0,
-            error: None,
+            stop: None,
         };
         let mut budget = MAX_PARSE_BYTES_PER_CALL;
         for path in &files {
-            if sink.total >= MAX_RECORDS_PER_CALL || budget == 0 || sink.error.is_some() {
+            if sink.total >= MAX_RECORDS_PER_CALL || budget == 0 || sink.stop.is_some() {
                 break;
             }
             match read_file(path, &fallback, &mut sink, &mut budget) {
@@ -191,11 +195,30 @@ impl Collector for InstrumentCollector {
                 }
             }
         }
-        match sink.error {
-            Some(e) => Err(e),
+        match sink.stop {
+            Some(Stop::Fail(e)) => Err(e),
+            Some(Stop::Wait(why)) => Ok(waiting(sink.report, &why)),
             None => Ok(sink.report),
         }
     }
+}
+
+/// Why queueing stopped.
+enum Stop {
+    /// The host cannot take data now (not enrolled, spool full of what is
+    /// never dropped, disk full): stop this call without failing it — the
+    /// cursors stay, the next call tries again, and the module is not counted
+    /// as failing (nor quarantined) for the host's condition.
+    Wait(String),
+    /// Anything else ends the call with an error.
+    Fail(String),
+}
+
+fn waiting(report: CollectReport, why: &str) -> CollectReport {
+    log::warn(&format!(
+        "the host cannot queue data now ({why}); keeping everything for the next call"
+    ));
+    report
 }
 
 /// Batches one file's records and queues each batch together with the
@@ -208,8 +231,8 @@ struct Sink {
     pending: Vec<Record>,
     /// Records produced by this call so far.
     total: usize,
-    /// The first failure that must end the call.
-    error: Option<String>,
+    /// Why queueing stopped, if it did.
+    stop: Option<Stop>,
 }
 
 impl Sink {
@@ -226,14 +249,14 @@ impl Sink {
     /// Queue what is pending (by stream) with `key` = `cursor`, or just move
     /// the cursor when nothing is pending.
     fn flush(&mut self, key: &str, cursor: &str) {
-        if self.error.is_some() {
+        if self.stop.is_some() {
             self.pending.clear();
             return;
         }
         let records = std::mem::take(&mut self.pending);
         if records.is_empty() {
             if let Err(e) = state::set_string(key, cursor) {
-                self.error = Some(format!("while saving a cursor: {e}"));
+                self.stop = Some(Stop::Fail(format!("while saving a cursor: {e}")));
             }
             return;
         }
@@ -257,8 +280,8 @@ impl Sink {
                 // at once, is the only case where a crash could re-send).
                 let last = i + 1 == streams.len() && j + 1 == chunks.len();
                 let entry = last.then_some((key, cursor));
-                if let Err(e) = queue(stream, chunk.to_vec(), entry, &mut self.report) {
-                    self.error = Some(e);
+                if let Err(stop) = queue(stream, chunk.to_vec(), entry, &mut self.report) {
+                    self.stop = Some(stop);
                     return;
                 }
             }
@@ -272,14 +295,15 @@ outpost_sdk::export_collector!(InstrumentCollector);
 /// same transaction, if given). A record the host's PHI guard refuses is
 /// dropped — the host has audited it and would refuse it again — counted
 /// malformed, and the rest is queued again; the state entry is written even
-/// when every record was refused. Any other failure ends the call before a
-/// cursor moves.
+/// when every record was refused. `unavailable` stops the call quietly
+/// ([`Stop::Wait`]); any other failure ends it with an error. Either way no
+/// cursor moves past what was not queued.
 fn queue(
     stream: &str,
     mut batch: Vec<Record>,
     entry: Option<(&str, &str)>,
     report: &mut CollectReport,
-) -> Result<(), String> {
+) -> Result<(), Stop> {
     while !batch.is_empty() {
         let res = match entry {
             Some((key, value)) => uplink::enqueue_with_state(stream, &batch, key, value.as_bytes()),
@@ -299,11 +323,13 @@ fn queue(
                     r.field, r.finding
                 ));
             }
-            Err(e) => return Err(format!("while queueing on {stream}: {e}")),
+            Err(uplink::UplinkError::Unavailable(why)) => return Err(Stop::Wait(why)),
+            Err(e) => return Err(Stop::Fail(format!("while queueing on {stream}: {e}"))),
         }
     }
     if let Some((key, value)) = entry {
-        state::set_string(key, value).map_err(|e| format!("while saving a cursor: {e}"))?;
+        state::set_string(key, value)
+            .map_err(|e| Stop::Fail(format!("while saving a cursor: {e}")))?;
     }
     Ok(())
 }
@@ -564,7 +590,7 @@ impl Incremental<'_> {
         // overshoot either).
         let mut consumed = 0;
         for end in ends {
-            if (sink.total >= MAX_RECORDS_PER_CALL || *budget == 0 || sink.error.is_some())
+            if (sink.total >= MAX_RECORDS_PER_CALL || *budget == 0 || sink.stop.is_some())
                 && consumed > 0
             {
                 break;
