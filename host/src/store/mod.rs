@@ -85,6 +85,18 @@ CREATE TABLE IF NOT EXISTS uplink_outbox (
     records    INTEGER NOT NULL,
     body       BLOB NOT NULL
 );
+-- Batches the cloud refused one by one (malformed, too large): kept, sealed,
+-- for support to look at; never sent again automatically.
+CREATE TABLE IF NOT EXISTS uplink_deadletter (
+    seq        INTEGER PRIMARY KEY,
+    module     TEXT NOT NULL,
+    stream     TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    records    INTEGER NOT NULL,
+    body       BLOB NOT NULL,
+    reason     TEXT NOT NULL,
+    moved_at   INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS uplink_meta (
     key   TEXT PRIMARY KEY,
     value INTEGER NOT NULL

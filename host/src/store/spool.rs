@@ -289,6 +289,36 @@ impl Spool {
         Ok(n > 0)
     }
 
+    /// The cloud refused batch `seq` itself (malformed, too large), not the
+    /// device: move it out of the way to `uplink_deadletter` (kept, sealed,
+    /// counted as `dead-letter:<stream>`) so the batches behind it go on.
+    /// Returns its stream, or `None` if it was no longer queued.
+    pub fn dead_letter(&self, seq: i64, reason: &str) -> Result<Option<String>, DbError> {
+        let mut conn = self.db.lock();
+        let tx = conn.transaction()?;
+        let row: Option<(String, i64)> = tx
+            .query_row(
+                "SELECT stream, LENGTH(body) FROM uplink_outbox WHERE seq = ?1",
+                params![seq],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        let Some((stream, len)) = row else {
+            return Ok(None);
+        };
+        tx.execute(
+            "INSERT OR REPLACE INTO uplink_deadletter (seq, module, stream, created_at, records, body, reason, moved_at)
+             SELECT seq, module, stream, created_at, records, body, ?2, ?3 FROM uplink_outbox WHERE seq = ?1",
+            params![seq, reason, now_secs()],
+        )?;
+        tx.execute("DELETE FROM uplink_outbox WHERE seq = ?1", params![seq])?;
+        let used = used_bytes(&tx)?;
+        set_used_bytes(&tx, used.saturating_sub(len as u64))?;
+        bump(&tx, &format!("dead-letter:{stream}"), 1)?;
+        tx.commit()?;
+        Ok(Some(stream))
+    }
+
     /// Batches waiting and their total bytes.
     pub fn pending(&self) -> Result<(u64, u64), DbError> {
         let conn = self.db.lock();

@@ -22,7 +22,10 @@
 //!   - connection errors, timeouts and other `5xx` → exponential back-off with
 //!     jitter (half to all of the delay), from `retry-initial-ms` to
 //!     `retry-max-ms`;
-//!   - `400`, `401`, `403`, other `409`s, `413` → the cloud refuses this device or envelope: nothing
+//!   - `400 bad-envelope`, `413 too-large` → the cloud refuses this one
+//!     envelope: it moves to the dead-letter table (kept, sealed, counted,
+//!     raised as `uplink-dead-letter:<stream>`) and the rest goes on;
+//!   - other `400`s, `401`, `403`, other `409`s, `413` → the cloud refuses this device: nothing
 //!     is deleted (no data loss), a `uplink-rejected` setting problem is raised
 //!     and the sender backs off at the maximum delay.
 //! - Bandwidth: a token bucket over envelope bytes at `bandwidth-mbit`
@@ -107,8 +110,12 @@ pub enum Outcome {
     RetryAfter(Duration),
     /// Try again after the back-off (network error, timeout, 5xx).
     Transient(String),
-    /// The cloud refuses this device or envelope (400/401/413).
+    /// The cloud refuses this device (401, 403, 400 authentication-failed,
+    /// anything unexplained): everything is kept and the sender holds back.
     Rejected(String),
+    /// The cloud refuses this one envelope (400 bad-envelope, 413 too-large):
+    /// it is moved to the dead-letter table and the rest goes on.
+    Refused(String),
     /// The cloud holds this sequence with other content: send the batch
     /// again under a new sequence (409 `sequence-conflict`).
     Conflict,
@@ -127,6 +134,17 @@ pub fn classify(status: u16, retry_after: Option<&str>, body: &[u8]) -> Outcome 
             Some(s) => Outcome::RetryAfter(Duration::from_secs(s).min(MAX_RETRY_AFTER)),
             None => Outcome::Transient(format!("HTTP {status}")),
         },
+        400 | 413
+            if matches!(
+                code,
+                Some(p::ErrorCode::BadEnvelope | p::ErrorCode::TooLarge)
+            ) =>
+        {
+            Outcome::Refused(format!(
+                "HTTP {status} {}",
+                code.map(|c| c.as_str()).unwrap_or_default()
+            ))
+        }
         400 | 401 | 403 | 409 | 413 => Outcome::Rejected(match code {
             Some(c) => format!("HTTP {status} {}", c.as_str()),
             None => format!("HTTP {status}"),
@@ -323,6 +341,18 @@ impl Sender {
                         delivered += 1;
                         tracing::debug!(seq = b.seq, stream = %b.stream, "batch delivered");
                     }
+                    Outcome::Refused(reason) => {
+                        match self.uplink.spool().dead_letter(b.seq, &reason) {
+                            Ok(_) => {
+                                tracing::error!(seq = b.seq, stream = %b.stream, %reason, "the cloud refused this batch; moved to the dead-letter table");
+                                self.events.emit(HostEvent::SettingProblem {
+                                code: format!("uplink-dead-letter:{}", b.stream),
+                                text: format!("the cloud refused one batch of `{}` ({reason}); it is kept aside for support and the others go on", b.stream),
+                            });
+                            }
+                            Err(e) => return (Some(Outcome::Transient(e.to_string())), delivered),
+                        }
+                    }
                     Outcome::Conflict => match self.uplink.renumber(b.seq) {
                         Ok(new) => {
                             tracing::warn!(old = b.seq, new, stream = %b.stream, "the cloud holds this sequence with other content; batch renumbered");
@@ -391,7 +421,7 @@ impl Sender {
                         }
                         failing = Some(reason);
                     }
-                    Some(Outcome::Acked | Outcome::Conflict) => {}
+                    Some(Outcome::Acked | Outcome::Conflict | Outcome::Refused(_)) => {}
                 }
                 if failing.is_some() {
                     // No heartbeat either before the retry is due.
@@ -461,6 +491,19 @@ mod tests {
             Outcome::Rejected("HTTP 401 unknown-device".into())
         );
         assert!(matches!(classify(409, None, b"{}"), Outcome::Rejected(_)));
+        let too_large = br#"{"error":"too-large","message":"x"}"#;
+        let bad = br#"{"error":"bad-envelope","message":"x"}"#;
+        let auth = br#"{"error":"authentication-failed","message":"x"}"#;
+        assert!(matches!(
+            classify(413, None, too_large),
+            Outcome::Refused(_)
+        ));
+        assert!(matches!(classify(400, None, bad), Outcome::Refused(_)));
+        assert!(matches!(classify(400, None, auth), Outcome::Rejected(_)));
+        assert!(matches!(
+            classify(413, None, b"<html>"),
+            Outcome::Rejected(_)
+        ));
     }
 
     #[test]

@@ -28,18 +28,21 @@ struct Cloud {
 
 impl Cloud {
     fn start() -> Cloud {
+        Self::start_with(|_| {})
+    }
+
+    fn start_with(adjust: impl FnOnce(&mut ServerConfig)) -> Cloud {
         let dir = tempfile::tempdir().unwrap();
         let pki = TestPki::generate(&["localhost", "127.0.0.1"]).unwrap();
         pki.write(&dir.path().join("pki")).unwrap();
-        let server = env()
-            .rt
-            .block_on(Server::start(ServerConfig::new(
-                dir.path().join("data"),
-                "127.0.0.1:0".parse().unwrap(),
-                pki.server_cert_pem.clone(),
-                pki.server_key_pem.clone(),
-            )))
-            .unwrap();
+        let mut cfg = ServerConfig::new(
+            dir.path().join("data"),
+            "127.0.0.1:0".parse().unwrap(),
+            pki.server_cert_pem.clone(),
+            pki.server_key_pem.clone(),
+        );
+        adjust(&mut cfg);
+        let server = env().rt.block_on(Server::start(cfg)).unwrap();
         let url = format!("https://127.0.0.1:{}", server.addr().port());
         Cloud {
             server: Some(server),
@@ -764,5 +767,78 @@ fn a_collector_waits_without_failing_while_the_host_cannot_queue() {
     assert_eq!(
         report.records_queued, 3,
         "a heartbeat and both lines: {report:?}"
+    );
+}
+
+/// The cloud refuses one envelope (too large for it): that batch is moved
+/// aside, kept and counted, and the batches behind it are still delivered.
+#[test]
+fn an_envelope_the_cloud_refuses_is_set_aside_and_the_rest_goes_on() {
+    let cloud = Cloud::start_with(|c| c.max_body_bytes = 4096);
+    let site = tempfile::tempdir().unwrap();
+    let logs = site.path().join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let config = Config::load(&enrolled_site(site.path(), &logs, &cloud, 300)).unwrap();
+    let tls = outpost_host::agent::tls_for(&config).unwrap();
+    let (_db, uplink, events) = test_uplink(&site.path().join("spool"));
+    let mut rx = events.subscribe();
+    uplink.set_identity(Some(
+        outpost_host::uplink::identity::Identity::load(&config.state_dir).unwrap(),
+    ));
+    let first = uplink.enqueue("collector", "qc", vec![qc("1.0")]).unwrap();
+    // Incompressible event text: an envelope well over the cloud's 4 KiB.
+    let mut x = 0x2545_F491_4F6C_DD1Du64;
+    let big: Vec<p::Record> = (0..100)
+        .map(|_| {
+            let text: String = (0..20)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    format!("{x:016x}")
+                })
+                .collect::<Vec<_>>()
+                .join(" ");
+            event(&text)
+        })
+        .collect();
+    let big = uplink.enqueue("collector", "events", big).unwrap();
+    let last = uplink.enqueue("collector", "qc", vec![qc("2.0")]).unwrap();
+    assert!(uplink.spool().body(big as i64).unwrap().len() > 4096);
+
+    let uplink = std::sync::Arc::new(uplink);
+    let mut sender = Sender::new(
+        uplink.clone(),
+        events.clone(),
+        &tls,
+        SenderConfig {
+            endpoints: vec![cloud.url.clone()],
+            bytes_per_sec: 100 << 20,
+            heartbeat_interval: Duration::from_secs(60),
+            retry_initial: Duration::from_millis(100),
+            retry_max: Duration::from_secs(1),
+            request_timeout: Duration::from_secs(10),
+            software: Vec::new(),
+        },
+    )
+    .unwrap();
+    let (outcome, delivered) = env()
+        .rt
+        .block_on(sender.drain(&mut TokenBucket::new(100 << 20)));
+    assert_eq!((outcome, delivered), (None, 2));
+    assert_eq!(uplink.spool().pending().unwrap(), (0, 0));
+    assert_eq!(uplink.spool().counters().unwrap()["dead-letter:events"], 1);
+    let stored: Vec<u64> = cloud
+        .store()
+        .batches(None, None)
+        .unwrap()
+        .iter()
+        .map(|b| b.sequence)
+        .collect();
+    assert_eq!(stored, [first, last]);
+    let seen: Vec<HostEvent> = std::iter::from_fn(|| rx.try_recv().ok()).collect();
+    assert!(
+        seen.iter().any(|e| matches!(e, HostEvent::SettingProblem { code, .. } if code == "uplink-dead-letter:events")),
+        "{seen:?}"
     );
 }
