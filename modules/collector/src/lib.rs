@@ -380,7 +380,7 @@ fn read_file(
     let mut file = File::open(path)?;
     let meta = file.metadata()?;
     let len = meta.len();
-    let mut head = vec![0u8; FINGERPRINT_BYTES.min(len as usize)];
+    let mut head = vec![0u8; len.min(FINGERPRINT_BYTES as u64) as usize];
     file.read_exact(&mut head)?;
     let kind = classify(path, &head);
     match kind {
@@ -498,6 +498,14 @@ impl Incremental<'_> {
         }
     }
 
+    /// The file's first bytes up to `offset` (all of them past the
+    /// fingerprint length; no `as usize` on a 64-bit offset, which would
+    /// truncate on wasm32 past 4 GiB).
+    fn head_up_to(&self, offset: u64) -> &[u8] {
+        let n = offset.min(self.head.len() as u64) as usize;
+        &self.head[..n]
+    }
+
     /// Parse the unit that starts at file offset `at`.
     fn parse(&self, unit: &[u8], at: u64, fallback: &core::Instrument) -> core::ParseOutput {
         match self.kind {
@@ -510,7 +518,7 @@ impl Incremental<'_> {
     }
 
     fn value(&self, offset: u64, flag: Flag) -> String {
-        let print = fnv1a(&self.head[..self.head.len().min(offset as usize)]);
+        let print = fnv1a(self.head_up_to(offset));
         match flag {
             Flag::None => format!("{offset}:{print:016x}"),
             Flag::Skip => format!("{offset}:{print:016x}:skip"),
@@ -532,7 +540,7 @@ impl Incremental<'_> {
         }
         let stored = state::get_string(&key);
         let mut c = parse_cursor(stored.as_deref());
-        let print_now = fnv1a(&self.head[..self.head.len().min(c.offset as usize)]);
+        let print_now = fnv1a(self.head_up_to(c.offset));
         if c.offset > self.len || (c.offset > 0 && c.print != print_now) {
             // Truncated, or rotated (other content under the same name): start again.
             c = Cursor {
@@ -769,6 +777,9 @@ mod tests {
                 }
             );
         }
+        // An offset past 4 GiB fingerprints the whole head, as any offset past it.
+        let far = (5u64 << 30) + 3;
+        assert_eq!(f.head_up_to(far), b"abcdef");
         let none = Cursor {
             offset: 0,
             print: 0,
