@@ -341,16 +341,6 @@ impl Spool {
         let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
-
-    /// Total batches dropped so far, all streams.
-    pub fn dropped_total(&self) -> Result<u64, DbError> {
-        Ok(self
-            .counters()?
-            .iter()
-            .filter(|(k, _)| k.starts_with("dropped:"))
-            .map(|(_, v)| v)
-            .sum())
-    }
 }
 
 /// Bytes of all envelopes, kept as a running total in `uplink_meta` (summing

@@ -272,12 +272,14 @@ impl Sender {
             online: true,
             software: self.cfg.software.clone(),
             queued_batches: spool.pending().map(|(n, _)| n).unwrap_or(0),
-            dropped: spool.dropped_total().unwrap_or(0)
-                + spool
-                    .counters()
-                    .ok()
-                    .and_then(|c| c.get("guard-refused").copied())
-                    .unwrap_or(0),
+            // Batches dropped when the spool was full, and refused by the guard.
+            dropped: spool
+                .counters()
+                .unwrap_or_default()
+                .iter()
+                .filter(|(k, _)| k.starts_with("dropped:") || *k == "guard-refused")
+                .map(|(_, v)| v)
+                .sum(),
         }
     }
 

@@ -151,45 +151,45 @@ impl Folder {
             .unwrap()
     }
 
-    /// The text of every instrument event queued by this module, in order.
-    fn event_texts(&self) -> Vec<String> {
+    /// Every record this module queued on `stream`, in order, as wire JSON
+    /// (each asserted to be of `kind`).
+    fn records(&self, stream: &str, kind: &str) -> Vec<serde_json::Value> {
         let spool = &env().runtime.services().spool;
         let mut out = Vec::new();
         for b in spool
             .list()
             .unwrap()
             .into_iter()
-            .filter(|b| b.module == self.name && b.stream == "events")
+            .filter(|b| b.module == self.name && b.stream == stream)
         {
             let body: serde_json::Value = serde_json::from_str(&batch_json(b.seq)).unwrap();
             for r in body["records"].as_array().unwrap() {
-                assert_eq!(r["kind"], "event");
-                out.push(r["text"].as_str().unwrap().to_owned());
+                assert_eq!(r["kind"], kind);
+                out.push(r.clone());
             }
         }
         out
     }
 
+    /// The text of every instrument event queued by this module, in order.
+    fn event_texts(&self) -> Vec<String> {
+        self.records("events", "event")
+            .iter()
+            .map(|r| r["text"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
     /// `(control lot, value)` of every QC result queued by this module, in order.
     fn qc_results(&self) -> Vec<(String, String)> {
-        let spool = &env().runtime.services().spool;
-        let mut out = Vec::new();
-        for b in spool
-            .list()
-            .unwrap()
-            .into_iter()
-            .filter(|b| b.module == self.name && b.stream == "qc")
-        {
-            let body: serde_json::Value = serde_json::from_str(&batch_json(b.seq)).unwrap();
-            for q in body["records"].as_array().unwrap() {
-                assert_eq!(q["kind"], "qc");
-                out.push((
+        self.records("qc", "qc")
+            .iter()
+            .map(|q| {
+                (
                     q["control-lot"].as_str().unwrap().to_owned(),
                     q["value"].as_str().unwrap().to_owned(),
-                ));
-            }
-        }
-        out
+                )
+            })
+            .collect()
     }
 
     fn write(&self, file: &str, text: impl AsRef<[u8]>) {

@@ -110,20 +110,28 @@ fn enrolled_site(dir: &Path, logs: &Path, cloud: &Cloud, interval: u64) -> PathB
     path
 }
 
+/// Sender settings for tests: fast retries, no bandwidth cap to speak of.
+fn sender_config(endpoints: Vec<String>, software: Vec<p::SoftwareStatus>) -> SenderConfig {
+    SenderConfig {
+        endpoints,
+        bytes_per_sec: 100 << 20,
+        heartbeat_interval: Duration::from_secs(60),
+        retry_initial: Duration::from_millis(100),
+        retry_max: Duration::from_secs(1),
+        request_timeout: Duration::from_secs(10),
+        software,
+    }
+}
+
 fn sender_for(agent: &Agent) -> Sender {
     let services = agent.runtime.services();
     Sender::new(
         services.uplink.clone(),
         Events::default(),
         &services.tls,
-        SenderConfig {
-            endpoints: agent.config.uplink.endpoints(),
-            bytes_per_sec: 100 << 20,
-            heartbeat_interval: Duration::from_secs(60),
-            retry_initial: Duration::from_millis(100),
-            retry_max: Duration::from_secs(1),
-            request_timeout: Duration::from_secs(10),
-            software: agent
+        sender_config(
+            agent.config.uplink.endpoints(),
+            agent
                 .software
                 .iter()
                 .map(|(component, version)| p::SoftwareStatus {
@@ -136,7 +144,7 @@ fn sender_for(agent: &Agent) -> Sender {
                     state: p::InstallState::Installed,
                 })
                 .collect(),
-        },
+        ),
     )
     .unwrap()
 }
@@ -678,15 +686,7 @@ fn a_sequence_the_cloud_holds_with_other_content_is_sent_again_renumbered() {
         uplink.clone(),
         Events::default(),
         &tls,
-        SenderConfig {
-            endpoints: vec![cloud.url.clone()],
-            bytes_per_sec: 100 << 20,
-            heartbeat_interval: Duration::from_secs(60),
-            retry_initial: Duration::from_millis(100),
-            retry_max: Duration::from_secs(1),
-            request_timeout: Duration::from_secs(10),
-            software: Vec::new(),
-        },
+        sender_config(vec![cloud.url.clone()], Vec::new()),
     )
     .unwrap();
     let (outcome, delivered) = env()
@@ -811,15 +811,7 @@ fn an_envelope_the_cloud_refuses_is_set_aside_and_the_rest_goes_on() {
         uplink.clone(),
         events.clone(),
         &tls,
-        SenderConfig {
-            endpoints: vec![cloud.url.clone()],
-            bytes_per_sec: 100 << 20,
-            heartbeat_interval: Duration::from_secs(60),
-            retry_initial: Duration::from_millis(100),
-            retry_max: Duration::from_secs(1),
-            request_timeout: Duration::from_secs(10),
-            software: Vec::new(),
-        },
+        sender_config(vec![cloud.url.clone()], Vec::new()),
     )
     .unwrap();
     let (outcome, delivered) = env()
