@@ -253,6 +253,10 @@ pub fn new_engine(max_memory_mib: u32) -> wasmtime::Result<Engine> {
     }
     cfg.wasm_component_model(true)
         .epoch_interruption(true)
+        // Pool slots reserve the full 4 GiB address range of a 32-bit memory,
+        // so a memory never moves when it grows; saying so lets Cranelift keep
+        // the heap base in a register across loops instead of reloading it.
+        .memory_may_move(false)
         .max_wasm_stack(MAX_WASM_STACK_BYTES)
         .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     Engine::new(&cfg)

@@ -48,8 +48,11 @@ pub const QC_STREAM: &str = "qc";
 pub const MAINTENANCE_STREAM: &str = "maintenance";
 /// Uplink stream for software status.
 pub const SOFTWARE_STREAM: &str = "software";
-/// Most records queued by one call.
-pub const MAX_RECORDS_PER_CALL: usize = 5000;
+/// Most records queued by one call: about [`MAX_PARSE_BYTES_PER_CALL`] of log
+/// lines, so both bounds end a call at about the same point. Each call starts a
+/// fresh instance that compiles the scrubber's patterns again (about 10 ms), so
+/// fewer, fuller calls drain a backlog faster.
+pub const MAX_RECORDS_PER_CALL: usize = 20_000;
 /// Most records the host accepts in one batch.
 pub const MAX_BATCH_RECORDS: usize = 1000;
 /// Records per `uplink.enqueue` batch (a batch may run over by one unit).
