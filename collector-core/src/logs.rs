@@ -78,7 +78,7 @@ fn rules() -> &'static LogRules {
             level: r(
                 r"^\s*[\[<(]?(?i:(?P<lvl>trace|debug|info|information|notice|warn|warning|error|err|fatal|critical|crit|alarm))[\]>)]?:?\s*[|;-]?\s*",
             ),
-            code: r(r"\b(?P<code>[A-Z]{1,3}-?\d{3,5})\b"),
+            code: r(r"\b[A-Z]{1,3}-?\d{3,5}\b"),
         }
     })
 }
@@ -151,25 +151,35 @@ pub fn parse_line(line: &str, instrument: &Instrument) -> Option<InstrumentEvent
     }
     // The first code-shaped token that is not the instrument's own model or
     // serial (lines often name the instrument before the event code).
+    // (The whole match is the code: its `\b`s are zero-width.)
     let code = r
         .code
-        .captures_iter(rest)
-        .map(|c| c["code"].to_string())
+        .find_iter(rest)
+        .map(|m| m.as_str())
         .find(|c| *c != instrument.model && *c != instrument.serial)
         .unwrap_or_default();
     let severity = severity.unwrap_or_else(|| {
         if code.is_empty() {
             Severity::Info
         } else {
-            code_severity(&code)
+            code_severity(code)
         }
     });
-    let text: String = rest.trim().chars().take(MAX_LINE_CHARS).collect();
+    let rest = rest.trim();
+    // At most MAX_LINE_CHARS characters (a line has at least as many bytes).
+    let text = if rest.len() <= MAX_LINE_CHARS {
+        rest
+    } else {
+        match rest.char_indices().nth(MAX_LINE_CHARS) {
+            Some((cut, _)) => &rest[..cut],
+            None => rest,
+        }
+    };
     Some(InstrumentEvent {
         instrument: instrument.clone(),
         severity,
-        code: redact(&code),
-        text: redact(&text),
+        code: redact(code),
+        text: redact(text),
         time,
     })
 }
@@ -180,7 +190,8 @@ pub fn parse(bytes: &[u8], instrument: &Instrument) -> ParseOutput {
     let mut stats = ParseStats::default();
     let mut records = Vec::new();
     for line in text.lines() {
-        if line.chars().count() > MAX_LINE_CHARS {
+        // A line has at least as many bytes as characters.
+        if line.len() > MAX_LINE_CHARS && line.chars().count() > MAX_LINE_CHARS {
             stats.malformed_records += 1;
         }
         if let Some(ev) = parse_line(line, instrument) {

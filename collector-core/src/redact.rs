@@ -343,31 +343,61 @@ impl Rules {
 #[derive(Clone, Copy, Default)]
 struct Shape {
     non_ascii: bool,
-    digit: bool,
+    /// Longest run of consecutive digits.
+    digit_run: usize,
+    /// A digit directly followed by white space.
+    digit_space: bool,
     upper: bool,
     at: bool,
-    colon: bool,
-    dot: bool,
+    dots: usize,
+    colons: usize,
+    /// `:` directly followed by `/`.
+    colon_slash: bool,
+    comma_or_caret: bool,
+    /// Letters any case: `w`, `x`, `y`, `g`, `s`, `p` or `z`.
+    w: bool,
+    x: bool,
+    y: bool,
+    g: bool,
+    s: bool,
     p_or_z: bool,
 }
 
 impl Shape {
-    fn of(s: &str) -> Shape {
+    fn of(text: &str) -> Shape {
         let mut sh = Shape::default();
-        for b in s.bytes() {
+        let mut run = 0;
+        let mut prev = 0u8;
+        for b in text.bytes() {
+            if b.is_ascii_digit() {
+                run += 1;
+                sh.digit_run = sh.digit_run.max(run);
+            } else {
+                run = 0;
+            }
             match b {
                 0x80.. => sh.non_ascii = true,
-                b'0'..=b'9' => sh.digit = true,
-                b'A'..=b'Z' => {
-                    sh.upper = true;
-                    sh.p_or_z |= matches!(b, b'P' | b'Z');
-                }
-                b'p' | b'z' => sh.p_or_z = true,
+                b'A'..=b'Z' => sh.upper = true,
                 b'@' => sh.at = true,
-                b':' => sh.colon = true,
-                b'.' => sh.dot = true,
+                b'.' => sh.dots += 1,
+                b':' => sh.colons += 1,
+                b'/' if prev == b':' => sh.colon_slash = true,
+                b',' | b'^' => sh.comma_or_caret = true,
+                b'\t' | b'\n' | 0x0B | 0x0C | b'\r' | b' ' if prev.is_ascii_digit() => {
+                    sh.digit_space = true
+                }
                 _ => {}
             }
+            match b.to_ascii_lowercase() {
+                b'w' => sh.w = true,
+                b'x' => sh.x = true,
+                b'y' => sh.y = true,
+                b'g' => sh.g = true,
+                b's' => sh.s = true,
+                b'p' | b'z' => sh.p_or_z = true,
+                _ => {}
+            }
+            prev = b;
         }
         sh
     }
@@ -381,26 +411,32 @@ impl Shape {
         if self.non_ascii {
             return true;
         }
+        let d = self.digit_run;
         match pass {
-            // `://` or `www.`
-            Pass::Url => self.colon || self.dot,
+            Pass::Url => self.colon_slash || (self.w && self.dots > 0),
             Pass::Email => self.at,
-            // Every alternative has a mandatory `\d`.
-            Pass::SsnLabelled
-            | Pass::SsnShape
-            | Pass::PhoneLabelled
-            | Pass::LabelledId
-            | Pass::PhoneShape
-            | Pass::Date
-            | Pass::Age
-            | Pass::PoBox
-            | Pass::Address => self.digit,
-            // Dotted IPv4 digits, or IPv6 colons.
-            Pass::Ip => self.digit || self.colon,
-            // `zip`, `postal`, `postcode`, `plz`, or a five-digit ZIP.
-            Pass::Zip => self.digit || self.p_or_z,
-            // Names start with a capital letter.
-            Pass::NameContext | Pass::NameShape => self.upper,
+            // A label starting with `s` (ssn, ss#, soc...) and a digit.
+            Pass::SsnLabelled => self.s && d >= 1,
+            // `\d{4}` in each alternative.
+            Pass::SsnShape => d >= 4,
+            Pass::PhoneLabelled | Pass::LabelledId => d >= 1,
+            // `\d{3}` in each alternative.
+            Pass::PhoneShape => d >= 3,
+            // Every alternative ends in `\d{2,4}`, `\d{4}` or eight digits.
+            Pass::Date => d >= 2,
+            // `age` + `9\d`/`1\d\d`, or `9\d`/`1[0-4]\d` + `y...`.
+            Pass::Age => (self.g || self.y) && d >= 2,
+            Pass::PoBox => self.x && d >= 1,
+            // House number, white space, street words.
+            Pass::Address => self.digit_space,
+            // Four dotted numbers, or IPv6 groups with at least three colons.
+            Pass::Ip => (d >= 1 && self.dots >= 3) || self.colons >= 3,
+            // `zip`, `postal`, `postcode`, `plz`, or `, ST 12345`.
+            Pass::Zip => self.p_or_z || (self.comma_or_caret && d >= 5),
+            // Names start with a capital letter; the `LAST, FIRST` and
+            // `LAST^FIRST` shapes need the comma or caret.
+            Pass::NameContext => self.upper,
+            Pass::NameShape => self.upper && self.comma_or_caret,
         }
     }
 }

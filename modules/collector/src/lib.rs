@@ -263,27 +263,28 @@ impl Sink {
             }
             return;
         }
-        let mut streams: Vec<&'static str> = Vec::new();
-        for r in &records {
-            let s = convert::stream(r);
-            if !streams.contains(&s) {
-                streams.push(s);
+        // Records by stream, streams in order of first appearance; moved,
+        // not copied.
+        let mut by_stream: Vec<(&'static str, Vec<Record>)> = Vec::new();
+        for r in records {
+            let s = convert::stream(&r);
+            match by_stream.iter_mut().find(|(k, _)| *k == s) {
+                Some((_, of_stream)) => of_stream.push(r),
+                None => by_stream.push((s, vec![r])),
             }
         }
-        for (i, stream) in streams.iter().enumerate() {
-            let of_stream: Vec<Record> = records
-                .iter()
-                .filter(|r| convert::stream(r) == *stream)
-                .cloned()
-                .collect();
-            let chunks: Vec<&[Record]> = of_stream.chunks(MAX_BATCH_RECORDS).collect();
-            for (j, chunk) in chunks.iter().enumerate() {
+        let streams = by_stream.len();
+        for (i, (stream, mut of_stream)) in by_stream.into_iter().enumerate() {
+            let chunks = of_stream.len().div_ceil(MAX_BATCH_RECORDS);
+            for j in 0..chunks {
+                let rest = of_stream.split_off(of_stream.len().min(MAX_BATCH_RECORDS));
+                let chunk = std::mem::replace(&mut of_stream, rest);
                 // Only the last batch of a flush carries the cursor (a file
                 // yielding records for two streams, or over MAX_BATCH_RECORDS
                 // at once, is the only case where a crash could re-send).
-                let last = i + 1 == streams.len() && j + 1 == chunks.len();
+                let last = i + 1 == streams && j + 1 == chunks;
                 let entry = last.then_some((key, cursor));
-                if let Err(stop) = queue(stream, chunk.to_vec(), entry, &mut self.report) {
+                if let Err(stop) = queue(stream, chunk, entry, &mut self.report) {
                     self.stop = Some(stop);
                     return;
                 }
