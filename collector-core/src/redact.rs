@@ -402,9 +402,10 @@ impl Shape {
         sh
     }
 
-    /// False only when `pass` cannot match a text of this shape. Each rule is
-    /// a character every match of the pass's pattern contains, for ASCII
-    /// text; a text with any non-ASCII character (where `\d`, `\b` and `(?i)`
+    /// False only when `pass` cannot match a text of this shape. Each rule
+    /// names something every match of the pass's pattern contains in ASCII
+    /// text (a character, a run of digits, a digit before white space); a
+    /// text with any non-ASCII character (where `\d`, `\s`, `\b` and `(?i)`
     /// reach further) always gets every pass. The `shape_never_skips_a_match`
     /// test holds each rule against the patterns.
     fn may_match(self, pass: Pass) -> bool {
@@ -445,9 +446,10 @@ impl Shape {
 /// `[REDACTED:kind]`; see the module documentation for the rules.
 ///
 /// The passes run in the documented order, each over the output of the one
-/// before. A pass is skipped when the text lacks a character every match of
-/// its pattern needs ([`Shape::may_match`]), and runs its replacement only
-/// after a plain match test succeeds: neither shortcut changes the result.
+/// before. A pass is skipped when the text lacks something every match of its
+/// pattern needs ([`Shape::may_match`]), runs its replacement only after a
+/// plain match test succeeds, and on ASCII text uses the ASCII form of its
+/// pattern ([`Pattern`]): none of these shortcuts changes the result.
 pub fn redact(text: &str) -> String {
     let r = rules();
     let mut s = normalize(text).into_owned();
