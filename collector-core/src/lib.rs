@@ -16,6 +16,16 @@ pub mod astm;
 pub mod csvjson;
 pub mod hl7;
 pub mod logs;
+/// The source text of the redaction patterns.
+///
+/// This file is compiled twice: as the module `patterns` of
+/// `outpost-collector-core`, where [`crate::redact`] turns each pattern into a
+/// `regex::Regex`, and by `include!` into the crate's build script, which
+/// compiles the ASCII form of each pattern ([`ascii_form`]) into a dense DFA
+/// that `redact` embeds and uses for its match tests. Keeping one source for
+/// both means the two cannot drift apart; the `dfas_agree_with_the_patterns`
+/// test checks that they do not.
+mod patterns;
 pub mod records;
 pub mod redact;
 

@@ -103,6 +103,173 @@ fn code_severity(code: &str) -> Severity {
     }
 }
 
+/// The parts of a timestamp at the start of a line (the `ts` pattern's
+/// groups) and where the prefix around it ends.
+#[derive(Debug, PartialEq)]
+struct TimestampPrefix<'a> {
+    year: &'a str,
+    month: &'a str,
+    day: &'a str,
+    hour: &'a str,
+    minute: &'a str,
+    second: &'a str,
+    fraction: Option<&'a str>,
+    zone: Option<&'a str>,
+    end: usize,
+}
+
+/// The timestamp prefix of `line`, as the `ts` pattern reads it. ASCII
+/// lines (nearly all) are read by [`ascii_timestamp_prefix`], which does
+/// by hand what the pattern does; others by the pattern, where `\d` and
+/// `\s` reach beyond ASCII.
+fn timestamp_prefix(line: &str) -> Option<TimestampPrefix<'_>> {
+    if line.is_ascii() {
+        return ascii_timestamp_prefix(line);
+    }
+    regex_timestamp_prefix(line)
+}
+
+fn regex_timestamp_prefix(line: &str) -> Option<TimestampPrefix<'_>> {
+    let c = rules().ts.captures(line)?;
+    let group = |k: &str| c.name(k).map_or("", |m| m.as_str());
+    Some(TimestampPrefix {
+        year: group("y"),
+        month: group("mo"),
+        day: group("d"),
+        hour: group("h"),
+        minute: group("mi"),
+        second: group("s"),
+        fraction: c.name("f").map(|m| m.as_str()),
+        zone: c.name("z").map(|m| m.as_str()),
+        end: c.get(0).map_or(0, |m| m.end()),
+    })
+}
+
+/// White space as `\s` matches it in ASCII text.
+fn is_space(b: u8) -> bool {
+    matches!(b, b'\t' | b'\n' | 0x0B | 0x0C | b'\r' | b' ')
+}
+
+/// [`regex_timestamp_prefix`] for ASCII `line`, without the pattern:
+/// `^\s*\[?` year `[-/.]?` month `[-/.]?` day `[T ]?` hour `:?` minute `:?`
+/// second, then `[.,]` and 1 to 9 fraction digits, a zone (`Z` or
+/// `[+-]hh:?mm`), `\]?` and `[\s|;,-]*`, each optional part taken whenever
+/// it is there, as the pattern's greedy, fixed-width parts take it. The
+/// `ascii_prefixes_read_as_the_patterns_do` test holds it to the pattern.
+fn ascii_timestamp_prefix(line: &str) -> Option<TimestampPrefix<'_>> {
+    let b = line.as_bytes();
+    let digits = |at: usize, n: usize| {
+        b.get(at..at + n)
+            .is_some_and(|d| d.iter().all(u8::is_ascii_digit))
+    };
+    let is = |at: usize, set: &[u8]| b.get(at).is_some_and(|c| set.contains(c));
+    let mut i = 0;
+    while i < b.len() && is_space(b[i]) {
+        i += 1;
+    }
+    i += usize::from(is(i, b"["));
+    let field = |i: &mut usize, n: usize, sep: &[u8]| -> Option<&str> {
+        if !digits(*i, n) {
+            return None;
+        }
+        let f = &line[*i..*i + n];
+        *i += n;
+        *i += usize::from(is(*i, sep));
+        Some(f)
+    };
+    let year = field(&mut i, 4, b"-/.")?;
+    let month = field(&mut i, 2, b"-/.")?;
+    let day = field(&mut i, 2, b"T ")?;
+    let hour = field(&mut i, 2, b":")?;
+    let minute = field(&mut i, 2, b":")?;
+    let second = field(&mut i, 2, b"")?;
+    let mut fraction = None;
+    if is(i, b".,") && digits(i + 1, 1) {
+        let start = i + 1;
+        i = start;
+        while i < b.len() && i - start < 9 && b[i].is_ascii_digit() {
+            i += 1;
+        }
+        fraction = Some(&line[start..i]);
+    }
+    let mut zone = None;
+    if is(i, b"Z") {
+        zone = Some(&line[i..i + 1]);
+        i += 1;
+    } else if is(i, b"+-") && digits(i + 1, 2) {
+        let colon = usize::from(is(i + 3, b":") && digits(i + 4, 2));
+        if digits(i + 3 + colon, 2) {
+            let end = i + 5 + colon;
+            zone = Some(&line[i..end]);
+            i = end;
+        }
+    }
+    i += usize::from(is(i, b"]"));
+    while i < b.len() && (is_space(b[i]) || matches!(b[i], b'|' | b';' | b',' | b'-')) {
+        i += 1;
+    }
+    Some(TimestampPrefix {
+        year,
+        month,
+        day,
+        hour,
+        minute,
+        second,
+        fraction,
+        zone,
+        end: i,
+    })
+}
+
+/// The level words of the `level` pattern, in its order: the first that
+/// starts the text wins, so `information` reads as `info`.
+const LEVEL_WORDS: [&str; 13] = [
+    "trace",
+    "debug",
+    "info",
+    "information",
+    "notice",
+    "warn",
+    "warning",
+    "error",
+    "err",
+    "fatal",
+    "critical",
+    "crit",
+    "alarm",
+];
+
+/// The level word at the start of `rest` and where the prefix around it
+/// ends, as the `level` pattern reads them; by hand on ASCII text (as with
+/// [`timestamp_prefix`]).
+fn level_prefix(rest: &str) -> Option<(&str, usize)> {
+    if !rest.is_ascii() {
+        let c = rules().level.captures(rest)?;
+        return Some((c.name("lvl")?.as_str(), c.get(0)?.end()));
+    }
+    let b = rest.as_bytes();
+    let is = |at: usize, set: &[u8]| b.get(at).is_some_and(|c| set.contains(c));
+    let skip_space = |mut i: usize| {
+        while i < b.len() && is_space(b[i]) {
+            i += 1;
+        }
+        i
+    };
+    let mut i = skip_space(0);
+    i += usize::from(is(i, b"[<("));
+    let word = LEVEL_WORDS.iter().find(|w| {
+        b.get(i..i + w.len())
+            .is_some_and(|t| t.eq_ignore_ascii_case(w.as_bytes()))
+    })?;
+    let level = &rest[i..i + word.len()];
+    i += word.len();
+    i += usize::from(is(i, b"]>)"));
+    i += usize::from(is(i, b":"));
+    i = skip_space(i);
+    i += usize::from(is(i, b"|;-"));
+    Some((level, skip_space(i)))
+}
+
 /// Reads one log line; `None` for a blank line.
 pub fn parse_line(line: &str, instrument: &Instrument) -> Option<InstrumentEvent> {
     let line = crate::redact::normalize(line);
@@ -113,18 +280,12 @@ pub fn parse_line(line: &str, instrument: &Instrument) -> Option<InstrumentEvent
     let r = rules();
     let mut rest: &str = line;
     let mut time = None;
-    if let Some(c) = r.ts.captures(rest) {
-        let n = |k: &str| {
-            c.name(k)
-                .and_then(|m| m.as_str().parse::<u32>().ok())
-                .unwrap_or(0)
-        };
-        let nanos = c.name("f").map_or(0, |f| {
-            let s = f.as_str();
-            s.parse::<u32>().unwrap_or(0) * 10u32.pow(9 - s.len() as u32)
+    if let Some(ts) = timestamp_prefix(rest) {
+        let n = |k: &str| k.parse::<u32>().unwrap_or(0);
+        let nanos = ts.fraction.map_or(0, |f| {
+            f.parse::<u32>().unwrap_or(0) * 10u32.pow(9 - f.len() as u32)
         });
-        let offset = c.name("z").map_or(0i64, |z| {
-            let z = z.as_str();
+        let offset = ts.zone.map_or(0i64, |z| {
             if z == "Z" {
                 return 0;
             }
@@ -134,20 +295,20 @@ pub fn parse_line(line: &str, instrument: &Instrument) -> Option<InstrumentEvent
             let sign = if z.starts_with('-') { -1 } else { 1 };
             sign * (h * 3600 + m * 60)
         });
-        let y = i64::from(n("y"));
-        if let Some(ts) = Timestamp::from_civil(y, n("mo"), n("d"), n("h"), n("mi"), n("s"), nanos)
-        {
+        let y = i64::from(n(ts.year));
+        let [mo, d, h, mi, sec] = [ts.month, ts.day, ts.hour, ts.minute, ts.second].map(n);
+        if let Some(t) = Timestamp::from_civil(y, mo, d, h, mi, sec, nanos) {
             time = Some(Timestamp {
-                seconds: ts.seconds - offset,
-                nanoseconds: ts.nanoseconds,
+                seconds: t.seconds - offset,
+                nanoseconds: t.nanoseconds,
             });
-            rest = &rest[c.get(0).map_or(0, |m| m.end())..];
+            rest = &rest[ts.end..];
         }
     }
     let mut severity = None;
-    if let Some(c) = r.level.captures(rest) {
-        severity = Some(level_severity(&c["lvl"]));
-        rest = &rest[c.get(0).map_or(0, |m| m.end())..];
+    if let Some((level, end)) = level_prefix(rest) {
+        severity = Some(level_severity(level));
+        rest = &rest[end..];
     }
     // The first code-shaped token that is not the instrument's own model or
     // serial (lines often name the instrument before the event code).
@@ -200,4 +361,127 @@ pub fn parse(bytes: &[u8], instrument: &Instrument) -> ParseOutput {
         }
     }
     ParseOutput { records, stats }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Lines that start with every shape of timestamp and level prefix the
+    /// patterns know, and with near misses of each: separators present,
+    /// missing or wrong, short digit runs, fractions of 0 to 11 digits,
+    /// whole, broken and absent zones, brackets, level words in any case
+    /// and glued to other words.
+    fn lines() -> Vec<String> {
+        const LEAD: &[&str] = &["", " ", "\t ", "[", " [", "(", "\u{0B}"];
+        const YEAR: &[&str] = &["2024", "1999", "202", "20245", "x024"];
+        const SEP: &[&str] = &["-", "/", ".", "", " ", "--", ":"];
+        const TWO: &[&str] = &["06", "27", "6", "00", "99", "1x"];
+        const MID: &[&str] = &["T", " ", "", "  ", "t", "_"];
+        const COLON: &[&str] = &[":", "", "::", "-"];
+        const FRACTION: &[&str] = &[
+            "",
+            ".1",
+            ",123",
+            ".123456789",
+            ".12345678901",
+            ".",
+            ",x",
+            ".5Z",
+        ];
+        const ZONE: &[&str] = &[
+            "", "Z", "+01:00", "-0530", "+05:3", "-05", "+0", "z", "+01:000", "-12:",
+        ];
+        const TAIL: &[&str] = &[
+            "", "]", "] ", " | ", ";", ", ", " - ", "-", "]]", " ] ", "\r\n",
+        ];
+        const LEVEL: &[&str] = &[
+            "INFO",
+            "info",
+            "",
+            "Information",
+            "WARNING",
+            "warn",
+            "Warnings",
+            "err",
+            "ERROR",
+            "Errors",
+            "CRIT",
+            "critical",
+            "alarm",
+            "notice",
+            "debug",
+            "TRACE",
+            "fatal",
+            "[ERROR]",
+            "<warn>",
+            "(info)",
+            "[INFO]:",
+            "INFO -",
+            "erro",
+            "x",
+        ];
+        const AFTER: &[&str] = &["", " ", ": ", " | ", " ;  ", "-", "]", ":|"];
+        const MESSAGE: &[&str] = &["", "E-1203 probe", "pt DOE", "  x", "13:54:07"];
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        // Mostly one of the first two (well-formed) options, so that whole
+        // prefixes are common; otherwise any.
+        let mut pick = |xs: &[&'static str]| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let n = if state % 10 < 8 { 2 } else { xs.len() };
+            xs[((state >> 8) % n as u64) as usize]
+        };
+        let mut out = Vec::new();
+        for _ in 0..40_000 {
+            let mut l = String::new();
+            l.push_str(pick(LEAD));
+            for part in [
+                pick(YEAR),
+                pick(SEP),
+                pick(TWO),
+                pick(SEP),
+                pick(TWO),
+                pick(MID),
+                pick(TWO),
+                pick(COLON),
+                pick(TWO),
+                pick(COLON),
+                pick(TWO),
+                pick(FRACTION),
+                pick(ZONE),
+                pick(TAIL),
+                pick(LEVEL),
+                pick(AFTER),
+                pick(MESSAGE),
+            ] {
+                l.push_str(part);
+            }
+            out.push(l);
+        }
+        out
+    }
+
+    #[test]
+    fn ascii_prefixes_read_as_the_patterns_do() {
+        let (mut stamped, mut levelled) = (0, 0);
+        for line in lines() {
+            assert!(line.is_ascii());
+            let by_hand = ascii_timestamp_prefix(&line);
+            let by_regex = regex_timestamp_prefix(&line);
+            assert_eq!(by_hand, by_regex, "{line:?}");
+            let rest = &line[by_hand.as_ref().map_or(0, |t| t.end)..];
+            let by_regex = rules()
+                .level
+                .captures(rest)
+                .map(|c| (c.name("lvl").unwrap().as_str(), c.get(0).unwrap().end()));
+            assert_eq!(level_prefix(rest), by_regex, "{rest:?}");
+            stamped += usize::from(by_hand.is_some());
+            levelled += usize::from(by_regex.is_some());
+        }
+        // Not vacuous: both shapes were found, and missed, many times.
+        assert!((2_000..38_000).contains(&stamped), "{stamped} timestamps");
+        assert!((2_000..38_000).contains(&levelled), "{levelled} levels");
+    }
 }

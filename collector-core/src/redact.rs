@@ -34,7 +34,11 @@
 //! instrument serials, analyte codes and error codes (`E-1203`) contain no shape
 //! above. Names after a context word must start with a capital letter.
 
-use regex::{Captures, NoExpand, Regex};
+use crate::patterns::{PATTERN_IDS, PatternId, ascii_form, source};
+use regex::Regex;
+use regex_automata::dfa::{Automaton, dense::DFA, regex::Regex as DfaRegex};
+use regex_automata::nfa::thompson::backtrack::BoundedBacktracker;
+use regex_automata::{Anchored, Input};
 use std::borrow::Cow;
 use std::sync::OnceLock;
 
@@ -71,31 +75,81 @@ const TAG_IP: &str = "[REDACTED:ip]";
 const TAG_ADDRESS: &str = "[REDACTED:address]";
 const TAG_NAME: &str = "[REDACTED:name]";
 
-/// One redaction pattern, compiled on first use (a module instance lives for
-/// one call, so patterns a call never needs are never compiled) in one of two
-/// forms:
-/// - `unicode`: the pattern as written, for any text;
-/// - `ascii`: the same pattern with `\d`, `\s` and `\b` spelled as their
-///   ASCII classes. On text that is all ASCII the two match exactly the same
-///   spans (Unicode's extra digits, spaces and word characters are all outside
-///   ASCII, and so are the extra case variants `(?i)` adds), and the ASCII form
-///   compiles in about half the time. [`redact`] uses it only on ASCII text.
+/// One redaction pattern ([`crate::patterns`]) and the engines that run it,
+/// each made on first use (a module instance lives for one call, so engines
+/// a call never needs are never made):
+/// - `dfa`: the pattern's ASCII form ([`ascii_form`]) compiled by the build
+///   script into a forward and a reverse dense DFA, embedded in the binary;
+///   loading them only checks them. On ASCII text these answer every match
+///   test and find every match, so nothing is determinized at run time.
+///   `None` if the embedded bytes do not load (the `every_dfa_loads` test
+///   holds them loadable).
+/// - `backtrack`: a bounded backtracker for the ASCII form, which reads the
+///   capture groups of a match the DFAs found (only the passes that need
+///   groups build one).
+/// - `ascii`: the ASCII form as a `regex::Regex`: the fallback on ASCII text
+///   should a DFA not load, a match be empty, or a match be too long for
+///   the backtracker.
+/// - `unicode`: the pattern as written, for text with any non-ASCII
+///   character.
+///
+/// On text that is all ASCII the ASCII form matches exactly the same spans
+/// as the pattern as written (Unicode's extra digits, spaces and word
+/// characters are all outside ASCII, and so are the extra case variants
+/// `(?i)` adds).
 struct Pattern {
+    id: PatternId,
     text: String,
-    unicode: OnceLock<Regex>,
+    dfa: OnceLock<Option<DfaRegex<DFA<&'static [u32]>>>>,
+    backtrack: OnceLock<Option<BoundedBacktracker>>,
     ascii: OnceLock<Regex>,
+    unicode: OnceLock<Regex>,
+}
+
+/// The DFAs `build.rs` wrote, 8-byte aligned as `DFA::from_bytes` needs.
+#[repr(C)]
+struct Aligned<B: ?Sized> {
+    _align: [u64; 0],
+    bytes: B,
+}
+
+static DFA_BLOB: &Aligned<[u8]> = &Aligned {
+    _align: [],
+    bytes: *include_bytes!(concat!(env!("OUT_DIR"), "/redact.dfa")),
+};
+
+include!(concat!(env!("OUT_DIR"), "/redact_dfa.rs"));
+
+/// A match a pass may replace: its span and, when the pass reads them
+/// ([`Pass::reads_groups`]), the spans of capture groups 1 to 4.
+#[derive(Debug, PartialEq)]
+struct Hit {
+    start: usize,
+    end: usize,
+    groups: [Option<(usize, usize)>; 4],
+}
+
+impl Hit {
+    /// The text of capture group `i` (1 to 4) in `s`, if it took part.
+    fn group<'s>(&self, s: &'s str, i: usize) -> Option<&'s str> {
+        self.groups[i - 1].map(|(a, b)| &s[a..b])
+    }
 }
 
 impl Pattern {
-    fn new(text: &str) -> Pattern {
+    fn new(id: PatternId) -> Pattern {
+        let text = source(id);
         debug_assert!(
             !text.contains(r"\\"),
             "ascii_form cannot rewrite an escaped backslash"
         );
         Pattern {
-            text: text.to_string(),
-            unicode: OnceLock::new(),
+            id,
+            text,
+            dfa: OnceLock::new(),
+            backtrack: OnceLock::new(),
             ascii: OnceLock::new(),
+            unicode: OnceLock::new(),
         }
     }
 
@@ -107,130 +161,224 @@ impl Pattern {
             self.unicode.get_or_init(|| compile(&self.text))
         }
     }
+
+    fn dfa(&self) -> Option<&DfaRegex<DFA<&'static [u32]>>> {
+        self.dfa
+            .get_or_init(|| {
+                let load = |(start, end): (usize, usize)| {
+                    DFA::from_bytes(&DFA_BLOB.bytes[start..end])
+                        .ok()
+                        .map(|(dfa, _)| dfa)
+                };
+                let forward = load(FORWARD_DFAS[self.id as usize])?;
+                let reverse = load(REVERSE_DFAS[self.id as usize])?;
+                Some(DfaRegex::builder().build_from_dfas(forward, reverse))
+            })
+            .as_ref()
+    }
+
+    fn backtracker(&self) -> Option<&BoundedBacktracker> {
+        self.backtrack
+            .get_or_init(|| BoundedBacktracker::new(&ascii_form(&self.text)).ok())
+            .as_ref()
+    }
+
+    /// Whether the pattern matches anywhere in `s`; `ascii` says `s` is all
+    /// ASCII. On ASCII text the forward DFA answers, stopping at the first
+    /// match state it reaches.
+    fn is_match(&self, s: &str, ascii: bool) -> bool {
+        // The DFAs have no quit bytes and no size limit at search time, so
+        // a search cannot fail; if it ever did, the regex answers.
+        let by_dfa = || {
+            let dfa = self.dfa()?;
+            dfa.forward()
+                .try_search_fwd(&Input::new(s).earliest(true))
+                .ok()
+        };
+        match ascii.then(by_dfa).flatten() {
+            Some(found) => found.is_some(),
+            None => self.get(ascii).is_match(s),
+        }
+    }
+
+    /// Every match in `s`, leftmost first and not overlapping, as
+    /// `Regex::captures_iter` finds them, with capture groups when `groups`.
+    fn hits(&self, s: &str, ascii: bool, groups: bool) -> Vec<Hit> {
+        if let Some(hits) = ascii.then(|| self.dfa_hits(s, groups)).flatten() {
+            return hits;
+        }
+        let re = self.get(ascii);
+        let span = |m: regex::Match<'_>| (m.start(), m.end());
+        if !groups {
+            return re
+                .find_iter(s)
+                .map(|m| Hit {
+                    start: m.start(),
+                    end: m.end(),
+                    groups: [None; 4],
+                })
+                .collect();
+        }
+        re.captures_iter(s)
+            .map(|c| {
+                let m = c.get(0).expect("group 0 always matches");
+                Hit {
+                    start: m.start(),
+                    end: m.end(),
+                    groups: std::array::from_fn(|i| c.get(i + 1).map(span)),
+                }
+            })
+            .collect()
+    }
+
+    /// [`Pattern::hits`] by the DFAs, and the backtracker for the groups;
+    /// `None` (the caller asks the regex instead) if an engine is missing,
+    /// a match is empty (the regex iterator's rules for those are its own)
+    /// or a match is too long for the backtracker.
+    fn dfa_hits(&self, s: &str, groups: bool) -> Option<Vec<Hit>> {
+        let dfa = self.dfa()?;
+        let bt = if groups {
+            Some(self.backtracker()?)
+        } else {
+            None
+        };
+        let mut cache = bt.map(BoundedBacktracker::create_cache);
+        let mut caps = bt.map(BoundedBacktracker::create_captures);
+        let mut hits = Vec::new();
+        let mut at = 0;
+        while at < s.len() {
+            let Some(m) = dfa.try_search(&Input::new(s).range(at..)).ok()? else {
+                break;
+            };
+            if m.is_empty() {
+                return None;
+            }
+            let mut hit = Hit {
+                start: m.start(),
+                end: m.end(),
+                groups: [None; 4],
+            };
+            if let (Some(bt), Some(cache), Some(caps)) = (bt, cache.as_mut(), caps.as_mut()) {
+                // The groups of the match the DFAs found: the backtracker
+                // anchored on exactly its span, which is how `regex` reads
+                // groups too. Look-around still sees the text around it.
+                let input = Input::new(s).range(m.range()).anchored(Anchored::Yes);
+                bt.try_search(cache, &input, caps).ok()?;
+                if caps.get_match().map(|g| g.range()) != Some(m.range()) {
+                    return None;
+                }
+                for (i, g) in hit.groups.iter_mut().enumerate() {
+                    *g = caps.get_group(i + 1).map(|g| (g.start, g.end));
+                }
+            }
+            hits.push(hit);
+            at = m.end();
+        }
+        Some(hits)
+    }
 }
 
-/// `pattern` with the Unicode-aware `\d`, `\s` and `\b` replaced by their
-/// ASCII forms (see [`Pattern`]).
-fn ascii_form(pattern: &str) -> String {
-    pattern
-        .replace(r"\d", "[0-9]")
-        .replace(r"\s", r"[\t\n\x0B\x0C\r ]")
-        .replace(r"\b", r"(?-u:\b)")
-}
-
+/// Every pattern, indexed by [`PatternId`].
 struct Rules {
-    url: Pattern,
-    email: Pattern,
-    ssn_labelled: Pattern,
-    ssn_shape: Pattern,
-    lot_before: Pattern,
-    labelled_id: Pattern,
-    phone_labelled: Pattern,
-    phone_shape: Pattern,
-    date: Pattern,
-    person_context: Pattern,
-    age: Pattern,
-    ip: Pattern,
-    address: Pattern,
-    po_box: Pattern,
-    zip: Pattern,
-    name_context: Pattern,
-    name_shape: Pattern,
+    patterns: Vec<Pattern>,
 }
-
-/// Upper-case and letter classes spelled out over Latin-1 so that accented
-/// names are caught without the `unicode-gencat` feature of `regex`.
-const UPPER: &str = "A-ZÀ-ÖØ-Þ";
-const LETTER: &str = "A-Za-zÀ-ÖØ-öø-ÿ'’\\-";
-const NAME_TOKEN: &str = "[A-ZÀ-ÖØ-Þ][A-Za-zÀ-ÖØ-öø-ÿ'’\\-]*\\.?";
 
 fn rules() -> &'static Rules {
     static RULES: OnceLock<Rules> = OnceLock::new();
-    RULES.get_or_init(|| {
-        let r = Pattern::new;
-        let month = r"(?:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?|sep(?:t(?:ember)?)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)";
-        let time = r"(?:[T ]\d{1,2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?)";
-        let date = format!(
-            r"(?i)\b(?:(?P<iso>\d{{4}}[-/.]\d{{1,2}}[-/.]\d{{1,2}}){time}?|(?P<dmy>\d{{1,2}}/\d{{1,2}}/\d{{2,4}}|\d{{1,2}}\.\d{{1,2}}\.\d{{2,4}}|\d{{1,2}}-\d{{1,2}}-\d{{2,4}}){time}?|(?P<compact>(?:1[89]|20)\d{{6}})(?P<ctime>\d{{4,6}})?|\d{{1,2}}(?:st|nd|rd|th)?[ -]{month}\.?,?[ -]\d{{2,4}}{time}?|{month}\.?[ ]\d{{1,2}}(?:st|nd|rd|th)?,?[ ]\d{{4}}{time}?)\b"
-        );
-        let name = format!(r"{NAME_TOKEN}(?:(?:\s*,\s*\^?\s*|\^|\s+){NAME_TOKEN}){{0,3}}");
-        Rules {
-            url: r(r"(?i)\b(?:https?|ftp|file)://[^\s|^]+|\bwww\.[^\s|^]+"),
-            email: r(r"(?i)[a-z0-9._%+\-]+@[a-z0-9\-]+(?:\.[a-z0-9\-]+)+"),
-            ssn_labelled: r(
-                r"(?i)\b(?:ssn|ss#|soc(?:ial)?\.?\s*sec(?:urity)?\.?(?:\s*(?:no\.?|number|#))?)\s*[:#=]?\s*\d[\d \-]{7,10}\d",
-            ),
-            ssn_shape: r(r"\b\d{3}-\d{2}-\d{4}\b|\b\d{3} \d{2} \d{4}\b"),
-            lot_before: r(r"(?i)\blot\s*(?:no\.?|number|#)?\s*[:#=]?\s*$"),
-            labelled_id: r(
-                r"(?i)\b(?P<label>mrn|mr#|mr no\.?|med(?:ical)? rec(?:ord)?(?:\s*(?:number|no\.?|#))?|acct|account|plan|member|policy|insurance|insured|patient\s*id|pat\s*id|pid|chart|encounter|visit|accession|acc#|sample|specimen|licen[cs]e|health\s*card|nhs|id#|id|identifier)(?P<sep>(?:\s*(?:id|no\.?|number|nr\.?|#))?\s*[:#=]?\s*)(?P<value>[A-Z0-9][A-Z0-9/\-]*\d[A-Z0-9/\-]*)",
-            ),
-            phone_labelled: r(
-                r"(?i)\b(?P<label>phone|ph|tel(?:ephone)?|fax|cell|mobile|mob|pager|beeper|contact)(?P<sep>\.?\s*(?:no\.?|#|nr\.?)?\s*[:#=]?\s*)(?P<value>\+?[\d(][\d ()./\-]{5,}\d)",
-            ),
-            phone_shape: r(
-                r"(?:\+\d{1,3}[\s.\-]?)?\(\d{3}\)\s?\d{3}[\s.\-]?\d{3,4}\b|\b\d{3}[.\-]\d{3}[.\-]\d{4}\b|\+\d{1,3}[\s.\-]\d{2,4}[\s.\-]\d{3,4}[\s.\-]?\d{2,4}\b",
-            ),
-            date: r(&date),
-            person_context: r(
-                r"(?i)(?:\bd\.?o\.?b\b|birth|\bborn\b|\bb\.\s*$|patient|\bpt\b|\bname\b|admi(?:t|ssion)|discharg|\bdied\b|death|deceased|\bdod\b)",
-            ),
-            age: r(
-                r"(?i)\b(?:age[d]?\s*[:=]?\s*(?:9\d|1\d\d)\b(?:\s*(?:y|yo|yrs?|years?)\b(?:\s*old)?)?|(?:9\d|1[0-4]\d)\s*(?:y|yo|y/o|yrs?|years?)\b(?:\s*old)?)",
-            ),
-            ip: r(r"\b\d{1,3}(?:\.\d{1,3}){3}\b|(?i)\b(?:[0-9a-f]{1,4}:){3,7}[0-9a-f]{1,4}\b"),
-            address: r(
-                r"(?i)\b\d{1,6}\s+(?:[a-z0-9'\-]+\.?\s+){1,4}(?:st|street|ave|avenue|rd|road|dr|drive|blvd|boulevard|ln|lane|way|ct|court|pl|place|ter|terrace|hwy|highway|pkwy|parkway|cir|circle|sq|square|strasse|straße)\b\.?",
-            ),
-            po_box: r(r"(?i)\bp\.?\s*o\.?\s*box\s*\d+"),
-            zip: r(r"(?i)\b(?:zip|postal\s*code|postcode|plz)\s*[:#=]?\s*[A-Z0-9][A-Z0-9 \-]{2,8}[A-Z0-9]\b|(?-i:,\s*[A-Z]{2}\s+\d{5}(?:-\d{4})?\b)"),
-            name_context: r(&format!(
-                r"\b(?P<label>(?i:pt|pat|patient|name|dr|doctor|mr|mrs|ms|miss|mx|prof|nurse|rn|physician|attending|ordered by|ordering|requested by|operator|user|tech|technician|signed by|by))(?P<sep>\.\s*|\s*[:#=]\s*|\s+)(?P<value>{name})"
-            )),
-            name_shape: r(&format!(
-                r"\b[{UPPER}][{LETTER}]+(?:\s*,\s*\^?\s*|\^)[{UPPER}][{LETTER}]+(?:[ ^][{UPPER}]\b\.?)?"
-            )),
-        }
+    RULES.get_or_init(|| Rules {
+        patterns: PATTERN_IDS.into_iter().map(Pattern::new).collect(),
     })
 }
 
-fn labelled(caps: &Captures<'_>, tag: &str) -> String {
-    [&caps["label"], &caps["sep"], tag].concat()
+/// Capture group numbers, looked up by number rather than by name (a name
+/// lookup costs a search per match): `label` and `sep` of the labelled
+/// patterns, `iso`, `dmy`, `compact` and `ctime` of the date pattern. The
+/// `groups_are_numbered_as_named` test holds them to the names.
+mod group {
+    pub const LABEL: usize = 1;
+    pub const SEP: usize = 2;
+    pub const ISO: usize = 1;
+    pub const DMY: usize = 2;
+    pub const COMPACT: usize = 3;
+    pub const CTIME: usize = 4;
 }
 
-fn valid_date_parts(caps: &Captures<'_>) -> bool {
-    let whole = &caps[0];
-    if let Some(c) = caps.name("compact") {
-        let s = c.as_str();
-        let m: u32 = s[4..6].parse().unwrap_or(0);
-        let d: u32 = s[6..8].parse().unwrap_or(0);
-        return (1..=12).contains(&m) && (1..=31).contains(&d);
-    }
-    let nums: Vec<u32> = whole
-        .split(|c: char| !c.is_ascii_digit())
-        .filter(|s| !s.is_empty())
-        .take(3)
-        .filter_map(|s| s.parse().ok())
-        .collect();
-    if caps.name("dmy").is_some() && nums.len() == 3 {
-        // d/m/y or m/d/y: both of the first two at most 31, one at most 12.
-        let (a, b, y) = (nums[0], nums[1], nums[2]);
-        let year_ok = y < 100 || (1800..=2199).contains(&y);
-        return year_ok && a >= 1 && b >= 1 && a <= 31 && b <= 31 && (a <= 12 || b <= 12);
-    }
-    if caps.name("iso").is_some() && nums.len() == 3 {
-        return (1800..=2199).contains(&nums[0]) && (1..=12).contains(&nums[1]);
-    }
-    true
+/// What the date pattern's capture groups say about one of its matches:
+/// which alternative matched (ISO `y-m-d`, `d/m/y` or compact `yyyymmdd`),
+/// the compact digits, and whether compact digits carry a time.
+#[derive(Debug, PartialEq)]
+struct DateParts<'a> {
+    iso: bool,
+    dmy: bool,
+    compact: Option<&'a str>,
+    ctime: bool,
 }
 
-fn has_time(caps: &Captures<'_>) -> bool {
-    caps.name("ctime").is_some() || caps[0].contains(':')
+impl<'a> DateParts<'a> {
+    /// From the groups of `hit`, a match in `s` with its groups read.
+    fn of_groups(s: &'a str, hit: &Hit) -> DateParts<'a> {
+        DateParts {
+            iso: hit.group(s, group::ISO).is_some(),
+            dmy: hit.group(s, group::DMY).is_some(),
+            compact: hit.group(s, group::COMPACT),
+            ctime: hit.group(s, group::CTIME).is_some(),
+        }
+    }
+
+    /// From the text of a match in ASCII text, without reading groups: the
+    /// pattern's alternatives start in shapes no other alternative can
+    /// (four digits and a separator; one or two digits, a separator and a
+    /// digit; eight digits; or a day or month name), and after the compact
+    /// digits only the time digits follow. The
+    /// `date_parts_from_the_text_are_the_groups` test holds this.
+    fn of_ascii(m: &'a str) -> DateParts<'a> {
+        let b = m.as_bytes();
+        let digits = |n: usize| b.len() >= n && b[..n].iter().all(u8::is_ascii_digit);
+        let sep = |i: usize| b.get(i).is_some_and(|c| b"-/.".contains(c));
+        let digit = |i: usize| b.get(i).is_some_and(u8::is_ascii_digit);
+        let compact = digits(8);
+        DateParts {
+            iso: digits(4) && sep(4),
+            dmy: (digits(1) && sep(1) && digit(2)) || (digits(2) && sep(2) && digit(3)),
+            compact: compact.then(|| &m[..8]),
+            ctime: compact && b.len() > 8,
+        }
+    }
+
+    /// Whether the match `whole` is a plausible date.
+    fn valid(&self, whole: &str) -> bool {
+        if let Some(c) = self.compact {
+            let m: u32 = c[4..6].parse().unwrap_or(0);
+            let d: u32 = c[6..8].parse().unwrap_or(0);
+            return (1..=12).contains(&m) && (1..=31).contains(&d);
+        }
+        let nums: Vec<u32> = whole
+            .split(|c: char| !c.is_ascii_digit())
+            .filter(|s| !s.is_empty())
+            .take(3)
+            .filter_map(|s| s.parse().ok())
+            .collect();
+        if self.dmy && nums.len() == 3 {
+            // d/m/y or m/d/y: both of the first two at most 31, one at most 12.
+            let (a, b, y) = (nums[0], nums[1], nums[2]);
+            let year_ok = y < 100 || (1800..=2199).contains(&y);
+            return year_ok && a >= 1 && b >= 1 && a <= 31 && b <= 31 && (a <= 12 || b <= 12);
+        }
+        if self.iso && nums.len() == 3 {
+            return (1800..=2199).contains(&nums[0]) && (1..=12).contains(&nums[1]);
+        }
+        true
+    }
+
+    /// Whether the match `whole` has a time of day.
+    fn has_time(&self, whole: &str) -> bool {
+        self.ctime || whole.contains(':')
+    }
 }
 
 /// The redaction passes, in the order [`redact`] applies them; each is one
 /// pattern of [`Rules`].
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug)]
 enum Pass {
     Url,
     Email,
@@ -267,54 +415,116 @@ const PASSES: [Pass; 15] = [
     Pass::NameShape,
 ];
 
-impl Rules {
-    fn pattern(&self, pass: Pass) -> &Pattern {
-        match pass {
-            Pass::Url => &self.url,
-            Pass::Email => &self.email,
-            Pass::SsnLabelled => &self.ssn_labelled,
-            Pass::SsnShape => &self.ssn_shape,
-            Pass::PhoneLabelled => &self.phone_labelled,
-            Pass::LabelledId => &self.labelled_id,
-            Pass::PhoneShape => &self.phone_shape,
-            Pass::Date => &self.date,
-            Pass::Age => &self.age,
-            Pass::Ip => &self.ip,
-            Pass::PoBox => &self.po_box,
-            Pass::Address => &self.address,
-            Pass::Zip => &self.zip,
-            Pass::NameContext => &self.name_context,
-            Pass::NameShape => &self.name_shape,
+impl Pass {
+    /// The tag the pass writes in place of what it redacts.
+    fn tag(self) -> &'static str {
+        match self {
+            Pass::Url => TAG_URL,
+            Pass::Email => TAG_EMAIL,
+            Pass::SsnLabelled | Pass::SsnShape => TAG_SSN,
+            Pass::PhoneLabelled | Pass::PhoneShape => TAG_PHONE,
+            Pass::LabelledId => TAG_ID,
+            Pass::Date => TAG_DATE,
+            Pass::Age => TAG_AGE,
+            Pass::Ip => TAG_IP,
+            Pass::PoBox | Pass::Address | Pass::Zip => TAG_ADDRESS,
+            Pass::NameContext | Pass::NameShape => TAG_NAME,
         }
     }
 
-    /// Runs one pass over `s`; `None` when it changes nothing. `ascii` says
-    /// `s` is all ASCII (see [`Pattern`]).
-    fn apply(&self, pass: Pass, s: &str, ascii: bool) -> Option<String> {
-        let re = self.pattern(pass).get(ascii);
-        // A plain match test first: it needs no capture slots, and most
-        // passes find nothing in most texts.
-        if !re.is_match(s) {
+    /// Whether the pass's replacement reads capture groups: the label and
+    /// separator it keeps, or (off ASCII; see [`DateParts::of_ascii`]) the
+    /// parts of a date.
+    fn reads_groups(self, ascii: bool) -> bool {
+        match self {
+            Pass::PhoneLabelled | Pass::LabelledId | Pass::NameContext => true,
+            Pass::Date => !ascii,
+            _ => false,
+        }
+    }
+
+    fn pattern(self) -> PatternId {
+        match self {
+            Pass::Url => PatternId::Url,
+            Pass::Email => PatternId::Email,
+            Pass::SsnLabelled => PatternId::SsnLabelled,
+            Pass::SsnShape => PatternId::SsnShape,
+            Pass::PhoneLabelled => PatternId::PhoneLabelled,
+            Pass::LabelledId => PatternId::LabelledId,
+            Pass::PhoneShape => PatternId::PhoneShape,
+            Pass::Date => PatternId::Date,
+            Pass::Age => PatternId::Age,
+            Pass::Ip => PatternId::Ip,
+            Pass::PoBox => PatternId::PoBox,
+            Pass::Address => PatternId::Address,
+            Pass::Zip => PatternId::Zip,
+            Pass::NameContext => PatternId::NameContext,
+            Pass::NameShape => PatternId::NameShape,
+        }
+    }
+}
+
+impl Rules {
+    fn get(&self, id: PatternId) -> &Pattern {
+        &self.patterns[id as usize]
+    }
+
+    fn pattern(&self, pass: Pass) -> &Pattern {
+        self.get(pass.pattern())
+    }
+
+    /// Runs one pass over `s`: the new text and how many matches were
+    /// replaced, or `None` when it changes nothing. `ascii` says `s` is all
+    /// ASCII (see [`Pattern`]).
+    fn apply(&self, pass: Pass, s: &str, ascii: bool) -> Option<(String, usize)> {
+        let pattern = self.pattern(pass);
+        // Off ASCII, a plain match test first: it needs no capture slots,
+        // and most passes find nothing in most texts. (On ASCII text the
+        // DFAs' search for the first match costs no more than a test.)
+        if !ascii && !pattern.is_match(s, ascii) {
             return None;
         }
-        let owned = |c: Cow<'_, str>| match c {
-            Cow::Borrowed(_) => None,
-            Cow::Owned(o) => Some(o),
-        };
-        match pass {
-            Pass::Url => owned(re.replace_all(s, NoExpand(TAG_URL))),
-            Pass::Email => owned(re.replace_all(s, NoExpand(TAG_EMAIL))),
-            Pass::SsnLabelled => owned(re.replace_all(s, NoExpand(TAG_SSN))),
-            Pass::SsnShape => replace_caps_with_context(s, re, |before, _| {
-                (!self.lot_before.get(ascii).is_match(before)).then_some(TAG_SSN)
-            }),
-            Pass::PhoneLabelled => {
-                owned(re.replace_all(s, |c: &Captures<'_>| labelled(c, TAG_PHONE)))
+        let mut out: Option<String> = None;
+        let mut last = 0;
+        let mut replaced = 0;
+        for hit in pattern.hits(s, ascii, pass.reads_groups(ascii)) {
+            let Some(keep) = self.replacement(pass, s, &hit, ascii) else {
+                continue;
+            };
+            let out = out.get_or_insert_with(|| String::with_capacity(s.len() + 16));
+            out.push_str(&s[last..hit.start]);
+            for (a, b) in keep.into_iter().flatten() {
+                out.push_str(&s[a..b]);
             }
-            Pass::LabelledId => owned(re.replace_all(s, |c: &Captures<'_>| labelled(c, TAG_ID))),
-            Pass::PhoneShape => owned(re.replace_all(s, NoExpand(TAG_PHONE))),
-            Pass::Date => replace_caps_with_context(s, re, |before, caps| {
-                if !valid_date_parts(caps) {
+            out.push_str(pass.tag());
+            last = hit.end;
+            replaced += 1;
+        }
+        let mut out = out?;
+        out.push_str(&s[last..]);
+        Some((out, replaced))
+    }
+
+    /// Whether the match `hit` of `pass` in `s` is replaced by the pass's
+    /// tag, and what of it is kept before the tag (a label and its
+    /// separator); `None` to keep the match as it is.
+    fn replacement(&self, pass: Pass, s: &str, hit: &Hit, ascii: bool) -> Option<Kept> {
+        let before = &s[..hit.start];
+        match pass {
+            Pass::PhoneLabelled | Pass::LabelledId | Pass::NameContext => {
+                Some([hit.groups[group::LABEL - 1], hit.groups[group::SEP - 1]])
+            }
+            // An SSN-shaped control lot right after a lot label is kept.
+            Pass::SsnShape => {
+                (!self.get(PatternId::LotBefore).is_match(before, ascii)).then_some(KEEP_NOTHING)
+            }
+            Pass::Date => {
+                let whole = &s[hit.start..hit.end];
+                let parts = match ascii {
+                    true => DateParts::of_ascii(whole),
+                    false => DateParts::of_groups(s, hit),
+                };
+                if !parts.valid(whole) {
                     return None;
                 }
                 // Digits glued to a decimal point are part of a number, not a date.
@@ -324,18 +534,82 @@ impl Rules {
                     return None;
                 }
                 let start = floor_boundary(before, before.len().saturating_sub(40));
-                let near_person = self.person_context.get(ascii).is_match(&before[start..]);
-                (!has_time(caps) || near_person).then_some(TAG_DATE)
-            }),
-            Pass::Age => owned(re.replace_all(s, NoExpand(TAG_AGE))),
-            Pass::Ip => owned(re.replace_all(s, NoExpand(TAG_IP))),
-            Pass::PoBox | Pass::Address | Pass::Zip => {
-                owned(re.replace_all(s, NoExpand(TAG_ADDRESS)))
+                let near_person = self
+                    .get(PatternId::PersonContext)
+                    .is_match(&before[start..], ascii);
+                (!parts.has_time(whole) || near_person).then_some(KEEP_NOTHING)
             }
-            Pass::NameContext => owned(re.replace_all(s, |c: &Captures<'_>| labelled(c, TAG_NAME))),
-            Pass::NameShape => owned(re.replace_all(s, NoExpand(TAG_NAME))),
+            Pass::Url
+            | Pass::Email
+            | Pass::SsnLabelled
+            | Pass::PhoneShape
+            | Pass::Age
+            | Pass::Ip
+            | Pass::PoBox
+            | Pass::Address
+            | Pass::Zip
+            | Pass::NameShape => Some(KEEP_NOTHING),
         }
     }
+}
+
+/// The spans of a match kept before its tag: a label and its separator.
+type Kept = [Option<(usize, usize)>; 2];
+const KEEP_NOTHING: Kept = [None, None];
+
+/// The byte classes [`Shape::of`] looks for, one bit each, and a table from
+/// every byte to its classes (one lookup per byte instead of a chain of
+/// comparisons).
+mod class {
+    pub const DIGIT: u16 = 1;
+    /// ASCII white space, as `\s` in the ASCII forms.
+    pub const SPACE: u16 = 1 << 1;
+    pub const UPPER: u16 = 1 << 2;
+    pub const AT: u16 = 1 << 3;
+    pub const DOT: u16 = 1 << 4;
+    pub const COLON: u16 = 1 << 5;
+    pub const SLASH: u16 = 1 << 6;
+    pub const COMMA_OR_CARET: u16 = 1 << 7;
+    /// The letters any case.
+    pub const W: u16 = 1 << 8;
+    pub const X: u16 = 1 << 9;
+    pub const Y: u16 = 1 << 10;
+    pub const G: u16 = 1 << 11;
+    pub const S: u16 = 1 << 12;
+    pub const P_OR_Z: u16 = 1 << 13;
+    pub const NON_ASCII: u16 = 1 << 14;
+
+    pub static BYTE_CLASS: [u16; 256] = {
+        let mut table = [0u16; 256];
+        let mut i = 0;
+        while i < 256 {
+            let b = i as u8;
+            let mut c = match b {
+                b'0'..=b'9' => DIGIT,
+                b'\t' | b'\n' | 0x0B | 0x0C | b'\r' | b' ' => SPACE,
+                b'A'..=b'Z' => UPPER,
+                b'@' => AT,
+                b'.' => DOT,
+                b':' => COLON,
+                b'/' => SLASH,
+                b',' | b'^' => COMMA_OR_CARET,
+                0x80.. => NON_ASCII,
+                _ => 0,
+            };
+            c |= match b.to_ascii_lowercase() {
+                b'w' => W,
+                b'x' => X,
+                b'y' => Y,
+                b'g' => G,
+                b's' => S,
+                b'p' | b'z' => P_OR_Z,
+                _ => 0,
+            };
+            table[i] = c;
+            i += 1;
+        }
+        table
+    };
 }
 
 /// What a text contains, from one scan of its bytes: enough to skip the
@@ -365,41 +639,94 @@ struct Shape {
 
 impl Shape {
     fn of(text: &str) -> Shape {
-        let mut sh = Shape::default();
-        let mut run = 0;
-        let mut prev = 0u8;
-        for b in text.bytes() {
-            if b.is_ascii_digit() {
+        use class::*;
+        let (mut seen, mut prev) = (0u16, 0u16);
+        let (mut run, mut digit_run, mut dots, mut colons) = (0, 0, 0, 0);
+        let (mut digit_space, mut colon_slash) = (false, false);
+        for &b in text.as_bytes() {
+            let c = BYTE_CLASS[usize::from(b)];
+            seen |= c;
+            dots += usize::from(c & DOT != 0);
+            colons += usize::from(c & COLON != 0);
+            if c & DIGIT != 0 {
                 run += 1;
-                sh.digit_run = sh.digit_run.max(run);
+                digit_run = digit_run.max(run);
             } else {
                 run = 0;
             }
-            match b {
-                0x80.. => sh.non_ascii = true,
-                b'A'..=b'Z' => sh.upper = true,
-                b'@' => sh.at = true,
-                b'.' => sh.dots += 1,
-                b':' => sh.colons += 1,
-                b'/' if prev == b':' => sh.colon_slash = true,
-                b',' | b'^' => sh.comma_or_caret = true,
-                b'\t' | b'\n' | 0x0B | 0x0C | b'\r' | b' ' if prev.is_ascii_digit() => {
-                    sh.digit_space = true
-                }
-                _ => {}
-            }
-            match b.to_ascii_lowercase() {
-                b'w' => sh.w = true,
-                b'x' => sh.x = true,
-                b'y' => sh.y = true,
-                b'g' => sh.g = true,
-                b's' => sh.s = true,
-                b'p' | b'z' => sh.p_or_z = true,
-                _ => {}
-            }
-            prev = b;
+            digit_space |= prev & DIGIT != 0 && c & SPACE != 0;
+            colon_slash |= prev & COLON != 0 && c & SLASH != 0;
+            prev = c;
         }
-        sh
+        let has = |bit: u16| seen & bit != 0;
+        Shape {
+            non_ascii: has(NON_ASCII),
+            digit_run,
+            digit_space,
+            upper: has(UPPER),
+            at: has(AT),
+            dots,
+            colons,
+            colon_slash,
+            comma_or_caret: has(COMMA_OR_CARET),
+            w: has(W),
+            x: has(X),
+            y: has(Y),
+            g: has(G),
+            s: has(S),
+            p_or_z: has(P_OR_Z),
+        }
+    }
+
+    /// A shape that covers the text made from a text of this shape by
+    /// replacing `n` matches with `tag`, without a scan of the new text:
+    /// what the text had, plus `n` times what the tag has. Nothing else can
+    /// appear: the kept parts were in the text, and a tag starts with `[`,
+    /// ends with `]` and holds no digit, white space, `.` or `/`, so no new
+    /// digit run, digit before white space or `:/` forms where a tag meets
+    /// the text. (Counts are kept, not lowered: a cover may overstate.) The
+    /// `shape_after_replacing_covers_the_new_text` test holds this.
+    fn after_replacing(self, tag: &str, n: usize) -> Shape {
+        let t = Shape::of(tag);
+        Shape {
+            non_ascii: self.non_ascii || t.non_ascii,
+            digit_run: self.digit_run.max(t.digit_run),
+            digit_space: self.digit_space || t.digit_space,
+            upper: self.upper || t.upper,
+            at: self.at || t.at,
+            dots: self.dots + n * t.dots,
+            colons: self.colons + n * t.colons,
+            colon_slash: self.colon_slash || t.colon_slash,
+            comma_or_caret: self.comma_or_caret || t.comma_or_caret,
+            w: self.w || t.w,
+            x: self.x || t.x,
+            y: self.y || t.y,
+            g: self.g || t.g,
+            s: self.s || t.s,
+            p_or_z: self.p_or_z || t.p_or_z,
+        }
+    }
+
+    /// Whether every text of shape `other` is also covered by this shape:
+    /// it has at least everything `other` has.
+    #[cfg(test)]
+    fn covers(self, other: Shape) -> bool {
+        let implies = |a: bool, b: bool| !b || a;
+        implies(self.non_ascii, other.non_ascii)
+            && self.digit_run >= other.digit_run
+            && implies(self.digit_space, other.digit_space)
+            && implies(self.upper, other.upper)
+            && implies(self.at, other.at)
+            && self.dots >= other.dots
+            && self.colons >= other.colons
+            && implies(self.colon_slash, other.colon_slash)
+            && implies(self.comma_or_caret, other.comma_or_caret)
+            && implies(self.w, other.w)
+            && implies(self.x, other.x)
+            && implies(self.y, other.y)
+            && implies(self.g, other.g)
+            && implies(self.s, other.s)
+            && implies(self.p_or_z, other.p_or_z)
     }
 
     /// False only when `pass` cannot match a text of this shape. Each rule
@@ -447,9 +774,13 @@ impl Shape {
 ///
 /// The passes run in the documented order, each over the output of the one
 /// before. A pass is skipped when the text lacks something every match of its
-/// pattern needs ([`Shape::may_match`]), runs its replacement only after a
-/// plain match test succeeds, and on ASCII text uses the ASCII form of its
-/// pattern ([`Pattern`]): none of these shortcuts changes the result.
+/// pattern needs ([`Shape::may_match`]; after a pass replaces something the
+/// shape is updated from the tags it wrote, not rescanned). On ASCII text a
+/// pass finds its matches with the embedded DFAs of its pattern's ASCII form
+/// and reads capture groups with a backtracker ([`Pattern`]); elsewhere it
+/// tests for a match with the pattern as written before it captures. None of
+/// these shortcuts changes the result: the tests in this module hold each
+/// against the pattern as written.
 pub fn redact(text: &str) -> String {
     let r = rules();
     let mut s = normalize(text).into_owned();
@@ -458,9 +789,9 @@ pub fn redact(text: &str) -> String {
         if !shape.may_match(pass) {
             continue;
         }
-        if let Some(next) = r.apply(pass, &s, !shape.non_ascii) {
+        if let Some((next, replaced)) = r.apply(pass, &s, !shape.non_ascii) {
             s = next;
-            shape = Shape::of(&s);
+            shape = shape.after_replacing(pass.tag(), replaced);
         }
     }
     s
@@ -478,12 +809,15 @@ pub fn device_id(text: &str) -> String {
         && s.len() <= 64
         && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '/' | ':' | '-'));
-    let r = rules();
-    let ascii = s.is_ascii();
-    let risky = [&r.ssn_shape, &r.phone_shape, &r.email]
-        .iter()
-        .any(|p| p.get(ascii).is_match(s));
-    if token && !risky {
+    let risky = || {
+        let shape = Shape::of(s);
+        [Pass::SsnShape, Pass::PhoneShape, Pass::Email]
+            .into_iter()
+            .any(|pass| {
+                shape.may_match(pass) && rules().pattern(pass).is_match(s, !shape.non_ascii)
+            })
+    };
+    if token && !risky() {
         s.to_string()
     } else {
         redact(s)
@@ -502,28 +836,6 @@ fn floor_boundary(s: &str, mut i: usize) -> usize {
     i
 }
 
-/// Like `Regex::replace_all`, but the closure sees the text before the match
-/// and may keep the match by returning `None`. `None` when nothing was replaced.
-fn replace_caps_with_context(
-    s: &str,
-    re: &Regex,
-    f: impl Fn(&str, &Captures<'_>) -> Option<&'static str>,
-) -> Option<String> {
-    let mut out: Option<String> = None;
-    let mut last = 0;
-    for caps in re.captures_iter(s) {
-        let m = caps.get(0).expect("group 0 always matches");
-        if let Some(rep) = f(&s[..m.start()], &caps) {
-            let out = out.get_or_insert_with(|| String::with_capacity(s.len() + 16));
-            out.push_str(&s[last..m.start()]);
-            out.push_str(rep);
-            last = m.end();
-        }
-    }
-    let mut out = out?;
-    out.push_str(&s[last..]);
-    Some(out)
-}
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -654,7 +966,7 @@ mod tests {
         let r = rules();
         let mut s = normalize(text).into_owned();
         for pass in PASSES {
-            if let Some(next) = r.apply(pass, &s, false) {
+            if let Some((next, _)) = r.apply(pass, &s, false) {
                 s = next;
             }
         }
@@ -688,6 +1000,30 @@ mod tests {
     }
 
     #[test]
+    fn shape_after_replacing_covers_the_new_text() {
+        let r = rules();
+        let mut replaced = 0;
+        for t in texts() {
+            let mut s = normalize(&t).into_owned();
+            let mut shape = Shape::of(&s);
+            for pass in PASSES {
+                if let Some((next, n)) = r.apply(pass, &s, !shape.non_ascii) {
+                    let cover = shape.after_replacing(pass.tag(), n);
+                    assert!(
+                        cover.covers(Shape::of(&next)),
+                        "{pass:?}: {s:?} -> {next:?}"
+                    );
+                    assert!(!cover.non_ascii || !next.is_ascii() || shape.non_ascii);
+                    s = next;
+                    shape = cover;
+                    replaced += n;
+                }
+            }
+        }
+        assert!(replaced > 10_000, "{replaced} replacements");
+    }
+
+    #[test]
     fn shortcuts_change_no_result() {
         let texts = texts();
         let ascii = texts.iter().filter(|t| normalize(t).is_ascii()).count();
@@ -716,11 +1052,174 @@ mod tests {
                 assert_eq!(r.apply(pass, &t, true), r.apply(pass, &t, false), "{t:?}");
                 compared += 1;
             }
-            for p in [&r.lot_before, &r.person_context] {
+            for p in [PatternId::LotBefore, PatternId::PersonContext].map(|id| r.get(id)) {
                 assert_eq!(p.get(true).is_match(&t), p.get(false).is_match(&t), "{t:?}");
             }
         }
         assert!(compared > 100_000);
+    }
+
+    #[test]
+    fn groups_are_numbered_as_named() {
+        let r = rules();
+        let names = |id: PatternId| -> Vec<Option<String>> {
+            let re = r.get(id).get(false);
+            re.capture_names().map(|n| n.map(str::to_string)).collect()
+        };
+        for id in [
+            PatternId::LabelledId,
+            PatternId::PhoneLabelled,
+            PatternId::NameContext,
+        ] {
+            let n = names(id);
+            assert_eq!(n[group::LABEL].as_deref(), Some("label"), "{id:?}");
+            assert_eq!(n[group::SEP].as_deref(), Some("sep"), "{id:?}");
+        }
+        let n = names(PatternId::Date);
+        for (i, name) in [
+            (group::ISO, "iso"),
+            (group::DMY, "dmy"),
+            (group::COMPACT, "compact"),
+            (group::CTIME, "ctime"),
+        ] {
+            assert_eq!(n[i].as_deref(), Some(name));
+        }
+    }
+
+    /// On ASCII text the DFAs and the backtracker find every pass's matches
+    /// themselves (no fallback to the regex), and find exactly the matches
+    /// and capture groups `Regex::captures_iter` finds with the pattern as
+    /// written.
+    #[test]
+    fn dfa_hits_are_the_regex_captures() {
+        let r = rules();
+        let mut found = 0;
+        for t in texts()
+            .iter()
+            .map(|t| normalize(t))
+            .filter(|t| t.is_ascii())
+        {
+            for pass in PASSES {
+                let p = r.pattern(pass);
+                let expected: Vec<Hit> = p
+                    .get(false)
+                    .captures_iter(&t)
+                    .map(|c| {
+                        let m = c.get(0).unwrap();
+                        Hit {
+                            start: m.start(),
+                            end: m.end(),
+                            groups: std::array::from_fn(|i| {
+                                c.get(i + 1).map(|g| (g.start(), g.end()))
+                            }),
+                        }
+                    })
+                    .collect();
+                let with_groups = p.dfa_hits(&t, true);
+                assert_eq!(with_groups.as_ref(), Some(&expected), "{pass:?} on {t:?}");
+                let spans = |hits: Vec<Hit>| -> Vec<(usize, usize)> {
+                    hits.iter().map(|h| (h.start, h.end)).collect()
+                };
+                let without = p.dfa_hits(&t, false).expect("no fallback");
+                assert_eq!(spans(without), spans(expected), "{pass:?} on {t:?}");
+                found += with_groups.map_or(0, |h| h.len());
+            }
+        }
+        assert!(found > 10_000, "{found} matches compared");
+    }
+
+    #[test]
+    fn date_parts_from_the_text_are_the_groups() {
+        let r = rules();
+        let date = r.get(PatternId::Date).get(false);
+        let mut extra: Vec<String> = [
+            "2024-06-27",
+            "2024/6/7 13:54",
+            "1950.03.04T01:02:03.5",
+            "3/4/1950",
+            "04.03.1950",
+            "4-3-50",
+            "12-31-1999 23:59",
+            "19500304",
+            "20240627135407",
+            "2024062713540",
+            "202406271354",
+            "4 Mar 1950",
+            "4th-March-1950",
+            "Mar 4, 1950",
+            "march 4th 1950 10:00",
+            "1st jan 99",
+            "Sept. 9, 2001",
+        ]
+        .iter()
+        .map(|d| format!("on {d} x"))
+        .collect();
+        extra.extend(texts().iter().map(|t| normalize(t).into_owned()));
+        let mut compared = 0;
+        for t in extra.iter().filter(|t| t.is_ascii()) {
+            for c in date.captures_iter(t) {
+                let m = c.get(0).unwrap();
+                let hit = Hit {
+                    start: m.start(),
+                    end: m.end(),
+                    groups: std::array::from_fn(|i| c.get(i + 1).map(|g| (g.start(), g.end()))),
+                };
+                let by_groups = DateParts::of_groups(t, &hit);
+                assert_eq!(
+                    DateParts::of_ascii(m.as_str()),
+                    by_groups,
+                    "{:?}",
+                    m.as_str()
+                );
+                compared += 1;
+            }
+        }
+        assert!(compared > 1_000, "{compared} dates");
+    }
+
+    #[test]
+    fn every_dfa_loads() {
+        let r = rules();
+        for id in PATTERN_IDS {
+            assert!(r.get(id).dfa().is_some(), "the DFA of {id:?} does not load");
+        }
+    }
+
+    /// The embedded DFAs answer every match test exactly as the regexes do:
+    /// on every generated ASCII text, on each of its prefixes and suffixes
+    /// (the context tests run on the text before a match, and `$`, `\b` and
+    /// the start of text behave differently at the edges), and on the empty
+    /// text.
+    #[test]
+    fn dfas_agree_with_the_patterns() {
+        let r = rules();
+        let mut hits = [0usize; PATTERN_IDS.len()];
+        let texts: Vec<String> = texts()
+            .iter()
+            .map(|t| normalize(t).into_owned())
+            .filter(|t| t.is_ascii())
+            .collect();
+        let mut compared = 0;
+        for t in &texts {
+            let cuts = [0, t.len() / 3, t.len() / 2, t.len()];
+            let mut pieces = vec![t.as_str()];
+            pieces.extend(cuts.iter().map(|&c| &t[..c]));
+            pieces.extend(cuts.iter().map(|&c| &t[c..]));
+            for piece in pieces {
+                for id in PATTERN_IDS {
+                    let p = r.get(id);
+                    let by_regex = p.get(false).is_match(piece);
+                    assert_eq!(p.is_match(piece, true), by_regex, "{id:?} on {piece:?}");
+                    hits[id as usize] += usize::from(by_regex);
+                    compared += 1;
+                }
+            }
+        }
+        assert!(compared > 1_000_000, "{compared} comparisons");
+        assert!(
+            hits.iter().all(|&n| n > 50),
+            "every pattern matched many texts: {hits:?}"
+        );
     }
 
     #[test]

@@ -15,10 +15,13 @@
 //! - the Wasm module's per-call fixed cost, and its peak linear memory.
 //!
 //! These machines are noisy: compare the ratio from one run, not absolute
-//! figures across runs. Each run is timed twice: by the wall clock and by the
+//! figures across runs. The corpus is measured in rounds (`BENCH_ROUNDS`,
+//! default 3), each in chunks of about 10 MiB run back to back (native,
+//! native + uplink, Wasm), so that a drift in the machine's speed hits all
+//! three alike. Each run is timed twice: by the wall clock and by the
 //! process's CPU time (user + system, all threads; Unix only). On a shared
 //! virtual machine the wall clock also counts time the CPU spent on other
-//! guests, so the CPU-time ratio is the steadier of the two.
+//! guests and on the disk, so the CPU-time ratio is the steadier of the two.
 
 use outpost_collector_core::{self as core, Instrument};
 use outpost_host::agent::Agent;
@@ -26,7 +29,7 @@ use outpost_host::config::Config;
 use outpost_host::events::Events;
 use outpost_host::runtime::bindings::collector::exports::outpost::agent::collect::Trigger;
 use outpost_host::store::Db;
-use outpost_host::store::spool::Spool;
+use outpost_host::store::spool::{Spool, StateWrite};
 use outpost_host::uplink::Uplink;
 
 #[path = "common/corpus.rs"]
@@ -49,6 +52,7 @@ struct Run {
 }
 
 /// The three runs of one round, in the order they ran.
+#[derive(Default)]
 struct Round {
     native: Run,
     native_e2e: Run,
@@ -69,6 +73,38 @@ impl Round {
             e.as_secs_f64() / w.as_secs_f64(),
             n.as_secs_f64() / w.saturating_sub(uplink).as_secs_f64(),
         ))
+    }
+}
+
+impl Default for Run {
+    /// Nothing yet: zero time (CPU time too, where it is measured).
+    fn default() -> Run {
+        Run {
+            wall: Duration::ZERO,
+            cpu: process_cpu_time().map(|_| Duration::ZERO),
+            records: 0,
+            calls: 0,
+        }
+    }
+}
+
+impl Run {
+    /// Adds `other`'s times, records and calls to this run's.
+    fn add(&mut self, other: Run) {
+        self.wall += other.wall;
+        self.cpu = self.cpu.zip(other.cpu).map(|(a, b)| a + b);
+        self.records += other.records;
+        self.calls += other.calls;
+    }
+
+    /// A run known only by its wall time.
+    fn timed(wall: Duration) -> Run {
+        Run {
+            wall,
+            cpu: None,
+            records: 0,
+            calls: 0,
+        }
     }
 }
 
@@ -109,35 +145,61 @@ fn main() {
         .build()
         .unwrap();
 
-    // Rounds of (native, native + uplink, Wasm), each Wasm run on a fresh
-    // state directory: the machine's speed drifts, and the ratio of runs
-    // close together in time is steadier than the ratio of long averages.
+    // Rounds, each over the whole corpus in chunks of about 10 MiB (every
+    // chunk a mix of all kinds). Per chunk, back to back: native, native +
+    // uplink, then the chunk's files appear in the module's folder (hard
+    // links, so the same bytes and times) and the module is called until it
+    // has consumed them. The machine's speed drifts over seconds to minutes;
+    // runs this close together in time see the same machine, so the drift
+    // cancels in the ratio. Each round has a fresh agent and state.
+    let chunk_count = usize::try_from(total / (10 << 20))
+        .unwrap()
+        .clamp(1, files.len());
+    let chunks: Vec<Vec<(PathBuf, u64)>> = (0..chunk_count)
+        .map(|c| {
+            files
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| i % chunk_count == c)
+                .map(|(_, f)| f.clone())
+                .collect()
+        })
+        .collect();
     let mut results = Vec::new();
     let mut per_kind = std::collections::BTreeMap::<String, (Duration, u64)>::new();
     let mut last = None;
     for round in 0..rounds {
         let round_dir = dir.path().join(format!("round-{round}"));
-        std::fs::create_dir_all(&round_dir).unwrap();
-        let native = run_native(&files, &fallback, None, &mut per_kind);
-        let native_e2e = run_native(&files, &fallback, Some(&round_dir), &mut per_kind);
-        assert_eq!(native.records, native_e2e.records);
-        let (wasm, agent, malformed) = run_wasm(&rt, &round_dir, &corpus);
+        let watched = round_dir.join("corpus");
+        std::fs::create_dir_all(&watched).unwrap();
+        let agent = wasm_agent(&rt, &round_dir, &watched);
+        let mut sum = Round::default();
+        let mut malformed = 0;
+        for chunk in &chunks {
+            let native = run_native(chunk, &fallback, None, &mut per_kind);
+            let native_e2e = run_native(chunk, &fallback, Some(&round_dir), &mut per_kind);
+            assert_eq!(native.records, native_e2e.records);
+            for (path, _) in chunk {
+                std::fs::hard_link(path, watched.join(path.file_name().unwrap())).unwrap();
+            }
+            let (wasm, bad) = run_wasm(&rt, &agent);
+            assert_eq!(
+                native.records, wasm.records,
+                "the module and the library must produce the same records"
+            );
+            malformed += bad;
+            sum.native.add(native);
+            sum.native_e2e.add(native_e2e);
+            sum.wasm.add(wasm);
+        }
         eprintln!(
             "round {round}: native {:.2?}, native + uplink {:.2?}, Wasm {:.2?}",
-            native.wall, native_e2e.wall, wasm.wall
+            sum.native.wall, sum.native_e2e.wall, sum.wasm.wall
         );
-        assert_eq!(
-            native.records, wasm.records,
-            "the module and the library must produce the same records"
-        );
-        results.push(Round {
-            native,
-            native_e2e,
-            wasm,
-        });
-        last = Some((agent, malformed));
+        results.push(sum);
+        last = Some((agent, watched, malformed));
     }
-    let (agent, malformed) = last.expect("at least one round");
+    let (agent, watched, malformed) = last.expect("at least one round");
     let collector = agent
         .modules
         .iter()
@@ -150,7 +212,7 @@ fn main() {
     // scrubber's first use in a fresh instance: compiling its patterns).
     let mut idle = Vec::new();
     let mut one_line = Vec::new();
-    let extra = corpus.join("zz-extra.log");
+    let extra = watched.join("zz-extra.log");
     for i in 0..15 {
         let t = Instant::now();
         rt.block_on(agent.runtime.collect(collector, Trigger::Schedule))
@@ -264,6 +326,22 @@ fn main() {
             median(ratios.iter().map(|r| r.1).collect()),
         );
     }
+    // Noise on a shared machine only ever adds time, so the fastest run of
+    // each kind is the steadiest estimate of what the work itself costs.
+    let fastest = |pick: fn(&Round) -> Duration| -> Duration {
+        results.iter().map(pick).min().expect("at least one round")
+    };
+    let best = Round {
+        native: Run::timed(fastest(|r| r.native.wall)),
+        native_e2e: Run::timed(fastest(|r| r.native_e2e.wall)),
+        wasm: Run::timed(fastest(|r| r.wasm.wall)),
+    };
+    let (same, parse) = best.ratios(|r| Some(r.wall)).expect("wall times");
+    println!(
+        "- by the fastest run of each kind (wall clock; native {:.2?}, native + uplink {:.2?}, \
+         Wasm {:.2?}): {same:.2} / {parse:.2}",
+        best.native.wall, best.native_e2e.wall, best.wasm.wall
+    );
     println!(
         "\nmodule peak linear memory: {:.1} MiB (limit {} MiB); malformed units counted: {malformed}",
         peak as f64 / 1048576.0,
@@ -273,8 +351,9 @@ fn main() {
 
 /// Every file parsed natively; with `uplink_dir`, the records are also queued
 /// through the host's own uplink (PHI guard, JSON, zstd, AES-GCM, durable
-/// SQLite spool) in batches of up to 100 per stream — the work the Wasm run
-/// also includes. Only the plain runs add to `per_kind`.
+/// SQLite spool) in batches of up to 100 per stream, each flush's last batch
+/// with a cursor in the same transaction — the work the Wasm run also
+/// includes. Only the plain runs add to `per_kind`.
 fn run_native(
     files: &[(PathBuf, u64)],
     fallback: &Instrument,
@@ -307,27 +386,43 @@ fn run_native(
             continue;
         };
         let mut pending: Vec<outpost_protocol::Record> = Vec::new();
-        let flush = |pending: &mut Vec<outpost_protocol::Record>| {
-            let batch = std::mem::take(pending);
-            let mut streams: Vec<&str> = batch.iter().map(stream_of).collect();
-            streams.dedup();
-            for stream in streams {
-                let part: Vec<_> = batch
-                    .iter()
-                    .filter(|r| stream_of(r) == stream)
-                    .cloned()
-                    .collect();
-                uplink.enqueue("collector", stream, part).unwrap();
+        let mut units = 0u64;
+        let key = format!("cursor:{}", path.display());
+        // Queued as the module queues: by stream, streams in order of first
+        // appearance, records moved; the last batch of each flush carries
+        // the file's cursor (about the size of the module's) in the same
+        // transaction.
+        let flush = |pending: &mut Vec<outpost_protocol::Record>, units: u64| {
+            let mut by_stream: Vec<(&str, Vec<outpost_protocol::Record>)> = Vec::new();
+            for r in std::mem::take(pending) {
+                let s = stream_of(&r);
+                match by_stream.iter_mut().find(|(k, _)| *k == s) {
+                    Some((_, of_stream)) => of_stream.push(r),
+                    None => by_stream.push((s, vec![r])),
+                }
+            }
+            let cursor = format!("{units} 18446744073709551615 -");
+            let last = by_stream.len() - 1;
+            for (i, (stream, part)) in by_stream.into_iter().enumerate() {
+                let state = (i == last).then(|| StateWrite {
+                    key: &key,
+                    value: cursor.as_bytes(),
+                    quota: 1 << 20,
+                });
+                uplink
+                    .enqueue_with_state("collector", stream, part, state)
+                    .unwrap();
             }
         };
         records += native_file(path, fallback, &mut |parsed| {
+            units += 1;
             pending.extend(parsed.into_iter().map(to_wire));
             if pending.len() >= 100 {
-                flush(&mut pending);
+                flush(&mut pending, units);
             }
         });
         if !pending.is_empty() {
-            flush(&mut pending);
+            flush(&mut pending, units);
         }
     }
     let (wall, cpu) = clock.stop();
@@ -339,15 +434,18 @@ fn run_native(
     }
 }
 
-/// The signed collector inside the host, on the corpus folder, with its state
-/// under `dir`, called until it has consumed everything. Returns the run, the
-/// agent (for the fixed-cost calls) and the malformed units it counted.
-fn run_wasm(rt: &tokio::runtime::Runtime, dir: &Path, corpus: &Path) -> (Run, Agent, u64) {
+/// The agent with the signed collector watching `corpus`, its state under
+/// `dir`, enrolled offline.
+fn wasm_agent(rt: &tokio::runtime::Runtime, dir: &Path, corpus: &Path) -> Agent {
     let config_path = write_config(dir, corpus);
     let config = Config::load(&config_path).unwrap();
-    let agent = rt
-        .block_on(async { Agent::build(config, Events::default()) })
-        .unwrap();
+    rt.block_on(async { Agent::build(config, Events::default()) })
+        .unwrap()
+}
+
+/// The collector called until it has consumed what is new in its folder.
+/// Returns the run and the malformed units it counted.
+fn run_wasm(rt: &tokio::runtime::Runtime, agent: &Agent) -> (Run, u64) {
     let collector = agent
         .modules
         .iter()
@@ -389,7 +487,7 @@ fn run_wasm(rt: &tokio::runtime::Runtime, dir: &Path, corpus: &Path) -> (Run, Ag
         records,
         calls,
     };
-    (run, agent, malformed)
+    (run, malformed)
 }
 
 /// Parse one file natively the way the module reads it, handing each unit's
