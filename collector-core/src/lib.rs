@@ -20,11 +20,12 @@ pub mod logs;
 ///
 /// This file is compiled twice: as the module `patterns` of
 /// `outpost-collector-core`, where [`crate::redact`] turns each pattern into a
-/// `regex::Regex`, and by `include!` into the crate's build script, which
-/// compiles the ASCII form of each pattern ([`ascii_form`]) into a dense DFA
-/// that `redact` embeds and uses for its match tests. Keeping one source for
-/// both means the two cannot drift apart; the `dfas_agree_with_the_patterns`
-/// test checks that they do not.
+/// `regex::Regex` and a bounded backtracker, and by `include!` into the
+/// crate's build script, which compiles the ASCII form of each pattern
+/// (`patterns::ascii_form`) into a forward and a reverse dense DFA that
+/// `redact` embeds and uses to find matches in ASCII text. Keeping one source
+/// for both means the two cannot drift apart; the `dfas_agree_with_the_patterns`
+/// and `dfa_hits_are_the_regex_captures` tests check that they do not.
 mod patterns;
 pub mod records;
 pub mod redact;

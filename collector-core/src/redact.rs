@@ -774,10 +774,10 @@ impl Shape {
 ///
 /// The passes run in the documented order, each over the output of the one
 /// before. A pass is skipped when the text lacks something every match of its
-/// pattern needs ([`Shape::may_match`]; after a pass replaces something the
+/// pattern needs (`Shape::may_match`; after a pass replaces something the
 /// shape is updated from the tags it wrote, not rescanned). On ASCII text a
 /// pass finds its matches with the embedded DFAs of its pattern's ASCII form
-/// and reads capture groups with a backtracker ([`Pattern`]); elsewhere it
+/// and reads capture groups with a backtracker (`Pattern`); elsewhere it
 /// tests for a match with the pattern as written before it captures. None of
 /// these shortcuts changes the result: the tests in this module hold each
 /// against the pattern as written.
@@ -1175,6 +1175,27 @@ mod tests {
             }
         }
         assert!(compared > 1_000, "{compared} dates");
+    }
+
+    /// A match longer than the backtracker can take (its visited set is
+    /// bounded) falls back to the regex, with the same result.
+    #[test]
+    fn long_matches_fall_back_to_the_regex() {
+        let r = rules();
+        let value = "A1".repeat(100_000);
+        let text = format!("see MRN {value} and phone 555-123-4567");
+        let p = r.pattern(Pass::LabelledId);
+        assert!(
+            p.dfa_hits(&text, true).is_none(),
+            "the backtracker takes a 200 KB match"
+        );
+        assert!(
+            p.dfa_hits(&text, false).is_some(),
+            "spans alone need no backtracker"
+        );
+        let out = redact(&text);
+        assert_eq!(out, "see MRN [REDACTED:id] and phone [REDACTED:phone]");
+        assert_eq!(out, redact_every_pass(&text));
     }
 
     #[test]
