@@ -242,8 +242,8 @@ impl Pattern {
         } else {
             None
         };
-        let mut cache = bt.map(BoundedBacktracker::create_cache);
-        let mut caps = bt.map(BoundedBacktracker::create_captures);
+        // Made at the first match: most texts have none.
+        let mut scratch = None;
         let mut hits = Vec::new();
         let mut at = 0;
         while at < s.len() {
@@ -258,10 +258,12 @@ impl Pattern {
                 end: m.end(),
                 groups: [None; 4],
             };
-            if let (Some(bt), Some(cache), Some(caps)) = (bt, cache.as_mut(), caps.as_mut()) {
+            if let Some(bt) = bt {
                 // The groups of the match the DFAs found: the backtracker
                 // anchored on exactly its span, which is how `regex` reads
                 // groups too. Look-around still sees the text around it.
+                let (cache, caps) =
+                    scratch.get_or_insert_with(|| (bt.create_cache(), bt.create_captures()));
                 let input = Input::new(s).range(m.range()).anchored(Anchored::Yes);
                 bt.try_search(cache, &input, caps).ok()?;
                 if caps.get_match().map(|g| g.range()) != Some(m.range()) {
