@@ -11,8 +11,10 @@
 //! - a timestamp in *prefix position* (`YYYY-MM-DD[T ]hh:mm:ss[.fff][Z|±hh:mm]`,
 //!   `YYYY/MM/DD ...`, or compact `YYYYMMDDhhmmss`, optionally in brackets) is a
 //!   log timestamp and becomes `time`; it is never part of the redacted text;
-//! - a level word (TRACE/DEBUG, INFO, NOTICE, WARN/WARNING, ERROR/ERR,
-//!   FATAL/CRITICAL/CRIT/ALARM) sets the severity;
+//! - a level word (TRACE/DEBUG, INFO/INFORMATION, NOTICE, WARN/WARNING,
+//!   ERROR/ERR, FATAL/CRITICAL/CRIT/ALARM, any case, a whole word, optionally
+//!   in brackets and followed by `:`) sets the severity and is not part of the
+//!   text;
 //! - the first event code (`E-1203`, `W0412`, `ERR-12`, `ALM-0042`) becomes `code`;
 //!   its letter sets the severity when no level word does (E error, W warning,
 //!   F critical, I info), otherwise `info`;
@@ -76,7 +78,7 @@ fn rules() -> &'static LogRules {
                 r"^\s*\[?(?P<y>\d{4})[-/.]?(?P<mo>\d{2})[-/.]?(?P<d>\d{2})[T ]?(?P<h>\d{2}):?(?P<mi>\d{2}):?(?P<s>\d{2})(?:[.,](?P<f>\d{1,9}))?(?P<z>Z|[+-]\d{2}:?\d{2})?\]?[\s|;,-]*",
             ),
             level: r(
-                r"^\s*[\[<(]?(?i:(?P<lvl>trace|debug|info|information|notice|warn|warning|error|err|fatal|critical|crit|alarm))[\]>)]?:?\s*[|;-]?\s*",
+                r"^\s*[\[<(]?(?i:(?P<lvl>trace|debug|information|info|notice|warning|warn|error|err|fatal|critical|crit|alarm))\b[\]>)]?:?\s*[|;-]?\s*",
             ),
             code: r(r"\b[A-Z]{1,3}-?\d{3,5}\b"),
         }
@@ -221,16 +223,16 @@ fn ascii_timestamp_prefix(line: &str) -> Option<TimestampPrefix<'_>> {
     })
 }
 
-/// The level words of the `level` pattern, in its order: the first that
-/// starts the text wins, so `information` reads as `info`.
+/// The level words of the `level` pattern. A level word is a whole word
+/// (`\b` after it), so at most one of them starts a text.
 const LEVEL_WORDS: [&str; 13] = [
     "trace",
     "debug",
-    "info",
     "information",
+    "info",
     "notice",
-    "warn",
     "warning",
+    "warn",
     "error",
     "err",
     "fatal",
@@ -258,8 +260,12 @@ fn level_prefix(rest: &str) -> Option<(&str, usize)> {
     let mut i = skip_space(0);
     i += usize::from(is(i, b"[<("));
     let word = LEVEL_WORDS.iter().find(|w| {
-        b.get(i..i + w.len())
+        let end = i + w.len();
+        b.get(i..end)
             .is_some_and(|t| t.eq_ignore_ascii_case(w.as_bytes()))
+            && !b
+                .get(end)
+                .is_some_and(|c| c.is_ascii_alphanumeric() || *c == b'_')
     })?;
     let level = &rest[i..i + word.len()];
     i += word.len();

@@ -135,6 +135,39 @@ fn severity_from_level_words_and_codes() {
 }
 
 #[test]
+fn level_words_are_whole_words() {
+    for (line, sev, text) in [
+        ("WARNING reagent low", Severity::Warning, "reagent low"),
+        (
+            "[Information]: calibration done",
+            Severity::Info,
+            "calibration done",
+        ),
+        ("warn: door open", Severity::Warning, "door open"),
+        ("ERR | probe", Severity::Error, "probe"),
+        // Not level words: the text is kept whole.
+        (
+            "Errors cleared by operator",
+            Severity::Info,
+            "Errors cleared by operator",
+        ),
+        (
+            "Informatics notified",
+            Severity::Info,
+            "Informatics notified",
+        ),
+        (
+            "Debugging E-1203 off",
+            Severity::Error,
+            "Debugging E-1203 off",
+        ),
+    ] {
+        let ev = parse_line(line, &inst()).expect("event");
+        assert_eq!((ev.severity, ev.text.as_str()), (sev, text), "{line}");
+    }
+}
+
+#[test]
 fn the_instruments_own_model_and_serial_are_not_event_codes() {
     let xn = Instrument {
         model: "XN-550".into(),
