@@ -35,7 +35,7 @@
 //! above. Names after a context word must start with a capital letter.
 
 use crate::patterns::{PATTERN_IDS, PatternId, ascii_form, source};
-use regex::Regex;
+use regex::{Captures, Regex};
 use regex_automata::dfa::{Automaton, dense::DFA, regex::Regex as DfaRegex};
 use regex_automata::nfa::thompson::backtrack::BoundedBacktracker;
 use regex_automata::{Anchored, Input};
@@ -130,6 +130,26 @@ struct Hit {
 }
 
 impl Hit {
+    /// A match with no groups read.
+    fn of_match(m: regex::Match<'_>) -> Hit {
+        Hit {
+            start: m.start(),
+            end: m.end(),
+            groups: [None; 4],
+        }
+    }
+
+    /// A match with its capture groups.
+    fn of_captures(c: &Captures<'_>) -> Hit {
+        let span = |m: regex::Match<'_>| (m.start(), m.end());
+        let (start, end) = span(c.get(0).expect("group 0 always matches"));
+        Hit {
+            start,
+            end,
+            groups: std::array::from_fn(|i| c.get(i + 1).map(span)),
+        }
+    }
+
     /// The text of capture group `i` (1 to 4) in `s`, if it took part.
     fn group<'s>(&self, s: &'s str, i: usize) -> Option<&'s str> {
         self.groups[i - 1].map(|(a, b)| &s[a..b])
@@ -208,27 +228,11 @@ impl Pattern {
             return hits;
         }
         let re = self.get(ascii);
-        let span = |m: regex::Match<'_>| (m.start(), m.end());
-        if !groups {
-            return re
-                .find_iter(s)
-                .map(|m| Hit {
-                    start: m.start(),
-                    end: m.end(),
-                    groups: [None; 4],
-                })
-                .collect();
+        if groups {
+            re.captures_iter(s).map(|c| Hit::of_captures(&c)).collect()
+        } else {
+            re.find_iter(s).map(Hit::of_match).collect()
         }
-        re.captures_iter(s)
-            .map(|c| {
-                let m = c.get(0).expect("group 0 always matches");
-                Hit {
-                    start: m.start(),
-                    end: m.end(),
-                    groups: std::array::from_fn(|i| c.get(i + 1).map(span)),
-                }
-            })
-            .collect()
     }
 
     /// [`Pattern::hits`] by the DFAs, and the backtracker for the groups;
@@ -1106,16 +1110,7 @@ mod tests {
                 let expected: Vec<Hit> = p
                     .get(false)
                     .captures_iter(&t)
-                    .map(|c| {
-                        let m = c.get(0).unwrap();
-                        Hit {
-                            start: m.start(),
-                            end: m.end(),
-                            groups: std::array::from_fn(|i| {
-                                c.get(i + 1).map(|g| (g.start(), g.end()))
-                            }),
-                        }
-                    })
+                    .map(|c| Hit::of_captures(&c))
                     .collect();
                 let with_groups = p.dfa_hits(&t, true);
                 assert_eq!(with_groups.as_ref(), Some(&expected), "{pass:?} on {t:?}");
@@ -1161,11 +1156,7 @@ mod tests {
         for t in extra.iter().filter(|t| t.is_ascii()) {
             for c in date.captures_iter(t) {
                 let m = c.get(0).unwrap();
-                let hit = Hit {
-                    start: m.start(),
-                    end: m.end(),
-                    groups: std::array::from_fn(|i| c.get(i + 1).map(|g| (g.start(), g.end()))),
-                };
+                let hit = Hit::of_captures(&c);
                 let by_groups = DateParts::of_groups(t, &hit);
                 assert_eq!(
                     DateParts::of_ascii(m.as_str()),
