@@ -438,6 +438,18 @@ impl Pass {
         }
     }
 
+    /// The shape of [`Pass::tag`].
+    fn tag_shape(self) -> Shape {
+        static SHAPES: OnceLock<[Shape; PASSES.len()]> = OnceLock::new();
+        SHAPES.get_or_init(|| {
+            let mut shapes = [Shape::default(); PASSES.len()];
+            for pass in PASSES {
+                shapes[pass as usize] = Shape::of(pass.tag());
+            }
+            shapes
+        })[self as usize]
+    }
+
     /// Whether the pass's replacement reads capture groups: the label and
     /// separator it keeps, or (off ASCII; see [`DateParts::of_ascii`]) the
     /// parts of a date.
@@ -563,153 +575,329 @@ impl Rules {
 type Kept = [Option<(usize, usize)>; 2];
 const KEEP_NOTHING: Kept = [None, None];
 
-/// The byte classes [`Shape::of`] looks for, one bit each, and a table from
-/// every byte to its classes (one lookup per byte instead of a chain of
-/// comparisons).
+/// The byte classes [`Shape::of`] looks for, and the pairs of adjacent
+/// bytes it looks for, as tables: one lookup per byte and one per pair of
+/// bytes, so that the scan keeps few values live (in Wasm, Cranelift spills
+/// every value the registers cannot hold).
 mod class {
-    pub const DIGIT: u16 = 1;
-    /// ASCII white space, as `\s` in the ASCII forms.
-    pub const SPACE: u16 = 1 << 1;
-    pub const UPPER: u16 = 1 << 2;
-    pub const AT: u16 = 1 << 3;
-    pub const DOT: u16 = 1 << 4;
-    pub const COLON: u16 = 1 << 5;
-    pub const SLASH: u16 = 1 << 6;
-    pub const COMMA_OR_CARET: u16 = 1 << 7;
+    /// Each byte's code (the low four bits of its class): which of the
+    /// bytes that make up the pairs in [`PAIR`] it is.
+    pub const CODE: u32 = 0xF;
+    const DIGIT_CODE: u32 = 1;
+    const SPACE_CODE: u32 = 2;
+    const COLON_CODE: u32 = 3;
+    const SLASH_CODE: u32 = 4;
+    /// `(` and `+`, which start the phone shapes that are not all digits.
+    const PAREN_OR_PLUS_CODE: u32 = 5;
     /// The letters any case.
-    pub const W: u16 = 1 << 8;
-    pub const X: u16 = 1 << 9;
-    pub const Y: u16 = 1 << 10;
-    pub const G: u16 = 1 << 11;
-    pub const S: u16 = 1 << 12;
-    pub const P_OR_Z: u16 = 1 << 13;
-    pub const NON_ASCII: u16 = 1 << 14;
+    const A_CODE: u32 = 6;
+    const G_CODE: u32 = 7;
+    const I_CODE: u32 = 8;
+    const L_CODE: u32 = 9;
+    const O_CODE: u32 = 10;
+    const P_CODE: u32 = 11;
+    const S_CODE: u32 = 12;
+    const Y_CODE: u32 = 13;
+    const Z_CODE: u32 = 14;
 
-    pub static BYTE_CLASS: [u16; 256] = {
-        let mut table = [0u16; 256];
+    pub const DIGIT: u32 = 1 << 4;
+    /// ASCII white space, as `\s` in the ASCII forms.
+    pub const SPACE: u32 = 1 << 5;
+    pub const UPPER: u32 = 1 << 6;
+    pub const AT: u32 = 1 << 7;
+    pub const DOT: u32 = 1 << 8;
+    pub const COLON: u32 = 1 << 9;
+    pub const COMMA_OR_CARET: u32 = 1 << 10;
+    pub const NON_ASCII: u32 = 1 << 11;
+    /// The letters `w` and `x`, any case.
+    pub const W: u32 = 1 << 12;
+    pub const X: u32 = 1 << 13;
+    pub const Y: u32 = 1 << 14;
+
+    pub static BYTE_CLASS: [u32; 256] = {
+        let mut table = [0u32; 256];
         let mut i = 0;
         while i < 256 {
             let b = i as u8;
-            let mut c = match b {
-                b'0'..=b'9' => DIGIT,
-                b'\t' | b'\n' | 0x0B | 0x0C | b'\r' | b' ' => SPACE,
-                b'A'..=b'Z' => UPPER,
+            table[i] = match b {
+                b'0'..=b'9' => DIGIT | DIGIT_CODE,
+                b'\t' | b'\n' | 0x0B | 0x0C | b'\r' | b' ' => SPACE | SPACE_CODE,
                 b'@' => AT,
                 b'.' => DOT,
-                b':' => COLON,
-                b'/' => SLASH,
+                b':' => COLON | COLON_CODE,
+                b'/' => SLASH_CODE,
                 b',' | b'^' => COMMA_OR_CARET,
+                b'(' | b'+' => PAREN_OR_PLUS_CODE,
                 0x80.. => NON_ASCII,
                 _ => 0,
             };
-            c |= match b.to_ascii_lowercase() {
+            if b.is_ascii_uppercase() {
+                table[i] |= UPPER;
+            }
+            table[i] |= match b.to_ascii_lowercase() {
+                b'a' => A_CODE,
+                b'g' => G_CODE,
+                b'i' => I_CODE,
+                b'l' => L_CODE,
+                b'o' => O_CODE,
+                b'p' => P_CODE,
+                b's' => S_CODE,
                 b'w' => W,
                 b'x' => X,
-                b'y' => Y,
-                b'g' => G,
-                b's' => S,
-                b'p' | b'z' => P_OR_Z,
+                b'y' => Y | Y_CODE,
+                b'z' => Z_CODE,
                 _ => 0,
             };
-            table[i] = c;
+            i += 1;
+        }
+        table
+    };
+
+    /// Pairs of adjacent bytes, one bit each.
+    pub const DIGIT_SPACE: u32 = 1;
+    pub const COLON_SLASH: u32 = 1 << 1;
+    /// `(` or `+` and a digit.
+    pub const PAREN_DIGIT: u32 = 1 << 2;
+    /// `ss` or `so`.
+    pub const SS_OR_SO: u32 = 1 << 3;
+    pub const AG: u32 = 1 << 4;
+    /// A digit and `y`.
+    pub const DIGIT_Y: u32 = 1 << 5;
+    /// The halves of the three letters of `zip`, `pos` and `plz`: a pair
+    /// `zi` followed by a pair `ip` one byte on, and so on. The second
+    /// half's bit is the first's shifted by one, so `(before << 1) & now`
+    /// (masked by [`TRIPLES`]) holds the triples found.
+    pub const ZI: u32 = 1 << 8;
+    pub const IP: u32 = 1 << 9;
+    pub const PO: u32 = 1 << 11;
+    pub const OS: u32 = 1 << 12;
+    pub const PL: u32 = 1 << 14;
+    pub const LZ: u32 = 1 << 15;
+    /// The bits a triple sets; [`PAIRS`] are the bits a pair alone sets.
+    pub const TRIPLES: u32 = IP | OS | LZ;
+    pub const PAIRS: u32 = DIGIT_SPACE | COLON_SLASH | PAREN_DIGIT | SS_OR_SO | AG | DIGIT_Y;
+
+    /// The pair bits of every pair of codes, indexed `before << 4 | now`.
+    pub static PAIR: [u32; 256] = {
+        let mut table = [0u32; 256];
+        let mut i = 0;
+        while i < 256 {
+            let (before, now) = ((i >> 4) as u32, (i & 15) as u32);
+            table[i] = match (before, now) {
+                (DIGIT_CODE, SPACE_CODE) => DIGIT_SPACE,
+                (COLON_CODE, SLASH_CODE) => COLON_SLASH,
+                (PAREN_OR_PLUS_CODE, DIGIT_CODE) => PAREN_DIGIT,
+                (S_CODE, S_CODE | O_CODE) => SS_OR_SO,
+                (A_CODE, G_CODE) => AG,
+                (DIGIT_CODE, Y_CODE) => DIGIT_Y,
+                (Z_CODE, I_CODE) => ZI,
+                (I_CODE, P_CODE) => IP,
+                (P_CODE, O_CODE) => PO,
+                (O_CODE, S_CODE) => OS,
+                (P_CODE, L_CODE) => PL,
+                (L_CODE, Z_CODE) => LZ,
+                _ => 0,
+            };
             i += 1;
         }
         table
     };
 }
 
+/// Whether `word` (ASCII, lower case) is one of the street words of the
+/// address pattern that are ASCII (a text with `straße` is not ASCII, and
+/// gets every pass).
+fn is_street_word(word: &[u8]) -> bool {
+    matches!(
+        word,
+        b"st"
+            | b"street"
+            | b"ave"
+            | b"avenue"
+            | b"rd"
+            | b"road"
+            | b"dr"
+            | b"drive"
+            | b"blvd"
+            | b"boulevard"
+            | b"ln"
+            | b"lane"
+            | b"way"
+            | b"ct"
+            | b"court"
+            | b"pl"
+            | b"place"
+            | b"ter"
+            | b"terrace"
+            | b"hwy"
+            | b"highway"
+            | b"pkwy"
+            | b"parkway"
+            | b"cir"
+            | b"circle"
+            | b"sq"
+            | b"square"
+            | b"strasse"
+    )
+}
+
+/// Whether a street word ([`is_street_word`]) stands in `bytes` as a whole
+/// word (of `(?-u:\b)`: ASCII letters, digits and `_`) right after white
+/// space.
+fn has_street_word(bytes: &[u8]) -> bool {
+    const LONGEST: usize = "boulevard".len();
+    let mut lower = [0u8; LONGEST];
+    let mut n = None;
+    for &b in bytes {
+        let word = b.is_ascii_alphanumeric() || b == b'_';
+        n = match n {
+            // In a word that started after white space: `i` bytes so far.
+            Some(i) if word => {
+                if i < LONGEST {
+                    lower[i] = b.to_ascii_lowercase();
+                }
+                Some(i + 1)
+            }
+            Some(i) if i <= LONGEST && is_street_word(&lower[..i]) => return true,
+            _ => None,
+        };
+        if n.is_none() && BYTE_CLASS[usize::from(b)] & class::SPACE != 0 {
+            n = Some(0);
+        }
+    }
+    matches!(n, Some(i) if i <= LONGEST && is_street_word(&lower[..i]))
+}
+
+use class::BYTE_CLASS;
+
+/// Digit runs seen so far by [`Shape::of`]: the last two, and whether three
+/// in a row one byte apart have had the SSN or the dotted phone shape.
+#[derive(Clone, Copy, Default)]
+struct Runs {
+    /// (start, end) of the run before the last, and of the last.
+    last: [(usize, usize); 2],
+    ssn: bool,
+    phone: bool,
+}
+
+impl Runs {
+    /// A run of digits `start..end` of `bytes` ended.
+    fn end(&mut self, bytes: &[u8], start: usize, end: usize) {
+        let [(a0, a1), (b0, b1)] = self.last;
+        if b1 > 0 && a1 + 1 == b0 && b1 + 1 == start {
+            let (sa, sb) = (bytes[a1], bytes[b1]);
+            let (a, b, c) = (a1 - a0, b1 - b0, end - start);
+            self.ssn |= a >= 3 && b == 2 && c >= 4 && sa == sb && matches!(sa, b'-' | b' ');
+            self.phone |= a >= 3
+                && b == 3
+                && c >= 4
+                && matches!(sa, b'.' | b'-')
+                && matches!(sb, b'.' | b'-');
+        }
+        self.last = [self.last[1], (start, end)];
+    }
+}
+
 /// What a text contains, from one scan of its bytes: enough to skip the
 /// passes that cannot match it (see [`Shape::may_match`]).
 #[derive(Clone, Copy, Default)]
 struct Shape {
-    non_ascii: bool,
+    /// The classes of the text's bytes (`class::BYTE_CLASS`), or-ed.
+    classes: u32,
+    /// The pairs and triples of adjacent bytes found (`class::PAIR`).
+    pairs: u32,
     /// Longest run of consecutive digits.
     digit_run: usize,
-    /// A digit directly followed by white space.
-    digit_space: bool,
-    upper: bool,
-    at: bool,
     dots: usize,
     colons: usize,
-    /// `:` directly followed by `/`.
-    colon_slash: bool,
-    comma_or_caret: bool,
-    /// Letters any case: `w`, `x`, `y`, `g`, `s`, `p` or `z`.
-    w: bool,
-    x: bool,
-    y: bool,
-    g: bool,
-    s: bool,
-    p_or_z: bool,
+    /// Three runs of digits, each one byte from the next, as in
+    /// `\d{3}-\d{2}-\d{4}`: at least three digits, exactly two, at least
+    /// four, with the same `-` or space between.
+    ssn_digits: bool,
+    /// Runs of digits as in `\d{3}[.-]\d{3}[.-]\d{4}`: at least three,
+    /// exactly three, at least four.
+    phone_digits: bool,
+    /// A street word ([`is_street_word`]) as a whole word right after white
+    /// space.
+    street_word: bool,
 }
 
 impl Shape {
     fn of(text: &str) -> Shape {
         use class::*;
-        let (mut seen, mut prev) = (0u16, 0u16);
-        let (mut run, mut digit_run, mut dots, mut colons) = (0, 0, 0, 0);
-        let (mut digit_space, mut colon_slash) = (false, false);
-        for &b in text.as_bytes() {
+        let bytes = text.as_bytes();
+        let (mut classes, mut pairs) = (0u32, 0u32);
+        let (mut code, mut pair) = (0u32, 0u32);
+        let (mut run, mut digit_run) = (0, 0);
+        let mut runs = Runs::default();
+        for (i, &b) in bytes.iter().enumerate() {
             let c = BYTE_CLASS[usize::from(b)];
-            seen |= c;
-            dots += usize::from(c & DOT != 0);
-            colons += usize::from(c & COLON != 0);
+            classes |= c;
+            let now = PAIR[((code << 4) | (c & CODE)) as usize];
+            pairs |= (now & PAIRS) | ((pair << 1) & now & TRIPLES);
+            (code, pair) = (c & CODE, now);
             if c & DIGIT != 0 {
                 run += 1;
+            } else if run > 0 {
                 digit_run = digit_run.max(run);
-            } else {
+                runs.end(bytes, i - run, i);
                 run = 0;
             }
-            digit_space |= prev & DIGIT != 0 && c & SPACE != 0;
-            colon_slash |= prev & COLON != 0 && c & SLASH != 0;
-            prev = c;
         }
-        let has = |bit: u16| seen & bit != 0;
+        if run > 0 {
+            digit_run = digit_run.max(run);
+            runs.end(bytes, bytes.len() - run, bytes.len());
+        }
+        let count = |bit: u32, byte: u8| match classes & bit {
+            0 => 0,
+            _ => bytecount(bytes, byte),
+        };
         Shape {
-            non_ascii: has(NON_ASCII),
+            classes,
+            pairs,
             digit_run,
-            digit_space,
-            upper: has(UPPER),
-            at: has(AT),
-            dots,
-            colons,
-            colon_slash,
-            comma_or_caret: has(COMMA_OR_CARET),
-            w: has(W),
-            x: has(X),
-            y: has(Y),
-            g: has(G),
-            s: has(S),
-            p_or_z: has(P_OR_Z),
+            dots: count(DOT, b'.'),
+            colons: count(COLON, b':'),
+            ssn_digits: runs.ssn,
+            phone_digits: runs.phone,
+            street_word: pairs & DIGIT_SPACE != 0 && has_street_word(bytes),
         }
     }
 
+    /// The text has a byte of `class` (one of `class::BYTE_CLASS`'s bits).
+    fn has(self, class: u32) -> bool {
+        self.classes & class != 0
+    }
+
+    /// The text has a pair (or triple) of adjacent bytes among `pair`
+    /// (`class::PAIR`'s bits).
+    fn has_pair(self, pair: u32) -> bool {
+        self.pairs & pair != 0
+    }
+
     /// A shape that covers the text made from a text of this shape by
-    /// replacing `n` matches with `tag`, without a scan of the new text:
+    /// replacing `n` matches with a tag of shape `t`
+    /// ([`Pass::tag_shape`]), without a scan of the new text:
     /// what the text had, plus `n` times what the tag has. Nothing else can
     /// appear: the kept parts were in the text, and a tag starts with `[`,
     /// ends with `]` and holds no digit, white space, `.` or `/`, so no new
-    /// digit run, digit before white space or `:/` forms where a tag meets
-    /// the text. (Counts are kept, not lowered: a cover may overstate.) The
-    /// `shape_after_replacing_covers_the_new_text` test holds this.
-    fn after_replacing(self, tag: &str, n: usize) -> Shape {
-        let t = Shape::of(tag);
+    /// digit run, digit before white space, `:/`, pair of letters or word
+    /// after white space forms where a tag meets the text, and no run of
+    /// digits one byte from another. (A match may end inside a run of
+    /// digits, leaving a shorter run right after the tag's `]`; such a run
+    /// follows no run one byte before it, and is at most as long as the run
+    /// it was part of.) Counts are kept, not lowered: a cover may overstate.
+    /// The `shape_after_replacing_covers_the_new_text` test holds this.
+    fn after_replacing(self, t: Shape, n: usize) -> Shape {
         Shape {
-            non_ascii: self.non_ascii || t.non_ascii,
+            classes: self.classes | t.classes,
+            pairs: self.pairs | t.pairs,
             digit_run: self.digit_run.max(t.digit_run),
-            digit_space: self.digit_space || t.digit_space,
-            upper: self.upper || t.upper,
-            at: self.at || t.at,
             dots: self.dots + n * t.dots,
             colons: self.colons + n * t.colons,
-            colon_slash: self.colon_slash || t.colon_slash,
-            comma_or_caret: self.comma_or_caret || t.comma_or_caret,
-            w: self.w || t.w,
-            x: self.x || t.x,
-            y: self.y || t.y,
-            g: self.g || t.g,
-            s: self.s || t.s,
-            p_or_z: self.p_or_z || t.p_or_z,
+            ssn_digits: self.ssn_digits || t.ssn_digits,
+            phone_digits: self.phone_digits || t.phone_digits,
+            street_word: self.street_word || t.street_word,
         }
     }
 
@@ -718,60 +906,72 @@ impl Shape {
     #[cfg(test)]
     fn covers(self, other: Shape) -> bool {
         let implies = |a: bool, b: bool| !b || a;
-        implies(self.non_ascii, other.non_ascii)
+        self.classes & other.classes == other.classes
+            && self.pairs & other.pairs == other.pairs
             && self.digit_run >= other.digit_run
-            && implies(self.digit_space, other.digit_space)
-            && implies(self.upper, other.upper)
-            && implies(self.at, other.at)
             && self.dots >= other.dots
             && self.colons >= other.colons
-            && implies(self.colon_slash, other.colon_slash)
-            && implies(self.comma_or_caret, other.comma_or_caret)
-            && implies(self.w, other.w)
-            && implies(self.x, other.x)
-            && implies(self.y, other.y)
-            && implies(self.g, other.g)
-            && implies(self.s, other.s)
-            && implies(self.p_or_z, other.p_or_z)
+            && implies(self.ssn_digits, other.ssn_digits)
+            && implies(self.phone_digits, other.phone_digits)
+            && implies(self.street_word, other.street_word)
+    }
+
+    /// The text has a byte outside ASCII.
+    fn non_ascii(self) -> bool {
+        self.has(class::NON_ASCII)
     }
 
     /// False only when `pass` cannot match a text of this shape. Each rule
     /// names something every match of the pass's pattern contains in ASCII
-    /// text (a character, a run of digits, a digit before white space); a
+    /// text (a character; a pair or triple of adjacent characters such as a
+    /// digit before white space or `zip`; runs of digits arranged as in an
+    /// SSN or a phone number; a street word after white space); a
     /// text with any non-ASCII character (where `\d`, `\s`, `\b` and `(?i)`
     /// reach further) always gets every pass. The `shape_never_skips_a_match`
     /// test holds each rule against the patterns.
+    #[inline(always)]
     fn may_match(self, pass: Pass) -> bool {
-        if self.non_ascii {
+        use class::*;
+        if self.non_ascii() {
             return true;
         }
         let d = self.digit_run;
         match pass {
-            Pass::Url => self.colon_slash || (self.w && self.dots > 0),
-            Pass::Email => self.at,
-            // A label starting with `s` (ssn, ss#, soc...) and a digit.
-            Pass::SsnLabelled => self.s && d >= 1,
-            // `\d{4}` in each alternative.
-            Pass::SsnShape => d >= 4,
+            Pass::Url => self.has_pair(COLON_SLASH) || (self.has(W) && self.dots > 0),
+            Pass::Email => self.has(AT),
+            // A label starting `ss` or `so` (ssn, ss#, soc...) and a digit.
+            Pass::SsnLabelled => self.has_pair(SS_OR_SO) && d >= 1,
+            Pass::SsnShape => self.ssn_digits,
             Pass::PhoneLabelled | Pass::LabelledId => d >= 1,
-            // `\d{3}` in each alternative.
-            Pass::PhoneShape => d >= 3,
+            // `(` or `+` before a digit, or the all-digits shape.
+            Pass::PhoneShape => self.has_pair(PAREN_DIGIT) || self.phone_digits,
             // Every alternative ends in `\d{2,4}`, `\d{4}` or eight digits.
             Pass::Date => d >= 2,
-            // `age` + `9\d`/`1\d\d`, or `9\d`/`1[0-4]\d` + `y...`.
-            Pass::Age => (self.g || self.y) && d >= 2,
-            Pass::PoBox => self.x && d >= 1,
-            // House number, white space, street words.
-            Pass::Address => self.digit_space,
+            // `age` + `9\d`/`1\d\d`, or `9\d`/`1[0-4]\d` + `\s*y...`: a digit
+            // right before `y`, or a digit before white space and a `y`.
+            Pass::Age => {
+                (self.has_pair(AG | DIGIT_Y) || (self.has_pair(DIGIT_SPACE) && self.has(Y)))
+                    && d >= 2
+            }
+            Pass::PoBox => self.has(X) && d >= 1,
+            // House number, white space, words, white space, a street word.
+            Pass::Address => self.street_word,
             // Four dotted numbers, or IPv6 groups with at least three colons.
             Pass::Ip => (d >= 1 && self.dots >= 3) || self.colons >= 3,
             // `zip`, `postal`, `postcode`, `plz`, or `, ST 12345`.
-            Pass::Zip => self.p_or_z || (self.comma_or_caret && d >= 5),
+            Pass::Zip => self.has_pair(TRIPLES) || (self.has(COMMA_OR_CARET) && d >= 5),
             // Names start with a capital letter; the `LAST, FIRST` and
             // `LAST^FIRST` shapes need the comma or caret.
-            Pass::NameContext => self.upper,
-            Pass::NameShape => self.upper && self.comma_or_caret,
+            Pass::NameContext => self.has(UPPER),
+            Pass::NameShape => self.has(UPPER) && self.has(COMMA_OR_CARET),
         }
+    }
+
+    /// The passes that may match, one bit each (`1 << pass as u16`).
+    fn passes(self) -> u16 {
+        PASSES
+            .iter()
+            .fold(0, |m, &p| m | u16::from(self.may_match(p)) << p as u16)
     }
 }
 
@@ -791,13 +991,15 @@ pub fn redact(text: &str) -> String {
     let r = rules();
     let mut s = normalize(text).into_owned();
     let mut shape = Shape::of(&s);
+    let mut passes = shape.passes();
     for pass in PASSES {
-        if !shape.may_match(pass) {
+        if passes & 1 << pass as u16 == 0 {
             continue;
         }
-        if let Some((next, replaced)) = r.apply(pass, &s, !shape.non_ascii) {
+        if let Some((next, replaced)) = r.apply(pass, &s, !shape.non_ascii()) {
             s = next;
-            shape = shape.after_replacing(pass.tag(), replaced);
+            shape = shape.after_replacing(pass.tag_shape(), replaced);
+            passes = shape.passes();
         }
     }
     s
@@ -820,7 +1022,7 @@ pub fn device_id(text: &str) -> String {
         [Pass::SsnShape, Pass::PhoneShape, Pass::Email]
             .into_iter()
             .any(|pass| {
-                shape.may_match(pass) && rules().pattern(pass).is_match(s, !shape.non_ascii)
+                shape.may_match(pass) && rules().pattern(pass).is_match(s, !shape.non_ascii())
             })
     };
     if token && !risky() {
@@ -833,6 +1035,11 @@ pub fn device_id(text: &str) -> String {
 /// True when `redact` would change nothing but normalisation.
 pub fn is_clean(text: &str) -> bool {
     redact(text) == normalize(text)
+}
+
+/// How many times `byte` occurs in `bytes`.
+fn bytecount(bytes: &[u8], byte: u8) -> usize {
+    bytes.iter().filter(|&&b| b == byte).count()
 }
 
 fn floor_boundary(s: &str, mut i: usize) -> usize {
@@ -939,6 +1146,35 @@ mod tests {
             "٣",
             "ſsn",
             "\u{212A}",
+            // Near misses of the shape rules' letters, words and digit runs.
+            "Main St.",
+            "12 Oak Ave",
+            "Rd",
+            "drive",
+            "Way_2",
+            "sq",
+            "Avenues",
+            "1 y",
+            "95 y/o",
+            "bag",
+            "yes",
+            "Ages",
+            "zi",
+            "po",
+            "pl",
+            "Pos",
+            "Zip9",
+            "so",
+            "Soc Sec",
+            "(2",
+            "+4",
+            "555.123.4567",
+            "555-1234",
+            "12-34-5678",
+            "123-456-7890",
+            "1234-56-78901",
+            "123 45 678",
+            "123-45 6789",
         ];
         const SEPS: &[&str] = &[
             " ", "", ", ", ",", "^", "-", "/", ". ", ": ", "; ", "(", ")", "\t",
@@ -1006,6 +1242,28 @@ mod tests {
     }
 
     #[test]
+    fn every_street_word_of_the_address_pattern_is_known() {
+        // The pattern's last group is its street words.
+        let source = source(PatternId::Address);
+        let group = source.rsplit("(?:").next().unwrap();
+        let words: Vec<&str> = group.split(')').next().unwrap().split('|').collect();
+        assert!(words.len() > 20, "{words:?}");
+        for w in words {
+            for text in [
+                format!("12 Elm {w}"),
+                format!("12 Elm {}", w.to_uppercase()),
+            ] {
+                assert!(rules().get(PatternId::Address).get(false).is_match(&text));
+                let shape = Shape::of(&text);
+                assert!(shape.may_match(Pass::Address), "{text:?}");
+                if text.is_ascii() {
+                    assert!(shape.street_word, "{text:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
     fn shape_after_replacing_covers_the_new_text() {
         let r = rules();
         let mut replaced = 0;
@@ -1013,13 +1271,13 @@ mod tests {
             let mut s = normalize(&t).into_owned();
             let mut shape = Shape::of(&s);
             for pass in PASSES {
-                if let Some((next, n)) = r.apply(pass, &s, !shape.non_ascii) {
-                    let cover = shape.after_replacing(pass.tag(), n);
+                if let Some((next, n)) = r.apply(pass, &s, !shape.non_ascii()) {
+                    let cover = shape.after_replacing(pass.tag_shape(), n);
                     assert!(
                         cover.covers(Shape::of(&next)),
                         "{pass:?}: {s:?} -> {next:?}"
                     );
-                    assert!(!cover.non_ascii || !next.is_ascii() || shape.non_ascii);
+                    assert!(!cover.non_ascii() || !next.is_ascii() || shape.non_ascii());
                     s = next;
                     shape = cover;
                     replaced += n;

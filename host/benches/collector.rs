@@ -6,9 +6,10 @@
 //! then measures:
 //! - native: `outpost-collector-core` compiled for the host, reading each file
 //!   the way the module does (message by message for transcripts, line chunks
-//!   for logs, whole CSV files) — parse + scrub only, and again with the
-//!   records queued through the host's uplink (PHI guard, seal, durable
-//!   spool), which is the same work the Wasm run does;
+//!   for logs, runs of rows under the header line for CSV exports) — parse +
+//!   scrub only, and again with the records queued through the host's uplink
+//!   (PHI guard, seal, durable spool), which is the same work the Wasm run
+//!   does;
 //! - Wasm: the signed collector module inside the host, called until it has
 //!   consumed the corpus — parse + scrub + WASI file reads + cursors in the
 //!   state store + queueing into the SQLite spool;
@@ -534,7 +535,19 @@ fn native_file(
                 emit(core::logs::parse(&lines.concat(), fallback).records);
             }
         }
-        "csv" => emit(core::csvjson::parse_csv(&bytes, fallback).records),
+        // As the module reads an export: runs of 100 lines (the header line
+        // counts in the first), each later run parsed under the header.
+        "csv" => {
+            let lines: Vec<&[u8]> = bytes.chunk_by(|a, _| *a != b'\n').collect();
+            let header = lines.first().copied().unwrap_or_default();
+            for (i, run) in lines.chunks(100).enumerate() {
+                let unit = match i {
+                    0 => run.concat(),
+                    _ => [&[header][..], run].concat().concat(),
+                };
+                emit(core::csvjson::parse_csv(&unit, fallback).records);
+            }
+        }
         other => panic!("unexpected file kind {other}"),
     }
     n

@@ -36,6 +36,25 @@ fn severity_from_name(s: &str) -> Severity {
     }
 }
 
+/// The alert a queued record raises: warning, error and critical
+/// instrument events do.
+fn alert(r: &uplink::Record) -> Option<HostEvent> {
+    let uplink::Record::Event(e) = r else {
+        return None;
+    };
+    matches!(
+        e.severity,
+        Severity::Warning | Severity::Error | Severity::Critical
+    )
+    .then(|| HostEvent::InstrumentAlert {
+        model: e.instrument.model.clone(),
+        serial: e.instrument.serial.clone(),
+        severity: severity_name(e.severity).to_owned(),
+        code: e.code.clone(),
+        text: e.text.clone(),
+    })
+}
+
 impl HostState {
     fn state(&self) -> ModuleState {
         ModuleState::new(
@@ -156,7 +175,13 @@ impl HostState {
         if batch.is_empty() || batch.len() > MAX_BATCH_RECORDS {
             return Err(uplink::UplinkError::BatchTooLarge(MAX_BATCH_RECORDS as u32));
         }
-        let records: Vec<_> = batch.iter().map(crate::uplink::convert::record).collect();
+        // Alerts for the warnings and errors in the batch, raised once it is
+        // queued; the records themselves are moved, not copied.
+        let alerts: Vec<HostEvent> = batch.iter().filter_map(alert).collect();
+        let records: Vec<_> = batch
+            .into_iter()
+            .map(crate::uplink::convert::record)
+            .collect();
         let services = &self.module.services;
         let write = state.as_ref().map(|s| StateWrite {
             key: &s.key,
@@ -185,21 +210,8 @@ impl HostState {
                     });
                 }
             };
-        for r in &batch {
-            if let uplink::Record::Event(e) = r
-                && matches!(
-                    e.severity,
-                    Severity::Warning | Severity::Error | Severity::Critical
-                )
-            {
-                services.events.emit(HostEvent::InstrumentAlert {
-                    model: e.instrument.model.clone(),
-                    serial: e.instrument.serial.clone(),
-                    severity: severity_name(e.severity).to_owned(),
-                    code: e.code.clone(),
-                    text: e.text.clone(),
-                });
-            }
+        for event in alerts {
+            services.events.emit(event);
         }
         Ok(seq)
     }

@@ -1,17 +1,17 @@
 //! WIT uplink records (as lifted from a module) → the wire records of
-//! `outpost-protocol`. A field-for-field copy: nothing added, nothing dropped.
+//! `outpost-protocol`. A field-for-field move: nothing added, nothing dropped.
 
 use crate::runtime::bindings::{types, uplink};
 use outpost_protocol as p;
 
-fn instrument(i: &types::Instrument) -> p::Instrument {
+fn instrument(i: types::Instrument) -> p::Instrument {
     p::Instrument {
-        model: i.model.clone(),
-        serial: i.serial.clone(),
+        model: i.model,
+        serial: i.serial,
     }
 }
 
-fn ts(t: &types::Timestamp) -> p::Timestamp {
+fn ts(t: types::Timestamp) -> p::Timestamp {
     p::Timestamp {
         seconds: t.seconds,
         nanoseconds: t.nanoseconds,
@@ -38,42 +38,42 @@ fn install_state(s: uplink::InstallState) -> p::InstallState {
     }
 }
 
-/// One record.
-pub fn record(r: &uplink::Record) -> p::Record {
+/// One record, moved.
+pub fn record(r: uplink::Record) -> p::Record {
     match r {
         uplink::Record::Qc(q) => p::Record::Qc(p::QcResult {
-            instrument: instrument(&q.instrument),
-            analyte: q.analyte.clone(),
-            value: q.value.clone(),
-            unit: q.unit.clone(),
-            reference_range: q.reference_range.clone(),
-            flags: q.flags.clone(),
-            control_lot: q.control_lot.clone(),
-            control_level: q.control_level.clone(),
-            run_time: q.run_time.as_ref().map(ts),
+            instrument: instrument(q.instrument),
+            analyte: q.analyte,
+            value: q.value,
+            unit: q.unit,
+            reference_range: q.reference_range,
+            flags: q.flags,
+            control_lot: q.control_lot,
+            control_level: q.control_level,
+            run_time: q.run_time.map(ts),
         }),
         uplink::Record::Maintenance(m) => p::Record::Maintenance(p::MaintenanceEvent {
-            instrument: instrument(&m.instrument),
-            action: m.action.clone(),
-            outcome: m.outcome.clone(),
-            time: m.time.as_ref().map(ts),
+            instrument: instrument(m.instrument),
+            action: m.action,
+            outcome: m.outcome,
+            time: m.time.map(ts),
         }),
         uplink::Record::Event(e) => p::Record::Event(p::InstrumentEvent {
-            instrument: instrument(&e.instrument),
+            instrument: instrument(e.instrument),
             severity: severity(e.severity),
-            code: e.code.clone(),
-            text: e.text.clone(),
-            time: e.time.as_ref().map(ts),
+            code: e.code,
+            text: e.text,
+            time: e.time.map(ts),
         }),
         uplink::Record::Software(s) => p::Record::Software(p::SoftwareStatus {
-            instrument: instrument(&s.instrument),
-            component: s.component.clone(),
-            version: s.version.clone(),
+            instrument: instrument(s.instrument),
+            component: s.component,
+            version: s.version,
             state: install_state(s.state),
         }),
         uplink::Record::Heartbeat(h) => p::Record::Heartbeat(p::Heartbeat {
-            instrument: instrument(&h.instrument),
-            time: ts(&h.time),
+            instrument: instrument(h.instrument),
+            time: ts(h.time),
         }),
     }
 }
