@@ -37,7 +37,7 @@
 use crate::patterns::{PATTERN_IDS, PatternId, ascii_form, source};
 use regex::{Captures, Regex};
 use regex_automata::dfa::{Automaton, dense::DFA, regex::Regex as DfaRegex};
-use regex_automata::nfa::thompson::backtrack::BoundedBacktracker;
+use regex_automata::nfa::thompson::backtrack::{self, BoundedBacktracker};
 use regex_automata::{Anchored, Input};
 use std::borrow::Cow;
 use std::sync::OnceLock;
@@ -222,40 +222,60 @@ impl Pattern {
     }
 
     /// Every match in `s`, leftmost first and not overlapping, as
-    /// `Regex::captures_iter` finds them, with capture groups when `groups`.
-    fn hits(&self, s: &str, ascii: bool, groups: bool) -> Vec<Hit> {
-        if let Some(hits) = ascii.then(|| self.dfa_hits(s, groups)).flatten() {
-            return hits;
+    /// `Regex::captures_iter` finds them, with capture groups when `groups`,
+    /// into `hits` (cleared first). `scratch` is the backtracker's, kept
+    /// between calls.
+    fn hits(
+        &self,
+        s: &str,
+        ascii: bool,
+        groups: bool,
+        hits: &mut Vec<Hit>,
+        scratch: &mut Option<GroupScratch>,
+    ) {
+        hits.clear();
+        if ascii && self.dfa_hits(s, groups, hits, scratch) {
+            return;
         }
+        hits.clear();
         let re = self.get(ascii);
         if groups {
-            re.captures_iter(s).map(|c| Hit::of_captures(&c)).collect()
+            hits.extend(re.captures_iter(s).map(|c| Hit::of_captures(&c)));
         } else {
-            re.find_iter(s).map(Hit::of_match).collect()
+            hits.extend(re.find_iter(s).map(Hit::of_match));
         }
     }
 
     /// [`Pattern::hits`] by the DFAs, and the backtracker for the groups;
-    /// `None` (the caller asks the regex instead) if an engine is missing,
+    /// false (the caller asks the regex instead) if an engine is missing,
     /// a match is empty (the regex iterator's rules for those are its own)
     /// or a match is too long for the backtracker.
-    fn dfa_hits(&self, s: &str, groups: bool) -> Option<Vec<Hit>> {
-        let dfa = self.dfa()?;
-        let bt = if groups {
-            Some(self.backtracker()?)
-        } else {
-            None
+    fn dfa_hits(
+        &self,
+        s: &str,
+        groups: bool,
+        hits: &mut Vec<Hit>,
+        scratch: &mut Option<GroupScratch>,
+    ) -> bool {
+        let Some(dfa) = self.dfa() else {
+            return false;
         };
-        // Made at the first match: most texts have none.
-        let mut scratch = None;
-        let mut hits = Vec::new();
+        let bt = match groups {
+            true => match self.backtracker() {
+                Some(bt) => Some(bt),
+                None => return false,
+            },
+            false => None,
+        };
         let mut at = 0;
         while at < s.len() {
-            let Some(m) = dfa.try_search(&Input::new(s).range(at..)).ok()? else {
-                break;
+            let m = match dfa.try_search(&Input::new(s).range(at..)) {
+                Ok(Some(m)) => m,
+                Ok(None) => break,
+                Err(_) => return false,
             };
             if m.is_empty() {
-                return None;
+                return false;
             }
             let mut hit = Hit {
                 start: m.start(),
@@ -266,12 +286,14 @@ impl Pattern {
                 // The groups of the match the DFAs found: the backtracker
                 // anchored on exactly its span, which is how `regex` reads
                 // groups too. Look-around still sees the text around it.
+                // (Made at the first match: most texts have none.)
                 let (cache, caps) =
                     scratch.get_or_insert_with(|| (bt.create_cache(), bt.create_captures()));
                 let input = Input::new(s).range(m.range()).anchored(Anchored::Yes);
-                bt.try_search(cache, &input, caps).ok()?;
-                if caps.get_match().map(|g| g.range()) != Some(m.range()) {
-                    return None;
+                if bt.try_search(cache, &input, caps).is_err()
+                    || caps.get_match().map(|g| g.range()) != Some(m.range())
+                {
+                    return false;
                 }
                 for (i, g) in hit.groups.iter_mut().enumerate() {
                     *g = caps.get_group(i + 1).map(|g| (g.start, g.end));
@@ -280,8 +302,46 @@ impl Pattern {
             hits.push(hit);
             at = m.end();
         }
-        Some(hits)
+        true
     }
+}
+
+/// A backtracker's cache and capture slots, for one pattern.
+type GroupScratch = (backtrack::Cache, regex_automata::util::captures::Captures);
+
+/// What [`redact`] reuses from one call to the next (one per thread, so
+/// that scrubbing a batch of records does not allocate per pass): the
+/// matches of a pass, the text and the next pass's output, and each
+/// pattern's backtracker scratch (whose visited set the backtracker bounds,
+/// at 256 KiB by default).
+#[derive(Default)]
+struct Scratch {
+    hits: Vec<Hit>,
+    text: String,
+    next: String,
+    groups: [Option<GroupScratch>; PATTERN_IDS.len()],
+}
+
+impl Scratch {
+    /// Buffers above this are dropped after use rather than kept (a
+    /// base64 document in a note should not pin its size for good).
+    const KEEP_BYTES: usize = 64 * 1024;
+
+    /// Forgets whatever grew past [`Scratch::KEEP_BYTES`].
+    fn trim(&mut self) {
+        for s in [&mut self.text, &mut self.next] {
+            if s.capacity() > Self::KEEP_BYTES {
+                *s = String::new();
+            }
+        }
+        if self.hits.capacity() * std::mem::size_of::<Hit>() > Self::KEEP_BYTES {
+            self.hits = Vec::new();
+        }
+    }
+}
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::default();
 }
 
 /// Every pattern, indexed by [`PatternId`].
@@ -491,25 +551,35 @@ impl Rules {
         self.get(pass.pattern())
     }
 
-    /// Runs one pass over `s`: the new text and how many matches were
-    /// replaced, or `None` when it changes nothing. `ascii` says `s` is all
-    /// ASCII (see [`Pattern`]).
-    fn apply(&self, pass: Pass, s: &str, ascii: bool) -> Option<(String, usize)> {
+    /// Runs one pass over `s`, writing the new text to `out` (cleared
+    /// first): how many matches were replaced, 0 when it changes nothing
+    /// (`out` is then not the text). `ascii` says `s` is all ASCII (see
+    /// [`Pattern`]).
+    fn apply_into(
+        &self,
+        pass: Pass,
+        s: &str,
+        ascii: bool,
+        scratch: &mut Scratch,
+        out: &mut String,
+    ) -> usize {
         let pattern = self.pattern(pass);
         // Off ASCII, a plain match test first: it needs no capture slots,
         // and most passes find nothing in most texts. (On ASCII text the
         // DFAs' search for the first match costs no more than a test.)
         if !ascii && !pattern.is_match(s, ascii) {
-            return None;
+            return 0;
         }
-        let mut out: Option<String> = None;
+        let hits = &mut scratch.hits;
+        let groups = &mut scratch.groups[pass.pattern() as usize];
+        pattern.hits(s, ascii, pass.reads_groups(ascii), hits, groups);
+        out.clear();
         let mut last = 0;
         let mut replaced = 0;
-        for hit in pattern.hits(s, ascii, pass.reads_groups(ascii)) {
-            let Some(keep) = self.replacement(pass, s, &hit, ascii) else {
+        for hit in hits.iter() {
+            let Some(keep) = self.replacement(pass, s, hit, ascii) else {
                 continue;
             };
-            let out = out.get_or_insert_with(|| String::with_capacity(s.len() + 16));
             out.push_str(&s[last..hit.start]);
             for (a, b) in keep.into_iter().flatten() {
                 out.push_str(&s[a..b]);
@@ -518,9 +588,19 @@ impl Rules {
             last = hit.end;
             replaced += 1;
         }
-        let mut out = out?;
-        out.push_str(&s[last..]);
-        Some((out, replaced))
+        if replaced > 0 {
+            out.push_str(&s[last..]);
+        }
+        replaced
+    }
+
+    /// [`Rules::apply_into`] with buffers of its own: the new text and how
+    /// many matches were replaced, or `None` when it changes nothing.
+    #[cfg(test)]
+    fn apply(&self, pass: Pass, s: &str, ascii: bool) -> Option<(String, usize)> {
+        let mut out = String::new();
+        let n = self.apply_into(pass, s, ascii, &mut Scratch::default(), &mut out);
+        (n > 0).then_some((out, n))
     }
 
     /// Whether the match `hit` of `pass` in `s` is replaced by the pass's
@@ -988,21 +1068,37 @@ impl Shape {
 /// these shortcuts changes the result: the tests in this module hold each
 /// against the pattern as written.
 pub fn redact(text: &str) -> String {
+    SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
+        Ok(mut scratch) => redact_with(text, &mut scratch),
+        // Not reached (`redact` does not call itself); fresh buffers if it
+        // ever were.
+        Err(_) => redact_with(text, &mut Scratch::default()),
+    })
+}
+
+fn redact_with(text: &str, scratch: &mut Scratch) -> String {
     let r = rules();
-    let mut s = normalize(text).into_owned();
+    let mut s = std::mem::take(&mut scratch.text);
+    let mut next = std::mem::take(&mut scratch.next);
+    s.clear();
+    s.push_str(&normalize(text));
     let mut shape = Shape::of(&s);
     let mut passes = shape.passes();
     for pass in PASSES {
         if passes & 1 << pass as u16 == 0 {
             continue;
         }
-        if let Some((next, replaced)) = r.apply(pass, &s, !shape.non_ascii()) {
-            s = next;
+        let replaced = r.apply_into(pass, &s, !shape.non_ascii(), scratch, &mut next);
+        if replaced > 0 {
+            std::mem::swap(&mut s, &mut next);
             shape = shape.after_replacing(pass.tag_shape(), replaced);
             passes = shape.passes();
         }
     }
-    s
+    let out = s.clone();
+    (scratch.text, scratch.next) = (s, next);
+    scratch.trim();
+    out
 }
 
 /// Redaction for device identifiers (instrument serials, control lots): a single
@@ -1202,6 +1298,17 @@ mod tests {
         out
     }
 
+    /// [`Pattern::dfa_hits`] into a new vector: `None` when it falls back.
+    fn dfa_hits(
+        p: &Pattern,
+        s: &str,
+        groups: bool,
+        scratch: &mut Option<GroupScratch>,
+    ) -> Option<Vec<Hit>> {
+        let mut hits = Vec::new();
+        p.dfa_hits(s, groups, &mut hits, scratch).then_some(hits)
+    }
+
     /// Every pass run over every text with the patterns as written: neither
     /// the shape shortcut nor the ASCII forms.
     fn redact_every_pass(text: &str) -> String {
@@ -1239,6 +1346,21 @@ mod tests {
             matched.iter().chain(&skipped).all(|n| *n > 50),
             "matched per pass {matched:?}, skipped per pass {skipped:?}"
         );
+    }
+
+    #[test]
+    fn redaction_keeps_no_big_buffers() {
+        let big = "MRN 1234567 seen; ".repeat(10_000);
+        let out = redact(&big);
+        assert_eq!(out.matches("MRN [REDACTED:id] seen;").count(), 10_000);
+        SCRATCH.with(|s| {
+            let s = s.borrow();
+            assert!(s.text.capacity() <= Scratch::KEEP_BYTES);
+            assert!(s.next.capacity() <= Scratch::KEEP_BYTES);
+            assert!(s.hits.capacity() * std::mem::size_of::<Hit>() <= Scratch::KEEP_BYTES);
+        });
+        // And the buffers still work afterwards.
+        assert_eq!(redact("MRN 1234567"), "MRN [REDACTED:id]");
     }
 
     #[test]
@@ -1358,6 +1480,9 @@ mod tests {
     fn dfa_hits_are_the_regex_captures() {
         let r = rules();
         let mut found = 0;
+        // One backtracker scratch per pattern for all texts, as `redact`
+        // keeps them.
+        let mut scratch = Scratch::default();
         for t in texts()
             .iter()
             .map(|t| normalize(t))
@@ -1365,17 +1490,18 @@ mod tests {
         {
             for pass in PASSES {
                 let p = r.pattern(pass);
+                let groups = &mut scratch.groups[pass.pattern() as usize];
                 let expected: Vec<Hit> = p
                     .get(false)
                     .captures_iter(&t)
                     .map(|c| Hit::of_captures(&c))
                     .collect();
-                let with_groups = p.dfa_hits(&t, true);
+                let with_groups = dfa_hits(p, &t, true, groups);
                 assert_eq!(with_groups.as_ref(), Some(&expected), "{pass:?} on {t:?}");
                 let spans = |hits: Vec<Hit>| -> Vec<(usize, usize)> {
                     hits.iter().map(|h| (h.start, h.end)).collect()
                 };
-                let without = p.dfa_hits(&t, false).expect("no fallback");
+                let without = dfa_hits(p, &t, false, groups).expect("no fallback");
                 assert_eq!(spans(without), spans(expected), "{pass:?} on {t:?}");
                 found += with_groups.map_or(0, |h| h.len());
             }
@@ -1437,11 +1563,11 @@ mod tests {
         let text = format!("see MRN {value} and phone 555-123-4567");
         let p = r.pattern(Pass::LabelledId);
         assert!(
-            p.dfa_hits(&text, true).is_none(),
+            dfa_hits(p, &text, true, &mut None).is_none(),
             "the backtracker takes a 200 KB match"
         );
         assert!(
-            p.dfa_hits(&text, false).is_some(),
+            dfa_hits(p, &text, false, &mut None).is_some(),
             "spans alone need no backtracker"
         );
         let out = redact(&text);
