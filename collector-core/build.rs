@@ -43,7 +43,11 @@ fn main() {
         // UTF-8, as the `regex` crate matches by default. It finds where
         // the leftmost match ends.
         let fwd = dense::Builder::new()
-            .configure(dense::Config::new().start_kind(StartKind::Unanchored))
+            .configure(
+                dense::Config::new()
+                    .start_kind(StartKind::Unanchored)
+                    .minimize(true),
+            )
             .build(&pattern)
             .unwrap_or_else(fail);
         // The reverse DFA, configured as `dfa::regex::Builder` configures
@@ -55,7 +59,8 @@ fn main() {
                     .prefilter(None)
                     .specialize_start_states(false)
                     .start_kind(StartKind::Anchored)
-                    .match_kind(MatchKind::All),
+                    .match_kind(MatchKind::All)
+                    .minimize(true),
             )
             .thompson(thompson::Config::new().reverse(true))
             .build(&pattern)
