@@ -21,17 +21,29 @@ fn main() {
     let mut blob: Vec<u8> = Vec::new();
     let mut forward = Vec::new();
     let mut reverse = Vec::new();
-    let mut push = |dfa: dense::DFA<Vec<u32>>| {
-        let (bytes, pad) = if big_endian {
-            dfa.to_bytes_big_endian()
-        } else {
-            dfa.to_bytes_little_endian()
+    // Each DFA starts on an 8-byte boundary of the blob, which `redact.rs`
+    // embeds 8-byte aligned (dense DFAs need 4; sparse ones need none).
+    let mut push = |dfa: dense::DFA<Vec<u32>>, sparse: bool| {
+        let bytes = match (sparse, big_endian) {
+            (true, big) => {
+                let dfa = dfa.to_sparse().expect("a sparse DFA fits");
+                match big {
+                    true => dfa.to_bytes_big_endian(),
+                    false => dfa.to_bytes_little_endian(),
+                }
+            }
+            (false, true) => {
+                let (bytes, pad) = dfa.to_bytes_big_endian();
+                bytes[pad..].to_vec()
+            }
+            (false, false) => {
+                let (bytes, pad) = dfa.to_bytes_little_endian();
+                bytes[pad..].to_vec()
+            }
         };
-        // Each DFA starts on an 8-byte boundary of the blob, which
-        // `redact.rs` embeds 8-byte aligned.
         blob.resize(blob.len().next_multiple_of(8), 0);
         let start = blob.len();
-        blob.extend_from_slice(&bytes[pad..]);
+        blob.extend_from_slice(&bytes);
         (start, blob.len())
     };
     for id in PATTERN_IDS {
@@ -65,8 +77,8 @@ fn main() {
             .thompson(thompson::Config::new().reverse(true))
             .build(&pattern)
             .unwrap_or_else(fail);
-        forward.push(push(fwd));
-        reverse.push(push(rev));
+        forward.push(push(fwd, is_sparse(id)));
+        reverse.push(push(rev, is_sparse(id)));
     }
     fs::write(out.join("redact.dfa"), &blob).expect("write redact.dfa");
     fs::write(

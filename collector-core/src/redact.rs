@@ -34,11 +34,11 @@
 //! instrument serials, analyte codes and error codes (`E-1203`) contain no shape
 //! above. Names after a context word must start with a capital letter.
 
-use crate::patterns::{PATTERN_IDS, PatternId, ascii_form, source};
+use crate::patterns::{PATTERN_IDS, PatternId, ascii_form, is_sparse, source};
 use regex::{Captures, Regex};
-use regex_automata::dfa::{Automaton, dense::DFA, regex::Regex as DfaRegex};
+use regex_automata::dfa::{Automaton, dense, regex::Regex as DfaRegex, sparse};
 use regex_automata::nfa::thompson::backtrack::{self, BoundedBacktracker};
-use regex_automata::{Anchored, Input};
+use regex_automata::{Anchored, Input, Match, MatchError};
 use std::borrow::Cow;
 use std::sync::OnceLock;
 
@@ -100,13 +100,40 @@ const TAG_NAME: &str = "[REDACTED:name]";
 struct Pattern {
     id: PatternId,
     text: String,
-    dfa: OnceLock<Option<DfaRegex<DFA<&'static [u32]>>>>,
+    dfa: OnceLock<Option<Dfas>>,
     backtrack: OnceLock<Option<BoundedBacktracker>>,
     ascii: OnceLock<Regex>,
     unicode: OnceLock<Regex>,
 }
 
-/// The DFAs `build.rs` wrote, 8-byte aligned as `DFA::from_bytes` needs.
+/// A pattern's embedded DFAs, dense or (see [`is_sparse`]) sparse.
+enum Dfas {
+    Dense(DfaRegex<dense::DFA<&'static [u32]>>),
+    Sparse(DfaRegex<sparse::DFA<&'static [u8]>>),
+}
+
+impl Dfas {
+    /// The leftmost-first match in `input`.
+    fn try_search(&self, input: &Input<'_>) -> Result<Option<Match>, MatchError> {
+        match self {
+            Dfas::Dense(r) => r.try_search(input),
+            Dfas::Sparse(r) => r.try_search(input),
+        }
+    }
+
+    /// Whether there is a match in `input`: the forward DFA alone, stopping
+    /// at the first match state it reaches.
+    fn is_match(&self, input: &Input<'_>) -> Result<bool, MatchError> {
+        let input = input.clone().earliest(true);
+        Ok(match self {
+            Dfas::Dense(r) => r.forward().try_search_fwd(&input)?.is_some(),
+            Dfas::Sparse(r) => r.forward().try_search_fwd(&input)?.is_some(),
+        })
+    }
+}
+
+/// The DFAs `build.rs` wrote, 8-byte aligned as `dense::DFA::from_bytes`
+/// needs.
 #[repr(C)]
 struct Aligned<B: ?Sized> {
     _align: [u64; 0],
@@ -182,17 +209,25 @@ impl Pattern {
         }
     }
 
-    fn dfa(&self) -> Option<&DfaRegex<DFA<&'static [u32]>>> {
+    fn dfa(&self) -> Option<&Dfas> {
         self.dfa
             .get_or_init(|| {
-                let load = |(start, end): (usize, usize)| {
-                    DFA::from_bytes(&DFA_BLOB.bytes[start..end])
-                        .ok()
-                        .map(|(dfa, _)| dfa)
-                };
-                let forward = load(FORWARD_DFAS[self.id as usize])?;
-                let reverse = load(REVERSE_DFAS[self.id as usize])?;
-                Some(DfaRegex::builder().build_from_dfas(forward, reverse))
+                let bytes = |(start, end): (usize, usize)| &DFA_BLOB.bytes[start..end];
+                let (forward, reverse) = (
+                    bytes(FORWARD_DFAS[self.id as usize]),
+                    bytes(REVERSE_DFAS[self.id as usize]),
+                );
+                let regex = DfaRegex::builder();
+                Some(match is_sparse(self.id) {
+                    true => {
+                        let load = |b| sparse::DFA::from_bytes(b).ok().map(|(dfa, _)| dfa);
+                        Dfas::Sparse(regex.build_from_dfas(load(forward)?, load(reverse)?))
+                    }
+                    false => {
+                        let load = |b| dense::DFA::from_bytes(b).ok().map(|(dfa, _)| dfa);
+                        Dfas::Dense(regex.build_from_dfas(load(forward)?, load(reverse)?))
+                    }
+                })
             })
             .as_ref()
     }
@@ -209,14 +244,9 @@ impl Pattern {
     fn is_match(&self, s: &str, ascii: bool) -> bool {
         // The DFAs have no quit bytes and no size limit at search time, so
         // a search cannot fail; if it ever did, the regex answers.
-        let by_dfa = || {
-            let dfa = self.dfa()?;
-            dfa.forward()
-                .try_search_fwd(&Input::new(s).earliest(true))
-                .ok()
-        };
+        let by_dfa = || self.dfa()?.is_match(&Input::new(s)).ok();
         match ascii.then(by_dfa).flatten() {
-            Some(found) => found.is_some(),
+            Some(found) => found,
             None => self.get(ascii).is_match(s),
         }
     }
@@ -1579,8 +1609,15 @@ mod tests {
     fn every_dfa_loads() {
         let r = rules();
         for id in PATTERN_IDS {
-            assert!(r.get(id).dfa().is_some(), "the DFA of {id:?} does not load");
+            let dfa = r.get(id).dfa();
+            assert!(dfa.is_some(), "the DFA of {id:?} does not load");
+            assert_eq!(
+                matches!(dfa, Some(Dfas::Sparse(_))),
+                is_sparse(id),
+                "{id:?}"
+            );
         }
+        assert!(is_sparse(PatternId::Address));
     }
 
     /// The embedded DFAs answer every match test exactly as the regexes do:
