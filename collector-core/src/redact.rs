@@ -908,8 +908,10 @@ impl Runs {
     }
 }
 
-/// What a text contains, from one scan of its bytes: enough to skip the
-/// passes that cannot match it (see [`Shape::may_match`]).
+/// What a text contains, from one scan of its bytes (and, only when the
+/// text has them, a count of its dots and colons and a look for street words
+/// after a digit and white space): enough to skip the passes that cannot
+/// match it (see [`Shape::may_match`]).
 #[derive(Clone, Copy, Default)]
 struct Shape {
     /// The classes of the text's bytes (`class::BYTE_CLASS`), or-ed.
@@ -1106,6 +1108,7 @@ pub fn redact(text: &str) -> String {
     })
 }
 
+/// [`redact`] with the buffers of `scratch`, which it leaves trimmed.
 fn redact_with(text: &str, scratch: &mut Scratch) -> String {
     let r = rules();
     let mut s = std::mem::take(&mut scratch.text);
