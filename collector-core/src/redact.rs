@@ -132,8 +132,8 @@ impl Dfas {
     }
 }
 
-/// The DFAs `build.rs` wrote, 8-byte aligned as `dense::DFA::from_bytes`
-/// needs.
+/// The DFAs `build.rs` wrote, 8-byte aligned (`dense::DFA::from_bytes`
+/// needs 4).
 #[repr(C)]
 struct Aligned<B: ?Sized> {
     _align: [u64; 0],
