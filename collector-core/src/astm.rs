@@ -28,7 +28,7 @@
 
 use crate::records::{Instrument, QcResult, Record, Timestamp};
 use crate::redact::{device_id, redact};
-use crate::{ParseOutput, ParseStats};
+use crate::{ParseOutput, ParseStats, scan};
 
 const STX: u8 = 0x02;
 const ETX: u8 = 0x03;
@@ -74,7 +74,7 @@ pub fn frame(number: u8, text: &[u8], last: bool) -> Vec<u8> {
 /// Splits a captured stream into logical records; see the module docs.
 pub fn deframe(input: &[u8]) -> Deframed {
     let mut out = Deframed::default();
-    if !input.contains(&STX) {
+    if memchr::memchr(STX, input).is_none() {
         for line in input.split(|b| *b == CR || *b == LF) {
             let line: Vec<u8> = line
                 .iter()
@@ -90,12 +90,9 @@ pub fn deframe(input: &[u8]) -> Deframed {
     }
     let mut pending: Vec<u8> = Vec::new();
     let mut i = 0;
-    while let Some(off) = input[i..].iter().position(|b| *b == STX) {
+    while let Some(off) = memchr::memchr(STX, &input[i..]) {
         let start = i + off + 1;
-        let Some(end_off) = input[start..]
-            .iter()
-            .position(|b| matches!(*b, ETX | ETB | STX))
-        else {
+        let Some(end_off) = memchr::memchr3(ETX, ETB, STX, &input[start..]) else {
             out.frames += 1;
             out.malformed_frames += 1;
             pending.clear();
@@ -250,7 +247,7 @@ pub fn parse(input: &[u8], fallback: &Instrument) -> ParseOutput {
                 }
             }
             qc_lot = None;
-            let fields: Vec<&str> = rec.split(delims.field).collect();
+            let fields: Vec<&str> = scan::split(rec, delims.field).collect();
             qc_transmission = get(&fields, 11).trim().eq_ignore_ascii_case("Q");
             instrument = header_instrument(rec, &delims).unwrap_or_else(|| fallback.clone());
             continue;
@@ -259,7 +256,7 @@ pub fn parse(input: &[u8], fallback: &Instrument) -> ParseOutput {
             stats.malformed_records += 1;
             continue;
         }
-        let fields: Vec<&str> = rec.split(delims.field).collect();
+        let fields: Vec<&str> = scan::split(rec, delims.field).collect();
         match kind.to_ascii_uppercase() {
             'P' => {
                 stats.patient_records_dropped += 1;
@@ -333,7 +330,7 @@ fn strip_frame_digit(rec: &str) -> &str {
 }
 
 fn header_instrument(h: &str, d: &Delimiters) -> Option<Instrument> {
-    let fields: Vec<&str> = h.split(d.field).collect();
+    let fields: Vec<&str> = scan::split(h, d.field).collect();
     let sender = get(&fields, 4);
     let comps: Vec<String> = sender
         .split(d.component)
@@ -420,7 +417,7 @@ const EOT: u8 = 0x04;
 /// message declares its own delimiters in its H record.
 pub fn message_ends(input: &[u8]) -> Vec<usize> {
     let mut ends = Vec::new();
-    let framed = input.contains(&STX);
+    let framed = memchr::memchr(STX, input).is_some();
     let push = |end: usize, ends: &mut Vec<usize>| {
         if ends.last().is_none_or(|last| *last < end) {
             ends.push(end);
@@ -435,10 +432,13 @@ pub fn message_ends(input: &[u8]) -> Vec<usize> {
         } else if framed && b == STX {
             // STX FN text ... ETX C1 C2 CR LF
             let start = i + 1;
-            let Some(off) = input[start..]
-                .iter()
-                .position(|b| matches!(*b, ETX | ETB | STX | EOT))
-            else {
+            // The first ETX, ETB, STX or EOT (memchr takes at most three).
+            let rest = &input[start..];
+            let first = match memchr::memchr3(ETX, ETB, STX, rest) {
+                Some(c) => Some(memchr::memchr(EOT, &rest[..c]).unwrap_or(c)),
+                None => memchr::memchr(EOT, rest),
+            };
+            let Some(off) = first else {
                 break;
             };
             let end = start + off;
@@ -469,7 +469,7 @@ pub fn message_ends(input: &[u8]) -> Vec<usize> {
         } else if !framed && (b == CR || b == LF) {
             i += 1;
         } else if !framed {
-            let Some(len) = input[i..].iter().position(|b| *b == CR || *b == LF) else {
+            let Some(len) = memchr::memchr2(CR, LF, &input[i..]) else {
                 break;
             };
             let line = strip_frame_digit(

@@ -30,7 +30,7 @@
 
 use crate::records::{Instrument, QcResult, Record, Timestamp};
 use crate::redact::{device_id, redact};
-use crate::{ParseOutput, ParseStats};
+use crate::{ParseOutput, ParseStats, scan};
 
 /// OBR-4 codes that mark a quality-control order (compared case-insensitively).
 pub const QC_ORDER_CODES: &[&str] = &["LQC", "QC", "QCR", "CONTROL", "CTRL"];
@@ -87,10 +87,10 @@ impl Encoding {
     pub fn unescape(&self, text: &str) -> String {
         let mut out = String::with_capacity(text.len());
         let mut rest = text;
-        while let Some(p) = rest.find(self.escape) {
+        while let Some(p) = scan::find(rest, self.escape) {
             out.push_str(&rest[..p]);
             let after = &rest[p + self.escape.len_utf8()..];
-            let Some(q) = after.find(self.escape) else {
+            let Some(q) = scan::find(after, self.escape) else {
                 // No closing escape character: drop the dangling one.
                 out.push_str(after);
                 return out;
@@ -128,7 +128,7 @@ struct Segment<'a> {
 
 impl<'a> Segment<'a> {
     fn new(line: &'a str, enc: &Encoding) -> Self {
-        let fields: Vec<&str> = line.split(enc.field).collect();
+        let fields: Vec<&str> = scan::split(line, enc.field).collect();
         let id = fields.first().copied().unwrap_or("");
         Self { id, fields }
     }
@@ -144,9 +144,11 @@ impl<'a> Segment<'a> {
         self.fields.get(idx).copied().unwrap_or("")
     }
     fn comp(&self, n: usize, c: usize, enc: &Encoding) -> String {
-        let first_rep = self.f(n).split(enc.repeat).next().unwrap_or("");
-        let comp = first_rep.split(enc.component).nth(c - 1).unwrap_or("");
-        let sub = comp.split(enc.subcomponent).next().unwrap_or("");
+        let first_rep = scan::split(self.f(n), enc.repeat).next().unwrap_or("");
+        let comp = scan::split(first_rep, enc.component)
+            .nth(c - 1)
+            .unwrap_or("");
+        let sub = scan::split(comp, enc.subcomponent).next().unwrap_or("");
         enc.unescape(sub).trim().to_string()
     }
 }
@@ -172,7 +174,7 @@ pub fn parse(input: &[u8], fallback: &Instrument) -> ParseOutput {
     let mut model = fallback.model.clone();
     let mut group: Option<Group> = None;
     let mut pid_lot: Option<String> = None;
-    for line in text.split(['\r', '\n']) {
+    for line in scan::split_cr_lf(&text) {
         // MLLP framing (VT ... FS CR) and stray control characters around a segment.
         let line = line.trim_matches(|c: char| c.is_control());
         if line.is_empty() {

@@ -29,6 +29,7 @@ pub mod logs;
 mod patterns;
 pub mod records;
 pub mod redact;
+pub mod scan;
 
 pub use records::{
     Heartbeat, InstallState, Instrument, InstrumentEvent, MaintenanceEvent, QcResult, Record,

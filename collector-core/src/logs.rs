@@ -356,7 +356,7 @@ pub fn parse(bytes: &[u8], instrument: &Instrument) -> ParseOutput {
     let text = decode(bytes);
     let mut stats = ParseStats::default();
     let mut records = Vec::new();
-    for line in text.lines() {
+    for line in crate::scan::lines(&text) {
         // A line has at least as many bytes as characters.
         if line.len() > MAX_LINE_CHARS && line.chars().count() > MAX_LINE_CHARS {
             stats.malformed_records += 1;

@@ -15,6 +15,13 @@
 //!   state store + queueing into the SQLite spool;
 //! - the Wasm module's per-call fixed cost, and its peak linear memory.
 //!
+//! `BENCH_COMPARE=<file>` also runs a second build of the collector (signed
+//! with a key the example config trusts, such as the development key:
+//! `outpost sign`) on every chunk next to the built-in one, which of the two
+//! goes first alternating, and prints its time over the built-in module's.
+//! Two builds compared in one run see the same machine, which separate runs
+//! on these machines do not.
+//!
 //! These machines are noisy: compare the ratio from one run, not absolute
 //! figures across runs. The corpus is measured in rounds (`BENCH_ROUNDS`,
 //! default 3), each in chunks of about 10 MiB run back to back (native,
@@ -58,6 +65,8 @@ struct Round {
     native: Run,
     native_e2e: Run,
     wasm: Run,
+    /// The `BENCH_COMPARE` build, when given.
+    compare: Run,
 }
 
 impl Round {
@@ -166,6 +175,7 @@ fn main() {
                 .collect()
         })
         .collect();
+    let compare = std::env::var_os("BENCH_COMPARE").map(PathBuf::from);
     let mut results = Vec::new();
     let mut per_kind = std::collections::BTreeMap::<String, (Duration, u64)>::new();
     let mut last = None;
@@ -173,17 +183,44 @@ fn main() {
         let round_dir = dir.path().join(format!("round-{round}"));
         let watched = round_dir.join("corpus");
         std::fs::create_dir_all(&watched).unwrap();
-        let agent = wasm_agent(&rt, &round_dir, &watched);
+        let agent = wasm_agent(&rt, &round_dir, &watched, None);
+        let other = compare.as_deref().map(|module| {
+            let dir = dir.path().join(format!("round-{round}-compare"));
+            let watched = dir.join("corpus");
+            std::fs::create_dir_all(&watched).unwrap();
+            (wasm_agent(&rt, &dir, &watched, Some(module)), watched)
+        });
         let mut sum = Round::default();
         let mut malformed = 0;
-        for chunk in &chunks {
+        for (i, chunk) in chunks.iter().enumerate() {
             let native = run_native(chunk, &fallback, None, &mut per_kind);
             let native_e2e = run_native(chunk, &fallback, Some(&round_dir), &mut per_kind);
             assert_eq!(native.records, native_e2e.records);
             for (path, _) in chunk {
                 std::fs::hard_link(path, watched.join(path.file_name().unwrap())).unwrap();
             }
+            let mut compared = None;
+            if let Some((other, dir)) = &other {
+                for (path, _) in chunk {
+                    std::fs::hard_link(path, dir.join(path.file_name().unwrap())).unwrap();
+                }
+                if i % 2 == 1 {
+                    compared = Some(run_wasm(&rt, other).0);
+                }
+            }
             let (wasm, bad) = run_wasm(&rt, &agent);
+            if let Some((other, _)) = &other
+                && i % 2 == 0
+            {
+                compared = Some(run_wasm(&rt, other).0);
+            }
+            if let Some(c) = compared {
+                assert_eq!(
+                    c.records, wasm.records,
+                    "both builds produce the same records"
+                );
+                sum.compare.add(c);
+            }
             assert_eq!(
                 native.records, wasm.records,
                 "the module and the library must produce the same records"
@@ -336,6 +373,7 @@ fn main() {
         native: Run::timed(fastest(|r| r.native.wall)),
         native_e2e: Run::timed(fastest(|r| r.native_e2e.wall)),
         wasm: Run::timed(fastest(|r| r.wasm.wall)),
+        compare: Run::default(),
     };
     let (same, parse) = best.ratios(|r| Some(r.wall)).expect("wall times");
     println!(
@@ -343,6 +381,20 @@ fn main() {
          Wasm {:.2?}): {same:.2} / {parse:.2}",
         best.native.wall, best.native_e2e.wall, best.wasm.wall
     );
+    if let Some(module) = &compare {
+        let ratios: Vec<f64> = results
+            .iter()
+            .filter_map(|r| Some(r.compare.cpu?.as_secs_f64() / r.wasm.cpu?.as_secs_f64()))
+            .collect();
+        let listed: Vec<String> = ratios.iter().map(|r| format!("{r:.3}")).collect();
+        println!(
+            "- {} ÷ the built-in module, CPU time per round: {}; median {:.3} \
+             (below 1: the compared build is faster)",
+            module.display(),
+            listed.join(", "),
+            median(ratios.clone()),
+        );
+    }
     println!(
         "\nmodule peak linear memory: {:.1} MiB (limit {} MiB); malformed units counted: {malformed}",
         peak as f64 / 1048576.0,
@@ -435,10 +487,25 @@ fn run_native(
     }
 }
 
-/// The agent with the signed collector watching `corpus`, its state under
-/// `dir`, enrolled offline.
-fn wasm_agent(rt: &tokio::runtime::Runtime, dir: &Path, corpus: &Path) -> Agent {
+/// The agent with the signed collector (the built-in one, or `module`)
+/// watching `corpus`, its state under `dir`, enrolled offline.
+fn wasm_agent(
+    rt: &tokio::runtime::Runtime,
+    dir: &Path,
+    corpus: &Path,
+    module: Option<&Path>,
+) -> Agent {
     let config_path = write_config(dir, corpus);
+    if let Some(module) = module {
+        let built_in = format!("{:?}", outpost_artifacts::COLLECTOR_SIGNED);
+        let text = std::fs::read_to_string(&config_path).unwrap();
+        assert!(text.contains(&built_in));
+        std::fs::write(
+            &config_path,
+            text.replace(&built_in, &format!("{module:?}")),
+        )
+        .unwrap();
+    }
     let config = Config::load(&config_path).unwrap();
     rt.block_on(async { Agent::build(config, Events::default()) })
         .unwrap()

@@ -8,10 +8,25 @@ use crate::events::HostEvent;
 use crate::store::notifications::{NotifyError, truncate};
 use crate::store::spool::{MAX_BATCH_RECORDS, SpoolError, StateWrite};
 use crate::store::state::{ModuleState, StateError};
+use std::borrow::Cow;
 use types::Severity;
 
 /// Longest module log line kept (bytes).
 pub const MAX_LOG_LINE_BYTES: usize = 4096;
+
+/// What the host log gets for one line a module wrote (`log.write`, stdout or
+/// stderr): the line cut to [`MAX_LOG_LINE_BYTES`] — or, when the PHI guard's
+/// free-text rules (`uplink::guard`) find an identifier in what is left, a
+/// note naming the kind of identifier in its place. Modules must not log
+/// PHI; the host does not take their word for it, since its log stays on a
+/// PC where lab IT may copy it for support.
+pub fn loggable(line: &str) -> Cow<'_, str> {
+    let line = truncate(line, MAX_LOG_LINE_BYTES);
+    match crate::uplink::guard::free_text(line) {
+        None => Cow::Borrowed(line),
+        Some(finding) => Cow::Owned(format!("[line withheld by the PHI guard: {finding}]")),
+    }
+}
 
 /// Severity as the lowercase name used in storage and events.
 pub fn severity_name(s: Severity) -> &'static str {
@@ -93,7 +108,7 @@ impl host_info::Host for HostState {
 
 impl log::Host for HostState {
     fn write(&mut self, level: Severity, message: String) -> wasmtime::Result<()> {
-        let m = truncate(&message, MAX_LOG_LINE_BYTES);
+        let m = loggable(&message);
         let module = &*self.module.name;
         match level {
             Severity::Debug => tracing::debug!(target: "outpost.module", module, "{m}"),

@@ -1,5 +1,7 @@
 //! Module stdout/stderr → the host log, one line at a time, tagged with the
 //! module. Bounded: long lines are cut and a call's total output is capped.
+//! Each line goes through the PHI guard like `log.write` lines
+//! ([`super::host::loggable`]).
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -65,12 +67,13 @@ impl LineWriter {
             return;
         }
         let text = String::from_utf8_lossy(&self.line);
+        let text = super::host::loggable(text.trim_end());
         match self.stream {
             Stream::Stdout => {
-                tracing::info!(target: "outpost.module.stdout", module = %self.module, "{}", text.trim_end())
+                tracing::info!(target: "outpost.module.stdout", module = %self.module, "{text}")
             }
             Stream::Stderr => {
-                tracing::warn!(target: "outpost.module.stderr", module = %self.module, "{}", text.trim_end())
+                tracing::warn!(target: "outpost.module.stderr", module = %self.module, "{text}")
             }
         }
         self.line.clear();

@@ -361,7 +361,8 @@ fn rules() -> &'static Rules {
 }
 
 /// The free-text rules of the module docs; `None` when the text is clean.
-fn free_text(raw: &str) -> Option<Finding> {
+/// Also applied to the lines modules write to the host log.
+pub(crate) fn free_text(raw: &str) -> Option<Finding> {
     let normalized = normalize(raw);
     let s: &str = &normalized;
     let r = rules();

@@ -82,3 +82,80 @@ fn the_environment_is_empty() {
     assert!(std::env::vars().count() > 0);
     assert_denied(attempt("sbx-env", "env", ""), "env");
 }
+
+/// A `Write` into a shared buffer: the host log as a test reads it.
+#[derive(Clone)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    /// The host log's lines so far that mention `module`.
+    fn lines_of(&self, module: &str) -> Vec<String> {
+        String::from_utf8_lossy(&self.0.lock().unwrap())
+            .lines()
+            .filter(|l| l.contains(module))
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+/// This test binary's host log. Module stdout and stderr reach it from
+/// wasmtime-wasi's writer tasks on the runtime's worker threads, so the
+/// subscriber is the process-wide default (no other test sets one).
+fn host_log() -> &'static Captured {
+    static LOG: std::sync::OnceLock<Captured> = std::sync::OnceLock::new();
+    LOG.get_or_init(|| {
+        let captured = Captured(Default::default());
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .with_max_level(tracing::Level::DEBUG)
+            .finish();
+        tracing::subscriber::set_global_default(subscriber)
+            .expect("no other test sets a global subscriber");
+        captured
+    })
+}
+
+#[test]
+fn module_log_lines_that_hold_phi_are_withheld_from_the_host_log() {
+    let log = host_log();
+    let phi = "pt DOE, JANE DOB 3/4/1950 MRN 0012345";
+    attempt("sbx-log-phi", "log", phi).unwrap();
+    attempt("sbx-log-clean", "log", "reagent lot 4711 loaded").unwrap();
+    // Each module wrote its line three ways: log.write, stdout and stderr
+    // (the last two arrive from writer tasks, possibly after the call).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let (phi_lines, clean_lines) = loop {
+        let (p, c) = (log.lines_of("sbx-log-phi"), log.lines_of("sbx-log-clean"));
+        if (p.len() >= 3 && c.len() >= 3) || std::time::Instant::now() > deadline {
+            break (p, c);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let phi_log = phi_lines.join("\n");
+    for value in ["DOE", "JANE", "1950", "0012345"] {
+        assert!(
+            !phi_log.contains(value),
+            "{value} reached the host log:\n{phi_log}"
+        );
+    }
+    let withheld = "[line withheld by the PHI guard: date of birth]";
+    assert_eq!(phi_log.matches(withheld).count(), 3, "{phi_log}");
+    let clean_log = clean_lines.join("\n");
+    assert_eq!(
+        clean_log.matches("reagent lot 4711 loaded").count(),
+        3,
+        "{clean_log}"
+    );
+}

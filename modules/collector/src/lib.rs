@@ -194,7 +194,11 @@ impl Collector for InstrumentCollector {
                     // cursor stays where the last queued batch left it.
                     sink.pending.clear();
                     sink.report.malformed += 1;
-                    log::warn(&format!("cannot read {}: {}", path.display(), e.kind()));
+                    log::warn(&format!(
+                        "cannot read a file in /{} ({}); file names are not logged",
+                        granted_dir(path),
+                        e.kind()
+                    ));
                 }
             }
         }
@@ -215,6 +219,18 @@ enum Stop {
     Wait(String),
     /// Anything else ends the call with an error.
     Fail(String),
+}
+
+/// The granted directory `path` lies in: its first component, a logical name
+/// the manifest declared. Log lines name only this, never the file: a file
+/// name may name a patient (an export saved under the patient's name).
+fn granted_dir(path: &Path) -> String {
+    path.components()
+        .find_map(|c| match c {
+            std::path::Component::Normal(name) => Some(name.to_string_lossy().into_owned()),
+            _ => None,
+        })
+        .unwrap_or_default()
 }
 
 fn waiting(report: CollectReport, why: &str) -> CollectReport {
@@ -705,7 +721,7 @@ pub fn line_unit_ends(buf: &[u8], max: usize) -> Vec<usize> {
     let mut ends = Vec::new();
     let (mut pos, mut lines, mut unit_start) = (0, 0, 0);
     while lines < max {
-        let Some(nl) = buf[pos..].iter().position(|&b| b == b'\n') else {
+        let Some(nl) = memchr::memchr(b'\n', &buf[pos..]) else {
             break;
         };
         pos += nl + 1;
@@ -724,6 +740,13 @@ pub fn line_unit_ends(buf: &[u8], max: usize) -> Vec<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn log_lines_name_the_granted_directory_not_the_file() {
+        let p = Path::new("/instrument-logs/exports/DOE_JANE_1950-03-04.csv");
+        assert_eq!(granted_dir(p), "instrument-logs");
+        assert_eq!(granted_dir(Path::new("/")), "");
+    }
 
     #[test]
     fn classifies_by_content_and_name() {

@@ -1,0 +1,136 @@
+//! Byte searches for the parsers' hot loops.
+//!
+//! `str::split(char)`, `str::lines` and `iter().position(..)` search a word or
+//! a byte at a time; `memchr` searches 16 or 32 bytes at a time, with SSE2 or
+//! AVX2 natively and with Wasm SIMD (`simd128`, which the workspace's guests
+//! are built with) in the collector module. Separators are found with
+//! `memchr` when they are ASCII, which every delimiter in the corpus is; any
+//! other character falls back to the standard library's search.
+
+/// `s` split at every `sep`: the same pieces as `s.split(sep)`.
+pub fn split(s: &str, sep: char) -> Split<'_> {
+    Split { rest: Some(s), sep }
+}
+
+/// Iterator returned by [`split`].
+pub struct Split<'a> {
+    rest: Option<&'a str>,
+    sep: char,
+}
+
+impl<'a> Iterator for Split<'a> {
+    type Item = &'a str;
+
+    fn next(&mut self) -> Option<&'a str> {
+        let rest = self.rest?;
+        let at = if self.sep.is_ascii() {
+            memchr::memchr(self.sep as u8, rest.as_bytes())
+        } else {
+            rest.find(self.sep)
+        };
+        match at {
+            Some(i) => {
+                self.rest = Some(&rest[i + self.sep.len_utf8()..]);
+                Some(&rest[..i])
+            }
+            None => {
+                self.rest = None;
+                Some(rest)
+            }
+        }
+    }
+}
+
+/// Where `c` first occurs in `s`, like `s.find(c)`.
+pub fn find(s: &str, c: char) -> Option<usize> {
+    if c.is_ascii() {
+        memchr::memchr(c as u8, s.as_bytes())
+    } else {
+        s.find(c)
+    }
+}
+
+/// The lines of `s`, like `s.lines()`: split at `\n`, a `\r` right before
+/// it removed, no empty last line after a final `\n`.
+pub fn lines(s: &str) -> impl Iterator<Item = &str> {
+    let mut rest = Some(s).filter(|s| !s.is_empty());
+    std::iter::from_fn(move || {
+        let r = rest?;
+        match memchr::memchr(b'\n', r.as_bytes()) {
+            Some(i) => {
+                rest = Some(&r[i + 1..]).filter(|s| !s.is_empty());
+                let line = &r[..i];
+                Some(line.strip_suffix('\r').unwrap_or(line))
+            }
+            None => {
+                rest = None;
+                Some(r)
+            }
+        }
+    })
+}
+
+/// The pieces of `s` between CR and LF bytes: the same as
+/// `s.split(['\r', '\n'])`.
+pub fn split_cr_lf(s: &str) -> impl Iterator<Item = &str> {
+    let mut rest = Some(s);
+    std::iter::from_fn(move || {
+        let r = rest?;
+        match memchr::memchr2(b'\r', b'\n', r.as_bytes()) {
+            Some(i) => {
+                rest = Some(&r[i + 1..]);
+                Some(&r[..i])
+            }
+            None => {
+                rest = None;
+                Some(r)
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TEXTS: &[&str] = &[
+        "",
+        "|",
+        "||",
+        "a",
+        "a|b",
+        "|a|b|",
+        "MSH|^~\\&|XN-550|||20240101||ORU^R01",
+        "a\r\nb\nc\r\rd\n\n",
+        "\n",
+        "\r\n",
+        "x\r",
+        "é|ü|€",
+        "no separators at all, but longer than thirty-two bytes, so memchr vectorises",
+        "sep|at|the|end|of|a|long|text|that|crosses|the|sixteen|byte|boundary|",
+    ];
+
+    #[test]
+    fn split_matches_str_split() {
+        for t in TEXTS {
+            for sep in ['|', '^', '\r', 'é', '€', ' '] {
+                let ours: Vec<&str> = split(t, sep).collect();
+                let std: Vec<&str> = t.split(sep).collect();
+                assert_eq!(ours, std, "{t:?} split at {sep:?}");
+                assert_eq!(find(t, sep), t.find(sep), "{t:?} find {sep:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn lines_match_str_lines() {
+        for t in TEXTS {
+            let ours: Vec<&str> = lines(t).collect();
+            let std: Vec<&str> = t.lines().collect();
+            assert_eq!(ours, std, "{t:?}");
+            let ours: Vec<&str> = split_cr_lf(t).collect();
+            let std: Vec<&str> = t.split(['\r', '\n']).collect();
+            assert_eq!(ours, std, "{t:?}");
+        }
+    }
+}
