@@ -82,8 +82,7 @@ pub fn deframe(input: &[u8]) -> Deframed {
                 .filter(|b| !b.is_ascii_control())
                 .collect();
             if !line.is_empty() {
-                out.records
-                    .push(String::from_utf8_lossy(&line).into_owned());
+                out.records.push(scan::utf8_lossy(&line).into_owned());
             }
         }
         return out;
@@ -132,7 +131,7 @@ pub fn deframe(input: &[u8]) -> Deframed {
 fn flush(pending: &mut Vec<u8>, records: &mut Vec<String>) {
     for rec in pending.split(|b| *b == CR || *b == LF) {
         if !rec.is_empty() {
-            records.push(String::from_utf8_lossy(rec).into_owned());
+            records.push(scan::utf8_lossy(rec).into_owned());
         }
     }
     pending.clear();

@@ -166,7 +166,7 @@ struct Group {
 /// Parses one or more HL7 v2 messages. `fallback` names the instrument when
 /// neither MSH-3 nor OBX-18 does.
 pub fn parse(input: &[u8], fallback: &Instrument) -> ParseOutput {
-    let text = String::from_utf8_lossy(input);
+    let text = scan::utf8_lossy(input);
     let text = crate::redact::normalize(&text);
     let mut stats = ParseStats::default();
     let mut records = Vec::new();

@@ -46,7 +46,7 @@ pub fn decode(bytes: &[u8]) -> String {
     match bytes {
         [0xFF, 0xFE, rest @ ..] => utf16(rest, true),
         [0xFE, 0xFF, rest @ ..] => utf16(rest, false),
-        [0xEF, 0xBB, 0xBF, rest @ ..] => String::from_utf8_lossy(rest).into_owned(),
+        [0xEF, 0xBB, 0xBF, rest @ ..] => crate::scan::utf8_lossy(rest).into_owned(),
         _ => {
             let head = &bytes[..bytes.len().min(64)];
             let zeros_odd = head.iter().skip(1).step_by(2).filter(|b| **b == 0).count();
@@ -57,7 +57,7 @@ pub fn decode(bytes: &[u8]) -> String {
             } else if half >= 2 && zeros_even == half.max(1) && zeros_odd == 0 {
                 utf16(bytes, false)
             } else {
-                String::from_utf8_lossy(bytes).into_owned()
+                crate::scan::utf8_lossy(bytes).into_owned()
             }
         }
     }

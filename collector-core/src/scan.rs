@@ -7,6 +7,18 @@
 //! `memchr` when they are ASCII, which every delimiter in the corpus is; any
 //! other character falls back to the standard library's search.
 
+use std::borrow::Cow;
+
+/// `bytes` as text, like `String::from_utf8_lossy`, but checked first with
+/// `str::from_utf8`, which skips ASCII a word at a time; the lossy decoder
+/// looks at every byte and runs only on input that is not valid UTF-8.
+pub fn utf8_lossy(bytes: &[u8]) -> Cow<'_, str> {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => Cow::Borrowed(s),
+        Err(_) => String::from_utf8_lossy(bytes),
+    }
+}
+
 /// `s` split at every `sep`: the same pieces as `s.split(sep)`.
 pub fn split(s: &str, sep: char) -> Split<'_> {
     Split { rest: Some(s), sep }
@@ -119,6 +131,27 @@ mod tests {
                 assert_eq!(ours, std, "{t:?} split at {sep:?}");
                 assert_eq!(find(t, sep), t.find(sep), "{t:?} find {sep:?}");
             }
+        }
+    }
+
+    #[test]
+    fn utf8_lossy_matches_the_standard_library() {
+        let inputs: &[&[u8]] = &[
+            b"",
+            b"plain ASCII, longer than one machine word",
+            "caf\u{e9} \u{20ac}".as_bytes(),
+            b"bad \xff byte",
+            b"cut \xe2\x82",
+            b"\xc3\x28 overlong and \xf0\x9f\x98\x80 emoji",
+        ];
+        for input in inputs {
+            let ours = utf8_lossy(input);
+            assert_eq!(ours, String::from_utf8_lossy(input), "{input:?}");
+            assert_eq!(
+                matches!(ours, Cow::Borrowed(_)),
+                std::str::from_utf8(input).is_ok(),
+                "borrowed exactly when valid: {input:?}"
+            );
         }
     }
 
