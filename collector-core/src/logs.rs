@@ -63,25 +63,84 @@ pub fn decode(bytes: &[u8]) -> String {
     }
 }
 
-struct LogRules {
-    ts: Regex,
-    level: Regex,
-    code: Regex,
+/// A log pattern, compiled the first time it is used. Each call of the
+/// collector module starts a fresh instance, so a pattern costs its
+/// compilation in every call that uses it: ASCII lines (nearly all) are read
+/// by hand and never compile one.
+fn pattern(cell: &'static OnceLock<Regex>, source: &str) -> &'static Regex {
+    cell.get_or_init(|| Regex::new(source).expect("static log pattern compiles"))
 }
 
-fn rules() -> &'static LogRules {
-    static R: OnceLock<LogRules> = OnceLock::new();
-    R.get_or_init(|| {
-        let r = |p: &str| Regex::new(p).expect("static log pattern compiles");
-        LogRules {
-            ts: r(
-                r"^\s*\[?(?P<y>\d{4})[-/.]?(?P<mo>\d{2})[-/.]?(?P<d>\d{2})[T ]?(?P<h>\d{2}):?(?P<mi>\d{2}):?(?P<s>\d{2})(?:[.,](?P<f>\d{1,9}))?(?P<z>Z|[+-]\d{2}:?\d{2})?\]?[\s|;,-]*",
-            ),
-            level: r(
-                r"^\s*[\[<(]?(?i:(?P<lvl>trace|debug|information|info|notice|warning|warn|error|err|fatal|critical|crit|alarm))\b[\]>)]?:?\s*[|;-]?\s*",
-            ),
-            code: r(r"\b[A-Z]{1,3}-?\d{3,5}\b"),
+/// A timestamp at the start of a line, and the separators after it.
+fn ts() -> &'static Regex {
+    static R: OnceLock<Regex> = OnceLock::new();
+    pattern(
+        &R,
+        r"^\s*\[?(?P<y>\d{4})[-/.]?(?P<mo>\d{2})[-/.]?(?P<d>\d{2})[T ]?(?P<h>\d{2}):?(?P<mi>\d{2}):?(?P<s>\d{2})(?:[.,](?P<f>\d{1,9}))?(?P<z>Z|[+-]\d{2}:?\d{2})?\]?[\s|;,-]*",
+    )
+}
+
+/// A level word at the start of what follows the timestamp.
+fn level() -> &'static Regex {
+    static R: OnceLock<Regex> = OnceLock::new();
+    pattern(
+        &R,
+        r"^\s*[\[<(]?(?i:(?P<lvl>trace|debug|information|info|notice|warning|warn|error|err|fatal|critical|crit|alarm))\b[\]>)]?:?\s*[|;-]?\s*",
+    )
+}
+
+/// An event code (`E-1203`, `W123`).
+fn code() -> &'static Regex {
+    static R: OnceLock<Regex> = OnceLock::new();
+    pattern(&R, r"\b[A-Z]{1,3}-?\d{3,5}\b")
+}
+
+/// The matches of the `code` pattern in `text`, in order; by hand on ASCII
+/// text ([`ascii_codes`]).
+fn codes(text: &str) -> Box<dyn Iterator<Item = &str> + '_> {
+    if text.is_ascii() {
+        Box::new(ascii_codes(text))
+    } else {
+        Box::new(code().find_iter(text).map(|m| m.as_str()))
+    }
+}
+
+/// The matches of the `code` pattern `\b[A-Z]{1,3}-?\d{3,5}\b` in ASCII
+/// `text`, as `find_iter` finds them: a match starts a word with a run of
+/// one to three capital letters (a longer run leaves the pattern no way to
+/// reach a digit), then an optional `-`, then a run of three to five digits
+/// that ends the word. The `ascii_codes_are_the_patterns_matches` test holds
+/// it to the pattern.
+fn ascii_codes(text: &str) -> impl Iterator<Item = &str> {
+    let b = text.as_bytes();
+    let word = move |i: usize| {
+        b.get(i)
+            .is_some_and(|c| c.is_ascii_alphanumeric() || *c == b'_')
+    };
+    let run = move |mut i: usize, class: fn(&u8) -> bool| {
+        while b.get(i).is_some_and(class) {
+            i += 1;
         }
+        i
+    };
+    let mut i = 0;
+    std::iter::from_fn(move || {
+        while i < b.len() {
+            let start = i;
+            i += 1;
+            if !b[start].is_ascii_uppercase() || (start > 0 && word(start - 1)) {
+                continue;
+            }
+            let letters = run(start, u8::is_ascii_uppercase);
+            let dash = letters + usize::from(b.get(letters) == Some(&b'-'));
+            let end = run(dash, u8::is_ascii_digit);
+            if (1..=3).contains(&(letters - start)) && (3..=5).contains(&(end - dash)) && !word(end)
+            {
+                i = end;
+                return Some(&text[start..end]);
+            }
+        }
+        None
     })
 }
 
@@ -132,7 +191,7 @@ fn timestamp_prefix(line: &str) -> Option<TimestampPrefix<'_>> {
 }
 
 fn regex_timestamp_prefix(line: &str) -> Option<TimestampPrefix<'_>> {
-    let c = rules().ts.captures(line)?;
+    let c = ts().captures(line)?;
     let group = |k: &str| c.name(k).map_or("", |m| m.as_str());
     Some(TimestampPrefix {
         year: group("y"),
@@ -246,7 +305,7 @@ const LEVEL_WORDS: [&str; 13] = [
 /// [`timestamp_prefix`]).
 fn level_prefix(rest: &str) -> Option<(&str, usize)> {
     if !rest.is_ascii() {
-        let c = rules().level.captures(rest)?;
+        let c = level().captures(rest)?;
         return Some((c.name("lvl")?.as_str(), c.get(0)?.end()));
     }
     let b = rest.as_bytes();
@@ -283,7 +342,6 @@ pub fn parse_line(line: &str, instrument: &Instrument) -> Option<InstrumentEvent
     if line.trim().is_empty() {
         return None;
     }
-    let r = rules();
     let mut rest: &str = line;
     let mut time = None;
     if let Some(ts) = timestamp_prefix(rest) {
@@ -319,10 +377,7 @@ pub fn parse_line(line: &str, instrument: &Instrument) -> Option<InstrumentEvent
     // The first code-shaped token that is not the instrument's own model or
     // serial (lines often name the instrument before the event code).
     // (The whole match is the code: its `\b`s are zero-width.)
-    let code = r
-        .code
-        .find_iter(rest)
-        .map(|m| m.as_str())
+    let code = codes(rest)
         .find(|c| *c != instrument.model && *c != instrument.serial)
         .unwrap_or_default();
     let severity = severity.unwrap_or_else(|| {
@@ -470,6 +525,37 @@ mod tests {
     }
 
     #[test]
+    fn ascii_codes_are_the_patterns_matches() {
+        const PIECES: &[&str] = &[
+            "E", "W", "AB", "ABC", "ABCD", "Ab", "-", "--", "_", "123", "1234", "12345", "123456",
+            "12", "9", " ", ".", ",", "a", "x1", "E-1203", "W123", "(", "\t",
+        ];
+        let mut state = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = |n: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 8) as usize % n
+        };
+        let mut found = 0;
+        for _ in 0..50_000 {
+            let text: String = (0..1 + next(8))
+                .map(|_| PIECES[next(PIECES.len())])
+                .collect();
+            let by_hand: Vec<&str> = ascii_codes(&text).collect();
+            let by_regex: Vec<&str> = code().find_iter(&text).map(|m| m.as_str()).collect();
+            assert_eq!(by_hand, by_regex, "{text:?}");
+            found += by_hand.len();
+        }
+        // Not vacuous: codes were found, and missed, many times.
+        assert!((5_000..100_000).contains(&found), "{found} codes");
+        for line in lines() {
+            let by_regex: Vec<&str> = code().find_iter(&line).map(|m| m.as_str()).collect();
+            assert_eq!(ascii_codes(&line).collect::<Vec<_>>(), by_regex, "{line:?}");
+        }
+    }
+
+    #[test]
     fn ascii_prefixes_read_as_the_patterns_do() {
         let (mut stamped, mut levelled) = (0, 0);
         for line in lines() {
@@ -478,8 +564,7 @@ mod tests {
             let by_regex = regex_timestamp_prefix(&line);
             assert_eq!(by_hand, by_regex, "{line:?}");
             let rest = &line[by_hand.as_ref().map_or(0, |t| t.end)..];
-            let by_regex = rules()
-                .level
+            let by_regex = level()
                 .captures(rest)
                 .map(|c| (c.name("lvl").unwrap().as_str(), c.get(0).unwrap().end()));
             assert_eq!(level_prefix(rest), by_regex, "{rest:?}");

@@ -511,6 +511,16 @@ const PASSES: [Pass; 15] = [
     Pass::NameShape,
 ];
 
+// `PASSES[i] as usize == i`: a pass's bit in a mask of passes is its place
+// in the order they run (`Shape::passes`, `redact_with`).
+const _: () = {
+    let mut i = 0;
+    while i < PASSES.len() {
+        assert!(PASSES[i] as usize == i);
+        i += 1;
+    }
+};
+
 impl Pass {
     /// The tag the pass writes in place of what it redacts.
     fn tag(self) -> &'static str {
@@ -1122,16 +1132,20 @@ fn redact_with(text: &str, scratch: &mut Scratch) -> String {
     s.clear();
     s.push_str(&normalize(text));
     let mut shape = Shape::of(&s);
-    let mut passes = shape.passes();
-    for pass in PASSES {
-        if passes & 1 << pass as u16 == 0 {
-            continue;
-        }
+    // The passes still to run, as bits in `PASSES` order: only those that
+    // can match are visited (a loop over all 15 cost the module more than
+    // the few passes that run).
+    let mut todo = shape.passes();
+    while todo != 0 {
+        let i = todo.trailing_zeros();
+        let pass = PASSES[i as usize];
+        let later = !((2u16 << i) - 1);
         let replaced = r.apply_into(pass, &s, !shape.non_ascii(), scratch, &mut next);
+        todo &= later;
         if replaced > 0 {
             std::mem::swap(&mut s, &mut next);
             shape = shape.after_replacing(pass.tag_shape(), replaced);
-            passes = shape.passes();
+            todo = shape.passes() & later;
         }
     }
     let out = s.clone();
