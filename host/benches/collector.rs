@@ -392,7 +392,7 @@ fn main() {
              (below 1: the compared build is faster)",
             module.display(),
             listed.join(", "),
-            median(ratios.clone()),
+            median(ratios),
         );
     }
     println!(
