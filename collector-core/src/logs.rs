@@ -131,10 +131,12 @@ fn ascii_codes(text: &str) -> impl Iterator<Item = &str> {
             if !b[start].is_ascii_uppercase() || (start > 0 && word(start - 1)) {
                 continue;
             }
-            let letters = run(start, u8::is_ascii_uppercase);
-            let dash = letters + usize::from(b.get(letters) == Some(&b'-'));
-            let end = run(dash, u8::is_ascii_digit);
-            if (1..=3).contains(&(letters - start)) && (3..=5).contains(&(end - dash)) && !word(end)
+            let letters_end = run(start, u8::is_ascii_uppercase);
+            let digits = letters_end + usize::from(b.get(letters_end) == Some(&b'-'));
+            let end = run(digits, u8::is_ascii_digit);
+            if (1..=3).contains(&(letters_end - start))
+                && (3..=5).contains(&(end - digits))
+                && !word(end)
             {
                 i = end;
                 return Some(&text[start..end]);
