@@ -95,13 +95,16 @@ fn code() -> &'static Regex {
     pattern(&R, r"\b[A-Z]{1,3}-?\d{3,5}\b")
 }
 
-/// The matches of the `code` pattern in `text`, in order; by hand on ASCII
-/// text ([`ascii_codes`]).
-fn codes(text: &str) -> Box<dyn Iterator<Item = &str> + '_> {
+/// The first match of the `code` pattern in `text` that `wanted` accepts;
+/// by hand on ASCII text ([`ascii_codes`]).
+fn first_code(text: &str, wanted: impl Fn(&str) -> bool) -> Option<&str> {
     if text.is_ascii() {
-        Box::new(ascii_codes(text))
+        ascii_codes(text).find(|c| wanted(c))
     } else {
-        Box::new(code().find_iter(text).map(|m| m.as_str()))
+        code()
+            .find_iter(text)
+            .map(|m| m.as_str())
+            .find(|c| wanted(c))
     }
 }
 
@@ -379,9 +382,8 @@ pub fn parse_line(line: &str, instrument: &Instrument) -> Option<InstrumentEvent
     // The first code-shaped token that is not the instrument's own model or
     // serial (lines often name the instrument before the event code).
     // (The whole match is the code: its `\b`s are zero-width.)
-    let code = codes(rest)
-        .find(|c| *c != instrument.model && *c != instrument.serial)
-        .unwrap_or_default();
+    let code =
+        first_code(rest, |c| c != instrument.model && c != instrument.serial).unwrap_or_default();
     let severity = severity.unwrap_or_else(|| {
         if code.is_empty() {
             Severity::Info

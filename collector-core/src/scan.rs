@@ -35,12 +35,7 @@ impl<'a> Iterator for Split<'a> {
 
     fn next(&mut self) -> Option<&'a str> {
         let rest = self.rest?;
-        let at = if self.sep.is_ascii() {
-            memchr::memchr(self.sep as u8, rest.as_bytes())
-        } else {
-            rest.find(self.sep)
-        };
-        match at {
+        match find(rest, self.sep) {
             Some(i) => {
                 self.rest = Some(&rest[i + self.sep.len_utf8()..]);
                 Some(&rest[..i])

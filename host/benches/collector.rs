@@ -196,14 +196,15 @@ fn main() {
             let native = run_native(chunk, &fallback, None, &mut per_kind);
             let native_e2e = run_native(chunk, &fallback, Some(&round_dir), &mut per_kind);
             assert_eq!(native.records, native_e2e.records);
-            for (path, _) in chunk {
-                std::fs::hard_link(path, watched.join(path.file_name().unwrap())).unwrap();
-            }
-            let mut compared = None;
-            if let Some((other, dir)) = &other {
+            let show = |dir: &Path| {
                 for (path, _) in chunk {
                     std::fs::hard_link(path, dir.join(path.file_name().unwrap())).unwrap();
                 }
+            };
+            show(&watched);
+            let mut compared = None;
+            if let Some((other, dir)) = &other {
+                show(dir);
                 if i % 2 == 1 {
                     compared = Some(run_wasm(&rt, other).0);
                 }
