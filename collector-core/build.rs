@@ -2,8 +2,9 @@
 //! into two dense DFAs, the forward and reverse halves of a
 //! `regex_automata::dfa::regex::Regex`, and writes them, serialized for the
 //! target's byte order, to `$OUT_DIR/redact.dfa`, with their byte ranges in
-//! `$OUT_DIR/redact_dfa.rs`. `src/redact.rs` embeds both and uses the DFAs
-//! to test for and find matches in ASCII text, so the collector module never
+//! `$OUT_DIR/redact_dfa.rs`; then one more forward DFA, of the labelled-phone
+//! and labelled-ID patterns together. `src/redact.rs` embeds them and uses the
+//! DFAs to test for and find matches in ASCII text, so the collector module never
 //! determinizes a pattern at run time (each call runs in a fresh instance;
 //! see ARCHITECTURE.md, "Collector speed").
 
@@ -80,6 +81,20 @@ fn main() {
         forward.push(push(fwd, is_sparse(id)));
         reverse.push(push(rev, is_sparse(id)));
     }
+    // One forward DFA for the labelled-phone and labelled-ID patterns
+    // together: both passes run on every ASCII text with a digit and seldom
+    // match, and one scan tells when neither can.
+    let labelled =
+        [PatternId::PhoneLabelled, PatternId::LabelledId].map(|id| ascii_form(&source(id)));
+    let either = dense::Builder::new()
+        .configure(
+            dense::Config::new()
+                .start_kind(StartKind::Unanchored)
+                .minimize(true),
+        )
+        .build_many(&labelled)
+        .unwrap_or_else(|e| panic!("the labelled patterns do not compile to one DFA: {e}"));
+    let either = push(either, false);
     fs::write(out.join("redact.dfa"), &blob).expect("write redact.dfa");
     fs::write(
         out.join("redact_dfa.rs"),
@@ -87,7 +102,9 @@ fn main() {
             "/// Byte range of each pattern's forward DFA in `redact.dfa`, in [`PATTERN_IDS`] order.\n\
              const FORWARD_DFAS: [(usize, usize); {n}] = {forward:?};\n\
              /// Byte range of each pattern's reverse DFA, in the same order.\n\
-             const REVERSE_DFAS: [(usize, usize); {n}] = {reverse:?};\n",
+             const REVERSE_DFAS: [(usize, usize); {n}] = {reverse:?};\n\
+             /// Byte range of the forward DFA of the labelled-phone and labelled-ID patterns together.\n\
+             const LABELLED_DFA: (usize, usize) = {either:?};\n",
             n = forward.len()
         ),
     )

@@ -350,32 +350,119 @@ fn obx(
 /// may still be growing: plain HL7 files carry no end marker for their last
 /// message, so the caller decides when that tail is complete.
 pub fn message_ends(input: &[u8]) -> Vec<usize> {
-    const VT: u8 = 0x0B;
-    const FS: u8 = 0x1C;
     let mut ends: Vec<usize> = Vec::new();
     let push = |end: usize, ends: &mut Vec<usize>| {
         if end > 0 && ends.last().is_none_or(|last| *last < end) {
             ends.push(end);
         }
     };
-    for (i, &b) in input.iter().enumerate() {
-        if b == FS {
+    // A message starts only at the start of a line: at 0, or after a CR,
+    // LF or FS. Those bytes are found with `memchr3` rather than by looking
+    // at every byte (in the module, that loop took 3.5 times its native
+    // time).
+    let starts_message = |i: usize| {
+        let rest = &input[i..];
+        rest.starts_with(b"MSH") || (rest.first() == Some(&VT) && rest[1..].starts_with(b"MSH"))
+    };
+    if starts_message(0) {
+        push(0, &mut ends);
+    }
+    for i in memchr::memchr3_iter(b'\r', b'\n', FS, input) {
+        if input[i] == FS {
             let stop = if input.get(i + 1) == Some(&b'\r') {
                 i + 2
             } else {
                 i + 1
             };
             push(stop, &mut ends);
-            continue;
         }
-        let at_line_start = i == 0 || matches!(input[i - 1], b'\r' | b'\n' | FS);
-        if !at_line_start {
-            continue;
-        }
-        let rest = &input[i..];
-        if rest.starts_with(b"MSH") || (b == VT && rest[1..].starts_with(b"MSH")) {
-            push(i, &mut ends);
+        if starts_message(i + 1) {
+            push(i + 1, &mut ends);
         }
     }
     ends
+}
+
+/// MLLP start block.
+const VT: u8 = 0x0B;
+/// MLLP end block.
+const FS: u8 = 0x1C;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// [`message_ends`] as it was written first, a byte at a time.
+    fn message_ends_bytewise(input: &[u8]) -> Vec<usize> {
+        let mut ends: Vec<usize> = Vec::new();
+        let push = |end: usize, ends: &mut Vec<usize>| {
+            if end > 0 && ends.last().is_none_or(|last| *last < end) {
+                ends.push(end);
+            }
+        };
+        for (i, &b) in input.iter().enumerate() {
+            if b == FS {
+                let stop = if input.get(i + 1) == Some(&b'\r') {
+                    i + 2
+                } else {
+                    i + 1
+                };
+                push(stop, &mut ends);
+                continue;
+            }
+            let at_line_start = i == 0 || matches!(input[i - 1], b'\r' | b'\n' | FS);
+            if at_line_start
+                && (input[i..].starts_with(b"MSH")
+                    || (b == VT && input[i + 1..].starts_with(b"MSH")))
+            {
+                push(i, &mut ends);
+            }
+        }
+        ends
+    }
+
+    /// Random inputs built from the pieces message boundaries are made of
+    /// (and near misses of them): the same ends as the byte-at-a-time scan.
+    #[test]
+    fn message_ends_agrees_with_a_scan_of_every_byte() {
+        const PIECES: &[&[u8]] = &[
+            b"MSH",
+            b"MS",
+            b"SH",
+            b"M",
+            b"\x0b",
+            b"\x1c",
+            b"\r",
+            b"\n",
+            b"\r\n",
+            b"|",
+            b"PID",
+            b"OBX|1",
+            b"x",
+            b"\x0bMSH",
+            b"\x1c\r",
+            b"\x1c\x1c",
+            b"msh",
+            b"\xc3\xa9",
+        ];
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for _ in 0..20_000 {
+            let mut input = Vec::new();
+            for _ in 0..next() % 24 {
+                input.extend_from_slice(PIECES[(next() % PIECES.len() as u64) as usize]);
+            }
+            assert_eq!(
+                message_ends(&input),
+                message_ends_bytewise(&input),
+                "{:?}",
+                String::from_utf8_lossy(&input)
+            );
+        }
+    }
 }

@@ -377,12 +377,17 @@ thread_local! {
 /// Every pattern, indexed by [`PatternId`].
 struct Rules {
     patterns: Vec<Pattern>,
+    /// The embedded forward DFA of the labelled-phone and labelled-ID
+    /// patterns' ASCII forms together (loaded on first use; `None` if it
+    /// does not load, and both passes then run on their own).
+    labelled: OnceLock<Option<dense::DFA<&'static [u32]>>>,
 }
 
 fn rules() -> &'static Rules {
     static RULES: OnceLock<Rules> = OnceLock::new();
     RULES.get_or_init(|| Rules {
         patterns: PATTERN_IDS.into_iter().map(Pattern::new).collect(),
+        labelled: OnceLock::new(),
     })
 }
 
@@ -511,6 +516,12 @@ const PASSES: [Pass; 15] = [
     Pass::NameShape,
 ];
 
+/// The labelled-ID pass's bit in a mask of passes. It runs right after the
+/// labelled-phone pass, so the text [`Rules::labelled_may_match`] scanned
+/// for both is the one each pass sees unless the first replaces something.
+const LABELLED_ID: u16 = 1 << Pass::LabelledId as u16;
+const _: () = assert!(Pass::LabelledId as usize == Pass::PhoneLabelled as usize + 1);
+
 // `PASSES[i] as usize == i`: a pass's bit in a mask of passes is its place
 // in the order they run (`Shape::passes`, `redact_with`).
 const _: () = {
@@ -585,6 +596,24 @@ impl Pass {
 impl Rules {
     fn get(&self, id: PatternId) -> &Pattern {
         &self.patterns[id as usize]
+    }
+
+    /// Whether the labelled-phone or the labelled-ID pattern matches
+    /// anywhere in `s`, which is all ASCII: one scan of the two patterns'
+    /// DFA, stopping at the first match state. `None` if that DFA did not
+    /// load or the search failed (it cannot: the DFA has no quit bytes).
+    fn labelled_may_match(&self, s: &str) -> Option<bool> {
+        let dfa = self
+            .labelled
+            .get_or_init(|| {
+                let (start, end) = LABELLED_DFA;
+                dense::DFA::from_bytes(&DFA_BLOB.bytes[start..end])
+                    .ok()
+                    .map(|(dfa, _)| dfa)
+            })
+            .as_ref()?;
+        let input = Input::new(s).earliest(true);
+        Some(dfa.try_search_fwd(&input).ok()?.is_some())
     }
 
     fn pattern(&self, pass: Pass) -> &Pattern {
@@ -1113,16 +1142,108 @@ impl Shape {
 /// shape is updated from the tags it wrote, not rescanned). On ASCII text a
 /// pass finds its matches with the embedded DFAs of its pattern's ASCII form
 /// and reads capture groups with a backtracker (`Pattern`); elsewhere it
-/// tests for a match with the pattern as written before it captures. None of
-/// these shortcuts changes the result: the tests in this module hold each
-/// against the pattern as written.
+/// tests for a match with the pattern as written before it captures. Before
+/// the labelled-phone and labelled-ID passes, one scan of a DFA of both
+/// patterns skips both where neither matches. A text of up to 64 bytes seen
+/// lately gets its result from a memo (`Memo`). None of these shortcuts
+/// changes the result: the tests in this module hold each against the
+/// pattern as written.
 pub fn redact(text: &str) -> String {
-    SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
-        Ok(mut scratch) => redact_with(text, &mut scratch),
-        // Not reached (`redact` does not call itself); fresh buffers if it
-        // ever were.
-        Err(_) => redact_with(text, &mut Scratch::default()),
+    memoized(Memoized::Redact, text, |text| {
+        SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
+            Ok(mut scratch) => redact_with(text, &mut scratch),
+            // Not reached (`redact` does not call itself); fresh buffers if
+            // it ever were.
+            Err(_) => redact_with(text, &mut Scratch::default()),
+        })
     })
+}
+
+/// Which function a [`Memo`] entry holds the result of.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Memoized {
+    Redact,
+    DeviceId,
+}
+
+/// The results of [`redact`] and [`device_id`] for the short texts seen
+/// last (one per thread). The same short values come back in record after
+/// record: units, reference ranges, analyte names, flags, control levels,
+/// the instrument's model and serial, event codes. Both functions depend on
+/// their text alone, so a result is reused exactly as computed.
+///
+/// Direct-mapped: a text's hash picks one slot, and a new text replaces
+/// whatever the slot held, so the table never holds more than
+/// [`Memo::SLOTS`] entries of texts of at most [`Memo::MAX_TEXT_BYTES`].
+/// The texts may hold PHI, as every buffer of the parsers may; nothing here
+/// is written anywhere, and in the module the instance's memory is gone
+/// after each call.
+struct Memo {
+    /// Empty until the first text is stored.
+    slots: Vec<Option<MemoEntry>>,
+}
+
+/// A slot's entry; a new text reuses the buffers of the one it replaces.
+struct MemoEntry {
+    of: Memoized,
+    text: String,
+    result: String,
+}
+
+impl Memo {
+    const SLOTS: usize = 1024;
+    /// Longer texts (log messages, notes) rarely repeat whole.
+    const MAX_TEXT_BYTES: usize = 64;
+
+    /// The slot of `text`, the same for both functions: the entry says
+    /// which one it holds.
+    fn slot(text: &str) -> usize {
+        use std::hash::Hasher;
+        let mut h = rustc_hash::FxHasher::default();
+        h.write(text.as_bytes());
+        h.finish() as usize % Memo::SLOTS
+    }
+}
+
+thread_local! {
+    static MEMO: std::cell::RefCell<Memo> = const { std::cell::RefCell::new(Memo { slots: Vec::new() }) };
+}
+
+/// `compute(text)`, from the [`Memo`] when `text` is short and was seen
+/// last in its slot.
+fn memoized(of: Memoized, text: &str, compute: impl FnOnce(&str) -> String) -> String {
+    if text.len() > Memo::MAX_TEXT_BYTES {
+        return compute(text);
+    }
+    let slot = Memo::slot(text);
+    let known = MEMO.with(|memo| match memo.borrow().slots.get(slot) {
+        Some(Some(e)) if e.of == of && e.text == text => Some(e.result.clone()),
+        _ => None,
+    });
+    if let Some(result) = known {
+        return result;
+    }
+    let result = compute(text);
+    MEMO.with(|memo| {
+        // `compute` does not reach the memo, so it is not borrowed here; if
+        // it ever were, the result is simply not stored.
+        if let Ok(mut memo) = memo.try_borrow_mut() {
+            if memo.slots.is_empty() {
+                memo.slots.resize_with(Memo::SLOTS, || None);
+            }
+            let entry = memo.slots[slot].get_or_insert_with(|| MemoEntry {
+                of,
+                text: String::new(),
+                result: String::new(),
+            });
+            entry.of = of;
+            entry.text.clear();
+            entry.text.push_str(text);
+            entry.result.clear();
+            entry.result.push_str(&result);
+        }
+    });
+    result
 }
 
 /// [`redact`] with the buffers of `scratch`, which it leaves trimmed.
@@ -1141,6 +1262,17 @@ fn redact_with(text: &str, scratch: &mut Scratch) -> String {
         let i = todo.trailing_zeros();
         let pass = PASSES[i as usize];
         let later = !((2u16 << i) - 1);
+        // The labelled-phone pass runs right before the labelled-ID pass;
+        // when both are to run on ASCII text, one scan of their joint DFA
+        // skips both where neither matches (most texts with a digit).
+        if matches!(pass, Pass::PhoneLabelled)
+            && todo & LABELLED_ID != 0
+            && !shape.non_ascii()
+            && r.labelled_may_match(&s) == Some(false)
+        {
+            todo &= later & !LABELLED_ID;
+            continue;
+        }
         let replaced = r.apply_into(pass, &s, !shape.non_ascii(), scratch, &mut next);
         todo &= later;
         if replaced > 0 {
@@ -1161,6 +1293,11 @@ fn redact_with(text: &str, scratch: &mut Scratch) -> String {
 /// it is SSN-shaped, phone-shaped or an e-mail address; anything else goes
 /// through [`redact`].
 pub fn device_id(text: &str) -> String {
+    memoized(Memoized::DeviceId, text, device_id_of)
+}
+
+/// [`device_id`] computed.
+fn device_id_of(text: &str) -> String {
     let s = normalize(text);
     let s = s.trim();
     let token = !s.is_empty()
@@ -1400,6 +1537,69 @@ mod tests {
             matched.iter().chain(&skipped).all(|n| *n > 50),
             "matched per pass {matched:?}, skipped per pass {skipped:?}"
         );
+    }
+
+    /// Short texts come from the memo once seen, long ones never: whatever
+    /// the order, and however many texts share a slot, `redact` and
+    /// `device_id` give what they compute afresh, and never each other's
+    /// result (date-shaped tokens are kept by one and redacted by the
+    /// other).
+    #[test]
+    fn memoized_results_are_the_computed_ones() {
+        let mut inputs = texts();
+        for i in 0..1500u32 {
+            let (y, m, d) = (1930 + i % 70, 1 + i % 12, 1 + i % 28);
+            inputs.push(format!("{y}{m:02}{d:02}"));
+            inputs.push(format!("LOT{i} pt DOE, JANE {m}/{d}/{y}"));
+        }
+        let expected: Vec<(String, String)> = inputs
+            .iter()
+            .map(|t| {
+                let redacted = redact_with(t, &mut Scratch::default());
+                (redacted, device_id_of(t))
+            })
+            .collect();
+        assert!(
+            expected.iter().filter(|(r, d)| r != d).count() > 1500,
+            "many texts where the two functions differ"
+        );
+        let mut state = 0x2545_F491_4F6C_DD1Du64;
+        for round in 0..3 {
+            for _ in 0..inputs.len() {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                let i = (state % inputs.len() as u64) as usize;
+                let (redacted, device) = &expected[i];
+                let (first, second) = match (round + i) % 2 {
+                    0 => (redact(&inputs[i]), device_id(&inputs[i])),
+                    _ => {
+                        let d = device_id(&inputs[i]);
+                        (redact(&inputs[i]), d)
+                    }
+                };
+                assert_eq!(&first, redacted, "redact({:?})", inputs[i]);
+                assert_eq!(&second, device, "device_id({:?})", inputs[i]);
+            }
+        }
+        // Both results of a text share its slot: each call finds the other
+        // function's entry there.
+        for t in ["19600102", "20240627", "19991231"] {
+            for _ in 0..2 {
+                assert_eq!(redact(t), "[REDACTED:date]", "{t}");
+                assert_eq!(device_id(t), t);
+            }
+        }
+        MEMO.with(|memo| {
+            let memo = memo.borrow();
+            assert_eq!(memo.slots.len(), Memo::SLOTS);
+            assert!(
+                memo.slots
+                    .iter()
+                    .flatten()
+                    .all(|e| e.text.len() <= Memo::MAX_TEXT_BYTES)
+            );
+        });
     }
 
     #[test]
@@ -1653,6 +1853,7 @@ mod tests {
     fn dfas_agree_with_the_patterns() {
         let r = rules();
         let mut hits = [0usize; PATTERN_IDS.len()];
+        let mut labelled = [0usize; 2];
         let texts: Vec<String> = texts()
             .iter()
             .map(|t| normalize(t).into_owned())
@@ -1672,9 +1873,22 @@ mod tests {
                     hits[id as usize] += usize::from(by_regex);
                     compared += 1;
                 }
+                let either = [PatternId::PhoneLabelled, PatternId::LabelledId]
+                    .into_iter()
+                    .any(|id| r.get(id).get(false).is_match(piece));
+                assert_eq!(
+                    r.labelled_may_match(piece),
+                    Some(either),
+                    "the labelled patterns' joint DFA on {piece:?}"
+                );
+                labelled[usize::from(either)] += 1;
             }
         }
         assert!(compared > 1_000_000, "{compared} comparisons");
+        assert!(
+            labelled.iter().all(|&n| n > 1000),
+            "many texts with and without a labelled match: {labelled:?}"
+        );
         assert!(
             hits.iter().all(|&n| n > 50),
             "every pattern matched many texts: {hits:?}"

@@ -27,6 +27,14 @@
 //! whole file and are parsed again only when it changes.
 
 mod convert;
+#[cfg(any(target_arch = "wasm32", test))]
+mod small_blocks;
+
+/// Freed small blocks are reused without a call into `malloc` (see
+/// [`small_blocks`]); `wasm32` only, where the module has one thread.
+#[cfg(target_arch = "wasm32")]
+#[global_allocator]
+static ALLOCATOR: small_blocks::SmallBlocks = small_blocks::SmallBlocks::new();
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
