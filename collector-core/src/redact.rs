@@ -1225,8 +1225,9 @@ fn memoized(of: Memoized, text: &str, compute: impl FnOnce(&str) -> String) -> S
     }
     let result = compute(text);
     MEMO.with(|memo| {
-        // `compute` does not reach the memo, so it is not borrowed here; if
-        // it ever were, the result is simply not stored.
+        // No borrow is held while `compute` runs (`device_id` may call
+        // `redact`, which looks up and stores its own result), so this one
+        // succeeds; if it ever did not, the result is simply not stored.
         if let Ok(mut memo) = memo.try_borrow_mut() {
             if memo.slots.is_empty() {
                 memo.slots.resize_with(Memo::SLOTS, || None);

@@ -5,14 +5,16 @@
 //!
 //! Why: parsing allocates a few strings per record and frees them a batch
 //! later. In the module, dlmalloc's `malloc` and `free` and the calls leading
-//! to them took about a tenth of the collector's samples (about three times
-//! their native share). A free-list push or pop is a few instructions.
+//! to them took about a tenth of the collector's samples; a free-list push or
+//! pop is a few instructions. With this allocator dlmalloc takes under 1 %,
+//! and the module's code 8 % fewer samples.
 //!
 //! Why not a different allocator (such as `talc`): the standard library's
 //! `cabi_realloc`, which the host calls to hand lists and strings to the
 //! guest, allocates through the global allocator, and wasi-libc releases the
 //! WASI results it receives with `free`. Every block must therefore be a
-//! `malloc` block. Here it is: a small block is `malloc`ed at its class's
+//! `malloc` block (an allocator with a heap of its own corrupted dlmalloc's
+//! on the first such `free`: tried). Here it is: a small block is `malloc`ed at its class's
 //! full size, kept on its class's list when freed, and is still the same
 //! `malloc` block whoever frees it in the end.
 //!
