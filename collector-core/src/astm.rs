@@ -75,7 +75,7 @@ pub fn frame(number: u8, text: &[u8], last: bool) -> Vec<u8> {
 pub fn deframe(input: &[u8]) -> Deframed {
     let mut out = Deframed::default();
     if memchr::memchr(STX, input).is_none() {
-        for line in input.split(|b| *b == CR || *b == LF) {
+        for line in scan::split_cr_lf_bytes(input) {
             let line: Vec<u8> = line
                 .iter()
                 .copied()
@@ -129,7 +129,7 @@ pub fn deframe(input: &[u8]) -> Deframed {
 }
 
 fn flush(pending: &mut Vec<u8>, records: &mut Vec<String>) {
-    for rec in pending.split(|b| *b == CR || *b == LF) {
+    for rec in scan::split_cr_lf_bytes(pending) {
         if !rec.is_empty() {
             records.push(scan::utf8_lossy(rec).into_owned());
         }
@@ -443,12 +443,7 @@ pub fn message_ends(input: &[u8]) -> Vec<usize> {
             let end = start + off;
             let text = &input[start..end];
             // The frame's last record (frames may carry several, CR-separated).
-            let last = text
-                .get(1..)
-                .unwrap_or_default()
-                .split(|b| *b == CR || *b == LF)
-                .rfind(|r| !r.is_empty())
-                .unwrap_or_default();
+            let last = scan::last_cr_lf_piece(text.get(1..).unwrap_or_default());
             let is_l = last.first().is_some_and(|c| c.eq_ignore_ascii_case(&b'L'))
                 && last.get(1).is_none_or(|c| !c.is_ascii_alphanumeric());
             if input[end] == ETX && is_l {

@@ -96,6 +96,36 @@ pub fn split_cr_lf(s: &str) -> impl Iterator<Item = &str> {
     })
 }
 
+/// The pieces of `bytes` between CR and LF bytes: the same as
+/// `bytes.split(|b| *b == b'\r' || *b == b'\n')`.
+pub fn split_cr_lf_bytes(bytes: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut rest = Some(bytes);
+    std::iter::from_fn(move || {
+        let r = rest?;
+        match memchr::memchr2(b'\r', b'\n', r) {
+            Some(i) => {
+                rest = Some(&r[i + 1..]);
+                Some(&r[..i])
+            }
+            None => {
+                rest = None;
+                Some(r)
+            }
+        }
+    })
+}
+
+/// The last non-empty piece of `bytes` between CR and LF bytes (empty if
+/// there is none): the same as `split_cr_lf_bytes(bytes).rfind(|p| !p.is_empty())`,
+/// found from the end with `memrchr2`.
+pub fn last_cr_lf_piece(bytes: &[u8]) -> &[u8] {
+    let Some(last) = bytes.iter().rposition(|b| !matches!(b, b'\r' | b'\n')) else {
+        return &[];
+    };
+    let start = memchr::memrchr2(b'\r', b'\n', &bytes[..last]).map_or(0, |i| i + 1);
+    &bytes[start..=last]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -147,6 +177,39 @@ mod tests {
                 std::str::from_utf8(input).is_ok(),
                 "borrowed exactly when valid: {input:?}"
             );
+        }
+    }
+
+    #[test]
+    fn byte_pieces_match_slice_split() {
+        let cr_lf = |b: &u8| *b == b'\r' || *b == b'\n';
+        for t in TEXTS {
+            let b = t.as_bytes();
+            let ours: Vec<&[u8]> = split_cr_lf_bytes(b).collect();
+            let std: Vec<&[u8]> = b.split(cr_lf).collect();
+            assert_eq!(ours, std, "{t:?}");
+            let last: &[u8] = std
+                .iter()
+                .rfind(|p| !p.is_empty())
+                .copied()
+                .unwrap_or_default();
+            assert_eq!(last_cr_lf_piece(b), last, "{t:?}");
+        }
+        // Every arrangement of up to eight CR, LF and other bytes.
+        for n in 0..=8u32 {
+            for code in 0..3u32.pow(n) {
+                let b: Vec<u8> = (0..n)
+                    .map(|i| [b'\r', b'\n', b'x'][(code / 3u32.pow(i) % 3) as usize])
+                    .collect();
+                let std: Vec<&[u8]> = b.split(cr_lf).collect();
+                assert_eq!(split_cr_lf_bytes(&b).collect::<Vec<_>>(), std);
+                let last: &[u8] = std
+                    .iter()
+                    .rfind(|p| !p.is_empty())
+                    .copied()
+                    .unwrap_or_default();
+                assert_eq!(last_cr_lf_piece(&b), last, "{b:?}");
+            }
         }
     }
 
