@@ -78,21 +78,13 @@ pub fn lines(s: &str) -> impl Iterator<Item = &str> {
 }
 
 /// The pieces of `s` between CR and LF bytes: the same as
-/// `s.split(['\r', '\n'])`.
+/// `s.split(['\r', '\n'])` ([`split_cr_lf_bytes`] on its bytes; a piece
+/// cut at ASCII bytes is whole UTF-8).
 pub fn split_cr_lf(s: &str) -> impl Iterator<Item = &str> {
-    let mut rest = Some(s);
-    std::iter::from_fn(move || {
-        let r = rest?;
-        match memchr::memchr2(b'\r', b'\n', r.as_bytes()) {
-            Some(i) => {
-                rest = Some(&r[i + 1..]);
-                Some(&r[..i])
-            }
-            None => {
-                rest = None;
-                Some(r)
-            }
-        }
+    let base = s.as_ptr() as usize;
+    split_cr_lf_bytes(s.as_bytes()).map(move |piece| {
+        let start = piece.as_ptr() as usize - base;
+        &s[start..start + piece.len()]
     })
 }
 
