@@ -14,6 +14,14 @@ use std::{env, fs, path::PathBuf};
 
 include!("src/patterns.rs");
 
+/// How every forward DFA is built, the joint one too: unanchored,
+/// leftmost-first, minimized.
+fn forward_config() -> dense::Config {
+    dense::Config::new()
+        .start_kind(StartKind::Unanchored)
+        .minimize(true)
+}
+
 fn main() {
     println!("cargo:rerun-if-changed=src/patterns.rs");
     println!("cargo:rerun-if-changed=build.rs");
@@ -56,11 +64,7 @@ fn main() {
         // UTF-8, as the `regex` crate matches by default. It finds where
         // the leftmost match ends.
         let fwd = dense::Builder::new()
-            .configure(
-                dense::Config::new()
-                    .start_kind(StartKind::Unanchored)
-                    .minimize(true),
-            )
+            .configure(forward_config())
             .build(&pattern)
             .unwrap_or_else(fail);
         // The reverse DFA, configured as `dfa::regex::Builder` configures
@@ -87,11 +91,7 @@ fn main() {
     let labelled =
         [PatternId::PhoneLabelled, PatternId::LabelledId].map(|id| ascii_form(&source(id)));
     let either = dense::Builder::new()
-        .configure(
-            dense::Config::new()
-                .start_kind(StartKind::Unanchored)
-                .minimize(true),
-        )
+        .configure(forward_config())
         .build_many(&labelled)
         .unwrap_or_else(|e| panic!("the labelled patterns do not compile to one DFA: {e}"));
     let either = push(either, false);

@@ -445,13 +445,7 @@ mod tests {
             b"msh",
             b"\xc3\xa9",
         ];
-        let mut state = 0x9E37_79B9_7F4A_7C15u64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut next = crate::test_rng(0x9E37_79B9_7F4A_7C15);
         for _ in 0..20_000 {
             let mut input = Vec::new();
             for _ in 0..next() % 24 {

@@ -64,3 +64,16 @@ pub struct ParseOutput {
     /// What was read, dropped or malformed.
     pub stats: ParseStats,
 }
+
+/// A xorshift64 generator for the unit tests' generated inputs: the same
+/// sequence for the same seed on every run.
+#[cfg(test)]
+pub(crate) fn test_rng(seed: u64) -> impl FnMut() -> u64 {
+    let mut state = seed;
+    move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    }
+}

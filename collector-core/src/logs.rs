@@ -488,15 +488,13 @@ mod tests {
         ];
         const AFTER: &[&str] = &["", " ", ": ", " | ", " ;  ", "-", "]", ":|"];
         const MESSAGE: &[&str] = &["", "E-1203 probe", "pt DOE", "  x", "13:54:07"];
-        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        let mut rng = crate::test_rng(0x9E37_79B9_7F4A_7C15);
         // Mostly one of the first two (well-formed) options, so that whole
         // prefixes are common; otherwise any.
         let mut pick = |xs: &[&'static str]| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            let n = if state % 10 < 8 { 2 } else { xs.len() };
-            xs[((state >> 8) % n as u64) as usize]
+            let r = rng();
+            let n = if r % 10 < 8 { 2 } else { xs.len() };
+            xs[((r >> 8) % n as u64) as usize]
         };
         let mut out = Vec::new();
         for _ in 0..40_000 {
@@ -534,13 +532,8 @@ mod tests {
             "E", "W", "AB", "ABC", "ABCD", "Ab", "-", "--", "_", "123", "1234", "12345", "123456",
             "12", "9", " ", ".", ",", "a", "x1", "E-1203", "W123", "(", "\t",
         ];
-        let mut state = 0x2545_F491_4F6C_DD1Du64;
-        let mut next = |n: usize| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 8) as usize % n
-        };
+        let mut rng = crate::test_rng(0x2545_F491_4F6C_DD1D);
+        let mut next = |n: usize| (rng() >> 8) as usize % n;
         let mut found = 0;
         for _ in 0..50_000 {
             let text: String = (0..1 + next(8))
