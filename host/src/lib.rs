@@ -15,4 +15,5 @@ pub mod net;
 pub mod runtime;
 pub mod store;
 pub mod supervisor;
+pub mod untrusted;
 pub mod uplink;

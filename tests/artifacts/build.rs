@@ -50,7 +50,16 @@ const GUESTS: &[(&str, &str, &str)] = &[
         "outpost-fixture-foreign-import",
         "tests/fixtures/foreign-import",
     ),
+    (
+        "FIXTURE_HOSTILE_NOTIFIER",
+        "outpost-fixture-hostile-notifier",
+        "tests/fixtures/hostile-notifier",
+    ),
 ];
+
+/// Components written by hand in WebAssembly text: (env suffix, directory
+/// holding `component.wat` and `manifest.toml`).
+const WAT_GUESTS: &[(&str, &str)] = &[("FIXTURE_MULTI_MEMORY", "tests/fixtures/multi-memory")];
 
 /// Sources whose change rebuilds the guests.
 const WATCHED: &[&str] = &[
@@ -132,6 +141,32 @@ fn main() {
         );
         let manifest = root.join(dir).join("manifest.toml");
         assert!(manifest.is_file(), "missing {}", manifest.display());
+        println!("cargo:rustc-env=OUTPOST_WASM_{var}={}", wasm.display());
+        println!(
+            "cargo:rustc-env=OUTPOST_MANIFEST_{var}={}",
+            manifest.display()
+        );
+        let signed = wasm.with_extension("signed.wasm");
+        sign_guest(&bytes, &wasm, &manifest, &dev_key, &signed);
+        println!("cargo:rustc-env=OUTPOST_SIGNED_{var}={}", signed.display());
+    }
+
+    let wat_dir = out_dir.join("wat-guests");
+    fs::create_dir_all(&wat_dir)
+        .unwrap_or_else(|e| panic!("while creating {}: {e}", wat_dir.display()));
+    for (var, dir) in WAT_GUESTS {
+        let source = root.join(dir).join("component.wat");
+        let bytes = wat::parse_file(&source)
+            .unwrap_or_else(|e| panic!("while parsing {}: {e}", source.display()));
+        assert!(
+            bytes.starts_with(&COMPONENT_HEADER),
+            "{} is not a component",
+            source.display()
+        );
+        let wasm = wat_dir.join(format!("{}.wasm", var.to_lowercase()));
+        fs::write(&wasm, &bytes)
+            .unwrap_or_else(|e| panic!("while writing {}: {e}", wasm.display()));
+        let manifest = root.join(dir).join("manifest.toml");
         println!("cargo:rustc-env=OUTPOST_WASM_{var}={}", wasm.display());
         println!(
             "cargo:rustc-env=OUTPOST_MANIFEST_{var}={}",

@@ -61,7 +61,7 @@ impl From<&Grant> for GrantSummary {
 
 pub fn exec(a: Args) -> anyhow::Result<ExitCode> {
     let config = Config::load(&a.config)?;
-    let checks = super::tokio_runtime()?.block_on(check(&config))?;
+    let checks = super::block_on(check(&config))??;
     let all_ok = checks.iter().all(|c| c.ok);
     if a.json {
         super::print_json(&checks)?;

@@ -69,7 +69,7 @@ pub fn exec(a: Args) -> anyhow::Result<ExitCode> {
         serial: a.serial,
         token: a.token,
     };
-    let identity = super::tokio_runtime()?.block_on(enroll(&server, &tls, &reg))?;
+    let identity = super::block_on(enroll(&server, &tls, &reg))??;
     identity.save(&config.state_dir)?;
     println!(
         "enrolled with {server} as device {}; identity in {}",

@@ -86,9 +86,36 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
     })
 }
 
-fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("OUTPOST_LOG")
+/// Targets of libraries that log what modules write or send (wasmtime-wasi
+/// logs the bytes of every stdout write at debug level): capped at `info`
+/// whatever `OUTPOST_LOG` says, so the host log never holds module payloads.
+const PAYLOAD_LOGGING_TARGETS: &[&str] = &[
+    "wasmtime_wasi",
+    "wasmtime_wasi_http",
+    "wasmtime_wasi_io",
+    "hyper",
+    "hyper_util",
+    "reqwest",
+    "rustls",
+];
+
+/// The host's log filter: `spec` (the syntax of `OUTPOST_LOG`, e.g. `info`
+/// or `outpost.uplink=debug`), with [`PAYLOAD_LOGGING_TARGETS`] capped at
+/// `info`.
+pub fn log_filter(spec: &str) -> tracing_subscriber::EnvFilter {
+    let mut filter = tracing_subscriber::EnvFilter::try_new(spec)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    for target in PAYLOAD_LOGGING_TARGETS {
+        if let Ok(d) = format!("{target}=info").parse() {
+            filter = filter.add_directive(d);
+        }
+    }
+    filter
+}
+
+fn init_tracing() {
+    let spec = std::env::var("OUTPOST_LOG").unwrap_or_else(|_| "warn".to_owned());
+    let filter = log_filter(&spec);
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -103,11 +130,21 @@ fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn tokio_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread()
+/// Longest the CLI waits at exit for blocking work of module calls (a file
+/// read stuck on a FIFO or a stalled share) before it leaves without it.
+pub const EXIT_GRACE_MS: u64 = 2_000;
+
+/// Run `fut` on a fresh multi-threaded runtime, then shut the runtime down
+/// without waiting more than [`EXIT_GRACE_MS`] for its blocking threads: a
+/// dropped runtime would wait for them forever.
+fn block_on<F: std::future::Future>(fut: F) -> anyhow::Result<F::Output> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
-        .build()?)
+        .build()?;
+    let out = rt.block_on(fut);
+    rt.shutdown_timeout(std::time::Duration::from_millis(EXIT_GRACE_MS));
+    Ok(out)
 }
 
 /// Lowercase hex of `bytes`.

@@ -26,7 +26,7 @@ pub struct Args {
 
 pub fn exec(a: Args) -> anyhow::Result<ExitCode> {
     let config = Config::load(&a.config)?;
-    super::tokio_runtime()?.block_on(run(config, a.json, a.seconds))?;
+    super::block_on(run(config, a.json, a.seconds))??;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -158,7 +158,13 @@ impl WasiHttpHooks for GrantedHttp {
             .to_owned();
         let refusal = Refusal {
             module: self.module.clone(),
-            authority: format!("{host}:{port}"),
+            // Module-supplied: cut, PHI-checked and escaped before it is
+            // logged or published.
+            authority: crate::untrusted::clean(
+                &format!("{host}:{port}"),
+                crate::untrusted::MAX_AUTHORITY_BYTES,
+            )
+            .into_owned(),
             events: self.events.clone(),
         };
         Box::new(async move {

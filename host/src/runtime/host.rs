@@ -4,29 +4,13 @@
 
 use super::bindings::{host_events, host_info, log, notify, state, types, uplink};
 use super::sandbox::HostState;
+use super::stdio::Stream;
 use crate::events::HostEvent;
-use crate::store::notifications::{NotifyError, truncate};
+use crate::store::notifications::{MAX_BODY_BYTES, MAX_TITLE_BYTES, NotifyError};
 use crate::store::spool::{MAX_BATCH_RECORDS, SpoolError, StateWrite};
 use crate::store::state::{ModuleState, StateError};
-use std::borrow::Cow;
+use crate::untrusted;
 use types::Severity;
-
-/// Longest module log line kept (bytes).
-pub const MAX_LOG_LINE_BYTES: usize = 4096;
-
-/// What the host log gets for one line a module wrote (`log.write`, stdout or
-/// stderr): the line cut to [`MAX_LOG_LINE_BYTES`] — or, when the PHI guard's
-/// free-text rules (`uplink::guard`) find an identifier in what is left, a
-/// note naming the kind of identifier in its place. Modules must not log
-/// PHI; the host does not take their word for it, since its log stays on a
-/// PC where lab IT may copy it for support.
-pub fn loggable(line: &str) -> Cow<'_, str> {
-    let line = truncate(line, MAX_LOG_LINE_BYTES);
-    match crate::uplink::guard::free_text(line) {
-        None => Cow::Borrowed(line),
-        Some(finding) => Cow::Owned(format!("[line withheld by the PHI guard: {finding}]")),
-    }
-}
 
 /// Severity as the lowercase name used in storage and events.
 pub fn severity_name(s: Severity) -> &'static str {
@@ -61,12 +45,17 @@ fn alert(r: &uplink::Record) -> Option<HostEvent> {
         e.severity,
         Severity::Warning | Severity::Error | Severity::Critical
     )
-    .then(|| HostEvent::InstrumentAlert {
-        model: e.instrument.model.clone(),
-        serial: e.instrument.serial.clone(),
-        severity: severity_name(e.severity).to_owned(),
-        code: e.code.clone(),
-        text: e.text.clone(),
+    .then(|| {
+        // The record passed the uplink's PHI guard; its text may still hold
+        // line breaks and other control characters, which an event must not.
+        let clean = |s: &str| untrusted::clean(s, untrusted::MAX_LOG_LINE_BYTES).into_owned();
+        HostEvent::InstrumentAlert {
+            model: clean(&e.instrument.model),
+            serial: clean(&e.instrument.serial),
+            severity: severity_name(e.severity).to_owned(),
+            code: clean(&e.code),
+            text: clean(&e.text),
+        }
     })
 }
 
@@ -108,18 +97,16 @@ impl host_info::Host for HostState {
 
 impl log::Host for HostState {
     fn write(&mut self, level: Severity, message: String) -> wasmtime::Result<()> {
-        let m = loggable(&message);
-        let module = &*self.module.name;
-        match level {
-            Severity::Debug => tracing::debug!(target: "outpost.module", module, "{m}"),
-            Severity::Info | Severity::Notice => {
-                tracing::info!(target: "outpost.module", module, "{m}")
-            }
-            Severity::Warning => tracing::warn!(target: "outpost.module", module, "{m}"),
-            Severity::Error | Severity::Critical => {
-                tracing::error!(target: "outpost.module", module, "{m}")
-            }
-        }
+        let stream = match level {
+            Severity::Debug => Stream::LogDebug,
+            Severity::Info | Severity::Notice => Stream::LogInfo,
+            Severity::Warning => Stream::LogWarn,
+            Severity::Error | Severity::Critical => Stream::LogError,
+        };
+        self.output
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .line(stream, &message);
         Ok(())
     }
 }
@@ -232,6 +219,16 @@ impl HostState {
     }
 }
 
+/// Why a notification key cannot be kept, if it cannot: control characters
+/// or an identifier the PHI guard recognises (keys are stored, listed and
+/// shown as they are).
+fn key_problem(key: &str) -> Option<&'static str> {
+    if key.chars().any(char::is_control) {
+        return Some("control character in key");
+    }
+    untrusted::phi_finding(key).map(|_| "identifier in key (PHI guard)")
+}
+
 fn notify_err(e: NotifyError) -> notify::NotifyError {
     match e {
         NotifyError::InvalidKey => notify::NotifyError::InvalidKey,
@@ -254,18 +251,25 @@ impl notify::Host for HostState {
     ) -> wasmtime::Result<Result<(), notify::NotifyError>> {
         let services = &self.module.services;
         let severity = severity_name(n.severity);
-        let res =
-            services
-                .notifications
-                .raise(&self.module.name, &n.key, severity, &n.title, &n.body);
+        // The key is an identifier the module chose: it must be plain text
+        // with no identifier in it, or the notification is refused. Title and
+        // body are cut, PHI-checked (withheld with a note) and escaped.
+        if let Some(problem) = key_problem(&n.key) {
+            tracing::warn!(target: "outpost.module", module = &*self.module.name, problem, "notification key refused");
+            return Ok(Err(notify::NotifyError::InvalidKey));
+        }
+        let title = untrusted::clean(&n.title, MAX_TITLE_BYTES);
+        let body = untrusted::clean_multiline(&n.body, MAX_BODY_BYTES);
+        let res = services
+            .notifications
+            .raise(&self.module.name, &n.key, severity, &title, &body);
         Ok(match res {
             Ok(_) => {
                 services.events.emit(HostEvent::NotificationRaised {
                     module: self.module.name.to_string(),
                     key: n.key,
                     severity: severity.to_owned(),
-                    title: truncate(&n.title, crate::store::notifications::MAX_TITLE_BYTES)
-                        .to_owned(),
+                    title: title.into_owned(),
                 });
                 Ok(())
             }

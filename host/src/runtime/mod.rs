@@ -30,7 +30,7 @@ use outpost_signing::manifest::World;
 use outpost_signing::verify::VerifiedModule;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{
@@ -197,17 +197,64 @@ impl LoadedModule {
 
 /// Keeps the epoch ticking only while calls run, so an idle host does not
 /// wake up at all.
+///
+/// The ticker is a dedicated OS thread, not a tokio task: a guest spinning in
+/// `loop {}` never yields, so a task scheduled on the worker thread that runs
+/// it (or on a current-thread runtime) would never tick, and neither the CPU
+/// deadline nor the wall-clock timeout would fire.
 struct Ticker {
-    active: AtomicUsize,
-    closed: AtomicBool,
-    wake: tokio::sync::Notify,
+    state: std::sync::Mutex<TickerState>,
+    wake: std::sync::Condvar,
+}
+
+#[derive(Default)]
+struct TickerState {
+    /// Calls running now.
+    active: usize,
+    /// The runtime is gone: the thread ends.
+    closed: bool,
+}
+
+impl Ticker {
+    fn start(engine: Engine) -> std::io::Result<Arc<Ticker>> {
+        let ticker = Arc::new(Ticker {
+            state: std::sync::Mutex::new(TickerState::default()),
+            wake: std::sync::Condvar::new(),
+        });
+        let t = ticker.clone();
+        std::thread::Builder::new()
+            .name("outpost-epoch".into())
+            .spawn(move || {
+                loop {
+                    {
+                        let mut st = t.state.lock().unwrap_or_else(|p| p.into_inner());
+                        while st.active == 0 && !st.closed {
+                            st = t.wake.wait(st).unwrap_or_else(|p| p.into_inner());
+                        }
+                        if st.closed {
+                            return;
+                        }
+                    }
+                    std::thread::sleep(Duration::from_millis(EPOCH_TICK_MS));
+                    engine.increment_epoch();
+                }
+            })?;
+        Ok(ticker)
+    }
+
+    fn update(&self, f: impl FnOnce(&mut TickerState)) {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut st);
+        drop(st);
+        self.wake.notify_one();
+    }
 }
 
 struct TickGuard(Arc<Ticker>);
 
 impl Drop for TickGuard {
     fn drop(&mut self) {
-        self.0.active.fetch_sub(1, Ordering::SeqCst);
+        self.0.update(|s| s.active -= 1);
     }
 }
 
@@ -264,30 +311,15 @@ pub fn new_engine(max_memory_mib: u32) -> wasmtime::Result<Engine> {
 
 impl Runtime {
     /// A runtime whose memory slots allow up to `max_memory_mib` per module.
-    /// Starts the epoch ticker on the current tokio runtime.
+    /// Starts the epoch ticker thread (idle while no call runs).
     pub fn new(
         services: Arc<Services>,
         max_memory_mib: u32,
         cache: Option<Cache>,
     ) -> wasmtime::Result<Runtime> {
         let engine = new_engine(max_memory_mib)?;
-        let ticker = Arc::new(Ticker {
-            active: AtomicUsize::new(0),
-            closed: AtomicBool::new(false),
-            wake: tokio::sync::Notify::new(),
-        });
-        let t = ticker.clone();
-        let eng = engine.clone();
-        tokio::spawn(async move {
-            while !t.closed.load(Ordering::SeqCst) {
-                if t.active.load(Ordering::SeqCst) == 0 {
-                    t.wake.notified().await;
-                    continue;
-                }
-                tokio::time::sleep(Duration::from_millis(EPOCH_TICK_MS)).await;
-                eng.increment_epoch();
-            }
-        });
+        let ticker = Ticker::start(engine.clone())
+            .map_err(|e| wasmtime::Error::msg(format!("cannot start the epoch thread: {e}")))?;
         Ok(Runtime {
             engine,
             services,
@@ -376,6 +408,7 @@ impl Runtime {
                 grant: Arc::new(grant),
                 services: self.services.clone(),
                 peak_memory_bytes: AtomicUsize::new(0),
+                output: Default::default(),
             }),
             pre,
             imports,
@@ -438,9 +471,7 @@ impl Runtime {
     }
 
     fn tick(&self) -> TickGuard {
-        if self.ticker.active.fetch_add(1, Ordering::SeqCst) == 0 {
-            self.ticker.wake.notify_one();
-        }
+        self.ticker.update(|s| s.active += 1);
         TickGuard(self.ticker.clone())
     }
 
@@ -460,6 +491,7 @@ impl Runtime {
         let mut store = self.new_store(m)?;
         let _tick = self.tick();
         let wall = m.ctx.grant.limits.wall_ms;
+        let started = std::time::Instant::now();
         let res = tokio::time::timeout(Duration::from_millis(wall.into()), async {
             let inst = pre.instantiate_async(&mut store).await?;
             inst.outpost_agent_collect()
@@ -467,7 +499,7 @@ impl Runtime {
                 .await
         })
         .await;
-        finish(res, &store, wall)?.map_err(CallError::Module)
+        finish(res, &store, wall, started)?.map_err(module_error)
     }
 
     /// Deliver a host event to a notifier module.
@@ -482,6 +514,7 @@ impl Runtime {
         let mut store = self.new_store(m)?;
         let _tick = self.tick();
         let wall = m.ctx.grant.limits.wall_ms;
+        let started = std::time::Instant::now();
         let res = tokio::time::timeout(Duration::from_millis(wall.into()), async {
             let inst = pre.instantiate_async(&mut store).await?;
             inst.outpost_agent_notify_handler()
@@ -489,7 +522,7 @@ impl Runtime {
                 .await
         })
         .await;
-        finish(res, &store, wall)?.map_err(CallError::Module)
+        finish(res, &store, wall, started)?.map_err(module_error)
     }
 
     /// Ask a session-policy module to decide a support request. The decision is
@@ -509,6 +542,7 @@ impl Runtime {
         let mut store = self.new_store(m)?;
         let _tick = self.tick();
         let wall = m.ctx.grant.limits.wall_ms;
+        let started = std::time::Instant::now();
         let requested = request.permissions.clone();
         let res = tokio::time::timeout(Duration::from_millis(wall.into()), async {
             let inst = pre.instantiate_async(&mut store).await?;
@@ -517,7 +551,7 @@ impl Runtime {
                 .await
         })
         .await;
-        let mut decision = finish(res, &store, wall)?;
+        let mut decision = finish(res, &store, wall, started)?;
         let granted = &m.ctx.grant.permissions;
         decision
             .offer
@@ -547,9 +581,15 @@ impl Runtime {
 
 impl Drop for Runtime {
     fn drop(&mut self) {
-        self.ticker.closed.store(true, Ordering::SeqCst);
-        self.ticker.wake.notify_one();
+        self.ticker.update(|s| s.closed = true);
     }
+}
+
+/// A module's error result as the host keeps it: cut, PHI-checked, escaped.
+fn module_error(text: String) -> CallError {
+    CallError::Module(
+        crate::untrusted::clean(&text, crate::untrusted::MAX_ERROR_TEXT_BYTES).into_owned(),
+    )
 }
 
 fn policy_permission(
@@ -564,10 +604,15 @@ fn policy_permission(
 }
 
 /// Turn the outcome of a call into a [`CallError`] that says what happened.
+///
+/// A call that returned but took longer than its wall-clock budget (a host
+/// call that blocked past it) is a [`CallError::WallDeadline`] too: the
+/// budget is what the operator granted, whatever the module got done.
 fn finish<R>(
     res: Result<wasmtime::Result<R>, tokio::time::error::Elapsed>,
     store: &Store<HostState>,
     wall_ms: u32,
+    started: std::time::Instant,
 ) -> Result<R, CallError> {
     let data = store.data();
     data.module
@@ -575,6 +620,9 @@ fn finish<R>(
         .fetch_max(data.memory.peak, Ordering::Relaxed);
     match res {
         Err(_) => Err(CallError::WallDeadline(wall_ms)),
+        Ok(Ok(_)) if started.elapsed() > Duration::from_millis(wall_ms.into()) => {
+            Err(CallError::WallDeadline(wall_ms))
+        }
         Ok(Ok(r)) => Ok(r),
         Ok(Err(e)) => {
             if data.cpu_exceeded {
@@ -586,10 +634,14 @@ fn finish<R>(
             } else if let Some(trap) = e.downcast_ref::<Trap>() {
                 Err(CallError::Trap(trap.to_string()))
             } else {
-                // Host faults and guest exits; keep the first line only.
-                let text = format!("{e:#}");
+                // Host faults (a full resource table, ...) and guest exits:
+                // the root cause, not the backtrace context around it. It
+                // may quote the module (names from its custom sections).
+                let text = e.root_cause().to_string();
+                let first = text.lines().next().unwrap_or("");
                 Err(CallError::Trap(
-                    text.lines().next().unwrap_or("").to_owned(),
+                    crate::untrusted::clean(first, crate::untrusted::MAX_ERROR_TEXT_BYTES)
+                        .into_owned(),
                 ))
             }
         }

@@ -177,6 +177,32 @@ impl Env {
         m
     }
 
+    /// The escapes fixture under `name` with logical directories `dirs`,
+    /// set to try `escape` with `arg`.
+    pub fn escape_in(
+        &self,
+        name: &str,
+        dirs: &BTreeMap<String, PathBuf>,
+        limits: &str,
+        escape: &str,
+        arg: &str,
+    ) -> Arc<LoadedModule> {
+        let names: Vec<String> = dirs.keys().map(|k| format!("{k:?}")).collect();
+        let caps = format!(
+            "state-quota-bytes = 65536\nendpoints = [\"unused.invalid:443\"]\ndirectories = [{}]\n",
+            names.join(", ")
+        );
+        let m = self.load_with_dirs(
+            outpost_artifacts::FIXTURE_ESCAPES,
+            &manifest(name, "collector", &caps, limits),
+            dirs,
+        );
+        let st = ModuleState::new(self.db.clone(), name, 65536);
+        st.set("escape", escape.as_bytes()).unwrap();
+        st.set("arg", arg.as_bytes()).unwrap();
+        m
+    }
+
     /// Events about `module` published from now on.
     pub fn watch(&self, module: &str) -> EventWatch {
         EventWatch {
@@ -302,3 +328,53 @@ pub fn offline_identity(state_dir: &std::path::Path) {
 /// Config section for agents that must not reach any network: the sender
 /// only ever tries a closed loopback port.
 pub const OFFLINE_UPLINK: &str = "[uplink]\nendpoint = \"https://127.0.0.1:9\"\n";
+
+/// A `Write` into a shared buffer: the host log as a test reads it.
+#[derive(Clone)]
+pub struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    /// The host log's lines so far that mention `module`.
+    pub fn lines_of(&self, module: &str) -> Vec<String> {
+        String::from_utf8_lossy(&self.0.lock().unwrap())
+            .lines()
+            .filter(|l| l.contains(module))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// The whole host log so far.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+/// This test binary's host log. Module stdout and stderr reach it from
+/// wasmtime-wasi's writer tasks on the runtime's worker threads, so the
+/// subscriber is the process-wide default (no other test sets one).
+pub fn host_log() -> &'static Captured {
+    static LOG: std::sync::OnceLock<Captured> = std::sync::OnceLock::new();
+    LOG.get_or_init(|| {
+        let captured = Captured(Default::default());
+        let writer = captured.clone();
+        // The filter `outpost` uses with OUTPOST_LOG=debug.
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .with_env_filter(outpost_host::cli::log_filter("debug"))
+            .finish();
+        tracing::subscriber::set_global_default(subscriber)
+            .expect("no other test sets a global subscriber");
+        captured
+    })
+}

@@ -1,6 +1,7 @@
 mod cli;
 mod collector;
 mod harness;
+mod hostile;
 mod limits;
 mod loading;
 mod modules;

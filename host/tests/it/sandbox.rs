@@ -2,7 +2,7 @@
 //! other modules carry on. Each denial has a positive control so the test can
 //! fail if the sandbox were open.
 
-use super::harness::{DEFAULT_LIMITS, env, path};
+use super::harness::{DEFAULT_LIMITS, env, host_log, path};
 use outpost_host::runtime::CallError;
 use outpost_host::runtime::bindings::collector::exports::outpost::agent::collect::Trigger;
 
@@ -83,50 +83,6 @@ fn the_environment_is_empty() {
     assert_denied(attempt("sbx-env", "env", ""), "env");
 }
 
-/// A `Write` into a shared buffer: the host log as a test reads it.
-#[derive(Clone)]
-struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    /// The host log's lines so far that mention `module`.
-    fn lines_of(&self, module: &str) -> Vec<String> {
-        String::from_utf8_lossy(&self.0.lock().unwrap())
-            .lines()
-            .filter(|l| l.contains(module))
-            .map(str::to_owned)
-            .collect()
-    }
-}
-
-/// This test binary's host log. Module stdout and stderr reach it from
-/// wasmtime-wasi's writer tasks on the runtime's worker threads, so the
-/// subscriber is the process-wide default (no other test sets one).
-fn host_log() -> &'static Captured {
-    static LOG: std::sync::OnceLock<Captured> = std::sync::OnceLock::new();
-    LOG.get_or_init(|| {
-        let captured = Captured(Default::default());
-        let writer = captured.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(move || writer.clone())
-            .with_ansi(false)
-            .with_max_level(tracing::Level::DEBUG)
-            .finish();
-        tracing::subscriber::set_global_default(subscriber)
-            .expect("no other test sets a global subscriber");
-        captured
-    })
-}
-
 #[test]
 fn module_log_lines_that_hold_phi_are_withheld_from_the_host_log() {
     let log = host_log();
@@ -150,7 +106,7 @@ fn module_log_lines_that_hold_phi_are_withheld_from_the_host_log() {
             "{value} reached the host log:\n{phi_log}"
         );
     }
-    let withheld = "[line withheld by the PHI guard: date of birth]";
+    let withheld = "[withheld by the PHI guard: date of birth]";
     assert_eq!(phi_log.matches(withheld).count(), 3, "{phi_log}");
     let clean_log = clean_lines.join("\n");
     assert_eq!(

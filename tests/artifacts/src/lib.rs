@@ -45,6 +45,10 @@ pub const SESSION_POLICY: &str = env!("OUTPOST_WASM_SESSION_POLICY");
 pub const FIXTURE_ESCAPES: &str = env!("OUTPOST_WASM_FIXTURE_ESCAPES");
 /// The fixture that exports `notify-handler` but imports `uplink`.
 pub const FIXTURE_FOREIGN_IMPORT: &str = env!("OUTPOST_WASM_FIXTURE_FOREIGN_IMPORT");
+/// The adversarial notifier: echoes host text into notifications, floods, fails.
+pub const FIXTURE_HOSTILE_NOTIFIER: &str = env!("OUTPOST_WASM_FIXTURE_HOSTILE_NOTIFIER");
+/// The hand-written collector with eight memories and eight tables.
+pub const FIXTURE_MULTI_MEMORY: &str = env!("OUTPOST_WASM_FIXTURE_MULTI_MEMORY");
 
 /// `manifest.toml` of the collector module.
 pub const COLLECTOR_MANIFEST: &str = env!("OUTPOST_MANIFEST_COLLECTOR");
@@ -56,6 +60,11 @@ pub const SESSION_POLICY_MANIFEST: &str = env!("OUTPOST_MANIFEST_SESSION_POLICY"
 pub const FIXTURE_ESCAPES_MANIFEST: &str = env!("OUTPOST_MANIFEST_FIXTURE_ESCAPES");
 /// `manifest.toml` of the foreign-import fixture (`world = "notifier"`).
 pub const FIXTURE_FOREIGN_IMPORT_MANIFEST: &str = env!("OUTPOST_MANIFEST_FIXTURE_FOREIGN_IMPORT");
+/// Default `manifest.toml` of the hostile-notifier fixture.
+pub const FIXTURE_HOSTILE_NOTIFIER_MANIFEST: &str =
+    env!("OUTPOST_MANIFEST_FIXTURE_HOSTILE_NOTIFIER");
+/// Default `manifest.toml` of the multi-memory fixture.
+pub const FIXTURE_MULTI_MEMORY_MANIFEST: &str = env!("OUTPOST_MANIFEST_FIXTURE_MULTI_MEMORY");
 
 /// The collector component signed with the development key.
 pub const COLLECTOR_SIGNED: &str = env!("OUTPOST_SIGNED_COLLECTOR");
@@ -67,6 +76,10 @@ pub const SESSION_POLICY_SIGNED: &str = env!("OUTPOST_SIGNED_SESSION_POLICY");
 pub const FIXTURE_ESCAPES_SIGNED: &str = env!("OUTPOST_SIGNED_FIXTURE_ESCAPES");
 /// The foreign-import fixture signed with the development key.
 pub const FIXTURE_FOREIGN_IMPORT_SIGNED: &str = env!("OUTPOST_SIGNED_FIXTURE_FOREIGN_IMPORT");
+/// The hostile-notifier fixture signed with the development key.
+pub const FIXTURE_HOSTILE_NOTIFIER_SIGNED: &str = env!("OUTPOST_SIGNED_FIXTURE_HOSTILE_NOTIFIER");
+/// The multi-memory fixture signed with the development key.
+pub const FIXTURE_MULTI_MEMORY_SIGNED: &str = env!("OUTPOST_SIGNED_FIXTURE_MULTI_MEMORY");
 
 /// Absolute path of the development signing key file (outpost secret key
 /// format, mode 0600), for tests that sign their own variants with
@@ -126,6 +139,18 @@ pub const ALL: &[Artifact] = &[
         wasm: FIXTURE_FOREIGN_IMPORT,
         manifest: FIXTURE_FOREIGN_IMPORT_MANIFEST,
         signed: FIXTURE_FOREIGN_IMPORT_SIGNED,
+    },
+    Artifact {
+        name: "fixture-hostile-notifier",
+        wasm: FIXTURE_HOSTILE_NOTIFIER,
+        manifest: FIXTURE_HOSTILE_NOTIFIER_MANIFEST,
+        signed: FIXTURE_HOSTILE_NOTIFIER_SIGNED,
+    },
+    Artifact {
+        name: "fixture-multi-memory",
+        wasm: FIXTURE_MULTI_MEMORY,
+        manifest: FIXTURE_MULTI_MEMORY_MANIFEST,
+        signed: FIXTURE_MULTI_MEMORY_SIGNED,
     },
 ];
 
