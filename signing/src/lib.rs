@@ -93,6 +93,10 @@
 //!   of [`embed_manifest`] verifies with [`verify()`], and `wasmsign2 sign` can
 //!   add a second signature to a file we signed (it joins the same set).
 //!
+//! `tests/interop.rs` checks each of these, and that both sides refuse a
+//! tampered file and derive the same key ids, against the `wasmsign2` library
+//! crate (0.2.8, the code the CLI runs for `keygen`, `sign` and `verify`).
+//!
 //! Where outpost is stricter than `wasmsign2` (files `wasmsign2` accepts that
 //! outpost refuses):
 //! - core modules (header `00 61 73 6d 01 00 00 00`): outpost runs components only;

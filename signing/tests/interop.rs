@@ -1,110 +1,67 @@
-//! Interoperability with the `wasmsign2` CLI (WebAssembly tool-conventions
-//! signatures). Requires `wasmsign2` on PATH or in ~/.cargo/bin:
-//! `cargo install wasmsign2-cli --locked`.
+//! Interoperability with `wasmsign2` (WebAssembly tool-conventions
+//! signatures), through the `wasmsign2` library crate: the same code the
+//! `wasmsign2` CLI (wasmsign2-cli 0.2.8) runs for `keygen`, `sign -k -K` and
+//! `verify -K`, called in-process so that the tests need no installed tool.
+//! Keys cross between the two implementations in wasmsign2's raw byte
+//! formats (what its key files hold), and signed files as plain bytes.
 
 use crate::common::*;
 use outpost_signing::{
-    Expectation, Manifest, SigningKey, TrustStore, TrustedKey, VerifyError, embed_manifest,
+    Expectation, Manifest, SigningKey, TrustStore, TrustedKey, VerifyError, embed_manifest, key_id,
     public_key_from_wasmsign2, sign, verify, wasmsign2_public_key_bytes,
 };
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::io::Cursor;
 
-fn wasmsign2() -> PathBuf {
-    let exe = format!("wasmsign2{}", std::env::consts::EXE_SUFFIX);
-    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).collect())
-        .unwrap_or_default();
-    if let Some(home) = std::env::var_os("CARGO_HOME") {
-        dirs.push(PathBuf::from(home).join("bin"));
+/// What `wasmsign2 verify -K <key file> -i <file>` does: read the raw public
+/// key we export, attach its default key id, verify the embedded signatures.
+fn wasmsign2_verify(file: &[u8], key: &SigningKey) -> Result<(), wasmsign2::WSError> {
+    let pk = wasmsign2::PublicKey::from_bytes(&wasmsign2_public_key_bytes(&key.verifying_key()))?
+        .attach_default_key_id();
+    pk.verify(&mut Cursor::new(file), None)
+}
+
+/// A key pair made by wasmsign2 (`wasmsign2 keygen`), as the raw bytes its
+/// key files hold, loaded into our types. The secret key is
+/// `0x81 ‖ seed(32) ‖ public key(32)`, the public key `0x01 ‖ key(32)`.
+struct Wasmsign2Keys {
+    secret: Vec<u8>,
+    public: Vec<u8>,
+    ours: SigningKey,
+}
+
+fn wasmsign2_keygen() -> Wasmsign2Keys {
+    let kp = wasmsign2::KeyPair::generate();
+    let (secret, public) = (kp.sk.to_bytes(), kp.pk.to_bytes());
+    assert_eq!((secret.len(), secret[0]), (65, 0x81));
+    let ours = SigningKey::from_bytes(secret[1..33].try_into().unwrap());
+    let verifying = public_key_from_wasmsign2(&public).unwrap();
+    assert_eq!(verifying, ours.verifying_key());
+    Wasmsign2Keys {
+        secret,
+        public,
+        ours,
     }
-    if let Some(home) = std::env::var_os("HOME").or_else(|| std::env::var_os("USERPROFILE")) {
-        dirs.push(PathBuf::from(home).join(".cargo").join("bin"));
-    }
-    dirs.into_iter()
-        .map(|d| d.join(&exe))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| {
-            panic!(
-                "the wasmsign2 CLI is required for the interop tests and was not found on PATH \
-                 or in ~/.cargo/bin; install it with `cargo install wasmsign2-cli --locked`"
-            )
-        })
 }
 
-/// Run wasmsign2; returns (success, combined output).
-fn run(args: &[&std::ffi::OsStr]) -> (bool, String) {
-    let out = Command::new(wasmsign2())
-        .args(args)
-        .output()
-        .expect("wasmsign2 runs");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
-}
-
-fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
-    let p = dir.join(name);
-    std::fs::write(&p, bytes).unwrap();
-    p
-}
-
-fn wasmsign2_verify(dir: &Path, file: &[u8], key: &SigningKey) -> (bool, String) {
-    let pk = write(
-        dir,
-        "ours.pub",
-        &wasmsign2_public_key_bytes(&key.verifying_key()),
-    );
-    let f = write(dir, "to-verify.wasm", file);
-    run(&[
-        "verify".as_ref(),
-        "-K".as_ref(),
-        pk.as_os_str(),
-        "-i".as_ref(),
-        f.as_os_str(),
-    ])
-}
-
-/// A key pair made by `wasmsign2 keygen`, loaded into our types. The secret
-/// key file is `0x81 ‖ seed(32) ‖ public key(32)`.
-fn wasmsign2_keygen(dir: &Path, name: &str) -> (PathBuf, PathBuf, SigningKey) {
-    let sk = dir.join(format!("{name}.sk"));
-    let pk = dir.join(format!("{name}.pk"));
-    let (ok, out) = run(&[
-        "keygen".as_ref(),
-        "-k".as_ref(),
-        sk.as_os_str(),
-        "-K".as_ref(),
-        pk.as_os_str(),
-    ]);
-    assert!(ok, "{out}");
-    let sk_bytes = std::fs::read(&sk).unwrap();
-    assert_eq!((sk_bytes.len(), sk_bytes[0]), (65, 0x81));
-    let key = SigningKey::from_bytes(sk_bytes[1..33].try_into().unwrap());
-    let public = public_key_from_wasmsign2(&std::fs::read(&pk).unwrap()).unwrap();
-    assert_eq!(public, key.verifying_key());
-    (sk, pk, key)
-}
-
-fn wasmsign2_sign(dir: &Path, input: &[u8], sk: &Path, pk: &Path) -> Vec<u8> {
-    let i = write(dir, "to-sign.wasm", input);
-    let o = dir.join("signed-by-wasmsign2.wasm");
-    let (ok, out) = run(&[
-        "sign".as_ref(),
-        "-k".as_ref(),
-        sk.as_os_str(),
-        "-K".as_ref(),
-        pk.as_os_str(),
-        "-i".as_ref(),
-        i.as_os_str(),
-        "-o".as_ref(),
-        o.as_os_str(),
-    ]);
-    assert!(ok, "{out}");
-    std::fs::read(o).unwrap()
+/// What `wasmsign2 sign -k <secret> [-K <public>] -i <input> -o <output>`
+/// does: with the public key, the signature carries its default key id.
+fn wasmsign2_sign(input: &[u8], keys: &Wasmsign2Keys, with_key_id: bool) -> Vec<u8> {
+    let sk = wasmsign2::SecretKey::from_bytes(&keys.secret).unwrap();
+    let key_id = with_key_id.then(|| {
+        wasmsign2::PublicKey::from_bytes(&keys.public)
+            .unwrap()
+            .attach_default_key_id()
+            .key_id()
+            .cloned()
+            .expect("a default key id is attached")
+    });
+    let module = wasmsign2::Module::deserialize(&mut Cursor::new(input)).unwrap();
+    let (signed, _detached) = sk
+        .sign_multi(module, key_id.as_ref(), false, false)
+        .unwrap();
+    let mut out = Vec::new();
+    signed.serialize(&mut out).unwrap();
+    out
 }
 
 fn components() -> Vec<(String, Vec<u8>, Manifest)> {
@@ -129,35 +86,74 @@ fn components() -> Vec<(String, Vec<u8>, Manifest)> {
     out
 }
 
+/// Flip one bit of the byte at `at` (from the start when non-negative, from
+/// the end otherwise).
+fn flipped(file: &[u8], at: isize) -> Vec<u8> {
+    let mut bad = file.to_vec();
+    let i = if at >= 0 {
+        at as usize
+    } else {
+        bad.len() - at.unsigned_abs()
+    };
+    bad[i] ^= 1;
+    bad
+}
+
+#[test]
+fn key_ids_agree() {
+    for seed in [1, 2, 3, 0x42, 0xff] {
+        let k = key(seed).verifying_key();
+        let theirs = wasmsign2::PublicKey::from_bytes(&wasmsign2_public_key_bytes(&k))
+            .unwrap()
+            .attach_default_key_id();
+        assert_eq!(
+            theirs.key_id().map(Vec::as_slice),
+            Some(&key_id(&k).as_bytes()[..]),
+            "seed {seed}"
+        );
+    }
+    let generated = wasmsign2_keygen();
+    let theirs = wasmsign2::PublicKey::from_bytes(&generated.public)
+        .unwrap()
+        .attach_default_key_id();
+    assert_eq!(
+        theirs.key_id().map(Vec::as_slice),
+        Some(&key_id(&generated.ours.verifying_key()).as_bytes()[..])
+    );
+}
+
 #[test]
 fn wasmsign2_verifies_modules_we_sign() {
-    let dir = tempfile::tempdir().unwrap();
     let (k1, k2) = (key(1), key(2));
     for (what, c, m) in components() {
         let signed = sign(&c, &m, &[&k1, &k2]).unwrap();
         for k in [&k1, &k2] {
-            let (ok, out) = wasmsign2_verify(dir.path(), &signed, k);
-            assert!(ok, "{what}: wasmsign2 refused our signature: {out}");
+            wasmsign2_verify(&signed, k)
+                .unwrap_or_else(|e| panic!("{what}: wasmsign2 refused our signature: {e}"));
         }
-        // Sanity: wasmsign2 refuses a tampered file and a key that did not sign.
-        let mut bad = signed.clone();
-        *bad.last_mut().unwrap() ^= 1;
-        assert!(!wasmsign2_verify(dir.path(), &bad, &k1).0, "{what}");
-        assert!(!wasmsign2_verify(dir.path(), &signed, &key(3)).0, "{what}");
+        // wasmsign2 refuses a tampered file (last byte, a byte of the
+        // manifest section) and a key that did not sign.
+        for at in [-1, inside_manifest(&signed)] {
+            let bad = flipped(&signed, at);
+            assert!(wasmsign2_verify(&bad, &k1).is_err(), "{what}: at {at}");
+        }
+        assert!(wasmsign2_verify(&signed, &key(3)).is_err(), "{what}");
     }
 }
 
 #[test]
 fn we_verify_modules_wasmsign2_signs() {
-    let dir = tempfile::tempdir().unwrap();
-    let (sk, pk, theirs) = wasmsign2_keygen(dir.path(), "release");
+    let theirs = wasmsign2_keygen();
     let mut trust = TrustStore::new();
     trust
-        .add_key(TrustedKey::new("wasmsign2-release", theirs.verifying_key()))
+        .add_key(TrustedKey::new(
+            "wasmsign2-release",
+            theirs.ours.verifying_key(),
+        ))
         .unwrap();
     for (what, c, m) in components() {
         let input = embed_manifest(&c, &m).unwrap();
-        let signed = wasmsign2_sign(dir.path(), &input, &sk, &pk);
+        let signed = wasmsign2_sign(&input, &theirs, true);
         let expect = Expectation {
             name: &m.name,
             highest_installed: None,
@@ -167,48 +163,46 @@ fn we_verify_modules_wasmsign2_signs() {
         assert_eq!(v.manifest(), &m);
         assert_eq!(v.signers()[0].name, "wasmsign2-release");
         // wasmsign2 writes exactly what we would have written.
-        assert_eq!(signed, sign(&c, &m, &[&theirs]).unwrap(), "{what}");
+        assert_eq!(signed, sign(&c, &m, &[&theirs.ours]).unwrap(), "{what}");
+        // Tampering with a file wasmsign2 signed is caught by both.
+        for at in [-1, inside_manifest(&signed)] {
+            let bad = flipped(&signed, at);
+            refused(verify(bad.clone(), &trust, &expect), |e| {
+                matches!(e, VerifyError::DigestMismatch)
+            });
+            assert!(
+                wasmsign2_verify(&bad, &theirs.ours).is_err(),
+                "{what}: at {at}"
+            );
+        }
     }
     // Signing an unsigned component without our manifest section is refused
     // by our rules (the capabilities would not be signed).
-    let plain = wasmsign2_sign(dir.path(), &component(1_000), &sk, &pk);
+    let plain = wasmsign2_sign(&component(1_000), &theirs, true);
     refused(verify_as(plain, &trust, "collector"), |e| {
         matches!(e, VerifyError::MissingManifest)
     });
     // wasmsign2 without -K writes no key id: refused (outpost needs key ids).
-    let i = write(
-        dir.path(),
-        "no-id.wasm",
-        &embed_manifest(&HEADER, &manifest("collector", "1.0.0")).unwrap(),
-    );
-    let o = dir.path().join("no-id-signed.wasm");
-    let (ok, out) = run(&[
-        "sign".as_ref(),
-        "-k".as_ref(),
-        sk.as_os_str(),
-        "-i".as_ref(),
-        i.as_os_str(),
-        "-o".as_ref(),
-        o.as_os_str(),
-    ]);
-    assert!(ok, "{out}");
-    let msg = refused(
-        verify_as(std::fs::read(o).unwrap(), &trust, "collector"),
-        |e| matches!(e, VerifyError::MalformedSignatureSection { .. }),
-    );
+    let input = embed_manifest(&HEADER, &manifest("collector", "1.0.0")).unwrap();
+    let no_id = wasmsign2_sign(&input, &theirs, false);
+    let msg = refused(verify_as(no_id, &trust, "collector"), |e| {
+        matches!(e, VerifyError::MalformedSignatureSection { .. })
+    });
     assert!(msg.contains("key id"), "{msg}");
 }
 
 #[test]
 fn wasmsign2_adds_a_second_signature_to_a_module_we_signed() {
-    let dir = tempfile::tempdir().unwrap();
-    let (sk, pk, review) = wasmsign2_keygen(dir.path(), "review");
+    let review = wasmsign2_keygen();
     let m = manifest("session-policy", "1.0.0");
     let ours = sign(&component(5_000), &m, &[&key(1)]).unwrap();
-    let both = wasmsign2_sign(dir.path(), &ours, &sk, &pk);
+    let both = wasmsign2_sign(&ours, &review, true);
     let mut trust = store(&[1]);
     trust
-        .add_key(TrustedKey::new("security-review", review.verifying_key()))
+        .add_key(TrustedKey::new(
+            "security-review",
+            review.ours.verifying_key(),
+        ))
         .unwrap();
     trust.set_threshold("session-policy", 2).unwrap();
     refused(verify_as(ours, &trust, "session-policy"), |e| {
@@ -219,6 +213,21 @@ fn wasmsign2_adds_a_second_signature_to_a_module_we_signed() {
     assert_eq!(names, ["key-1", "security-review"]);
     assert_eq!(
         both,
-        sign(&component(5_000), &m, &[&key(1), &review]).unwrap()
+        sign(&component(5_000), &m, &[&key(1), &review.ours]).unwrap()
     );
+    // wasmsign2 accepts the file under either key.
+    for k in [&key(1), &review.ours] {
+        wasmsign2_verify(&both, k).unwrap();
+    }
+}
+
+/// Offset of a byte inside the manifest's JSON (a few bytes after the
+/// section name), so that a flipped bit changes a signed capability.
+fn inside_manifest(file: &[u8]) -> isize {
+    let name = b"outpost-manifest";
+    let at = file
+        .windows(name.len())
+        .position(|w| w == name)
+        .expect("manifest section present");
+    (at + name.len() + 3) as isize
 }

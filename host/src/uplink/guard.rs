@@ -11,19 +11,27 @@
 //!
 //! # Normalisation
 //!
-//! Before any rule runs, the text is normalised so that look-alike characters
-//! cannot slip an identifier past the patterns:
+//! Before any rule runs, the text is folded so that invisible and look-alike
+//! characters cannot slip an identifier past the patterns. Text made only of
+//! printable ASCII, tab, CR, LF and STX is used as it is (borrowed, no
+//! allocation); anything else is folded into a new string:
 //!
 //! | Input | Becomes |
 //! |---|---|
-//! | full-width ASCII U+FF01–U+FF5E (`５５５－４４`) | ASCII (`555-44`) |
-//! | zero-width U+200B–U+200D, U+2060, U+FEFF; soft hyphen U+00AD | removed |
-//! | no-break and typographic spaces U+00A0, U+2000–U+200A, U+202F, U+205F, U+3000 | ASCII space |
-//! | Unicode hyphens and minus U+2010–U+2015, U+2212, U+FE58, U+FE63 | `-` |
-//! | U+0085, U+2028, U+2029 | line feed |
+//! | compatibility forms (NFKD): full-width ASCII (`５５５－４４`), small forms (U+FE58, U+FE63), ligatures, circled and super/subscript digits, mathematical letters and digits | their plain decomposition (`555-44`) |
+//! | format characters (general category Cf: zero-width U+200B–U+200D, U+2060, U+FEFF, bidi marks U+200E/U+200F, U+202A–U+202E, U+2066–U+2069, soft hyphen U+00AD, tags ...), combining marks (Mn, Me), control characters other than tab, CR, LF and STX (Cc, DEL) | removed |
+//! | space separators (Zs: U+00A0, U+2000–U+200A, U+202F, U+205F, U+3000 ...) | ASCII space |
+//! | dash punctuation (Pd: U+2010–U+2015, U+2E3A ...), minus signs U+2212, U+02D7, U+2043, U+2796 | `-` |
+//! | middle and leader dots U+00B7, U+2027, U+2219, U+22C5, U+2E31, U+3002, U+30FB | `.` |
+//! | fraction and division slashes U+2044, U+2215, U+2571, U+27CB, U+29F8 | `/` |
+//! | connector punctuation (Pc: U+203F, U+2040, U+2054 ...) | `_` |
+//! | decimal digits of any script (Nd: Arabic-Indic, Devanagari ...) | ASCII digits |
+//! | U+0085, line and paragraph separators (Zl, Zp) | line feed |
 //!
-//! `\d` in the patterns below is Unicode-aware, so non-ASCII decimal digits
-//! count as digits too.
+//! After folding every decimal digit is an ASCII digit, so the patterns use
+//! `[0-9]`. `-`, `.`, `/` and `_` are the separator class: where a rule below
+//! says "separator" it means any one of them, the same one throughout a
+//! number, with up to three spaces or tabs on either side (`123 - 45 - 6789`).
 //!
 //! # Fields
 //!
@@ -35,35 +43,59 @@
 //! # Rules for free-text fields
 //!
 //! Checked in this order; the first rule that fires is reported. "Context"
-//! words are matched case-insensitively unless marked otherwise.
+//! words are matched case-insensitively unless marked otherwise. A number
+//! "stands alone" when no letter or digit touches it on either side (`_`
+//! does not count as a letter here, unlike in regex word boundaries).
 //!
 //! | # | Finding | Fires on | Examples caught |
 //! |---|---|---|---|
 //! | 1 | [`Finding::PatientSegment`] | HL7 `PID\|`, `PD1\|`, `NK1\|`, `PV1\|` anywhere; ASTM patient record `P\|` at the start of the text, after CR, LF or STX, or right after a frame digit 0–7 | `PID\|1\|\|123^^^MRN`, `2P\|1\|` |
-//! | 2 | [`Finding::Ssn`] | `ddd-dd-dddd` or `ddd dd dddd` as a whole word, unless a lot label comes right before it (`lot`, `lot no.`, `lot number`, `lot #`, then optionally `:`/`#`/`=`) — the collector keeps such control lots by the same rule | `555-44-4444`, `ssn 555 44 4444` (but not `QC lot 555-12-3456`) |
+//! | 2 | [`Finding::Ssn`] | `ddd-dd-dddd` with any separator, or with spaces only, standing alone — unless a lot label comes right before it (`lot`, `lot no.`, `lot number`, `lot #`, then optionally `:`/`#`/`=`) — the collector keeps such control lots by the same rule; or 9 or more digits (separators allowed between any two) after `SSN`, `SS#`, `SS no`, `social security (number)`, `soc. sec. #` | `555-44-4444`, `555.44.4444`, `555 - 44 - 4444`, `ssn 555 44 4444`, `SSN 555444444` (but not `QC lot 555-12-3456`) |
 //! | 3 | [`Finding::Email`] | `local@domain.tld` | `jane.doe@example.org` |
-//! | 4 | [`Finding::Phone`] | NANP `(ddd) ddd-dddd`, `ddd-ddd-dddd`, `ddd.ddd.dddd`; or `+` followed by 8–15 digits with separators (` .-()`), every digit group after the country code ≥ 2 digits, not a plain decimal number | `(217) 555-0123`, `217.555.0123`, `+1 217 555 0123`, `+44 20 7946 0958` |
-//! | 5 | [`Finding::BirthDate`] | a date within 20 characters after `DOB`, `D.O.B`, `born`, `birth` (also `date of birth`, `birthdate`) | `DOB 3/4/1950`, `born 4 Mar 1950`, `date of birth: 19500304` |
-//! | 6 | [`Finding::Mrn`] | after `MRN`, `MR#`, `medical record`, `account`, `acct`, `patient id`, `pt id`, `sample`, `specimen`, `accession`, `acc#` (optionally `id`/`no`/`number`/`#` and `:`/`=`/`-`): a value of up to 3 letters then digits, `-`, `/` with ≥ 4 digits in all | `MRN 0012345`, `acct# 88231`, `Sample 24-0627-0012` |
+//! | 4 | [`Finding::Phone`] | NANP `(ddd) ddd-dddd`; `ddd-ddd-dddd` with separator `-` or `.` standing alone; or `+` followed by 8–15 digits with separators (` .-()/_`), every digit group after the country code ≥ 2 digits, not a plain decimal number; or 7–15 digits (any separators, parentheses, spaces) after `tel`, `telephone`, `phone`, `fax`, `mobile`, `cell phone`, `ph#` | `(217) 555-0123`, `217.555.0123`, `+1 217 555 0123`, `+44 20 7946 0958`, `tel 217/555/0123`, `fax_2175550123` |
+//! | 5 | [`Finding::BirthDate`] | a date standing alone within 20 characters (no line break) after `DOB`, `D.O.B`, `born`, `birth` (also `date of birth`, `birthdate`); here also dates written with spaces only (`03 04 1950`) | `DOB 3/4/1950`, `born 4 Mar 1950`, `date of birth: 19500304`, `DOB_1950_03_04` |
+//! | 6 | [`Finding::Mrn`] | after `MRN`, `MR#`, `medical record`, `account`, `acct`, `patient id`, `pt id`, `sample`, `specimen`, `accession`, `acc#` (optionally `id`/`no`/`number`/`#` and `:`/`=`/`-`/`_`): a value of up to 3 letters then digit groups joined by separators, ≥ 4 digits in all, not a plain decimal number (`sample 10.25 uL`) | `MRN 0012345`, `acct# 88231`, `Sample 24-0627-0012`, `MRN_00.123.45` |
 //! | 7 | [`Finding::PersonName`] | after `patient`, `name`, `called`, or (case-sensitive) `pt`/`Pt`, `Mr`, `Mrs`, `Ms`, `Mx`, `Dr` (then space, `.`, `:`, `=` or `#`): a word starting with a capital letter (A–Z, À–Þ), at least two letters or an initial with a dot — unless the word is device vocabulary (`Sample`, `Mode`, `ID`, `QC`, `Not`, ...; see `NAME_STOP_WORDS`) or `name` follows a device noun (`reagent name`, `file name`, ...) | `pt DOE`, `Patient: Smith`, `Dr. Who`, `name=Jane` |
-//! | 8 | [`Finding::BirthDate`] | any date with a four-digit year 1900–1999 and no time of day after it (instruments do not report bare last-century dates; birth dates are) | `(SMITH, JOHN; 01/02/1960)` |
+//! | 8 | [`Finding::BirthDate`] | any date standing alone with a four-digit year 1900–1999 and no time of day after it (instruments do not report bare last-century dates; birth dates are) | `(SMITH, JOHN; 01/02/1960)` |
 //!
-//! Dates are recognised in these shapes (rules 5 and 8): `3/4/1950`, `03-04-50`,
-//! `04.03.1950` (one separator kind per date), `1950-03-04`, `1950/3/4`,
-//! `19500304` (year 18xx–20xx, valid month and day), `4 Mar 1950`, `4th March 1950`,
+//! Dates are recognised in these shapes (rules 5 and 8): `3/4/1950`,
+//! `03-04-50`, `04.03.1950`, `4_3_1950`, `1950-03-04`, `1950/3/4`, `1950 . 03 . 04`
+//! (any separator, one kind per date, spaces around it allowed), `19500304`
+//! (year 18xx–20xx, valid month and day), `4 Mar 1950`, `4th March 1950`,
 //! `March 4, 1950`, `Mar. 4 1950`.
 //!
-//! # Rule for device-identifier fields
+//! Rules 2 to 6 and 8 need digits: a text with fewer (after folding) than the
+//! shortest form of a rule holds skips that rule (`MIN_DIGITS_*`).
+//!
+//! # Rules for device-identifier fields
+//!
+//! A serial, lot or event code is a short token of letters, digits and a few
+//! separators. An identifier field is refused when any of these fires (in
+//! this order):
 //!
 //! | Finding | Fires on |
 //! |---|---|
-//! | [`Finding::Email`] | an e-mail address (rule 3), after normalisation |
-//! | [`Finding::Phone`] | a phone number (rule 4), after normalisation |
-//! | [`Finding::NotADeviceToken`] | anything but ASCII letters, digits and `. - _ / :`, or longer than 64 bytes (checked on the raw value, so spaces and invisible characters fail) |
+//! | the free-text finding | any free-text rule above, on the normalised value, without the lot exception of rule 2 (`555-12-3456` is refused as a lot) |
+//! | [`Finding::NotADeviceToken`] | anything but ASCII letters, digits and `. - _ / :`, or longer than [`MAX_DEVICE_TOKEN_BYTES`] (checked on the raw value, so spaces and invisible characters fail) |
+//! | [`Finding::Ssn`] | exactly nine digits (`123456789`); or three consecutive digit groups of 3, 2 and 4 digits, whatever the separators (`123:45:6789`) |
+//! | [`Finding::Phone`] | three consecutive digit groups of 3, 3 and 4 digits, whatever the separators (`217_555_0123`) |
+//! | [`Finding::BirthDate`] | exactly three digit groups joined by one separator (not `:`) that form a valid date: day and month (either order) then a 2- or 4-digit year, or a 4-digit year, month, day (`2015-06-01`, `03.04.50`) |
+//! | [`Finding::Ssn`], [`Finding::BirthDate`], [`Finding::Mrn`] | a patient label at the start — `SSN`; `DOB`, `birth`, `born`; `MRN`, `patient`, `patid`, `ptid`, `acct`, `account`, `accession`, `specimen`, `sample` (any case) — followed by a separator or a digit, with a digit somewhere after it (`MRN-12`, `ptid_7`; but not `SAMPLE_SHORT`) |
 //!
-//! An SSN-shaped control lot (`555-12-3456`) is a plain token and passes: the
-//! collector keeps lot numbers that look like SSNs when the context says lot.
-//! Empty identifiers pass (a control lot may be empty).
+//! Empty identifiers pass (a control lot may be empty). Real serials, lots
+//! and codes pass: `BD634545`, `0000000-0001-HS`, `XN-11587`, `PIX240205N`,
+//! `L2309A`, `12345`, `QC-2024-11`, `E-1203`, `W-0412`, `ERR_0042`.
+//!
+//! **Nine digits.** A lot or serial that is exactly nine digits cannot be told
+//! from an SSN written without separators, and an identifier field carries no
+//! context to decide. A collector bug that puts a patient identifier into the
+//! lot (HL7 PID-2 holds the control lot in QC runs) is the failure this guard
+//! exists for, so the guard fails closed: such a value is refused, the batch
+//! is not sent, and the refusal is counted, audited and raised, where a lab
+//! would see it. Nine digits with a letter or a separator anywhere
+//! (`L123456789`, `1234-56789`) are device-shaped and pass; so do all-digit
+//! values of other lengths (`12345`, `41260802`), and 8-digit dates of this
+//! century (`20240627`: lots and serials are often date codes).
 //!
 //! # What passes by construction
 //!
@@ -72,38 +104,58 @@
 //! (`2024-06-27 13:54:07`, `20240627135407`), reference ranges (`4.3-5.5`),
 //! units (`10*3/uL`), error codes (`E-1203`), lots (`LOT4711`, `PIX240205N`) and
 //! serials (`BD634545`, `0000000-0001-HS`) match none of the rules; the tests
-//! check this as hard as the true positives.
+//! check this as hard as the true positives, and run every record the
+//! collector's parsers make of the instrument corpus through the guard.
 //!
 //! # Known limits
 //!
 //! The guard is a backstop, tuned to refuse little device data, so it does not
 //! look for everything the collector redacts: bare `LAST, FIRST` names without
 //! a context word or old date (analyte lists like `NEUT, LYMPH` have the same
-//! shape), bare 9-digit SSNs, recent dates without context, street addresses,
-//! URLs and IP addresses are not detected here.
+//! shape), bare 9-digit SSNs in free text, recent dates without context,
+//! street addresses, URLs and IP addresses are not detected here; nor are
+//! bare phone numbers written with `/` or `_` or spaces only (`100/250/1000`
+//! is as likely a list of counts), numbers in free text whose separators
+//! differ (`123-45.6789`, `123 45-6789`: `100.00-1000` and `123.45 6789` are
+//! ranges and lists of values; identifier fields do catch these), separators
+//! outside the class (`123,45,6789`), letters posing as digits (`O`, `l`),
+//! nor numbers written with non-decimal digits that NFKD does not map (Roman
+//! numerals, fractions).
 //!
 //! # Cost
 //!
 //! Every pattern is compiled once (`OnceLock`) and runs on the `regex` crate's
-//! linear-time engines; post-filters look at each match once. A batch costs
-//! time linear in its size.
+//! linear-time engines; post-filters look at each match once, and a rejected
+//! match is retried one character later (matches are bounded in length, so
+//! this stays linear). Plain ASCII text is checked in place; a text with few
+//! digits runs only the rules that could match it (most short fields — `1.23`,
+//! `10*3/uL`, `WBC` — run three or four patterns), and a plain device token
+//! skips the segment and e-mail rules it cannot match. Word boundaries are
+//! ASCII, so non-ASCII text (`37 °C`) stays on the regex crate's DFAs. A batch
+//! costs time linear in its size.
 
 use std::borrow::Cow;
 use std::fmt;
 use std::sync::OnceLock;
 
+use icu_normalizer::DecomposingNormalizerBorrowed;
+use icu_properties::props::GeneralCategory;
+use icu_properties::{CodePointMapData, CodePointMapDataBorrowed};
 use outpost_protocol::{Instrument, Record};
-use regex::Regex;
+use regex::{Match, Regex};
 use serde::Serialize;
+
+/// Longest device identifier (serial, lot, event code) accepted, in bytes.
+pub const MAX_DEVICE_TOKEN_BYTES: usize = 64;
 
 /// What kind of identifier the guard found (never the value itself).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Finding {
-    /// A social-security-number-shaped number in free text.
+    /// A social-security-number-shaped number.
     Ssn,
-    /// A date of birth: a date after a birth context word, or a bare date from
-    /// the last century.
+    /// A date of birth: a date after a birth context word, a bare date from
+    /// the last century, or an identifier that is a date.
     BirthDate,
     /// An e-mail address.
     Email,
@@ -237,35 +289,98 @@ fn token(field: &'static str, value: &str) -> Result<(), Hit> {
     }
 }
 
-/// Folds look-alike characters (see the module docs); borrows ASCII input.
-fn normalize(text: &str) -> Cow<'_, str> {
-    if text.is_ascii() {
-        return Cow::Borrowed(text);
-    }
-    Cow::Owned(
-        text.chars()
-            .filter_map(|c| match c {
-                '\u{FF01}'..='\u{FF5E}' => char::from_u32(c as u32 - 0xFEE0),
-                '\u{200B}'..='\u{200D}' | '\u{2060}' | '\u{FEFF}' | '\u{00AD}' => None,
-                '\u{00A0}' | '\u{2000}'..='\u{200A}' | '\u{202F}' | '\u{205F}' | '\u{3000}' => {
-                    Some(' ')
-                }
-                '\u{2010}'..='\u{2015}' | '\u{2212}' | '\u{FE58}' | '\u{FE63}' => Some('-'),
-                '\u{0085}' | '\u{2028}' | '\u{2029}' => Some('\n'),
-                _ => Some(c),
-            })
-            .collect(),
-    )
+// ---------------------------------------------------------------------------
+// Normalisation.
+
+/// An ASCII byte kept as it is: printable, tab, LF, CR, or STX (the ASTM
+/// frame start, which rule 1 looks at).
+fn plain_ascii(b: u8) -> bool {
+    matches!(b, b' '..=b'~' | b'\t' | b'\n' | b'\r' | 0x02)
 }
+
+/// Folds invisible and look-alike characters (see the module docs); borrows
+/// text made only of [`plain_ascii`] bytes.
+fn normalize(text: &str) -> Cow<'_, str> {
+    if text.bytes().all(plain_ascii) {
+        Cow::Borrowed(text)
+    } else {
+        Cow::Owned(fold(text))
+    }
+}
+
+/// Unicode general categories (ICU4X compiled data; already in the host
+/// through `url`'s IDNA support).
+const CATEGORIES: CodePointMapDataBorrowed<'static, GeneralCategory> = CodePointMapData::new();
+
+fn fold(text: &str) -> String {
+    let nfkd = DecomposingNormalizerBorrowed::new_nfkd();
+    let mut out = String::with_capacity(text.len());
+    for c in nfkd.normalize_iter(text.chars()) {
+        if c.is_ascii() {
+            if plain_ascii(c as u8) {
+                out.push(c);
+            }
+        } else if let Some(folded) = fold_char(c) {
+            out.push(folded);
+        }
+    }
+    out
+}
+
+/// One non-ASCII character after NFKD: its replacement, or `None` to drop it.
+fn fold_char(c: char) -> Option<char> {
+    match c {
+        '\u{0085}' => return Some('\n'),
+        '\u{2212}' | '\u{02D7}' | '\u{2043}' | '\u{2796}' => return Some('-'),
+        '\u{00B7}' | '\u{2027}' | '\u{2219}' | '\u{22C5}' | '\u{2E31}' | '\u{3002}'
+        | '\u{30FB}' => return Some('.'),
+        '\u{2044}' | '\u{2215}' | '\u{2571}' | '\u{27CB}' | '\u{29F8}' => return Some('/'),
+        _ => {}
+    }
+    Some(match CATEGORIES.get(c) {
+        GeneralCategory::Format
+        | GeneralCategory::NonspacingMark
+        | GeneralCategory::EnclosingMark
+        | GeneralCategory::Control => return None,
+        GeneralCategory::SpaceSeparator => ' ',
+        GeneralCategory::LineSeparator | GeneralCategory::ParagraphSeparator => '\n',
+        GeneralCategory::DashPunctuation => '-',
+        GeneralCategory::ConnectorPunctuation => '_',
+        GeneralCategory::DecimalNumber => ascii_digit(c),
+        _ => c,
+    })
+}
+
+/// The ASCII digit with the value of the decimal digit `c`. Unicode encodes
+/// each script's decimal digits as a contiguous run from 0 to 9 (a stability
+/// policy), so the value is the distance from the start of the run, modulo 10
+/// where runs of two scripts touch.
+fn ascii_digit(c: char) -> char {
+    let mut zero = c as u32;
+    while let Some(before) = zero.checked_sub(1).and_then(char::from_u32) {
+        if CATEGORIES.get(before) != GeneralCategory::DecimalNumber {
+            break;
+        }
+        zero -= 1;
+    }
+    char::from(b'0' + ((c as u32 - zero) % 10) as u8)
+}
+
+// ---------------------------------------------------------------------------
+// Patterns.
 
 struct Rules {
     patient_segment: Regex,
     ssn: Regex,
+    labelled_ssn: Regex,
     lot_before: Regex,
     email: Regex,
+    phone_parenthesised: Regex,
     phone_nanp: Regex,
     phone_intl: Regex,
-    dob: Regex,
+    labelled_phone: Regex,
+    dob_label: Regex,
+    dob_date: Regex,
     date: Regex,
     labelled_id: Regex,
     name_context: Regex,
@@ -327,29 +442,99 @@ const NAME_STOP_WORDS: &[&str] = &[
     "unavailable",
 ];
 
+/// Labels that make a device identifier a patient identifier when they start
+/// it, with the finding each one means (compared case-insensitively).
+const IDENTIFIER_LABELS: &[(&str, Finding)] = &[
+    ("ssn", Finding::Ssn),
+    ("dob", Finding::BirthDate),
+    ("birth", Finding::BirthDate),
+    ("born", Finding::BirthDate),
+    ("mrn", Finding::Mrn),
+    ("patient", Finding::Mrn),
+    ("patid", Finding::Mrn),
+    ("ptid", Finding::Mrn),
+    ("acct", Finding::Mrn),
+    ("account", Finding::Mrn),
+    ("accession", Finding::Mrn),
+    ("specimen", Finding::Mrn),
+    ("sample", Finding::Mrn),
+];
+
+/// A separator of the separator class, with up to three spaces or tabs on
+/// either side (`sep("-")`; `sep(r"\.")`).
+fn sep(class: &str) -> String {
+    format!(r"[ \t]{{0,3}}{class}[ \t]{{0,3}}")
+}
+
 fn rules() -> &'static Rules {
     static RULES: OnceLock<Rules> = OnceLock::new();
     RULES.get_or_init(|| {
-        let re = |p: &str| Regex::new(p).expect("static guard pattern compiles");
+        // Word boundaries are ASCII ones (`\b` below means `(?-u:\b)`): the
+        // text is folded first, so letters that matter are ASCII, and a
+        // Unicode `\b` would make the regex crate leave its DFAs for a slower
+        // engine on any text with a non-ASCII character (`°C`, `µL`).
+        let re = |p: &str| {
+            Regex::new(&p.replace(r"\b", r"(?-u:\b)")).expect("static guard pattern compiles")
+        };
+        // A word boundary where `_` also separates words (`MRN_0012345`).
+        let b = r"(?:\b|_)";
         let month = r"(?:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?|sep(?:t(?:ember)?)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)";
         let ordinal = r"(?:st|nd|rd|th)?";
+        // Numeric dates, one separator kind per date.
+        let numeric: Vec<String> = ["/", r"\.", "-", "_"]
+            .iter()
+            .flat_map(|k| {
+                let s = sep(k);
+                [
+                    format!(r"[0-9]{{1,2}}{s}[0-9]{{1,2}}{s}[0-9]{{2,4}}"),
+                    format!(r"[0-9]{{4}}{s}[0-9]{{1,2}}{s}[0-9]{{1,2}}"),
+                ]
+            })
+            .collect();
         let date = format!(
-            r"(?i:\b(?:\d{{1,2}}/\d{{1,2}}/\d{{2,4}}|\d{{1,2}}\.\d{{1,2}}\.\d{{2,4}}|\d{{1,2}}-\d{{1,2}}-\d{{2,4}}|\d{{4}}-\d{{1,2}}-\d{{1,2}}|\d{{4}}/\d{{1,2}}/\d{{1,2}}|\d{{4}}\.\d{{1,2}}\.\d{{1,2}}|(?:1[89]|20)\d{{2}}(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])|\d{{1,2}}{ordinal}[ \-]{month}\.?,?[ \-]\d{{2,4}}|{month}\.?[ ]\d{{1,2}}{ordinal},?[ ]\d{{4}})\b)"
+            r"(?i:{}|(?:1[89]|20)[0-9]{{2}}(?:0[1-9]|1[0-2])(?:0[1-9]|[12][0-9]|3[01])|[0-9]{{1,2}}{ordinal}[ \-]{month}\.?,?[ \-][0-9]{{2,4}}|{month}\.?[ ][0-9]{{1,2}}{ordinal},?[ ][0-9]{{4}})",
+            numeric.join("|")
         );
+        // After a birth label, a date written with spaces only counts too.
+        let dob_date =
+            format!(r"{date}|[0-9]{{1,2}}[ \t]{{1,3}}[0-9]{{1,2}}[ \t]{{1,3}}[0-9]{{2,4}}|[0-9]{{4}}[ \t]{{1,3}}[0-9]{{1,2}}[ \t]{{1,3}}[0-9]{{1,2}}");
+        let ssn = format!(
+            r"[0-9]{{3}}(?:{h}[0-9]{{2}}{h}|{d}[0-9]{{2}}{d}|{s}[0-9]{{2}}{s}|{u}[0-9]{{2}}{u}|[ \t]{{1,3}}[0-9]{{2}}[ \t]{{1,3}})[0-9]{{4}}",
+            h = sep("-"),
+            d = sep(r"\."),
+            s = sep("/"),
+            u = sep("_"),
+        );
+        let nanp = format!(
+            r"[0-9]{{3}}(?:{h}[0-9]{{3}}{h}|{d}[0-9]{{3}}{d})[0-9]{{4}}",
+            h = sep("-"),
+            d = sep(r"\."),
+        );
+        // Digits with at most one separator (and spaces) between any two.
+        let spread = |n: &str| format!(r"[0-9](?:[ \t]{{0,3}}[-./_]?[ \t]{{0,3}}[0-9]){{{n}}}");
         Rules {
             patient_segment: re(r"(?i)(?:PID|PD1|NK1|PV1)\||(?:\A|[\r\n\x02]|\b[0-7])P\|"),
-            ssn: re(r"\b\d{3}[- ]\d{2}[- ]\d{4}\b"),
+            ssn: re(&ssn),
+            labelled_ssn: re(&format!(
+                r"(?i){b}(?:ssn|ss[ \t]*(?:#|no\b\.?|nr\b\.?|num(?:ber)?\b)|soc(?:ial)?\.?[ \t._-]*sec(?:urity)?\.?(?:[ \t._-]*(?:#|no\b\.?|nr\b\.?|num(?:ber)?\b|card\b))?)[ \t]*[:#=._-]?[ \t]*{}",
+                spread("8,")
+            )),
             lot_before: re(r"(?i)\blot\s*(?:no\.?|number|#)?\s*[:#=]?\s*$"),
             email: re(r"(?i)[a-z0-9._%+\-]+@[a-z0-9\-]+(?:\.[a-z0-9\-]+)*\.[a-z]{2,}\b"),
-            phone_nanp: re(r"\(\d{3}\)[ .\-]?\d{3}[ .\-]?\d{4}\b|\b\d{3}[.\-]\d{3}[.\-]\d{4}\b"),
-            phone_intl: re(r"\+\(?\d(?:[ .\-()]{0,2}\d){7,14}\b"),
-            dob: re(&format!(
-                r"(?i)(?:\bd\.?\s?o\.?\s?b\b|\bborn\b|birth)[^\r\n]{{0,20}}?{date}"
+            phone_parenthesised: re(r"\([0-9]{3}\)[ .\-]?[0-9]{3}[ .\-]?[0-9]{4}\b"),
+            phone_nanp: re(&nanp),
+            phone_intl: re(r"\+\(?[0-9](?:[ .\-()/_]{0,2}[0-9]){7,14}\b"),
+            labelled_phone: re(&format!(
+                r"(?i){b}(?:tel(?:ephone)?|phone|fax|mobile|cell[ \t]*phone|ph[ \t]*#)\.?(?:[ \t]*(?:#|no\b\.?|nr\b\.?|num(?:ber)?\b))?[ \t]*[:#=._-]?[ \t]*\+?[ \t]*\(?[ \t]*[0-9](?:[ \t]{{0,3}}[-./_()]?[ \t]{{0,3}}[0-9]){{6,14}}"
             )),
+            dob_label: re(&format!(
+                r"(?i){b}(?:d\.?[ \t]?o\.?[ \t]?b|born){b}|birth"
+            )),
+            dob_date: re(&dob_date),
             date: re(&date),
-            labelled_id: re(
-                r"(?i)(?:\b(?:mrn|acct|account|sample|specimen|accession)\b|\bmr\s?#|\bacc\s?#|\bmedical\s+rec(?:ord)?s?\b|\bpatient\s*id\b|\bpt\.?\s*id\b)(?:\s*(?:id\b|no\b\.?|number\b|nr\b\.?|#))?\s*[:#=\-]?\s*(?P<value>[a-z]{0,3}\d[\d\-/]*)",
-            ),
+            labelled_id: re(&format!(
+                r"(?i)(?:{b}(?:mrn|acct|account|sample|specimen|accession){b}|{b}mr[ \t]?#|{b}acc[ \t]?#|\bmedical\s+rec(?:ord)?s?{b}|{b}patient[\s_]*id{b}|{b}pt\.?[\s_]*id{b})(?:\s*(?:id\b|no\b\.?|number\b|nr\b\.?|#))?\s*[:#=_\-]?\s*(?P<value>[a-z]{{0,3}}[0-9]+(?:[ \t]{{0,3}}[-/_.][ \t]{{0,3}}[0-9]+)*)"
+            )),
             name_context: re(
                 r"(?:\b(?P<label>(?i:patient|name|called))\b|\b(?:[Pp]t|Mrs|Mr|Ms|Mx|Dr)\b)(?:\.?\s*[:#=]\s*|\.\s*|\s+)(?P<name>[A-ZÀ-ÖØ-Þ](?:[A-Za-zÀ-ÖØ-öø-ÿ'’\-]+|\.))",
             ),
@@ -360,65 +545,120 @@ fn rules() -> &'static Rules {
     })
 }
 
+// ---------------------------------------------------------------------------
+// Free text.
+
+/// Whether a lot label right before an SSN-shaped number excuses it (free
+/// text: yes, as the collector keeps such lots; identifier fields: no).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum LotException {
+    Applies,
+    DoesNotApply,
+}
+
 /// The free-text rules of the module docs; `None` when the text is clean.
 /// Also applied to the lines modules write to the host log.
 pub(crate) fn free_text(raw: &str) -> Option<Finding> {
-    let normalized = normalize(raw);
-    let s: &str = &normalized;
+    text_rules(&normalize(raw), LotException::Applies)
+}
+
+/// The fewest digits a text needs for each rule to be able to fire (the
+/// shortest forms: `SSN 123456789`, `tel 5550123`, `born 4 Mar 50`,
+/// `MRN 1234`, `4 Mar 1950`); a text with fewer digits skips the rule.
+const MIN_DIGITS_SSN: usize = 9;
+const MIN_DIGITS_PHONE: usize = 7;
+const MIN_DIGITS_DATE_AFTER_LABEL: usize = 3;
+const MIN_DIGITS_MRN: usize = 4;
+const MIN_DIGITS_OLD_DATE: usize = 5;
+
+/// Which rules a text of `s` could fire, and the lot exception.
+struct Scope {
+    digits: usize,
+    lot: LotException,
+    /// Rules 1 (patient segment) and 3 (e-mail); off for plain tokens, which
+    /// hold no `|` or `@`.
+    segment_and_email: bool,
+}
+
+/// The free-text rules on normalised text `s`.
+fn text_rules(s: &str, lot: LotException) -> Option<Finding> {
+    scoped_rules(
+        s,
+        Scope {
+            digits: s.bytes().filter(u8::is_ascii_digit).count(),
+            lot,
+            segment_and_email: true,
+        },
+    )
+}
+
+/// The free-text rules in the order of the module docs, skipping those
+/// `scope` rules out.
+fn scoped_rules(s: &str, scope: Scope) -> Option<Finding> {
     let r = rules();
-    if r.patient_segment.is_match(s) {
+    let d = scope.digits;
+    if scope.segment_and_email && r.patient_segment.is_match(s) {
         Some(Finding::PatientSegment)
-    } else if r
-        .ssn
-        .find_iter(s)
-        .any(|m| !r.lot_before.is_match(&s[..m.start()]))
-    {
+    } else if d >= MIN_DIGITS_SSN && has_ssn(s, r, scope.lot) {
         Some(Finding::Ssn)
-    } else if r.email.is_match(s) {
+    } else if scope.segment_and_email && r.email.is_match(s) {
         Some(Finding::Email)
-    } else if has_phone(s, r) {
+    } else if d >= MIN_DIGITS_PHONE && has_phone(s, r) {
         Some(Finding::Phone)
-    } else if r.dob.is_match(s) {
+    } else if d >= MIN_DIGITS_DATE_AFTER_LABEL && has_birth_date_by_context(s, r) {
         Some(Finding::BirthDate)
-    } else if has_labelled_id(s, r) {
+    } else if d >= MIN_DIGITS_MRN && has_labelled_id(s, r) {
         Some(Finding::Mrn)
     } else if has_context_name(s, r) {
         Some(Finding::PersonName)
-    } else if has_old_date(s, r) {
+    } else if d >= MIN_DIGITS_OLD_DATE && has_old_date(s, r) {
         Some(Finding::BirthDate)
     } else {
         None
     }
 }
 
-/// The device-identifier rule of the module docs.
-fn device_token(raw: &str) -> Option<Finding> {
-    let s = normalize(raw);
-    let r = rules();
-    if r.email.is_match(&s) {
-        return Some(Finding::Email);
+/// No letter or digit right before `start` or right at `end`.
+fn stands_alone(s: &str, start: usize, end: usize) -> bool {
+    !s[..start]
+        .chars()
+        .next_back()
+        .is_some_and(char::is_alphanumeric)
+        && !s[end..].chars().next().is_some_and(char::is_alphanumeric)
+}
+
+/// The first match of `re` in `s`, starting at `from`, that stands alone and
+/// passes `accept`; a rejected match is tried again one character later, so
+/// a rejected candidate cannot hide an overlapping one.
+fn find_alone<'s>(
+    re: &Regex,
+    s: &'s str,
+    mut from: usize,
+    accept: impl Fn(&Match<'s>) -> bool,
+) -> Option<Match<'s>> {
+    while let Some(m) = re.find_at(s, from) {
+        if stands_alone(s, m.start(), m.end()) && accept(&m) {
+            return Some(m);
+        }
+        from = m.start() + s[m.start()..].chars().next().map_or(1, char::len_utf8);
     }
-    if has_phone(&s, r) {
-        return Some(Finding::Phone);
-    }
-    let plain = raw.len() <= 64
-        && raw
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b'/' | b':'));
-    if plain {
-        None
-    } else {
-        Some(Finding::NotADeviceToken)
-    }
+    None
+}
+
+fn has_ssn(s: &str, r: &Rules, lot: LotException) -> bool {
+    let shaped = find_alone(&r.ssn, s, 0, |m| {
+        lot == LotException::DoesNotApply || !r.lot_before.is_match(&s[..m.start()])
+    });
+    shaped.is_some() || r.labelled_ssn.is_match(s)
 }
 
 fn has_phone(s: &str, r: &Rules) -> bool {
-    if r.phone_nanp.is_match(s) {
-        return true;
-    }
-    r.phone_intl
-        .find_iter(s)
-        .any(|m| plausible_international(m.as_str()))
+    r.phone_parenthesised.is_match(s)
+        || find_alone(&r.phone_nanp, s, 0, |_| true).is_some()
+        || r.phone_intl
+            .find_iter(s)
+            .any(|m| plausible_international(m.as_str()))
+        || r.labelled_phone.is_match(s)
 }
 
 /// `+` then digit groups: a plain decimal (`+12.345678`) or a group of one
@@ -426,20 +666,46 @@ fn has_phone(s: &str, r: &Rules) -> bool {
 /// prefix `(0)` (`+44 (0)20 ...`) is ignored.
 fn plausible_international(m: &str) -> bool {
     let body = m[1..].replace("(0)", "");
-    let separators: Vec<char> = body.chars().filter(|c| !c.is_numeric()).collect();
+    let separators: Vec<char> = body.chars().filter(|c| !c.is_ascii_digit()).collect();
     if separators == ['.'] {
         return false;
     }
-    body.split(|c: char| !c.is_numeric())
+    body.split(|c: char| !c.is_ascii_digit())
         .filter(|g| !g.is_empty())
         .skip(1)
-        .all(|g| g.chars().count() >= 2)
+        .all(|g| g.len() >= 2)
+}
+
+/// Longest gap between a birth label and its date, in characters.
+const DOB_GAP_CHARS: usize = 20;
+
+/// Rule 5: a date within [`DOB_GAP_CHARS`] after a birth label, on the same
+/// line.
+fn has_birth_date_by_context(s: &str, r: &Rules) -> bool {
+    r.dob_label.find_iter(s).any(|label| {
+        find_alone(&r.dob_date, s, label.end(), |_| true).is_some_and(|date| {
+            let gap = &s[label.end()..date.start()];
+            !gap.contains(['\r', '\n']) && gap.chars().count() <= DOB_GAP_CHARS
+        })
+    })
 }
 
 fn has_labelled_id(s: &str, r: &Rules) -> bool {
     r.labelled_id.captures_iter(s).any(|c| {
-        c.name("value")
-            .is_some_and(|v| v.as_str().chars().filter(|c| c.is_numeric()).count() >= 4)
+        c.name("value").is_some_and(|v| {
+            let v = v.as_str();
+            v.bytes().filter(u8::is_ascii_digit).count() >= 4 && !plain_decimal(v)
+        })
+    })
+}
+
+/// Digits, one `.`, digits: a measurement (`10.25`).
+fn plain_decimal(v: &str) -> bool {
+    v.split_once('.').is_some_and(|(a, b)| {
+        !a.is_empty()
+            && !b.is_empty()
+            && a.bytes().all(|c| c.is_ascii_digit())
+            && b.bytes().all(|c| c.is_ascii_digit())
     })
 }
 
@@ -466,7 +732,7 @@ fn has_context_name(s: &str, r: &Rules) -> bool {
 }
 
 fn has_old_date(s: &str, r: &Rules) -> bool {
-    r.date.find_iter(s).any(|m| {
+    find_alone(&r.date, s, 0, |m| {
         let before = &s[..m.start()];
         let after = &s[m.end()..];
         // Part of a longer dotted number or a version string (`v1.2.1999`).
@@ -474,6 +740,7 @@ fn has_old_date(s: &str, r: &Rules) -> bool {
             || (after.starts_with('.') && after[1..].starts_with(|c: char| c.is_ascii_digit()));
         !glued && !starts_with_time(after) && old_valid_date(m.as_str())
     })
+    .is_some()
 }
 
 /// `[T ]h:mm` right after a date: a timestamp, not a birth date.
@@ -497,21 +764,10 @@ fn old_valid_date(date: &str) -> bool {
     let year = match groups.as_slice() {
         // Compact yyyymmdd: the pattern already checked month and day.
         [compact] if compact.len() == 8 => num(&compact[..4]),
-        // yyyy-mm-dd.
-        [y, m, d] if y.len() == 4 => {
-            if !(1..=12).contains(&num(m)) || !(1..=31).contains(&num(d)) {
-                return false;
-            }
-            num(y)
-        }
-        // d/m/yyyy or m/d/yyyy.
-        [a, b, y] if y.len() == 4 => {
-            let (a, b) = (num(a), num(b));
-            if !(1..=31).contains(&a) || !(1..=31).contains(&b) || (a > 12 && b > 12) {
-                return false;
-            }
-            num(y)
-        }
+        [a, b, c] => match numeric_date_year(a, b, c) {
+            Some(year) if year.len() == 4 => num(year),
+            _ => return false,
+        },
         // Month-name forms: day and year.
         [_, y] if y.len() == 4 => num(y),
         _ => return false,
@@ -519,11 +775,109 @@ fn old_valid_date(date: &str) -> bool {
     (1900..=1999).contains(&year)
 }
 
+/// The year of three digit groups that form a valid numeric date — `y m d`
+/// with a 4-digit year, or day and month in either order then a 2- or
+/// 4-digit year — or `None`.
+fn numeric_date_year<'a>(a: &'a str, b: &'a str, c: &'a str) -> Option<&'a str> {
+    let num = |g: &str| g.parse::<u32>().unwrap_or(0);
+    if a.len() == 4 {
+        let (m, d) = (num(b), num(c));
+        return (b.len() <= 2 && c.len() <= 2 && (1..=12).contains(&m) && (1..=31).contains(&d))
+            .then_some(a);
+    }
+    let (x, y) = (num(a), num(b));
+    let valid = a.len() <= 2
+        && b.len() <= 2
+        && matches!(c.len(), 2 | 4)
+        && (1..=31).contains(&x)
+        && (1..=31).contains(&y)
+        && (x <= 12 || y <= 12);
+    valid.then_some(c)
+}
+
 fn floor_boundary(s: &str, mut i: usize) -> usize {
     while i > 0 && !s.is_char_boundary(i) {
         i -= 1;
     }
     i
+}
+
+// ---------------------------------------------------------------------------
+// Device identifiers.
+
+/// The device-identifier rules of the module docs.
+fn device_token(raw: &str) -> Option<Finding> {
+    let plain = raw.len() <= MAX_DEVICE_TOKEN_BYTES && raw.bytes().all(token_byte);
+    if !plain {
+        // Refused either way; the free-text rules name what it is, if they can.
+        return Some(
+            text_rules(&normalize(raw), LotException::DoesNotApply)
+                .unwrap_or(Finding::NotADeviceToken),
+        );
+    }
+    let scope = Scope {
+        digits: raw.bytes().filter(u8::is_ascii_digit).count(),
+        lot: LotException::DoesNotApply,
+        segment_and_email: false,
+    };
+    scoped_rules(raw, scope).or_else(|| identifier_shape(raw))
+}
+
+fn token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || token_separator(b)
+}
+
+fn token_separator(b: u8) -> bool {
+    matches!(b, b'.' | b'-' | b'_' | b'/' | b':')
+}
+
+/// The identifier shapes of a plain token (ASCII letters, digits and
+/// separators only).
+fn identifier_shape(token: &str) -> Option<Finding> {
+    let all_digits = |g: &str| !g.is_empty() && g.bytes().all(|b| b.is_ascii_digit());
+    if token.len() == 9 && all_digits(token) {
+        return Some(Finding::Ssn);
+    }
+    // Three consecutive groups at a time, without allocating.
+    let mut window: [&str; 3] = ["", "", ""];
+    let mut groups = 0;
+    for group in token.split(|c: char| token_separator(c as u8)) {
+        window = [window[1], window[2], group];
+        groups += 1;
+        if groups >= 3 && window.iter().all(|g| all_digits(g)) {
+            match window.map(str::len) {
+                [3, 2, 4] => return Some(Finding::Ssn),
+                [3, 3, 4] => return Some(Finding::Phone),
+                _ => {}
+            }
+        }
+    }
+    if groups == 3 && window.iter().all(|g| all_digits(g)) {
+        let mut separators = token.bytes().filter(|b| token_separator(*b));
+        let (first, second) = (separators.next(), separators.next());
+        if first == second
+            && first != Some(b':')
+            && numeric_date_year(window[0], window[1], window[2]).is_some()
+        {
+            return Some(Finding::BirthDate);
+        }
+    }
+    labelled_identifier(token)
+}
+
+/// A patient label starting the token, followed by a separator or a digit,
+/// with a digit after it.
+fn labelled_identifier(token: &str) -> Option<Finding> {
+    IDENTIFIER_LABELS.iter().find_map(|&(label, finding)| {
+        let head = token.get(..label.len())?;
+        if !head.eq_ignore_ascii_case(label) {
+            return None;
+        }
+        let rest = &token[label.len()..];
+        let next = *rest.as_bytes().first()?;
+        let attached = token_separator(next) || next.is_ascii_digit();
+        (attached && rest.bytes().any(|b| b.is_ascii_digit())).then_some(finding)
+    })
 }
 
 #[cfg(test)]
@@ -841,10 +1195,12 @@ mod tests {
     }
 
     #[test]
-    fn ssn_shaped_lot_passes_in_control_lot_but_fails_in_text() {
+    fn ssn_shaped_lot_fails_in_control_lot_and_passes_in_text_only_after_a_lot_label() {
+        // An identifier field has no context: an SSN shape is refused there.
         let mut q = qc();
         q.control_lot = "555-12-3456".into();
-        assert_eq!(check(&[Record::Qc(q)]), Ok(()));
+        let v = check(&[Record::Qc(q)]).unwrap_err();
+        assert_eq!((v.field, v.finding), ("control-lot", Finding::Ssn));
         assert_finding("555-12-3456", Finding::Ssn);
         assert_finding("ssn 555 12 3456", Finding::Ssn);
         // Right after a lot label it is a control lot (the collector keeps it too).
@@ -1072,21 +1428,14 @@ mod tests {
 
     #[test]
     fn device_tokens() {
-        for good in [
-            "",
-            "BD634545",
-            "0000000-0001-HS",
-            "PIX240205N",
-            "555-12-3456",
-            "E-1203",
-        ] {
+        for good in ["", "BD634545", "0000000-0001-HS", "PIX240205N", "E-1203"] {
             assert_eq!(device_token(good), None, "{good:?}");
         }
         let long = "A".repeat(65);
         for (bad, finding) in [
             ("LOT 4711", Finding::NotADeviceToken),
             ("Smith^John", Finding::NotADeviceToken),
-            ("PID|1", Finding::NotADeviceToken),
+            ("PID|1", Finding::PatientSegment),
             (long.as_str(), Finding::NotADeviceToken),
             ("LÖT1", Finding::NotADeviceToken),
             (" BD634545", Finding::NotADeviceToken),
@@ -1112,5 +1461,436 @@ mod tests {
         let mut bad = batch;
         bad[999] = event("DOB 1950-03-04");
         assert_eq!(check(&bad).unwrap_err().record, 999);
+    }
+
+    // -----------------------------------------------------------------------
+    // Data-driven tables (issue #20): hostile values that must be refused
+    // with the named finding, and real device values that must pass.
+
+    use Finding::{BirthDate, Email, Mrn, NotADeviceToken, PatientSegment, PersonName, Phone, Ssn};
+
+    /// Free text an evasion or a bug could produce; each is refused with the
+    /// finding next to it.
+    const HOSTILE_TEXTS: &[(&str, Finding)] = &[
+        // SSNs with other separators, spaces around them, or invisible and
+        // look-alike characters inside.
+        ("123.45.6789", Ssn),
+        ("123/45/6789", Ssn),
+        ("123_45_6789", Ssn),
+        ("123 - 45 - 6789", Ssn),
+        ("123 . 45 . 6789", Ssn),
+        ("123  45\t6789", Ssn),
+        ("ref_123_45_6789_x", Ssn),
+        ("123\u{200E}-45-6789", Ssn),
+        ("123-\u{200F}45-6789", Ssn),
+        ("1\u{202E}23-45-6789", Ssn),
+        ("12\u{2066}3-45-67\u{2069}89", Ssn),
+        ("123\u{02D7}45\u{02D7}6789", Ssn),
+        ("1\u{0301}23-4\u{0308}5-67\u{20DD}89", Ssn),
+        ("123\u{034F}-45-6789\u{FE0F}", Ssn),
+        ("123\u{00AD}-45-6789", Ssn),
+        ("123\u{E0020}-45-6789", Ssn),
+        ("123\u{0007}-45-\u{007F}6789", Ssn),
+        ("123\u{2010}45\u{2010}6789", Ssn),
+        ("123\u{2012}45\u{2015}6789", Ssn),
+        ("123\u{2212}45\u{2212}6789", Ssn),
+        ("123\u{FE58}45\u{FE58}6789", Ssn),
+        ("123\u{FE63}45\u{FE63}6789", Ssn),
+        ("123\u{FF0D}45\u{FF0D}6789", Ssn),
+        ("123\u{2E3A}45\u{2E3A}6789", Ssn),
+        ("123\u{00B7}45\u{00B7}6789", Ssn),
+        ("123\u{2024}45\u{2024}6789", Ssn),
+        ("123\u{FF0E}45\u{FF0E}6789", Ssn),
+        ("123\u{2044}45\u{2044}6789", Ssn),
+        ("123\u{2215}45\u{2215}6789", Ssn),
+        ("123\u{FF0F}45\u{FF0F}6789", Ssn),
+        ("123\u{FF3F}45\u{FF3F}6789", Ssn),
+        ("123\u{203F}45\u{203F}6789", Ssn),
+        ("123\u{2007}45\u{202F}6789", Ssn),
+        ("１２３-４５-６７８９", Ssn),
+        (
+            "\u{0661}\u{0662}\u{0663}-\u{0664}\u{0665}-\u{0666}\u{0667}\u{0668}\u{0669}",
+            Ssn,
+        ),
+        (
+            "\u{0967}\u{0968}\u{0969}-\u{096A}\u{096B}-\u{096C}\u{096D}\u{096E}\u{096F}",
+            Ssn,
+        ),
+        (
+            "\u{1D7CF}\u{1D7D0}\u{1D7D1}-\u{1D7D2}\u{1D7D3}-\u{1D7D4}\u{1D7D5}\u{1D7D6}\u{1D7D7}",
+            Ssn,
+        ),
+        (
+            "\u{2460}\u{2461}\u{2462}-\u{2463}\u{2464}-\u{2465}\u{2466}\u{2467}\u{2468}",
+            Ssn,
+        ),
+        // Labelled SSNs without the 3-2-4 shape.
+        ("SSN 123456789", Ssn),
+        ("ssn:123456789", Ssn),
+        ("SSN#123 456 789", Ssn),
+        ("SSN_123456789", Ssn),
+        ("SS# 123456789", Ssn),
+        ("ss no. 123456789", Ssn),
+        ("social security number 123456789", Ssn),
+        ("Soc. Sec. No. 123-456-789", Ssn),
+        ("S\u{200B}SN 123456789", Ssn),
+        ("ＳＳＮ １２３４５６７８９", Ssn),
+        // Dates of birth with other separators, spaces and look-alikes.
+        ("DOB_1950_03_04", BirthDate),
+        ("DOB: 03 / 04 / 1950", BirthDate),
+        ("DOB 03 04 1950", BirthDate),
+        ("DOB 1950 03 04", BirthDate),
+        ("pt_dob=04_03_2015", BirthDate),
+        ("dob 2015\u{2010}06\u{2010}01", BirthDate),
+        ("D\u{200F}OB 3\u{2215}4\u{2215}2015", BirthDate),
+        (
+            "born \u{0660}\u{0663}/\u{0660}\u{0664}/\u{0662}\u{0660}\u{0661}\u{0665}",
+            BirthDate,
+        ),
+        ("date of birth\u{00A0}04\u{2024}03\u{2024}2015", BirthDate),
+        ("01 / 02 / 1960", BirthDate),
+        ("1960_01_02", BirthDate),
+        ("1960\u{2011}01\u{2011}02", BirthDate),
+        // Record numbers with other separators.
+        ("MRN_0012345", Mrn),
+        ("MRN: 001.234.567", Mrn),
+        ("MRN 00 - 123 - 45", Mrn),
+        ("MRN 0012_345", Mrn),
+        ("patient_id=12345", Mrn),
+        ("M\u{0301}RN 0012345", Mrn),
+        ("ＭＲＮ\u{3000}００１２３４５", Mrn),
+        ("acct\u{2010}88231", Mrn),
+        // Phone numbers: labelled with any separators, or spaced.
+        ("tel 217/555/0123", Phone),
+        ("phone: 217_555_0123", Phone),
+        ("Fax 2175550123", Phone),
+        ("Tel.: (217) 555 0123", Phone),
+        ("mobile +1 217 555 0123", Phone),
+        ("217 - 555 - 0123", Phone),
+        ("217 . 555 . 0123", Phone),
+        ("217\u{2011}555\u{2011}0123", Phone),
+        ("+44_20_7946_0958", Phone),
+        ("+44/20/7946/0958", Phone),
+        // The shortest form of each rule that needs digits.
+        ("born 4 Mar 50", BirthDate),
+        ("tel 5550123", Phone),
+        ("MRN 1234", Mrn),
+        ("4 Mar 1950", BirthDate),
+        // The other kinds, through the same folding.
+        ("ＰＩＤ｜1", PatientSegment),
+        ("P\u{200B}ID|1||0012345", PatientSegment),
+        ("jane.doe\u{FF20}example.org", Email),
+        ("Pa\u{0301}tient: Smith", PersonName),
+    ];
+
+    /// Real device text (and look-alikes of the hostile forms that are not
+    /// identifiers); each passes.
+    const REAL_TEXTS: &[&str] = &[
+        "sample 10.25 uL aspirated",
+        "Sample 3 - 12 processed",
+        "Version 2024.06.27 installed",
+        "counts 100/250/1000",
+        "build_2024_06_27",
+        "ratio 1 - 2, range 100 - 250",
+        "QC lot 123-45-6789 within limits",
+        "lot no. 123.45.6789",
+        "pH 7.35 7.45 7.40",
+        "cell count 4500000",
+        "telemetry 1234567 frames",
+        "Fax module offline",
+        "SAMPLE_SHORT on rack 12",
+        "PATIENT_ID_MISSING",
+        "Temperatur 37,0 °C, Volumen 20 µL",
+        "Température de l’incubateur 37 °C",
+        "Gerät Nr. 12 bereit",
+        "Durchfluss 2,5 mL/min — OK",
+        "Run 2024\u{2010}06\u{2010}27 13:54:07",
+        "WBC 11.0 10*3/uL 5.9\u{2013}9.3",
+        "12:30:45 probe home",
+        "IP 10.123.45.67 port 2575",
+        "E-1203 reagent probe pressure 52 kPa",
+    ];
+
+    /// Device identifier values that are really patient identifiers, with
+    /// the finding; refused in every identifier field.
+    const HOSTILE_IDENTIFIERS: &[(&str, Finding)] = &[
+        ("123-45-6789", Ssn),
+        ("123.45.6789", Ssn),
+        ("123/45/6789", Ssn),
+        ("123_45_6789", Ssn),
+        ("123:45:6789", Ssn),
+        ("X-123-45-6789", Ssn),
+        ("123456789", Ssn),
+        ("555-12-3456", Ssn),
+        ("SSN-123456789", Ssn),
+        ("SSN123456789", Ssn),
+        ("ssn_12", Ssn),
+        ("DOB:1950-03-04", BirthDate),
+        ("dob_19500304", BirthDate),
+        ("DOB-7", BirthDate),
+        ("born_1950", BirthDate),
+        ("1950-03-04", BirthDate),
+        ("19771201", BirthDate),
+        ("2015-06-01", BirthDate),
+        ("01/02/2015", BirthDate),
+        ("03.04.50", BirthDate),
+        ("MRN:12345678", Mrn),
+        ("MRN-12", Mrn),
+        ("mrn0042", Mrn),
+        ("ptid_7", Mrn),
+        ("patient-0042", Mrn),
+        ("PatID:77", Mrn),
+        ("ACCT:88231", Mrn),
+        ("sample-2406270012", Mrn),
+        ("Specimen_42", Mrn),
+        ("217-555-0123", Phone),
+        ("217.555.0123", Phone),
+        ("217_555_0123", Phone),
+        ("217/555/0123", Phone),
+        ("+12175550123", Phone),
+        ("a@b.org", Email),
+        ("PID|1", PatientSegment),
+        ("LOT 4711", NotADeviceToken),
+        ("Smith^John", NotADeviceToken),
+        ("１２３４５", NotADeviceToken),
+        ("PIX\u{200B}240205N", NotADeviceToken),
+        ("L\u{0301}2309A", NotADeviceToken),
+        ("XN-11587\u{200E}", NotADeviceToken),
+    ];
+
+    /// Serials, lots and event codes as instruments write them (the corpus,
+    /// the sample logs, vendors' formats); each passes in every identifier
+    /// field.
+    const REAL_IDENTIFIERS: &[&str] = &[
+        "",
+        "BD634545",
+        "0000000-0001-HS",
+        "XN-11587",
+        "910YOXH02826",
+        "SN-20431",
+        "PIX240205N",
+        "PX440N",
+        "L2309A",
+        "12345",
+        "24-1187",
+        "QC-2024-11",
+        "LOT4711",
+        "LOT-1.0",
+        "E-1203",
+        "W-0412",
+        "W-0007",
+        "ERR_0042",
+        "A1:B2/C3_D4.E5",
+        "41260802",
+        "20240627",
+        "2024-11",
+        "L123456789",
+        "1234-56789",
+        "12345678",
+        "1234567890",
+        "12:30:45",
+        "SAMPLE_SHORT",
+        "PATIENT_ID_MISSING",
+        "MRN",
+        "PT-001",
+        "PID-0042",
+        "Dr-1",
+    ];
+
+    /// The identifier fields, each holding `value` in an otherwise clean record.
+    fn identifier_records(value: &str) -> [(Record, &'static str); 3] {
+        let mut q = qc();
+        q.control_lot = value.into();
+        [
+            (Record::Qc(q), "control-lot"),
+            (event_with(value, "ok"), "code"),
+            (
+                heartbeat(Instrument {
+                    model: "XN-550".into(),
+                    serial: value.into(),
+                }),
+                "instrument.serial",
+            ),
+        ]
+    }
+
+    #[test]
+    fn hostile_texts_are_refused_naming_the_kind() {
+        for (text, finding) in HOSTILE_TEXTS {
+            assert_eq!(free_text(text), Some(*finding), "{text:?}");
+            assert_finding(text, *finding);
+        }
+    }
+
+    #[test]
+    fn real_texts_pass() {
+        for text in REAL_TEXTS {
+            assert_clean(text);
+        }
+    }
+
+    #[test]
+    fn hostile_identifiers_are_refused_in_every_identifier_field() {
+        for (value, finding) in HOSTILE_IDENTIFIERS {
+            for (record, field) in identifier_records(value) {
+                let v = check(&[Record::Qc(qc()), record]).expect_err(value);
+                assert_eq!(
+                    v,
+                    Violation {
+                        record: 1,
+                        field,
+                        finding: *finding
+                    },
+                    "{value:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn real_identifiers_pass_in_every_identifier_field() {
+        for value in REAL_IDENTIFIERS {
+            for (record, field) in identifier_records(value) {
+                assert_eq!(check(&[record]), Ok(()), "{field} {value:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn folding_maps_look_alikes_and_drops_invisibles() {
+        for (raw, folded) in [
+            ("５５５－４４", "555-44"),
+            ("a\u{200B}\u{200E}\u{00AD}\u{0301}b", "ab"),
+            ("1\u{2212}2\u{02D7}3\u{2014}4", "1-2-3-4"),
+            ("1\u{00B7}2\u{2044}3\u{203F}4", "1.2/3_4"),
+            ("\u{00A0}\u{3000}\u{2028}\u{0085}", "  \n\n"),
+            ("\u{0663}\u{096F}\u{1D7D7}\u{FF10}", "3990"),
+            (
+                "\u{0001}\u{0002}\t\r\n\u{001B}[0m\u{009B}",
+                "\u{0002}\t\r\n[0m",
+            ),
+            ("Müller 37 °C", "Muller 37 °C"),
+        ] {
+            assert_eq!(normalize(raw), folded, "{raw:?}");
+        }
+        // Plain ASCII is borrowed, not copied.
+        for plain in ["E-1203 probe blocked", "a\tb\r\n\u{0002}1P|", ""] {
+            assert!(matches!(normalize(plain), Cow::Borrowed(_)), "{plain:?}");
+        }
+    }
+
+    /// Every record the collector's parsers make of the instrument corpus
+    /// (collector-core/tests/data, the copy of the shared corpus) and of the
+    /// sample logs passes the guard: the guard refuses no real device data.
+    #[test]
+    fn every_corpus_record_passes() {
+        use outpost_collector_core as core;
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let fallback = core::Instrument {
+            model: "XN-550".into(),
+            serial: "BD634545".into(),
+        };
+        let mut records = Vec::new();
+        for (dir, kind) in [
+            ("collector-core/tests/data/astm", "astm"),
+            ("collector-core/tests/data/hl7", "hl7"),
+            ("examples/sample-data/instrument-logs", "log"),
+        ] {
+            let mut files: Vec<_> = std::fs::read_dir(root.join(dir))
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .collect();
+            files.sort();
+            assert!(!files.is_empty(), "{dir}");
+            for file in files {
+                let bytes = std::fs::read(&file).unwrap();
+                let parsed: Vec<core::Record> = match kind {
+                    "log" => core::logs::parse(&bytes, &fallback).records,
+                    _ => {
+                        let ends = if kind == "astm" {
+                            core::astm::message_ends(&bytes)
+                        } else {
+                            core::hl7::message_ends(&bytes)
+                        };
+                        let mut start = 0;
+                        let mut out = Vec::new();
+                        for end in ends.into_iter().chain([bytes.len()]) {
+                            if end > start {
+                                let unit = &bytes[start..end];
+                                out.extend(if kind == "astm" {
+                                    core::astm::parse(unit, &fallback).records
+                                } else {
+                                    core::hl7::parse(unit, &fallback).records
+                                });
+                                start = end;
+                            }
+                        }
+                        out
+                    }
+                };
+                records.extend(parsed.into_iter().map(|r| (file.clone(), wire(r))));
+            }
+        }
+        let qc = records
+            .iter()
+            .filter(|(_, r)| matches!(r, Record::Qc(_)))
+            .count();
+        assert!(qc >= 41, "the corpus's QC runs parse ({qc} QC records)");
+        for lot in ["PIX240205N", "PX440N"] {
+            assert!(
+                records
+                    .iter()
+                    .any(|(_, r)| matches!(r, Record::Qc(q) if q.control_lot == lot)),
+                "lot {lot}"
+            );
+        }
+        for (file, record) in &records {
+            if let Err(v) = check(std::slice::from_ref(record)) {
+                panic!("{}: a real device record was refused: {v}", file.display());
+            }
+        }
+    }
+
+    /// collector-core's record → the wire record (what the collector module
+    /// and `uplink::convert` do between them, field for field).
+    fn wire(r: outpost_collector_core::Record) -> Record {
+        use outpost_collector_core as core;
+        let instrument = |i: core::Instrument| Instrument {
+            model: i.model,
+            serial: i.serial,
+        };
+        match r {
+            core::Record::Qc(q) => Record::Qc(QcResult {
+                instrument: instrument(q.instrument),
+                analyte: q.analyte,
+                value: q.value,
+                unit: q.unit,
+                reference_range: q.reference_range,
+                flags: q.flags,
+                control_lot: q.control_lot,
+                control_level: q.control_level,
+                run_time: None,
+            }),
+            core::Record::Maintenance(m) => Record::Maintenance(MaintenanceEvent {
+                instrument: instrument(m.instrument),
+                action: m.action,
+                outcome: m.outcome,
+                time: None,
+            }),
+            core::Record::Event(e) => Record::Event(InstrumentEvent {
+                instrument: instrument(e.instrument),
+                severity: Severity::Info,
+                code: e.code,
+                text: e.text,
+                time: None,
+            }),
+            core::Record::Software(s) => Record::Software(SoftwareStatus {
+                instrument: instrument(s.instrument),
+                component: s.component,
+                version: s.version,
+                state: InstallState::Installed,
+            }),
+            core::Record::Heartbeat(h) => heartbeat(instrument(h.instrument)),
+        }
     }
 }
