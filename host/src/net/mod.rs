@@ -20,8 +20,12 @@
 //! Every refusal is logged with module and authority (never path or query) and
 //! published as a host event.
 
+mod failure;
 mod restricted;
 
+pub use failure::{
+    ConnectError, MAX_ANSWER_BYTES, Target, TlsFailure, format_rfc3339, read_answer,
+};
 pub use restricted::{Block, is_restricted, restricted_block};
 
 use crate::events::{Events, HostEvent};
@@ -211,7 +215,12 @@ impl WasiHttpHooks for GrantedHttp {
             {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
-                    tracing::warn!(target: "outpost.net", module = %refusal.module, authority = %refusal.authority, error = %e, "tls handshake failed");
+                    let why = e
+                        .get_ref()
+                        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+                        .map(|r| TlsFailure::from_rustls(r).to_string())
+                        .unwrap_or_else(|| e.to_string());
+                    tracing::warn!(target: "outpost.net", module = %refusal.module, authority = %refusal.authority, reason = %why, "server reached, TLS refused");
                     return Err(HttpError::Tls(e));
                 }
                 Err(_) => return Err(HttpError::ConnectionTimeout),
