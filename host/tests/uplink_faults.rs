@@ -9,6 +9,11 @@
 //! twice; a device the cloud refuses keeps its data; uploads respect the
 //! bandwidth cap.
 //!
+//! Enrolment against the same kind of servers says exactly why it failed
+//! and reads no more than the answer cap (`uplink_faults/enrolment.rs`); the
+//! sender's own loop backs off, tells the operator once and recovers
+//! (`uplink_faults/backoff.rs`).
+//!
 //! Every server binds 127.0.0.1 only. Timing assertions are lower bounds,
 //! except a generous upper bound where the point of the test is "it gives up".
 
@@ -236,6 +241,7 @@ async fn drain(sender: &mut Sender) -> (Option<Outcome>, u64) {
 fn transient(outcome: &Option<Outcome>, what: &str) -> String {
     match outcome {
         Some(Outcome::Transient(reason)) => reason.clone(),
+        Some(Outcome::Network(e)) => e.to_string(),
         other => panic!("{what}: expected a transient failure, got {other:?}"),
     }
 }
@@ -811,7 +817,10 @@ async fn a_200_that_is_not_the_clouds_acknowledgement_deletes_nothing() {
          data nobody stored (outcome {outcome:?})"
     );
     assert!(
-        matches!(outcome, Some(Outcome::Transient(_) | Outcome::Rejected(_))),
+        matches!(
+            outcome,
+            Some(Outcome::Transient(_) | Outcome::Network(_) | Outcome::Rejected(_))
+        ),
         "{outcome:?}"
     );
     dev.assert_nothing_deleted(&before, "200 block page");
@@ -1248,3 +1257,8 @@ async fn uploads_are_paced_to_the_bandwidth_cap() {
     );
     cloud.shutdown().await;
 }
+
+#[path = "uplink_faults/backoff.rs"]
+mod backoff;
+#[path = "uplink_faults/enrolment.rs"]
+mod enrolment;

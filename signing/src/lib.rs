@@ -140,7 +140,8 @@ pub use keys::{
     save_signing_key, wasmsign2_public_key_bytes,
 };
 pub use manifest::{
-    Capabilities, EndpointPattern, Limits, Manifest, ManifestError, Permission, World,
+    Capabilities, EndpointPattern, HostError, HostPattern, Limits, Manifest, ManifestError,
+    Permission, RequestHost, World,
 };
 pub use sign::{SignError, embed_manifest, sign};
 pub use trust::{TrustStore, TrustStoreError, TrustedKey};

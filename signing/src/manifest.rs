@@ -317,6 +317,12 @@ fn parse_semver(v: &str) -> Option<(u64, u64, u64)> {
 /// A parsed endpoint pattern: `host:port`, where host is a DNS name, a
 /// `*.`-prefixed wildcard (one or more labels, never the bare suffix), or an
 /// IP literal (`10.0.0.5`, `[::1]`).
+///
+/// An IP literal is written in its one standard form: dotted-quad IPv4
+/// (`127.0.0.1`, never `127.1`, `0x7f.0.0.1`, `0177.0.0.1` or `2130706433`)
+/// or bracketed IPv6. A name whose last label is a number (or `0x…`) is such
+/// a legacy IPv4 spelling and is refused; a trailing dot is refused (the
+/// label before it would be empty).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EndpointPattern {
     /// Lowercased host part (without brackets for IPv6).
@@ -332,8 +338,115 @@ pub enum HostPattern {
     Exact(String),
     /// `*.suffix`: any name with at least one more label before `suffix`.
     Wildcard(String),
-    /// An IP literal; the only way a grant may reach a private or loopback address.
+    /// An IP literal; the only way a grant may reach a private or loopback
+    /// address. It matches only a request whose host is the same IP literal
+    /// (compared as addresses), never a name.
     Ip(std::net::IpAddr),
+}
+
+/// The host of an outgoing request, read strictly before any lookup.
+///
+/// One spelling per destination, so that a grant cannot be matched by a
+/// second spelling that means something else to the resolver:
+/// - an IP literal only in its standard form (dotted-quad IPv4, bracketed or
+///   bare IPv6); such a host is connected to as that address and never goes
+///   to DNS;
+/// - anything whose last label is a number (`127.1`, `0x7f.0.0.1`,
+///   `2130706433`, `1.2.3.4.5`) is a legacy IPv4 spelling that resolvers read
+///   as an address: refused;
+/// - a trailing dot (`api.vendor.example.`, `127.0.0.1.`) is refused, not
+///   normalised: it makes a name absolute (no search list), a different
+///   question to the resolver than the name the grant was written for;
+/// - otherwise a DNS name, lowercased, each label 1..=63 bytes of letters,
+///   digits and `-`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RequestHost {
+    /// A DNS name (lowercase, no trailing dot); resolved, then checked again.
+    Name(String),
+    /// An IP literal; connected to as is.
+    Ip(std::net::IpAddr),
+}
+
+/// Why a request's host was refused (before any lookup or connection).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum HostError {
+    /// No host at all.
+    #[error("no host")]
+    Empty,
+    /// `name.` or `1.2.3.4.`.
+    #[error("host ends with a dot (write it without the dot)")]
+    TrailingDot,
+    /// `127.1`, `0x7f.0.0.1`, `0177.0.0.1`, `2130706433`, `1.2.3.4.5`.
+    #[error("host is an IPv4 address in a non-standard spelling (only a.b.c.d is accepted)")]
+    NonStandardIpv4,
+    /// `[…]` that is not an IPv6 address (zone ids included).
+    #[error("host is not a valid IPv6 literal")]
+    BadIpv6,
+    /// Not a DNS name.
+    #[error("host is not a valid DNS name")]
+    BadName,
+}
+
+impl RequestHost {
+    /// Read `host` as it appears in a URL's authority (IPv6 in brackets; a
+    /// bare IPv6 address is accepted too).
+    pub fn parse(host: &str) -> Result<RequestHost, HostError> {
+        if host.is_empty() {
+            return Err(HostError::Empty);
+        }
+        if let Some(inner) = host.strip_prefix('[') {
+            return inner
+                .strip_suffix(']')
+                .and_then(|i| i.parse::<std::net::Ipv6Addr>().ok())
+                .map(|ip| RequestHost::Ip(ip.into()))
+                .ok_or(HostError::BadIpv6);
+        }
+        if host.contains(':') {
+            return host
+                .parse::<std::net::Ipv6Addr>()
+                .map(|ip| RequestHost::Ip(ip.into()))
+                .map_err(|_| HostError::BadIpv6);
+        }
+        if host.ends_with('.') {
+            return Err(HostError::TrailingDot);
+        }
+        let lower = host.to_ascii_lowercase();
+        if ends_in_number(&lower) {
+            return lower
+                .parse::<std::net::Ipv4Addr>()
+                .map(|ip| RequestHost::Ip(ip.into()))
+                .map_err(|_| HostError::NonStandardIpv4);
+        }
+        if valid_dns_name(&lower) {
+            Ok(RequestHost::Name(lower))
+        } else {
+            Err(HostError::BadName)
+        }
+    }
+}
+
+impl fmt::Display for RequestHost {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RequestHost::Name(n) => f.write_str(n),
+            RequestHost::Ip(std::net::IpAddr::V6(ip)) => write!(f, "[{ip}]"),
+            RequestHost::Ip(ip) => write!(f, "{ip}"),
+        }
+    }
+}
+
+/// Whether the last label of `name` is a number as URL parsers and
+/// `inet_aton` read one (decimal, octal with a leading 0, or `0x` hex): such
+/// a host is an IPv4 address to them, whatever else it looks like.
+fn ends_in_number(name: &str) -> bool {
+    let last = name.rsplit('.').next().unwrap_or(name);
+    if last.is_empty() {
+        return false;
+    }
+    if let Some(hex) = last.strip_prefix("0x") {
+        return hex.bytes().all(|b| b.is_ascii_hexdigit());
+    }
+    last.bytes().all(|b| b.is_ascii_digit())
 }
 
 impl EndpointPattern {
@@ -354,6 +467,10 @@ impl EndpointPattern {
             HostPattern::Ip(ip.into())
         } else if let Ok(ip) = host.parse::<std::net::Ipv4Addr>() {
             HostPattern::Ip(ip.into())
+        } else if ends_in_number(&host.to_ascii_lowercase()) {
+            return Err(format!(
+                "endpoint {s:?} spells an IPv4 address in a non-standard form; write it as a.b.c.d (a wildcard never covers addresses)"
+            ));
         } else if let Some(suffix) = host.strip_prefix("*.") {
             check_dns_name(s, suffix)?;
             HostPattern::Wildcard(suffix.to_ascii_lowercase())
@@ -364,26 +481,28 @@ impl EndpointPattern {
         Ok(EndpointPattern { host, port })
     }
 
-    /// Whether a request to `host` (as written in the URL, lowercase, IPv6
-    /// without brackets) on `port` matches this pattern.
-    pub fn matches(&self, host: &str, port: u16) -> bool {
+    /// Whether a request to `host` on `port` matches this pattern: a name
+    /// pattern matches names only, an IP pattern only the same IP literal.
+    pub fn matches_host(&self, host: &RequestHost, port: u16) -> bool {
         if port != self.port {
             return false;
         }
-        let host = host.to_ascii_lowercase();
-        let host = host.strip_suffix('.').unwrap_or(&host);
-        match &self.host {
-            HostPattern::Exact(h) => host == h,
-            HostPattern::Wildcard(suffix) => host
+        match (&self.host, host) {
+            (HostPattern::Exact(h), RequestHost::Name(n)) => n == h,
+            (HostPattern::Wildcard(suffix), RequestHost::Name(n)) => n
                 .strip_suffix(suffix.as_str())
                 .and_then(|prefix| prefix.strip_suffix('.'))
                 .is_some_and(|label| !label.is_empty()),
-            HostPattern::Ip(ip) => host
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .parse::<std::net::IpAddr>()
-                .is_ok_and(|h| h == *ip),
+            (HostPattern::Ip(ip), RequestHost::Ip(h)) => h == ip,
+            _ => false,
         }
+    }
+
+    /// Whether a request to `host` (as written in a URL's authority) on
+    /// `port` matches this pattern; a host [`RequestHost::parse`] refuses
+    /// matches nothing.
+    pub fn matches(&self, host: &str, port: u16) -> bool {
+        RequestHost::parse(host).is_ok_and(|h| self.matches_host(&h, port))
     }
 
     /// Whether this pattern is covered by `other` (every request this pattern
@@ -414,8 +533,8 @@ impl fmt::Display for EndpointPattern {
     }
 }
 
-fn check_dns_name(whole: &str, name: &str) -> Result<(), String> {
-    let ok = !name.is_empty()
+fn valid_dns_name(name: &str) -> bool {
+    !name.is_empty()
         && name.len() <= 253
         && name.split('.').all(|label| {
             !label.is_empty()
@@ -425,8 +544,11 @@ fn check_dns_name(whole: &str, name: &str) -> Result<(), String> {
                     .all(|b| b.is_ascii_alphanumeric() || b == b'-')
                 && !label.starts_with('-')
                 && !label.ends_with('-')
-        });
-    if ok {
+        })
+}
+
+fn check_dns_name(whole: &str, name: &str) -> Result<(), String> {
+    if valid_dns_name(name) {
         Ok(())
     } else {
         Err(format!("endpoint {whole:?} has an invalid host name"))
@@ -524,9 +646,105 @@ wall-ms-per-call = 10000
         assert!(check("127.0.0.1:8443", "127.0.0.1", 8443));
         assert!(!check("127.0.0.1:8443", "localhost", 8443));
         assert!(check("[::1]:8443", "::1", 8443));
+        assert!(check("[::1]:8443", "[::1]", 8443));
         assert!(EndpointPattern::parse("*:443").is_err());
         assert!(EndpointPattern::parse("a..b:443").is_err());
         assert!(EndpointPattern::parse("host:0").is_err());
+    }
+
+    /// A literal grant matches the same literal and nothing else: no other
+    /// spelling of the address, no name, no trailing dot (issue #20).
+    #[test]
+    fn ip_patterns_match_only_the_identical_literal() {
+        let v4 = EndpointPattern::parse("127.0.0.1:8443").unwrap();
+        let v6 = EndpointPattern::parse("[::1]:8443").unwrap();
+        let name = EndpointPattern::parse("api.vendor.example:8443").unwrap();
+        let wild = EndpointPattern::parse("*.vendor.example:8443").unwrap();
+        assert!(v4.matches("127.0.0.1", 8443));
+        for other in [
+            "127.0.0.1.",
+            "127.1",
+            "127.0.1",
+            "0x7f.0.0.1",
+            "0X7F.0.0.1",
+            "0x7f000001",
+            "0177.0.0.1",
+            "2130706433",
+            "127.0.0.01",
+            "[::ffff:127.0.0.1]",
+            "::ffff:127.0.0.1",
+            "[::ffff:7f00:1]",
+            "localhost",
+            "127.0.0.1.nip.io",
+            " 127.0.0.1",
+        ] {
+            assert!(!v4.matches(other, 8443), "{other}");
+        }
+        assert!(v6.matches("[0:0::1]", 8443), "compared as addresses");
+        for other in [
+            "::1.",
+            "[::1].",
+            "[::1%25lo]",
+            "[::1",
+            "127.0.0.1",
+            "localhost",
+        ] {
+            assert!(!v6.matches(other, 8443), "{other}");
+        }
+        assert!(name.matches("API.Vendor.Example", 8443));
+        assert!(wild.matches("eu.vendor.example", 8443));
+        for p in [&name, &wild] {
+            assert!(!p.matches("api.vendor.example.", 8443), "{p}: trailing dot");
+            assert!(!p.matches("eu.vendor.example.", 8443), "{p}: trailing dot");
+        }
+    }
+
+    #[test]
+    fn request_hosts_are_read_strictly() {
+        use std::net::IpAddr;
+        let ip = |s: &str| RequestHost::Ip(s.parse::<IpAddr>().unwrap());
+        let cases: [(&str, Result<RequestHost, HostError>); 16] = [
+            ("127.0.0.1", Ok(ip("127.0.0.1"))),
+            ("[::1]", Ok(ip("::1"))),
+            ("::1", Ok(ip("::1"))),
+            ("[::ffff:127.0.0.1]", Ok(ip("::ffff:127.0.0.1"))),
+            (
+                "Api.Vendor.Example",
+                Ok(RequestHost::Name("api.vendor.example".into())),
+            ),
+            ("x-1.example", Ok(RequestHost::Name("x-1.example".into()))),
+            ("", Err(HostError::Empty)),
+            ("127.0.0.1.", Err(HostError::TrailingDot)),
+            ("api.vendor.example.", Err(HostError::TrailingDot)),
+            ("127.1", Err(HostError::NonStandardIpv4)),
+            ("0x7f.0.0.1", Err(HostError::NonStandardIpv4)),
+            ("2130706433", Err(HostError::NonStandardIpv4)),
+            ("1.2.3.4.5", Err(HostError::NonStandardIpv4)),
+            ("host.0x", Err(HostError::NonStandardIpv4)),
+            ("[fe80::1%25eth0]", Err(HostError::BadIpv6)),
+            ("under_score.example", Err(HostError::BadName)),
+        ];
+        for (host, want) in cases {
+            assert_eq!(RequestHost::parse(host), want, "{host:?}");
+        }
+    }
+
+    #[test]
+    fn patterns_that_spell_addresses_another_way_are_refused() {
+        for bad in [
+            "127.1:443",
+            "0x7f.0.0.1:443",
+            "2130706433:443",
+            "0177.0.0.1:443",
+            "*.0.0.1:443",
+            "vendor.example.:443",
+            "127.0.0.1.:443",
+            "[fe80::1%eth0]:443",
+        ] {
+            assert!(EndpointPattern::parse(bad).is_err(), "{bad}");
+        }
+        let err = EndpointPattern::parse("127.1:443").unwrap_err();
+        assert!(err.contains("a.b.c.d"), "{err}");
     }
 
     #[test]

@@ -2,22 +2,37 @@
 //!
 //! Order of checks, each failing closed with `HttpRequestDenied`:
 //! 1. scheme must be `https`;
-//! 2. `host:port` must match an endpoint pattern of the grant — before any DNS
-//!    lookup or connection;
-//! 3. after resolution, every address must be publicly routable, unless the
-//!    grant names that exact IP literal (the PC sits on a hospital LAN: a name
+//! 2. the host is read strictly ([`RequestHost::parse`]): an IP literal only
+//!    in its standard spelling, no other spelling of an address (`127.1`,
+//!    `0x7f.0.0.1`, `2130706433`), no trailing dot;
+//! 3. `host:port` must match an endpoint pattern of the grant — before any
+//!    DNS lookup or connection. A name matches name patterns only; an IP
+//!    literal matches only the identical IP-literal pattern, and is connected
+//!    to as is, never looked up;
+//! 4. after resolution, every address of a name must be publicly routable
+//!    ([`is_restricted`]: the IANA special-purpose registries and more). A
+//!    restricted address is reached only by a request for that literal
+//!    address under a grant naming it (the PC sits on a hospital LAN: a name
 //!    that resolves to a private or loopback address is refused);
-//! 4. the connection goes to the checked address (no second lookup); TLS by
+//! 5. the connection goes to the checked address (no second lookup); TLS by
 //!    rustls, 1.2 minimum, certificates always verified.
 //!
 //! Every refusal is logged with module and authority (never path or query) and
 //! published as a host event.
 
+mod failure;
+mod restricted;
+
+pub use failure::{
+    ConnectError, MAX_ANSWER_BYTES, Target, TlsFailure, format_rfc3339, read_answer,
+};
+pub use restricted::{Block, is_restricted, restricted_block};
+
 use crate::events::{Events, HostEvent};
 use http_body_util::BodyExt;
-use outpost_signing::manifest::{EndpointPattern, HostPattern};
+use outpost_signing::manifest::{EndpointPattern, RequestHost};
 use std::future::Future;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::Poll;
@@ -55,41 +70,6 @@ pub fn tls_config(
         .with_root_certificates(roots)
         .with_no_client_auth();
     Ok(Arc::new(config))
-}
-
-/// Whether `ip` is an address a module may only reach when granted literally:
-/// loopback, private, link-local, unspecified, shared (CGNAT), multicast,
-/// broadcast, documentation, unique-local and their IPv4-mapped forms.
-pub fn is_restricted(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => {
-            let o = v4.octets();
-            v4.is_loopback()
-                || v4.is_private()
-                || v4.is_link_local()
-                || v4.is_unspecified()
-                || v4.is_broadcast()
-                || v4.is_multicast()
-                || v4.is_documentation()
-                || o[0] == 0
-                || (o[0] == 100 && (o[1] & 0xc0) == 64)
-                || (o[0] == 198 && (o[1] & 0xfe) == 18)
-                || o[0] >= 240
-        }
-        IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return is_restricted(IpAddr::V4(v4));
-            }
-            let s = v6.segments();
-            v6.is_loopback()
-                || v6.is_unspecified()
-                || v6.is_multicast()
-                || (s[0] & 0xfe00) == 0xfc00
-                || (s[0] & 0xffc0) == 0xfe80
-                || (s[0] == 0x2001 && s[1] == 0x0db8)
-                || (s[0] == 0x64 && s[1] == 0xff9b)
-        }
-    }
 }
 
 /// The per-call network grant: installed as the store's `WasiHttpHooks`.
@@ -149,19 +129,15 @@ impl WasiHttpHooks for GrantedHttp {
         let endpoints = self.endpoints.clone();
         let tls = self.tls.clone();
         let uri = request.uri().clone();
-        let host = uri.host().unwrap_or("").to_owned();
+        let raw_host = uri.host().unwrap_or("").to_owned();
         let https = uri.scheme() == Some(&http::uri::Scheme::HTTPS);
         let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
-        let bare_host = host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_owned();
         let refusal = Refusal {
             module: self.module.clone(),
             // Module-supplied: cut, PHI-checked and escaped before it is
             // logged or published.
             authority: crate::untrusted::clean(
-                &format!("{host}:{port}"),
+                &format!("{raw_host}:{port}"),
                 crate::untrusted::MAX_AUTHORITY_BYTES,
             )
             .into_owned(),
@@ -171,21 +147,13 @@ impl WasiHttpHooks for GrantedHttp {
             if !https {
                 return Err(refusal.refuse("scheme is not https"));
             }
-            if bare_host.is_empty() {
-                return Err(refusal.refuse("no host"));
-            }
-            let matching: Vec<&EndpointPattern> = endpoints
-                .iter()
-                .filter(|p| p.matches(&bare_host, port))
-                .collect();
-            if matching.is_empty() {
+            let host = match RequestHost::parse(&raw_host) {
+                Ok(h) => h,
+                Err(e) => return Err(refusal.refuse(&e.to_string())),
+            };
+            if !endpoints.iter().any(|p| p.matches_host(&host, port)) {
                 return Err(refusal.refuse("endpoint not granted"));
             }
-            let granted_literal = |ip: IpAddr| {
-                matching
-                    .iter()
-                    .any(|p| matches!(p.host, HostPattern::Ip(g) if g == ip))
-            };
             let connect_timeout = options
                 .and_then(|o| o.connect_timeout)
                 .unwrap_or(Duration::from_millis(DEFAULT_CONNECT_TIMEOUT_MS));
@@ -193,36 +161,41 @@ impl WasiHttpHooks for GrantedHttp {
                 .and_then(|o| o.first_byte_timeout)
                 .unwrap_or(Duration::from_millis(DEFAULT_FIRST_BYTE_TIMEOUT_MS));
 
-            let addrs: Vec<SocketAddr> = if let Ok(ip) = bare_host.parse::<IpAddr>() {
-                vec![SocketAddr::new(ip, port)]
-            } else {
-                match tokio::time::timeout(
-                    connect_timeout,
-                    tokio::net::lookup_host((bare_host.as_str(), port)),
-                )
-                .await
-                {
-                    Ok(Ok(a)) => a.collect(),
-                    Ok(Err(_)) => {
-                        return Err(HttpError::DnsError {
-                            rcode: Some("lookup failed".into()),
-                            info_code: None,
-                        });
+            // An IP literal matched an identical literal grant: that address,
+            // restricted or not, and no lookup. A name is looked up, and every
+            // address it resolves to must be unrestricted.
+            let addrs: Vec<SocketAddr> = match &host {
+                RequestHost::Ip(ip) => vec![SocketAddr::new(*ip, port)],
+                RequestHost::Name(name) => {
+                    let addrs: Vec<SocketAddr> = match tokio::time::timeout(
+                        connect_timeout,
+                        tokio::net::lookup_host((name.as_str(), port)),
+                    )
+                    .await
+                    {
+                        Ok(Ok(a)) => a.collect(),
+                        Ok(Err(_)) => {
+                            return Err(HttpError::DnsError {
+                                rcode: Some("lookup failed".into()),
+                                info_code: None,
+                            });
+                        }
+                        Err(_) => return Err(HttpError::DnsTimeout),
+                    };
+                    if let Some((bad, block)) = addrs
+                        .iter()
+                        .find_map(|a| restricted_block(a.ip()).map(|b| (a.ip(), b)))
+                    {
+                        return Err(refusal.refuse(&format!(
+                            "resolves to restricted address {bad} ({}, {}) not granted as a literal",
+                            block.name, block.prefix
+                        )));
                     }
-                    Err(_) => return Err(HttpError::DnsTimeout),
+                    addrs
                 }
             };
             if addrs.is_empty() {
                 return Err(HttpError::DestinationNotFound);
-            }
-            if let Some(bad) = addrs
-                .iter()
-                .find(|a| is_restricted(a.ip()) && !granted_literal(a.ip()))
-            {
-                return Err(refusal.refuse(&format!(
-                    "resolves to restricted address {} not granted as a literal",
-                    bad.ip()
-                )));
             }
 
             let tcp = match tokio::time::timeout(
@@ -235,9 +208,9 @@ impl WasiHttpHooks for GrantedHttp {
                 Ok(Err(e)) => return Err(HttpError::Connect(e)),
                 Err(_) => return Err(HttpError::ConnectionTimeout),
             };
-            let server_name = match bare_host.parse::<IpAddr>() {
-                Ok(ip) => rustls::pki_types::ServerName::from(ip),
-                Err(_) => rustls::pki_types::ServerName::try_from(bare_host.clone())
+            let server_name = match &host {
+                RequestHost::Ip(ip) => rustls::pki_types::ServerName::from(*ip),
+                RequestHost::Name(name) => rustls::pki_types::ServerName::try_from(name.clone())
                     .map_err(|_| HttpError::HttpRequestUriInvalid)?,
             };
             let tls_stream = match tokio::time::timeout(
@@ -248,7 +221,12 @@ impl WasiHttpHooks for GrantedHttp {
             {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
-                    tracing::warn!(target: "outpost.net", module = %refusal.module, authority = %refusal.authority, error = %e, "tls handshake failed");
+                    let why = e
+                        .get_ref()
+                        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+                        .map(|r| TlsFailure::from_rustls(r).to_string())
+                        .unwrap_or_else(|| e.to_string());
+                    tracing::warn!(target: "outpost.net", module = %refusal.module, authority = %refusal.authority, reason = %why, "server reached, TLS refused");
                     return Err(HttpError::Tls(e));
                 }
                 Err(_) => return Err(HttpError::ConnectionTimeout),
@@ -293,35 +271,5 @@ impl WasiHttpHooks for GrantedHttp {
             });
             Ok((response, io))
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn restricted_addresses() {
-        for ip in [
-            "127.0.0.1",
-            "10.1.2.3",
-            "172.16.0.1",
-            "192.168.1.1",
-            "169.254.1.1",
-            "0.0.0.0",
-            "100.64.0.1",
-            "255.255.255.255",
-            "::1",
-            "::",
-            "fe80::1",
-            "fd00::1",
-            "::ffff:127.0.0.1",
-            "::ffff:10.0.0.1",
-        ] {
-            assert!(is_restricted(ip.parse().unwrap()), "{ip}");
-        }
-        for ip in ["93.184.216.34", "8.8.8.8", "2606:4700::1111"] {
-            assert!(!is_restricted(ip.parse().unwrap()), "{ip}");
-        }
     }
 }

@@ -20,6 +20,7 @@ pub mod convert;
 pub mod enroll;
 pub mod guard;
 pub mod identity;
+pub mod problem;
 pub mod sender;
 
 use crate::events::{Events, HostEvent};
@@ -119,7 +120,7 @@ impl Uplink {
             let _ = self.spool.count("guard-refused", 1);
             tracing::warn!(module, stream, violation = %v, "batch refused by the PHI guard; not queued");
             self.events.emit(HostEvent::SettingProblem {
-                code: format!("uplink-guard-refused:{module}"),
+                code: format!("{}{module}", problem::GUARD_REFUSED_PREFIX),
                 text: format!(
                     "a batch from module `{module}` on stream `{stream}` was not sent: {v}"
                 ),
@@ -145,7 +146,7 @@ impl Uplink {
                 for (dropped_stream, count) in &a.dropped {
                     tracing::warn!(stream = %dropped_stream, count, "spool full: oldest batches dropped");
                     self.events.emit(HostEvent::SettingProblem {
-                        code: format!("uplink-dropped:{dropped_stream}"),
+                        code: format!("{}{dropped_stream}", problem::DROPPED_PREFIX),
                         text: format!(
                             "the upload queue is full: {count} oldest batch(es) of `{dropped_stream}` dropped to make room (QC and maintenance are never dropped)"
                         ),
@@ -160,9 +161,9 @@ impl Uplink {
                     SpoolError::State(_) => return Err(EnqueueError::Spool(e)),
                     SpoolError::Full { .. } => {
                         let _ = self.spool.count("spool-full", 1);
-                        "uplink-spool-full"
+                        problem::SPOOL_FULL
                     }
-                    _ => "uplink-spool-unwritable",
+                    _ => problem::SPOOL_UNWRITABLE,
                 };
                 tracing::error!(module, stream, error = %e, "batch not queued");
                 self.events.emit(HostEvent::SettingProblem {

@@ -19,9 +19,9 @@
 //!     resealed under a new sequence and sent again;
 //!   - `429` / `503` → wait `Retry-After` seconds (capped at an hour), else
 //!     back off;
-//!   - connection errors, timeouts and other `5xx` → exponential back-off with
-//!     jitter (half to all of the delay), from `retry-initial-ms` to
-//!     `retry-max-ms`;
+//!   - connection errors, TLS failures, timeouts and other `5xx` →
+//!     exponential back-off with jitter (half to all of the delay), from
+//!     `retry-initial-ms` to `retry-max-ms`;
 //!   - `400 bad-envelope`, `413 too-large` → the cloud refuses this one
 //!     envelope: it moves to the dead-letter table (kept, sealed, counted,
 //!     raised as `uplink-dead-letter:<stream>`) and the rest goes on;
@@ -33,15 +33,27 @@
 //! - Heartbeat every `heartbeat-interval-secs`: online status, software
 //!   status, batches waiting and dropped, sealed like any batch on stream
 //!   `heartbeat` with the Unix time in milliseconds as its sequence.
+//! - One back-off for everything: a failed heartbeat backs off exactly like
+//!   a failed batch (nothing queued is no proof that the cloud is
+//!   reachable), and no request of either kind leaves before the retry is
+//!   due. After [`problem::FAILURES_BEFORE_PROBLEM`] failed attempts in a
+//!   row a setting problem is raised once — [`problem::TLS_REFUSED`] when
+//!   the server was reached but TLS failed, [`problem::UNREACHABLE`]
+//!   otherwise, again only if the kind changes — and the first exchange
+//!   that works raises [`problem::RECOVERED`] and resets the back-off.
+//! - Failures are worded by [`crate::net::ConnectError`] ("server … reached,
+//!   TLS refused: the server's certificate expired on …"); answers are read
+//!   up to [`MAX_ANSWER_BYTES`], a longer one is a failure, not cut short.
 
-use super::Uplink;
+use super::{Uplink, problem};
 use crate::events::{Events, HostEvent};
+use crate::net::{ConnectError, Target, read_answer};
 use outpost_protocol as p;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Most bytes of a server's answer read.
-pub const MAX_ANSWER_BYTES: usize = 64 * 1024;
+/// Most bytes of a server's answer read (shared with enrolment).
+pub const MAX_ANSWER_BYTES: usize = crate::net::MAX_ANSWER_BYTES;
 
 /// Longest `Retry-After` honoured.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
@@ -108,8 +120,12 @@ pub enum Outcome {
     Acked,
     /// Try again after this long (429/503 with Retry-After).
     RetryAfter(Duration),
-    /// Try again after the back-off (network error, timeout, 5xx).
+    /// Try again after the back-off (5xx, an answer that is not the
+    /// cloud's acknowledgement, a local error).
     Transient(String),
+    /// Try again after the back-off: no usable answer (unreachable, TLS
+    /// refused, timeout, oversized or broken answer).
+    Network(ConnectError),
     /// The cloud refuses this device (401, 403, 400 authentication-failed,
     /// anything unexplained): everything is kept and the sender holds back.
     Rejected(String),
@@ -212,6 +228,11 @@ impl Sender {
             "{}{path}",
             self.cfg.endpoints[self.endpoint].trim_end_matches('/')
         );
+        let server = self.cfg.endpoints[self.endpoint].trim_end_matches('/');
+        let target = Target {
+            server,
+            timeout: self.cfg.request_timeout,
+        };
         let res = self
             .client
             .post(&url)
@@ -219,50 +240,37 @@ impl Sender {
             .body(body)
             .send()
             .await;
-        match res {
-            Ok(r) => {
-                let status = r.status().as_u16();
-                let retry = r
-                    .headers()
-                    .get("retry-after")
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_owned);
-                // An answer is a small JSON document; read at most 64 KiB.
-                let mut r = r;
-                let mut body = Vec::new();
-                while let Ok(Some(chunk)) = r.chunk().await {
-                    body.extend_from_slice(
-                        &chunk[..chunk.len().min(MAX_ANSWER_BYTES - body.len())],
-                    );
-                    if body.len() >= MAX_ANSWER_BYTES {
-                        break;
-                    }
-                }
-                match classify(status, retry.as_deref(), &body) {
-                    Outcome::Acked
-                        if (200..300).contains(&status)
-                            && !acknowledges(&body, device, sequence) =>
-                    {
-                        Outcome::Transient(format!(
-                            "HTTP {status} without the cloud's acknowledgement of sequence {sequence} (a proxy?)"
-                        ))
-                    }
-                    other => other,
-                }
-            }
+        let r = match res {
+            Ok(r) => r,
             Err(e) => {
+                let failure = ConnectError::from_reqwest(&e, &target);
                 if e.is_connect() && self.cfg.endpoints.len() > 1 {
                     self.endpoint = (self.endpoint + 1) % self.cfg.endpoints.len();
                 }
-                // The error chain names the cause (refused, TLS, timeout); no payload.
-                let mut text = e.to_string();
-                let mut src = std::error::Error::source(&e);
-                while let Some(s) = src {
-                    text = format!("{text}: {s}");
-                    src = s.source();
-                }
-                Outcome::Transient(text)
+                return Outcome::Network(failure);
             }
+        };
+        let status = r.status().as_u16();
+        let retry = r
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        // An answer is a small JSON document: a longer one, a stalled or a
+        // broken one is a failure, never cut short and read as an answer.
+        let body = match read_answer(r, MAX_ANSWER_BYTES, &target).await {
+            Ok(body) => body,
+            Err(e) => return Outcome::Network(e),
+        };
+        match classify(status, retry.as_deref(), &body) {
+            Outcome::Acked
+                if (200..300).contains(&status) && !acknowledges(&body, device, sequence) =>
+            {
+                Outcome::Transient(format!(
+                    "HTTP {status} without the cloud's acknowledgement of sequence {sequence} (a proxy?)"
+                ))
+            }
+            other => other,
         }
     }
 
@@ -348,7 +356,7 @@ impl Sender {
                             Ok(_) => {
                                 tracing::error!(seq = b.seq, stream = %b.stream, %reason, "the cloud refused this batch; moved to the dead-letter table");
                                 self.events.emit(HostEvent::SettingProblem {
-                                code: format!("uplink-dead-letter:{}", b.stream),
+                                code: format!("{}{}", problem::DEAD_LETTER_PREFIX, b.stream),
                                 text: format!("the cloud refused one batch of `{}` ({reason}); it is kept aside for support and the others go on", b.stream),
                             });
                             }
@@ -369,93 +377,162 @@ impl Sender {
 
     /// Run until `shutdown` resolves.
     pub async fn run(mut self, shutdown: impl std::future::Future<Output = ()>) {
+        use tokio::time::Instant;
         tokio::pin!(shutdown);
         let mut bucket = TokenBucket::new(self.cfg.bytes_per_sec);
-        let mut backoff = self.cfg.retry_initial;
-        let mut failing: Option<String> = None;
-        let mut next_heartbeat = tokio::time::Instant::now();
+        let mut health = Health::new(self.cfg.retry_initial);
+        let mut next_heartbeat = Instant::now();
         loop {
-            let mut wait = self.cfg.heartbeat_interval;
+            let mut wake = Instant::now() + self.cfg.heartbeat_interval;
             if self.uplink.identity().is_some() {
-                if tokio::time::Instant::now() >= next_heartbeat {
-                    let hb = self.heartbeat().await;
-                    if hb == Outcome::Acked {
-                        next_heartbeat = tokio::time::Instant::now() + self.cfg.heartbeat_interval;
-                    } else {
-                        next_heartbeat = tokio::time::Instant::now() + backoff;
-                    }
-                }
-                let (outcome, delivered) = self.drain(&mut bucket).await;
-                match outcome {
-                    None => {
-                        backoff = self.cfg.retry_initial;
-                        if let Some(reason) = failing.take() {
-                            tracing::info!(previous = %reason, "uplink recovered");
-                            self.events.emit(HostEvent::SettingProblem {
-                                code: "uplink-recovered".into(),
-                                text: format!(
-                                    "uploads work again ({delivered} batch(es) delivered)"
-                                ),
-                            });
+                let now = Instant::now();
+                if health.retry_at.is_none_or(|t| now >= t) {
+                    let heartbeat_due = now >= next_heartbeat;
+                    let mut failure = None;
+                    let mut exchanged = false;
+                    if heartbeat_due {
+                        match self.heartbeat().await {
+                            Outcome::Acked => {
+                                exchanged = true;
+                                next_heartbeat = Instant::now() + self.cfg.heartbeat_interval;
+                            }
+                            other => failure = Some(other),
                         }
                     }
-                    Some(Outcome::RetryAfter(d)) => {
-                        wait = d;
-                        note_failure(
-                            &self.events,
-                            &mut failing,
-                            "the cloud asked to retry later".into(),
-                        );
+                    if failure.is_none() {
+                        let (outcome, delivered) = self.drain(&mut bucket).await;
+                        exchanged |= delivered > 0;
+                        failure = outcome;
                     }
-                    Some(Outcome::Transient(reason)) => {
-                        wait = jitter(backoff);
-                        backoff = (backoff * 2).min(self.cfg.retry_max);
-                        note_failure(&self.events, &mut failing, reason);
-                    }
-                    Some(Outcome::Rejected(reason)) => {
-                        wait = self.cfg.retry_max;
-                        if failing.as_deref() != Some(reason.as_str()) {
-                            tracing::error!(%reason, "the cloud refuses this device's uploads; nothing is deleted");
-                            self.events.emit(HostEvent::SettingProblem {
-                                code: "uplink-rejected".into(),
-                                text: format!("the cloud refuses this device's uploads ({reason}); data is kept; enrolment may need to be renewed"),
-                            });
+                    match failure {
+                        Some(
+                            f @ (Outcome::Transient(_)
+                            | Outcome::Network(_)
+                            | Outcome::RetryAfter(_)
+                            | Outcome::Rejected(_)),
+                        ) => {
+                            let wait = health.failed(f, &self.cfg, &self.events);
+                            let retry_at = Instant::now() + wait;
+                            health.retry_at = Some(retry_at);
+                            // A failed heartbeat is tried again when the
+                            // retry is due; none leaves before it.
+                            if heartbeat_due && !exchanged {
+                                next_heartbeat = retry_at;
+                            }
+                            next_heartbeat = next_heartbeat.max(retry_at);
                         }
-                        failing = Some(reason);
+                        Some(Outcome::Acked | Outcome::Conflict | Outcome::Refused(_)) | None => {
+                            health.retry_at = None;
+                            if exchanged {
+                                health.succeeded(&self.cfg, &self.events);
+                            }
+                        }
                     }
-                    Some(Outcome::Acked | Outcome::Conflict | Outcome::Refused(_)) => {}
                 }
-                if failing.is_some() {
-                    // No heartbeat either before the retry is due.
-                    next_heartbeat = next_heartbeat.max(tokio::time::Instant::now() + wait);
-                }
-                wait = wait.min(
-                    next_heartbeat
-                        .saturating_duration_since(tokio::time::Instant::now())
-                        .max(Duration::from_millis(10)),
-                );
-                if failing.is_none() {
-                    wait = wait.min(self.cfg.heartbeat_interval);
-                }
+                wake = health.retry_at.unwrap_or(next_heartbeat);
             }
+            let wake = wake.max(Instant::now() + Duration::from_millis(10));
             tokio::select! {
                 _ = &mut shutdown => return,
-                _ = self.uplink.queued(), if failing.is_none() => {}
-                _ = tokio::time::sleep(wait) => {}
+                _ = self.uplink.queued(), if health.retry_at.is_none() => {}
+                _ = tokio::time::sleep_until(wake) => {}
             }
         }
     }
 }
 
-fn note_failure(events: &Events, failing: &mut Option<String>, reason: String) {
-    if failing.is_none() {
-        tracing::warn!(%reason, "upload failed; will retry (data stays in the spool)");
-        events.emit(HostEvent::SettingProblem {
-            code: "uplink-unreachable".into(),
-            text: format!("uploads are failing, data is kept and retried: {reason}"),
-        });
+/// The sender's view of the cloud: back-off, failures in a row, and the
+/// problem raised about them (if any).
+struct Health {
+    backoff: Duration,
+    /// No request before this (a back-off or Retry-After is running).
+    retry_at: Option<tokio::time::Instant>,
+    failures: u32,
+    /// The code (and reason, for rejections) of the problem raised.
+    raised: Option<(&'static str, String)>,
+}
+
+impl Health {
+    fn new(initial: Duration) -> Health {
+        Health {
+            backoff: initial,
+            retry_at: None,
+            failures: 0,
+            raised: None,
+        }
     }
-    *failing = Some(reason);
+
+    /// Count a failed attempt, raise a problem when it is time, and return
+    /// how long to wait before the next attempt.
+    fn failed(&mut self, outcome: Outcome, cfg: &SenderConfig, events: &Events) -> Duration {
+        self.failures += 1;
+        let (wait, code, reason) = match outcome {
+            Outcome::Rejected(reason) => (cfg.retry_max, problem::REJECTED, reason),
+            Outcome::RetryAfter(d) => (
+                d,
+                problem::UNREACHABLE,
+                format!("the cloud asked to retry after {d:?}"),
+            ),
+            Outcome::Network(e) => {
+                let wait = jitter(self.backoff);
+                self.backoff = (self.backoff * 2).min(cfg.retry_max);
+                let code = if e.is_tls() {
+                    problem::TLS_REFUSED
+                } else {
+                    problem::UNREACHABLE
+                };
+                (wait, code, e.to_string())
+            }
+            Outcome::Transient(reason) => {
+                let wait = jitter(self.backoff);
+                self.backoff = (self.backoff * 2).min(cfg.retry_max);
+                (wait, problem::UNREACHABLE, reason)
+            }
+            Outcome::Acked | Outcome::Conflict | Outcome::Refused(_) => {
+                return self.backoff;
+            }
+        };
+        if code == problem::REJECTED {
+            if self.raised.as_ref().map(|(c, r)| (*c, r.as_str())) != Some((code, &reason)) {
+                tracing::error!(%reason, "the cloud refuses this device's uploads; nothing is deleted");
+                events.emit(HostEvent::SettingProblem {
+                    code: code.into(),
+                    text: format!("the cloud refuses this device's uploads ({reason}); data is kept; enrolment may need to be renewed"),
+                });
+                self.raised = Some((code, reason));
+            }
+        } else if self.failures >= problem::FAILURES_BEFORE_PROBLEM
+            && self.raised.as_ref().map(|(c, _)| *c) != Some(code)
+        {
+            tracing::warn!(%reason, failures = self.failures, "uploads and heartbeats are failing; will retry (data stays in the spool)");
+            events.emit(HostEvent::SettingProblem {
+                code: code.into(),
+                text: format!(
+                    "the cloud cannot be used ({} attempts in a row failed); data is kept and retried: {reason}",
+                    self.failures
+                ),
+            });
+            self.raised = Some((code, reason));
+        } else {
+            tracing::debug!(%reason, failures = self.failures, "upload or heartbeat failed; will retry");
+        }
+        wait
+    }
+
+    /// An exchange with the cloud worked: reset, and say so if a problem
+    /// was raised.
+    fn succeeded(&mut self, cfg: &SenderConfig, events: &Events) {
+        if let Some((code, reason)) = self.raised.take() {
+            tracing::info!(previous = %reason, "uplink recovered");
+            events.emit(HostEvent::SettingProblem {
+                code: problem::RECOVERED.into(),
+                text: format!("the cloud answers again (the problem was `{code}`)"),
+            });
+        }
+        self.failures = 0;
+        self.backoff = cfg.retry_initial;
+        self.retry_at = None;
+    }
 }
 
 /// Half to all of `d`, at random ("equal jitter"), so that many devices

@@ -136,6 +136,9 @@ fn https_to_a_granted_loopback_literal_with_the_test_ca_succeeds() {
     });
 }
 
+const NON_STANDARD: &str =
+    "host is an IPv4 address in a non-standard spelling (only a.b.c.d is accepted)";
+
 #[test]
 fn requests_outside_the_grant_are_refused_before_any_connection() {
     let e = env();
@@ -157,6 +160,38 @@ fn requests_outside_the_grant_are_refused_before_any_connection() {
                 "net-scheme",
                 format!("http://127.0.0.1:{}/", s.port),
                 "scheme is not https",
+            ),
+            // Other spellings of the granted literal: none matches it, and
+            // none goes to DNS (issue #20).
+            (
+                "net-dot",
+                format!("https://127.0.0.1.:{}/", s.port),
+                "host ends with a dot (write it without the dot)",
+            ),
+            (
+                "net-short",
+                format!("https://127.1:{}/", s.port),
+                NON_STANDARD,
+            ),
+            (
+                "net-hex",
+                format!("https://0x7f.0.0.1:{}/", s.port),
+                NON_STANDARD,
+            ),
+            (
+                "net-int",
+                format!("https://2130706433:{}/", s.port),
+                NON_STANDARD,
+            ),
+            (
+                "net-octal",
+                format!("https://0177.0.0.1:{}/", s.port),
+                NON_STANDARD,
+            ),
+            (
+                "net-mapped",
+                format!("https://[::ffff:127.0.0.1]:{}/", s.port),
+                "endpoint not granted",
             ),
         ];
         for (name, url, reason) in cases {
