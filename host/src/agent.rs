@@ -10,7 +10,6 @@ use crate::runtime::{Cache, LoadError, LoadedModule, Runtime, Services};
 use crate::store::Db;
 use crate::store::versions::Versions;
 use anyhow::Context;
-use outpost_signing::Manifest;
 use outpost_signing::verify::{Expectation, VerifiedModule, verify};
 use std::sync::Arc;
 
@@ -43,17 +42,17 @@ pub struct Agent {
     pub software: Vec<(String, String)>,
 }
 
-/// The module's grant: its (verified) manifest ∩ the global policy ∩ its own.
+/// The module's grant: its verified manifest ∩ the global policy ∩ its own.
 pub fn grant_for(
     config: &Config,
     m: &ModuleConfig,
-    manifest: &Manifest,
+    verified: &VerifiedModule,
 ) -> Result<Grant, GrantError> {
     let mut policies = vec![&config.policy];
     if let Some(p) = &m.policy {
         policies.push(p);
     }
-    Grant::new(manifest, &policies, &config.directories)
+    Grant::new(verified, &policies, &config.directories)
 }
 
 /// Read and verify a module's signed file against the config's trust store and
@@ -187,7 +186,7 @@ impl Agent {
         let mut refused = Vec::new();
         for m in &config.modules {
             let loaded = verify_module(&config, &versions, m).and_then(|verified| {
-                let grant = grant_for(&config, m, verified.manifest())?;
+                let grant = grant_for(&config, m, &verified)?;
                 let loaded = runtime.load(&verified, grant)?;
                 versions.record(&m.name, verified.manifest().semver(), &verified.file_sha256_hex())?;
                 software.push((m.name.clone(), verified.manifest().version.clone()));

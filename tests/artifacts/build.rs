@@ -59,7 +59,10 @@ const GUESTS: &[(&str, &str, &str)] = &[
 
 /// Components written by hand in WebAssembly text: (env suffix, directory
 /// holding `component.wat` and `manifest.toml`).
-const WAT_GUESTS: &[(&str, &str)] = &[("FIXTURE_MULTI_MEMORY", "tests/fixtures/multi-memory")];
+const WAT_GUESTS: &[(&str, &str)] = &[
+    ("FIXTURE_MULTI_MEMORY", "tests/fixtures/multi-memory"),
+    ("FIXTURE_TWO_MEMORIES", "tests/fixtures/two-memories"),
+];
 
 /// Sources whose change rebuilds the guests.
 const WATCHED: &[&str] = &[

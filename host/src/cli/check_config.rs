@@ -45,16 +45,16 @@ struct GrantSummary {
 impl From<&Grant> for GrantSummary {
     fn from(g: &Grant) -> Self {
         GrantSummary {
-            world: g.world.to_string(),
-            directories: g.directories.keys().cloned().collect(),
-            endpoints: g.endpoints.iter().map(ToString::to_string).collect(),
-            uplink_streams: g.uplink_streams.iter().cloned().collect(),
-            notify: g.notify,
-            state_quota_bytes: g.state_quota_bytes,
-            permissions: g.permissions.iter().map(ToString::to_string).collect(),
-            memory_mib: g.limits.memory_bytes >> 20,
-            cpu_ms: g.limits.cpu_ms,
-            wall_ms: g.limits.wall_ms,
+            world: g.world().to_string(),
+            directories: g.directories().keys().cloned().collect(),
+            endpoints: g.endpoints().iter().map(ToString::to_string).collect(),
+            uplink_streams: g.uplink_streams().iter().cloned().collect(),
+            notify: g.notify(),
+            state_quota_bytes: g.state_quota_bytes(),
+            permissions: g.permissions().iter().map(ToString::to_string).collect(),
+            memory_mib: g.limits().memory_bytes >> 20,
+            cpu_ms: g.limits().cpu_ms,
+            wall_ms: g.limits().wall_ms,
         }
     }
 }
@@ -122,7 +122,7 @@ async fn check(config: &Config) -> anyhow::Result<Vec<ModuleCheck>> {
     let mut out = Vec::new();
     for m in &config.modules {
         let res = verify_module(config, &versions, m).and_then(|verified| {
-            let grant = grant_for(config, m, verified.manifest())?;
+            let grant = grant_for(config, m, &verified)?;
             let summary = GrantSummary::from(&grant);
             runtime.load(&verified, grant)?;
             Ok(summary)

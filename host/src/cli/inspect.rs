@@ -5,20 +5,17 @@
 //! removes (capabilities, limits, world, imports), for the user approving it.
 //!
 //! Inspect checks no signature: the key ids it shows are what the file claims.
-//! `outpost verify` decides whether a module is trusted.
+//! `outpost verify` decides whether a module is trusted. It never compiles
+//! what it reads: imports and exports come from the validator
+//! (`runtime::interfaces`), so unverified bytes never reach Cranelift.
 
-use crate::runtime::{component_interfaces, new_engine};
+use crate::runtime::interfaces;
 use anyhow::Context;
 use outpost_signing::{Manifest, VerifyError, capability_diff, inspect_unverified};
 use serde::Serialize;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use wasmtime::Engine;
-use wasmtime::component::Component;
-
-/// Memory limit of the engine used only to compile (never to run) modules.
-const INSPECT_ENGINE_MEMORY_MIB: u32 = 16;
 
 const UNVERIFIED_NOTE: &str = "key ids are read from the file and NOT verified by inspect; run `outpost verify FILE --config HOSTCONFIG` to check the signatures";
 
@@ -60,17 +57,14 @@ struct Report {
 }
 
 pub fn exec(a: Args) -> anyhow::Result<ExitCode> {
-    let engine = new_engine(INSPECT_ENGINE_MEMORY_MIB)
-        .map_err(|e| anyhow::anyhow!("{e:#}"))
-        .context("while creating the compiler")?;
     if let Some(files) = &a.diff {
         let [old, new] = files.as_slice() else {
             anyhow::bail!("--diff takes two files: OLD.wasm NEW.wasm");
         };
-        return diff(&engine, old, new, a.json);
+        return diff(old, new, a.json);
     }
     let file = a.module.expect("clap requires MODULE without --diff");
-    let report = read(&engine, &file)?;
+    let report = read(&file)?;
     if a.json {
         super::print_json(&report)?;
     } else {
@@ -79,17 +73,15 @@ pub fn exec(a: Args) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn read(engine: &Engine, file: &Path) -> anyhow::Result<Report> {
+fn read(file: &Path) -> anyhow::Result<Report> {
     let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
     anyhow::ensure!(
         bytes.starts_with(b"\0asm"),
         "{} is not a WebAssembly file (no `\\0asm` header)",
         file.display()
     );
-    let component = Component::new(engine, &bytes)
-        .map_err(|e| anyhow::anyhow!("{e:#}"))
-        .with_context(|| format!("{} is not a valid component", file.display()))?;
-    let (imports, exports) = component_interfaces(engine, &component);
+    let interfaces::Interfaces { imports, exports } =
+        interfaces::read(&bytes).with_context(|| format!("while reading {}", file.display()))?;
     let mut report = Report {
         file: file.to_owned(),
         bytes: bytes.len() as u64,
@@ -199,9 +191,9 @@ struct LimitChange {
     new: u64,
 }
 
-fn diff(engine: &Engine, old: &Path, new: &Path, json: bool) -> anyhow::Result<ExitCode> {
+fn diff(old: &Path, new: &Path, json: bool) -> anyhow::Result<ExitCode> {
     let side = |file: &Path| -> anyhow::Result<(Report, Manifest)> {
-        let mut r = read(engine, file)?;
+        let mut r = read(file)?;
         let manifest = r.manifest.take().with_context(|| {
             format!(
                 "cannot compare {}: {}",

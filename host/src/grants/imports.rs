@@ -136,18 +136,18 @@ pub(crate) fn allowed(name: &str, grant: &Grant) -> Result<(), String> {
     if SANDBOX.iter().any(|(p, i)| *p == pkg && *i == iface) {
         return Ok(());
     }
-    let Some((_, _, needs)) = world_imports(grant.world)
+    let Some((_, _, needs)) = world_imports(grant.world())
         .iter()
         .find(|(p, i, _)| *p == pkg && *i == iface)
     else {
-        return Err(format!("not in the {} world", grant.world));
+        return Err(format!("not in the {} world", grant.world()));
     };
     let granted = match needs {
         Needs::Nothing => true,
-        Needs::Endpoints => !grant.endpoints.is_empty(),
-        Needs::StateQuota => grant.state_quota_bytes > 0,
-        Needs::UplinkStreams => !grant.uplink_streams.is_empty(),
-        Needs::NotifyRight => grant.notify,
+        Needs::Endpoints => !grant.endpoints().is_empty(),
+        Needs::StateQuota => grant.state_quota_bytes() > 0,
+        Needs::UplinkStreams => !grant.uplink_streams().is_empty(),
+        Needs::NotifyRight => grant.notify(),
     };
     if granted {
         Ok(())
@@ -176,8 +176,8 @@ pub fn check_imports<'a>(
         Ok(())
     } else {
         Err(ImportError {
-            module: grant.module.clone(),
-            world: grant.world,
+            module: grant.module().to_owned(),
+            world: grant.world(),
             refused,
         })
     }

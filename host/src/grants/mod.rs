@@ -10,6 +10,7 @@ mod imports;
 pub use imports::{ImportError, check_imports};
 
 use outpost_signing::manifest::{EndpointPattern, Manifest, Permission, World};
+use outpost_signing::verify::VerifiedModule;
 use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -164,37 +165,103 @@ pub struct CallLimits {
 }
 
 /// The effective grant of one module: what it may do, nothing more.
+///
+/// Only [`Grant::new`] makes one, from a [`VerifiedModule`] (so from a
+/// manifest read out of signed bytes) and the operator's policies; the fields
+/// are private, so nothing can widen a grant after it was computed, and the
+/// grant remembers the signed file it was computed for
+/// ([`Grant::file_sha256`]), which the loader checks.
 #[derive(Clone, Debug)]
 pub struct Grant {
-    /// Module name.
-    pub module: String,
-    /// Module version.
-    pub version: String,
-    /// The module's world.
-    pub world: World,
-    /// Granted logical directories and the real paths behind them.
-    pub directories: BTreeMap<String, PathBuf>,
-    /// Granted endpoint patterns.
-    pub endpoints: Vec<EndpointPattern>,
-    /// Granted uplink streams.
-    pub uplink_streams: BTreeSet<String>,
-    /// Notification right.
-    pub notify: bool,
-    /// State quota (bytes); 0 means no state interface.
-    pub state_quota_bytes: u64,
-    /// Permissions a session policy may offer.
-    pub permissions: BTreeSet<Permission>,
-    /// Per-call limits.
-    pub limits: CallLimits,
+    module: String,
+    version: String,
+    world: World,
+    file_sha256: [u8; 32],
+    directories: BTreeMap<String, PathBuf>,
+    endpoints: Vec<EndpointPattern>,
+    uplink_streams: BTreeSet<String>,
+    notify: bool,
+    state_quota_bytes: u64,
+    permissions: BTreeSet<Permission>,
+    limits: CallLimits,
 }
 
 impl Grant {
-    /// A grant that allows nothing (for tests and as the documented default).
-    pub fn empty(module: &str, world: World) -> Grant {
+    /// The verified module's manifest ∩ every policy in `policies`. `dirs`
+    /// maps logical names to paths. A manifest asking for anything a policy
+    /// does not allow is refused whole, naming every excess; limits are
+    /// capped to the policies.
+    pub fn new(
+        verified: &VerifiedModule,
+        policies: &[&Policy],
+        dirs: &BTreeMap<String, PathBuf>,
+    ) -> Result<Grant, GrantError> {
+        intersect(verified.manifest(), verified.file_sha256(), policies, dirs)
+    }
+
+    /// Module name.
+    pub fn module(&self) -> &str {
+        &self.module
+    }
+
+    /// Module version.
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
+    /// The module's world.
+    pub fn world(&self) -> World {
+        self.world
+    }
+
+    /// SHA-256 of the signed file the grant was computed for.
+    pub fn file_sha256(&self) -> &[u8; 32] {
+        &self.file_sha256
+    }
+
+    /// Granted logical directories and the real paths behind them.
+    pub fn directories(&self) -> &BTreeMap<String, PathBuf> {
+        &self.directories
+    }
+
+    /// Granted endpoint patterns.
+    pub fn endpoints(&self) -> &[EndpointPattern] {
+        &self.endpoints
+    }
+
+    /// Granted uplink streams.
+    pub fn uplink_streams(&self) -> &BTreeSet<String> {
+        &self.uplink_streams
+    }
+
+    /// Whether the notification right is granted.
+    pub fn notify(&self) -> bool {
+        self.notify
+    }
+
+    /// State quota (bytes); 0 means no state interface.
+    pub fn state_quota_bytes(&self) -> u64 {
+        self.state_quota_bytes
+    }
+
+    /// Permissions a session policy may offer.
+    pub fn permissions(&self) -> &BTreeSet<Permission> {
+        &self.permissions
+    }
+
+    /// Per-call limits.
+    pub fn limits(&self) -> CallLimits {
+        self.limits
+    }
+
+    /// A grant that allows nothing: the documented default, for tests.
+    #[cfg(test)]
+    pub(crate) fn empty(module: &str, world: World) -> Grant {
         Grant {
             module: module.to_owned(),
             version: "0.0.0".to_owned(),
             world,
+            file_sha256: [0; 32],
             directories: BTreeMap::new(),
             endpoints: Vec::new(),
             uplink_streams: BTreeSet::new(),
@@ -208,88 +275,90 @@ impl Grant {
             },
         }
     }
+}
 
-    /// manifest ∩ every policy in `policies`. `dirs` maps logical names to paths.
-    pub fn new(
-        manifest: &Manifest,
-        policies: &[&Policy],
-        dirs: &BTreeMap<String, PathBuf>,
-    ) -> Result<Grant, GrantError> {
-        let caps = &manifest.capabilities;
-        let mut excess = Vec::new();
-        let mut directories = BTreeMap::new();
-        for d in &caps.directories {
-            if policies.iter().any(|p| !p.directories.contains(d)) {
-                excess.push(Excess::Directory(d.clone()));
-            } else if let Some(path) = dirs.get(d) {
-                directories.insert(d.clone(), path.clone());
-            } else {
-                excess.push(Excess::UnmappedDirectory(d.clone()));
-            }
+/// `manifest` ∩ every policy in `policies` (see [`Grant::new`]).
+fn intersect(
+    manifest: &Manifest,
+    file_sha256: [u8; 32],
+    policies: &[&Policy],
+    dirs: &BTreeMap<String, PathBuf>,
+) -> Result<Grant, GrantError> {
+    let caps = &manifest.capabilities;
+    let mut excess = Vec::new();
+    let mut directories = BTreeMap::new();
+    for d in &caps.directories {
+        if policies.iter().any(|p| !p.directories.contains(d)) {
+            excess.push(Excess::Directory(d.clone()));
+        } else if let Some(path) = dirs.get(d) {
+            directories.insert(d.clone(), path.clone());
+        } else {
+            excess.push(Excess::UnmappedDirectory(d.clone()));
         }
-        let mut endpoints = Vec::new();
-        for e in &caps.endpoints {
-            let pat = EndpointPattern::parse(e).expect("validated manifest");
-            if policies.iter().all(|p| {
-                p.endpoint_patterns()
-                    .iter()
-                    .any(|allowed| pat.is_within(allowed))
-            }) {
-                endpoints.push(pat);
-            } else {
-                excess.push(Excess::Endpoint(e.clone()));
-            }
-        }
-        for s in &caps.uplink_streams {
-            if policies.iter().any(|p| !p.uplink_streams.contains(s)) {
-                excess.push(Excess::UplinkStream(s.clone()));
-            }
-        }
-        if caps.notify && policies.iter().any(|p| !p.notify) {
-            excess.push(Excess::Notify);
-        }
-        let allowed_quota = policies
-            .iter()
-            .map(|p| p.max_state_quota_bytes)
-            .min()
-            .unwrap_or(0);
-        if caps.state_quota_bytes > allowed_quota {
-            excess.push(Excess::StateQuota {
-                asked: caps.state_quota_bytes,
-                allowed: allowed_quota,
-            });
-        }
-        for perm in &caps.permissions {
-            if policies.iter().any(|p| !p.permissions.contains(perm)) {
-                excess.push(Excess::Permission(*perm));
-            }
-        }
-        if !excess.is_empty() {
-            return Err(GrantError {
-                module: manifest.name.clone(),
-                excess,
-            });
-        }
-        let cap =
-            |asked: u32, f: fn(&Policy) -> u32| policies.iter().map(|p| f(p)).fold(asked, u32::min);
-        let limits = CallLimits {
-            memory_bytes: (cap(manifest.limits.memory_mib, |p| p.max_memory_mib) as usize) << 20,
-            cpu_ms: cap(manifest.limits.cpu_ms_per_call, |p| p.max_cpu_ms_per_call),
-            wall_ms: cap(manifest.limits.wall_ms_per_call, |p| p.max_wall_ms_per_call),
-        };
-        Ok(Grant {
-            module: manifest.name.clone(),
-            version: manifest.version.clone(),
-            world: manifest.world,
-            directories,
-            endpoints,
-            uplink_streams: caps.uplink_streams.iter().cloned().collect(),
-            notify: caps.notify,
-            state_quota_bytes: caps.state_quota_bytes,
-            permissions: caps.permissions.iter().copied().collect(),
-            limits,
-        })
     }
+    let mut endpoints = Vec::new();
+    for e in &caps.endpoints {
+        let pat = EndpointPattern::parse(e).expect("validated manifest");
+        if policies.iter().all(|p| {
+            p.endpoint_patterns()
+                .iter()
+                .any(|allowed| pat.is_within(allowed))
+        }) {
+            endpoints.push(pat);
+        } else {
+            excess.push(Excess::Endpoint(e.clone()));
+        }
+    }
+    for s in &caps.uplink_streams {
+        if policies.iter().any(|p| !p.uplink_streams.contains(s)) {
+            excess.push(Excess::UplinkStream(s.clone()));
+        }
+    }
+    if caps.notify && policies.iter().any(|p| !p.notify) {
+        excess.push(Excess::Notify);
+    }
+    let allowed_quota = policies
+        .iter()
+        .map(|p| p.max_state_quota_bytes)
+        .min()
+        .unwrap_or(0);
+    if caps.state_quota_bytes > allowed_quota {
+        excess.push(Excess::StateQuota {
+            asked: caps.state_quota_bytes,
+            allowed: allowed_quota,
+        });
+    }
+    for perm in &caps.permissions {
+        if policies.iter().any(|p| !p.permissions.contains(perm)) {
+            excess.push(Excess::Permission(*perm));
+        }
+    }
+    if !excess.is_empty() {
+        return Err(GrantError {
+            module: manifest.name.clone(),
+            excess,
+        });
+    }
+    let cap =
+        |asked: u32, f: fn(&Policy) -> u32| policies.iter().map(|p| f(p)).fold(asked, u32::min);
+    let limits = CallLimits {
+        memory_bytes: (cap(manifest.limits.memory_mib, |p| p.max_memory_mib) as usize) << 20,
+        cpu_ms: cap(manifest.limits.cpu_ms_per_call, |p| p.max_cpu_ms_per_call),
+        wall_ms: cap(manifest.limits.wall_ms_per_call, |p| p.max_wall_ms_per_call),
+    };
+    Ok(Grant {
+        module: manifest.name.clone(),
+        version: manifest.version.clone(),
+        world: manifest.world,
+        file_sha256,
+        directories,
+        endpoints,
+        uplink_streams: caps.uplink_streams.iter().cloned().collect(),
+        notify: caps.notify,
+        state_quota_bytes: caps.state_quota_bytes,
+        permissions: caps.permissions.iter().copied().collect(),
+        limits,
+    })
 }
 
 #[cfg(test)]
@@ -312,7 +381,7 @@ mod tests {
         let m = manifest(
             "directories = [\"logs\"]\nendpoints = [\"api.v.example:443\"]\nuplink-streams = [\"qc\"]\nstate-quota-bytes = 10",
         );
-        let err = Grant::new(&m, &[&Policy::default()], &dirs()).unwrap_err();
+        let err = intersect(&m, [0; 32], &[&Policy::default()], &dirs()).unwrap_err();
         let text = err.to_string();
         for needle in [
             "directory `logs`",
@@ -336,7 +405,7 @@ mod tests {
             max_state_quota_bytes: 100,
             ..Policy::default()
         };
-        let g = Grant::new(&m, &[&global], &dirs()).unwrap();
+        let g = intersect(&m, [0; 32], &[&global], &dirs()).unwrap();
         assert_eq!(g.directories["logs"], PathBuf::from("/var/logs"));
         assert_eq!(g.endpoints.len(), 1);
         assert_eq!(
@@ -350,7 +419,7 @@ mod tests {
             endpoints: vec!["us.v.example:443".into()],
             ..global.clone()
         };
-        let err = Grant::new(&m, &[&global, &narrower], &dirs()).unwrap_err();
+        let err = intersect(&m, [0; 32], &[&global, &narrower], &dirs()).unwrap_err();
         assert_eq!(
             err.excess,
             vec![Excess::Endpoint("eu.v.example:443".into())]
@@ -364,7 +433,7 @@ mod tests {
             directories: vec!["logs".into()],
             ..Policy::default()
         };
-        let err = Grant::new(&m, &[&p], &BTreeMap::new()).unwrap_err();
+        let err = intersect(&m, [0; 32], &[&p], &BTreeMap::new()).unwrap_err();
         assert_eq!(err.excess, vec![Excess::UnmappedDirectory("logs".into())]);
     }
 }

@@ -14,6 +14,7 @@
 //! service account and administrators, protects it).
 
 use hmac::{Hmac, Mac};
+use outpost_signing::verify::VerifiedModule;
 use sha2::{Digest, Sha256};
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
@@ -88,15 +89,17 @@ impl Cache {
         m
     }
 
-    /// The component for verified bytes `bytes` (hash `file_sha256`): from the
-    /// cache when a valid entry exists, else compiled (and stored).
+    /// The component for a verified module: from the cache when a valid
+    /// entry exists, else compiled (and stored). Taking the
+    /// [`VerifiedModule`] (which only `signing::verify` makes) keeps
+    /// unverified bytes away from the compiler and the cache alike.
     pub(crate) fn get_or_compile(
         &self,
         engine: &Engine,
-        file_sha256: &[u8; 32],
-        bytes: &[u8],
+        verified: &VerifiedModule,
     ) -> wasmtime::Result<(Component, CacheOutcome)> {
-        let name = Self::entry_name(engine, file_sha256);
+        let bytes = verified.bytes();
+        let name = Self::entry_name(engine, &verified.file_sha256());
         let path = self.dir.join(&name);
         let mut outcome = CacheOutcome::Miss;
         if let Ok(entry) = std::fs::read(&path) {

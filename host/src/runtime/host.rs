@@ -64,7 +64,7 @@ impl HostState {
         ModuleState::new(
             self.module.services.db.clone(),
             &self.module.name,
-            self.module.grant.state_quota_bytes,
+            self.module.grant.state_quota_bytes(),
         )
     }
 }
@@ -171,7 +171,7 @@ impl HostState {
         state: Option<uplink::StateEntry>,
     ) -> Result<u64, uplink::UplinkError> {
         let grant = &self.module.grant;
-        if !grant.uplink_streams.contains(&stream) {
+        if !grant.uplink_streams().contains(&stream) {
             return Err(uplink::UplinkError::StreamNotGranted(stream));
         }
         if batch.is_empty() || batch.len() > MAX_BATCH_RECORDS {
@@ -188,7 +188,7 @@ impl HostState {
         let write = state.as_ref().map(|s| StateWrite {
             key: &s.key,
             value: &s.value,
-            quota: grant.state_quota_bytes,
+            quota: grant.state_quota_bytes(),
         });
         let seq =
             match services

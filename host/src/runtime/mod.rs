@@ -10,6 +10,7 @@
 pub mod bindings;
 pub mod cache;
 mod host;
+pub mod interfaces;
 pub mod sandbox;
 pub mod stdio;
 
@@ -185,7 +186,7 @@ impl LoadedModule {
 
     /// The module's world.
     pub fn world(&self) -> World {
-        self.ctx.grant.world
+        self.ctx.grant.world()
     }
 
     /// The largest linear memory any call of this module has used so far, in
@@ -344,9 +345,7 @@ impl Runtime {
     pub fn compile(&self, verified: &VerifiedModule) -> Result<CompiledModule, LoadError> {
         let name = &verified.manifest().name;
         let compiled = match &self.cache {
-            Some(cache) => {
-                cache.get_or_compile(&self.engine, &verified.file_sha256(), verified.bytes())
-            }
+            Some(cache) => cache.get_or_compile(&self.engine, verified),
             None => {
                 Component::new(&self.engine, verified.bytes()).map(|c| (c, CacheOutcome::Disabled))
             }
@@ -365,13 +364,14 @@ impl Runtime {
     /// Compile and link a verified module under `grant` (which must be the
     /// grant computed from this module's manifest).
     pub fn load(&self, verified: &VerifiedModule, grant: Grant) -> Result<LoadedModule, LoadError> {
-        if grant.module != verified.manifest().name || grant.world != verified.manifest().world {
+        if *grant.file_sha256() != verified.file_sha256() {
             return Err(LoadError::Link {
                 module: verified.manifest().name.clone(),
                 world: verified.manifest().world,
                 message: format!(
-                    "grant was computed for `{}` ({} world)",
-                    grant.module, grant.world
+                    "grant was computed for another file (`{}`, {} world)",
+                    grant.module(),
+                    grant.world()
                 ),
             });
         }
@@ -385,13 +385,13 @@ impl Runtime {
         let (imports, exports) = component_interfaces(&self.engine, &component);
         check_imports(imports.iter().map(String::as_str), &grant)?;
         let link_err = |e: wasmtime::Error| LoadError::Link {
-            module: grant.module.clone(),
-            world: grant.world,
+            module: grant.module().to_owned(),
+            world: grant.world(),
             message: format!("{e:#}"),
         };
         let linker = self.linker_for(&grant).map_err(link_err)?;
         let instance_pre = linker.instantiate_pre(&component).map_err(link_err)?;
-        let pre = match grant.world {
+        let pre = match grant.world() {
             World::Collector => WorldPre::Collector(
                 bindings::collector::CollectorPre::new(instance_pre).map_err(link_err)?,
             ),
@@ -404,7 +404,7 @@ impl Runtime {
         };
         Ok(LoadedModule {
             ctx: Arc::new(ModuleCtx {
-                name: grant.module.as_str().into(),
+                name: grant.module().into(),
                 grant: Arc::new(grant),
                 services: self.services.clone(),
                 peak_memory_bytes: AtomicUsize::new(0),
@@ -426,24 +426,24 @@ impl Runtime {
         types::add_to_linker::<_, HasSelf<_>>(&mut l, |s| s)?;
         host_info::add_to_linker::<_, HasSelf<_>>(&mut l, |s| s)?;
         log::add_to_linker::<_, HasSelf<_>>(&mut l, |s| s)?;
-        if grant.state_quota_bytes > 0 {
+        if grant.state_quota_bytes() > 0 {
             state::add_to_linker::<_, HasSelf<_>>(&mut l, |s| s)?;
         }
-        match grant.world {
+        match grant.world() {
             World::Collector => {
-                if !grant.uplink_streams.is_empty() {
+                if !grant.uplink_streams().is_empty() {
                     uplink::add_to_linker::<_, HasSelf<_>>(&mut l, |s| s)?;
                 }
             }
             World::Notifier => {
                 host_events::add_to_linker::<_, HasSelf<_>>(&mut l, |s| s)?;
-                if grant.notify {
+                if grant.notify() {
                     notify::add_to_linker::<_, HasSelf<_>>(&mut l, |s| s)?;
                 }
             }
             World::SessionPolicy => {}
         }
-        if !grant.endpoints.is_empty() && grant.world != World::Notifier {
+        if !grant.endpoints().is_empty() && grant.world() != World::Notifier {
             wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut l)?;
         }
         Ok(l)
@@ -451,7 +451,7 @@ impl Runtime {
 
     /// A fresh store for one call of `m`: WASI context, limits, epoch deadline.
     pub fn new_store(&self, m: &LoadedModule) -> Result<Store<HostState>, CallError> {
-        let limits = m.ctx.grant.limits;
+        let limits = m.ctx.grant.limits();
         let cpu_ticks = u64::from(limits.cpu_ms).div_ceil(EPOCH_TICK_MS).max(1);
         let data = HostState::new(m.ctx.clone(), cpu_ticks)
             .map_err(|e| CallError::Setup(e.to_string()))?;
@@ -490,7 +490,7 @@ impl Runtime {
         };
         let mut store = self.new_store(m)?;
         let _tick = self.tick();
-        let wall = m.ctx.grant.limits.wall_ms;
+        let wall = m.ctx.grant.limits().wall_ms;
         let started = std::time::Instant::now();
         let res = tokio::time::timeout(Duration::from_millis(wall.into()), async {
             let inst = pre.instantiate_async(&mut store).await?;
@@ -513,7 +513,7 @@ impl Runtime {
         };
         let mut store = self.new_store(m)?;
         let _tick = self.tick();
-        let wall = m.ctx.grant.limits.wall_ms;
+        let wall = m.ctx.grant.limits().wall_ms;
         let started = std::time::Instant::now();
         let res = tokio::time::timeout(Duration::from_millis(wall.into()), async {
             let inst = pre.instantiate_async(&mut store).await?;
@@ -541,7 +541,7 @@ impl Runtime {
         };
         let mut store = self.new_store(m)?;
         let _tick = self.tick();
-        let wall = m.ctx.grant.limits.wall_ms;
+        let wall = m.ctx.grant.limits().wall_ms;
         let started = std::time::Instant::now();
         let requested = request.permissions.clone();
         let res = tokio::time::timeout(Duration::from_millis(wall.into()), async {
@@ -552,7 +552,7 @@ impl Runtime {
         })
         .await;
         let mut decision = finish(res, &store, wall, started)?;
-        let granted = &m.ctx.grant.permissions;
+        let granted = &m.ctx.grant.permissions();
         decision
             .offer
             .retain(|p| requested.contains(p) && granted.contains(&policy_permission(*p)));
@@ -626,10 +626,10 @@ fn finish<R>(
         Ok(Ok(r)) => Ok(r),
         Ok(Err(e)) => {
             if data.cpu_exceeded {
-                Err(CallError::CpuDeadline(data.module.grant.limits.cpu_ms))
+                Err(CallError::CpuDeadline(data.module.grant.limits().cpu_ms))
             } else if data.memory.denied {
                 Err(CallError::MemoryLimit(
-                    data.module.grant.limits.memory_bytes >> 20,
+                    data.module.grant.limits().memory_bytes >> 20,
                 ))
             } else if let Some(trap) = e.downcast_ref::<Trap>() {
                 Err(CallError::Trap(trap.to_string()))

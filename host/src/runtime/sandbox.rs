@@ -72,7 +72,7 @@ impl HostState {
         // granted folder blocks that worker — the wall-clock timeout never
         // fires and every other module on it stops. File calls go to tokio's
         // blocking pool instead (a few tens of µs each).
-        for (name, path) in &grant.directories {
+        for (name, path) in grant.directories() {
             b.preopened_dir(path, format!("/{name}"), FsPerms::ReadOnly)
                 .map_err(|e| {
                     std::io::Error::other(format!(
@@ -83,11 +83,11 @@ impl HostState {
         }
         let hooks = GrantedHttp::new(
             module.name.clone(),
-            grant.endpoints.clone().into(),
+            grant.endpoints().into(),
             module.services.tls.clone(),
             module.services.events.clone(),
         );
-        let memory = MemoryCap::new(grant.limits.memory_bytes);
+        let memory = MemoryCap::new(grant.limits().memory_bytes);
         let mut table = ResourceTable::new();
         table.set_max_capacity(MAX_HOST_RESOURCES_PER_CALL);
         let mut http = WasiHttpCtx::new();

@@ -434,3 +434,28 @@ fn inspect_diff_lists_what_an_upgrade_adds() {
     assert_eq!(json["imports_added"], serde_json::json!([]));
     assert_eq!(json["asks_for_more"], true);
 }
+
+#[test]
+fn inspect_reads_a_component_the_engine_would_not_compile() {
+    // Two memories in one core module: valid WebAssembly, but the host's
+    // engine refuses to compile it. inspect compiles nothing, so it shows
+    // the file anyway.
+    let run = outpost(["inspect", outpost_artifacts::FIXTURE_TWO_MEMORIES_SIGNED]).ok();
+    for want in ["fixture-two-memories 0.1.0", "outpost:agent/collect@0.1.0"] {
+        assert!(run.stdout.contains(want), "{want:?} not in\n{}", run.stdout);
+    }
+}
+
+#[test]
+fn inspect_refuses_what_is_not_a_valid_component_and_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let core = dir.path().join("core.wasm");
+    // A core module (version 1), not a component.
+    std::fs::write(&core, b"\0asm\x01\0\0\0").unwrap();
+    outpost(["inspect".as_ref(), core.as_os_str()]).refused("not a WebAssembly component");
+    let broken = dir.path().join("broken.wasm");
+    let mut bytes = std::fs::read(outpost_artifacts::NOTIFIER).unwrap();
+    bytes.truncate(bytes.len() / 2);
+    std::fs::write(&broken, &bytes).unwrap();
+    outpost(["inspect".as_ref(), broken.as_os_str()]).refused("not a valid component");
+}

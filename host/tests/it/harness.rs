@@ -143,8 +143,8 @@ impl Env {
         manifest: &Manifest,
         dirs: &BTreeMap<String, PathBuf>,
     ) -> Arc<LoadedModule> {
-        let grant = Grant::new(manifest, &[&permissive(manifest)], dirs).unwrap();
         let verified = self.verified(wasm, manifest);
+        let grant = Grant::new(&verified, &[&permissive(manifest)], dirs).unwrap();
         Arc::new(self.runtime.load(&verified, grant).unwrap())
     }
 

@@ -57,7 +57,7 @@ fn a_spinning_guest_ends_at_its_cpu_deadline_on_a_single_threaded_runtime() {
             "memory-mib = 16\ncpu-ms-per-call = 300\nwall-ms-per-call = 60000",
         );
         let verified = e.verified(outpost_artifacts::FIXTURE_ESCAPES, &m);
-        let grant = Grant::new(&m, &[&permissive(&m)], &BTreeMap::new()).unwrap();
+        let grant = Grant::new(&verified, &[&permissive(&m)], &BTreeMap::new()).unwrap();
         let loaded = runtime.load(&verified, grant).unwrap();
         let st = ModuleState::new(e.db.clone(), "hostile-spin-1t", 65536);
         st.set("escape", b"loop").unwrap();

@@ -8,15 +8,9 @@ use outpost_host::runtime::LoadError;
 fn a_component_importing_outside_its_world_is_refused_naming_the_import() {
     let e = env();
     let m = manifest("foreign", "notifier", "notify = true", DEFAULT_LIMITS);
-    let grant = Grant::new(&m, &[&permissive(&m)], &e.dirs()).unwrap();
-    let err = e
-        .runtime
-        .load(
-            &e.verified(outpost_artifacts::FIXTURE_FOREIGN_IMPORT, &m),
-            grant,
-        )
-        .err()
-        .expect("refused");
+    let verified = e.verified(outpost_artifacts::FIXTURE_FOREIGN_IMPORT, &m);
+    let grant = Grant::new(&verified, &[&permissive(&m)], &e.dirs()).unwrap();
+    let err = e.runtime.load(&verified, grant).err().expect("refused");
     let text = err.to_string();
     assert!(matches!(err, LoadError::Imports(_)), "{text}");
     assert!(
@@ -35,10 +29,11 @@ fn an_import_the_grant_does_not_cover_is_refused() {
         "directories = [\"instrument-logs\"]\nstate-quota-bytes = 1024",
         DEFAULT_LIMITS,
     );
-    let grant = Grant::new(&m, &[&permissive(&m)], &e.dirs()).unwrap();
+    let verified = e.verified(outpost_artifacts::COLLECTOR, &m);
+    let grant = Grant::new(&verified, &[&permissive(&m)], &e.dirs()).unwrap();
     let err = e
         .runtime
-        .load(&e.verified(outpost_artifacts::COLLECTOR, &m), grant)
+        .load(&verified, grant)
         .err()
         .expect("refused")
         .to_string();
@@ -61,7 +56,8 @@ fn a_manifest_asking_for_a_forbidden_endpoint_is_refused_naming_it() {
         endpoints: vec!["*.vendor.example:443".into()],
         ..Policy::default()
     };
-    let err = Grant::new(&m, &[&policy], &e.dirs())
+    let verified = e.verified(outpost_artifacts::FIXTURE_ESCAPES, &m);
+    let err = Grant::new(&verified, &[&policy], &e.dirs())
         .unwrap_err()
         .to_string();
     assert!(err.contains("endpoint `evil.example:443`"), "{err}");
@@ -87,7 +83,7 @@ fn a_signed_file_that_is_not_a_component_for_this_engine_is_refused() {
         now: std::time::SystemTime::now(),
     };
     let verified = outpost_signing::verify::verify(signed, &e.trust, &expect).unwrap();
-    let grant = Grant::new(&m, &[&permissive(&m)], &e.dirs()).unwrap();
+    let grant = Grant::new(&verified, &[&permissive(&m)], &e.dirs()).unwrap();
     let err = e.runtime.load(&verified, grant).err().unwrap().to_string();
     assert!(
         err.contains("module `bogus` is not a valid component"),
@@ -100,15 +96,39 @@ fn a_component_without_its_worlds_export_is_refused() {
     let e = env();
     // The session policy exports `policy`, not `collect`.
     let m = manifest("session-policy", "collector", "", DEFAULT_LIMITS);
-    let grant = Grant::new(&m, &[&permissive(&m)], &e.dirs()).unwrap();
-    let err = e
-        .runtime
-        .load(&e.verified(outpost_artifacts::SESSION_POLICY, &m), grant)
-        .err()
-        .unwrap()
-        .to_string();
+    let verified = e.verified(outpost_artifacts::SESSION_POLICY, &m);
+    let grant = Grant::new(&verified, &[&permissive(&m)], &e.dirs()).unwrap();
+    let err = e.runtime.load(&verified, grant).err().unwrap().to_string();
     assert!(
         err.contains("cannot be linked as a collector module"),
         "{err}"
     );
+}
+
+#[test]
+fn interfaces_read_without_compiling_are_those_of_the_compiled_component() {
+    use outpost_host::runtime::{component_interfaces, interfaces};
+    let e = env();
+    for a in outpost_artifacts::ALL
+        .iter()
+        .filter(|a| a.name != "fixture-two-memories")
+    {
+        let bytes = std::fs::read(a.wasm).unwrap();
+        let read = interfaces::read(&bytes).unwrap();
+        // Test only: compile unverified bytes to compare with the engine's view.
+        let c = wasmtime::component::Component::new(e.runtime.engine(), &bytes).unwrap();
+        let (mut imports, mut exports) = component_interfaces(e.runtime.engine(), &c);
+        let (mut read_imports, mut read_exports) = (read.imports, read.exports);
+        for v in [
+            &mut imports,
+            &mut exports,
+            &mut read_imports,
+            &mut read_exports,
+        ] {
+            v.sort();
+        }
+        assert_eq!(read_imports, imports, "{}", a.name);
+        assert_eq!(read_exports, exports, "{}", a.name);
+        assert!(!read_exports.is_empty(), "{}", a.name);
+    }
 }

@@ -14,8 +14,9 @@ use std::sync::Arc;
 fn load_own(wasm: &'static str, manifest: &str) -> Arc<LoadedModule> {
     let e = env();
     let m = Manifest::from_toml(&std::fs::read_to_string(manifest).unwrap()).unwrap();
-    let grant = Grant::new(&m, &[&permissive(&m)], &e.dirs()).unwrap();
-    Arc::new(e.runtime.load(&e.verified(wasm, &m), grant).unwrap())
+    let verified = e.verified(wasm, &m);
+    let grant = Grant::new(&verified, &[&permissive(&m)], &e.dirs()).unwrap();
+    Arc::new(e.runtime.load(&verified, grant).unwrap())
 }
 
 #[test]

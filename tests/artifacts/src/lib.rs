@@ -49,6 +49,9 @@ pub const FIXTURE_FOREIGN_IMPORT: &str = env!("OUTPOST_WASM_FIXTURE_FOREIGN_IMPO
 pub const FIXTURE_HOSTILE_NOTIFIER: &str = env!("OUTPOST_WASM_FIXTURE_HOSTILE_NOTIFIER");
 /// The hand-written collector with eight memories and eight tables.
 pub const FIXTURE_MULTI_MEMORY: &str = env!("OUTPOST_WASM_FIXTURE_MULTI_MEMORY");
+/// A valid component whose core module has two memories (the host's engine
+/// refuses to compile it).
+pub const FIXTURE_TWO_MEMORIES: &str = env!("OUTPOST_WASM_FIXTURE_TWO_MEMORIES");
 
 /// `manifest.toml` of the collector module.
 pub const COLLECTOR_MANIFEST: &str = env!("OUTPOST_MANIFEST_COLLECTOR");
@@ -65,6 +68,8 @@ pub const FIXTURE_HOSTILE_NOTIFIER_MANIFEST: &str =
     env!("OUTPOST_MANIFEST_FIXTURE_HOSTILE_NOTIFIER");
 /// Default `manifest.toml` of the multi-memory fixture.
 pub const FIXTURE_MULTI_MEMORY_MANIFEST: &str = env!("OUTPOST_MANIFEST_FIXTURE_MULTI_MEMORY");
+/// Default `manifest.toml` of the two-memories fixture.
+pub const FIXTURE_TWO_MEMORIES_MANIFEST: &str = env!("OUTPOST_MANIFEST_FIXTURE_TWO_MEMORIES");
 
 /// The collector component signed with the development key.
 pub const COLLECTOR_SIGNED: &str = env!("OUTPOST_SIGNED_COLLECTOR");
@@ -80,6 +85,8 @@ pub const FIXTURE_FOREIGN_IMPORT_SIGNED: &str = env!("OUTPOST_SIGNED_FIXTURE_FOR
 pub const FIXTURE_HOSTILE_NOTIFIER_SIGNED: &str = env!("OUTPOST_SIGNED_FIXTURE_HOSTILE_NOTIFIER");
 /// The multi-memory fixture signed with the development key.
 pub const FIXTURE_MULTI_MEMORY_SIGNED: &str = env!("OUTPOST_SIGNED_FIXTURE_MULTI_MEMORY");
+/// The two-memories fixture signed with the development key.
+pub const FIXTURE_TWO_MEMORIES_SIGNED: &str = env!("OUTPOST_SIGNED_FIXTURE_TWO_MEMORIES");
 
 /// Absolute path of the development signing key file (outpost secret key
 /// format, mode 0600), for tests that sign their own variants with
@@ -151,6 +158,12 @@ pub const ALL: &[Artifact] = &[
         wasm: FIXTURE_MULTI_MEMORY,
         manifest: FIXTURE_MULTI_MEMORY_MANIFEST,
         signed: FIXTURE_MULTI_MEMORY_SIGNED,
+    },
+    Artifact {
+        name: "fixture-two-memories",
+        wasm: FIXTURE_TWO_MEMORIES,
+        manifest: FIXTURE_TWO_MEMORIES_MANIFEST,
+        signed: FIXTURE_TWO_MEMORIES_SIGNED,
     },
 ];
 
