@@ -7,23 +7,36 @@
 //!   [`RunningServer`].
 //! * [`Store`] is the SQLite store and the read-back API for support staff.
 //! * [`TestPki`] makes a CA and a server certificate for tests.
+//! * [`Enrollment`] says who may enrol: a device presenting the
+//!   [`EnrollmentToken`], or — asked for by name — anyone.
+//! * [`limits`] bounds what one client may cost: connection caps (global and
+//!   per source address), slow-client timeouts, the lock-out of addresses
+//!   that guess enrolment tokens.
 //!
 //! The HTTP semantics are those documented in [`outpost_protocol`]. Counters
 //! (see [`store::COUNTER_REASONS`]): `accepted` (batch stored), `heartbeat`
 //! (heartbeat accepted), `replay` (duplicate batch), and one per refusal
-//! reason. Logs carry device id, stream, sequence, sizes and reasons — never
-//! payloads, keys, e-mail addresses, names or serial numbers.
+//! reason, among them `slow-client`, `connection-cap`, `address-cap` and
+//! `enrollment-rate-limited` (counted in memory, written every
+//! [`limits::COUNTER_FLUSH_MS`]). Logs carry device id, stream, sequence,
+//! sizes, reasons and, for refused connections and enrolments, the peer
+//! address — never payloads, keys, tokens, e-mail addresses, names or
+//! serial numbers.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 mod atrest;
+pub mod limits;
 pub mod pki;
 pub mod server;
 pub mod store;
+pub mod token;
 
+pub use limits::{ConnectionLimits, EnrollGuessLimit};
 pub use pki::TestPki;
 pub use server::{RunningServer, Server, ServerConfig, tls_config};
 pub use store::{
     DeviceInfo, DeviceStatus, HeartbeatOutcome, InsertOutcome, NewDevice, Store, StoredBatch,
 };
+pub use token::{Enrollment, EnrollmentToken, TokenError};

@@ -5,10 +5,18 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
-use outpost_cloud::{Server, ServerConfig, Store, TestPki};
+use outpost_cloud::limits::{
+    BODY_MAX_TIME_MS, BODY_MIN_BYTES_PER_SEC, BODY_TIMEOUT_MS, HANDSHAKE_TIMEOUT_MS,
+    HEADER_TIMEOUT_MS, MAX_CONNECTIONS, MAX_CONNECTIONS_PER_ADDRESS,
+};
+use outpost_cloud::token::ENROLLMENT_TOKEN_ENV;
+use outpost_cloud::{
+    ConnectionLimits, Enrollment, EnrollmentToken, Server, ServerConfig, Store, TestPki,
+};
 use outpost_protocol::{DeviceId, MAX_ENVELOPE_BYTES};
 
 #[derive(Parser)]
@@ -25,6 +33,12 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Serve enrolment, ingest and heartbeats over HTTPS until Ctrl-C.
+    ///
+    /// Enrolment needs a token, read from --enrollment-token-file or from the
+    /// environment variable OUTPOST_CLOUD_ENROLLMENT_TOKEN (never from the
+    /// command line, which every user can read in the process list); without
+    /// one the server does not start, unless
+    /// --dangerous-allow-anonymous-enrollment is given.
     Serve {
         /// Data directory (cloud.db, server.key).
         #[arg(long)]
@@ -38,12 +52,56 @@ enum Cmd {
         /// Private key PEM file.
         #[arg(long)]
         key: PathBuf,
-        /// Require this token for enrolment.
+        /// File holding the enrolment token (its text without surrounding
+        /// whitespace; at least 16 bytes). Make one with `new-token`.
+        #[arg(long, value_name = "FILE")]
+        enrollment_token_file: Option<PathBuf>,
+        /// Let anyone who reaches the server enrol a device, without a token.
+        /// Dangerous: only for a closed test network.
         #[arg(long)]
+        dangerous_allow_anonymous_enrollment: bool,
+        /// No longer accepted (a token on the command line is visible in the
+        /// process list); kept only to say so.
+        #[arg(long, hide = true, value_name = "TOKEN")]
         enrollment_token: Option<String>,
         /// Largest accepted ingest body in bytes.
         #[arg(long, default_value_t = MAX_ENVELOPE_BYTES)]
         max_body_bytes: usize,
+        /// Most connections at once; keep it below the descriptor limit
+        /// (`ulimit -n`). Connections beyond it are closed at once.
+        #[arg(long, default_value_t = MAX_CONNECTIONS)]
+        max_connections: usize,
+        /// Most connections at once from one IPv4 address or IPv6 /64. Behind
+        /// a load balancer that hides client addresses, set it to
+        /// --max-connections and limit clients at the balancer.
+        #[arg(long, default_value_t = MAX_CONNECTIONS_PER_ADDRESS)]
+        max_connections_per_address: usize,
+        /// Time a client has to finish the TLS handshake, in milliseconds.
+        #[arg(long, default_value_t = HANDSHAKE_TIMEOUT_MS)]
+        handshake_timeout_ms: u64,
+        /// Time a client has to send a request head (and most idle time
+        /// between requests), in milliseconds.
+        #[arg(long, default_value_t = HEADER_TIMEOUT_MS)]
+        header_timeout_ms: u64,
+        /// Time a client has to send a request body before the rate credit
+        /// of --body-min-bytes-per-sec, in milliseconds.
+        #[arg(long, default_value_t = BODY_TIMEOUT_MS)]
+        body_timeout_ms: u64,
+        /// Every this many body bytes received extend the body deadline by a
+        /// second (the slowest body rate kept up).
+        #[arg(long, default_value_t = BODY_MIN_BYTES_PER_SEC)]
+        body_min_bytes_per_sec: u64,
+        /// Longest any request body may take, in milliseconds.
+        #[arg(long, default_value_t = BODY_MAX_TIME_MS)]
+        body_max_time_ms: u64,
+    },
+    /// Write a new random enrolment token to a file (mode 0600 on Unix) for
+    /// `serve --enrollment-token-file`; devices enrol with
+    /// `outpost enroll --token`.
+    NewToken {
+        /// File to create (an existing file is not overwritten).
+        #[arg(long)]
+        out: PathBuf,
     },
     /// Generate a test CA and server certificate (ca.pem, server.pem, server.key.pem).
     TestPki {
@@ -78,7 +136,9 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Show acceptance and refusal counters.
+    /// Show acceptance and refusal counters (among them slow-client,
+    /// connection-cap, address-cap and enrollment-rate-limited, which a
+    /// running server writes every second).
     Stats {
         /// Data directory.
         #[arg(long)]
@@ -96,6 +156,78 @@ fn open_existing(data: &Path) -> anyhow::Result<Store> {
     Store::open(data)
 }
 
+/// Who may enrol, from the token file, the environment and the anonymous
+/// flag: exactly one of them.
+fn enrollment(
+    token_file: Option<&Path>,
+    token_env: Option<std::ffi::OsString>,
+    anonymous: bool,
+) -> anyhow::Result<Enrollment> {
+    match (token_file, token_env, anonymous) {
+        (None, None, true) => Ok(Enrollment::DangerousAnonymous),
+        (Some(_), _, true) | (_, Some(_), true) => bail!(
+            "--dangerous-allow-anonymous-enrollment contradicts the enrolment token given \
+             (--enrollment-token-file or {ENROLLMENT_TOKEN_ENV}); give one or the other"
+        ),
+        (Some(_), Some(_), false) => bail!(
+            "the enrolment token is given twice (--enrollment-token-file and \
+             {ENROLLMENT_TOKEN_ENV}); give it one way"
+        ),
+        (Some(file), None, false) => {
+            warn_if_readable_by_others(file);
+            Ok(Enrollment::Token(EnrollmentToken::from_file(file)?))
+        }
+        (None, Some(value), false) => {
+            let value = value
+                .into_string()
+                .map_err(|_| anyhow::anyhow!("{ENROLLMENT_TOKEN_ENV} is not valid UTF-8"))?;
+            let token = EnrollmentToken::new(value.trim()).with_context(|| {
+                format!("reading the enrolment token from {ENROLLMENT_TOKEN_ENV}")
+            })?;
+            Ok(Enrollment::Token(token))
+        }
+        (None, None, false) => bail!(
+            "no enrolment token: give --enrollment-token-file FILE (make one with \
+             `outpost-cloud new-token --out FILE`) or set {ENROLLMENT_TOKEN_ENV}; to let anyone \
+             who reaches the server enrol, give --dangerous-allow-anonymous-enrollment"
+        ),
+    }
+}
+
+#[cfg(unix)]
+fn warn_if_readable_by_others(file: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(m) = std::fs::metadata(file)
+        && m.permissions().mode() & 0o077 != 0
+    {
+        tracing::warn!(
+            file = %file.display(),
+            "the enrolment token file is readable by others; chmod 600 it"
+        );
+    }
+}
+
+#[cfg(not(unix))]
+fn warn_if_readable_by_others(_file: &Path) {}
+
+/// Create `out` (never overwriting) holding a new token and a newline.
+fn write_new_token(out: &Path) -> anyhow::Result<()> {
+    let token = EnrollmentToken::generate();
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts
+        .open(out)
+        .with_context(|| format!("creating {}", out.display()))?;
+    std::io::Write::write_all(&mut f, format!("{}\n", token.expose()).as_bytes())
+        .with_context(|| format!("writing {}", out.display()))?;
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.cmd {
@@ -104,22 +236,53 @@ fn main() -> anyhow::Result<()> {
             listen,
             cert,
             key,
+            enrollment_token_file,
+            dangerous_allow_anonymous_enrollment,
             enrollment_token,
             max_body_bytes,
+            max_connections,
+            max_connections_per_address,
+            handshake_timeout_ms,
+            header_timeout_ms,
+            body_timeout_ms,
+            body_min_bytes_per_sec,
+            body_max_time_ms,
         } => {
             tracing_subscriber::fmt()
                 .with_env_filter(
                     tracing_subscriber::EnvFilter::try_from_default_env()
                         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
                 )
+                // stdout is for the "listening on" line scripts read.
+                .with_writer(std::io::stderr)
                 .init();
+            if enrollment_token.is_some() {
+                bail!(
+                    "--enrollment-token is no longer accepted: a token on the command line is \
+                     visible to every user in the process list; put it in a file for \
+                     --enrollment-token-file or in {ENROLLMENT_TOKEN_ENV}"
+                );
+            }
+            let enrollment = enrollment(
+                enrollment_token_file.as_deref(),
+                std::env::var_os(ENROLLMENT_TOKEN_ENV),
+                dangerous_allow_anonymous_enrollment,
+            )?;
             let cert_chain_pem = std::fs::read_to_string(&cert)
                 .with_context(|| format!("reading {}", cert.display()))?;
             let key_pem = std::fs::read_to_string(&key)
                 .with_context(|| format!("reading {}", key.display()))?;
-            let mut cfg = ServerConfig::new(data, listen, cert_chain_pem, key_pem);
-            cfg.enrollment_token = enrollment_token;
+            let mut cfg = ServerConfig::new(data, listen, cert_chain_pem, key_pem, enrollment);
             cfg.max_body_bytes = max_body_bytes;
+            cfg.limits = ConnectionLimits {
+                max_connections,
+                max_connections_per_address,
+                handshake_timeout: Duration::from_millis(handshake_timeout_ms),
+                header_timeout: Duration::from_millis(header_timeout_ms),
+                body_timeout: Duration::from_millis(body_timeout_ms),
+                body_min_bytes_per_sec,
+                body_max_time: Duration::from_millis(body_max_time_ms),
+            };
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(async {
                 let server = Server::start(cfg).await?;
@@ -131,6 +294,11 @@ fn main() -> anyhow::Result<()> {
                     .await;
                 anyhow::Ok(())
             })
+        }
+        Cmd::NewToken { out } => {
+            write_new_token(&out)?;
+            println!("wrote a new enrolment token to {}", out.display());
+            Ok(())
         }
         Cmd::TestPki { out, names } => {
             let names = if names.is_empty() {

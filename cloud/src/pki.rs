@@ -1,12 +1,29 @@
 //! A throw-away PKI for tests and the demo: a CA and one server leaf.
+//!
+//! Lifetimes are realistic, not rcgen's default (valid until the year
+//! 4096): the CA for [`CA_VALIDITY_DAYS`], the server certificate for
+//! [`SERVER_CERT_VALIDITY_DAYS`] (well under the 397 days the CA/Browser
+//! Forum allows, and inside the CA's validity). Both start
+//! [`NOT_BEFORE_SKEW_SECS`] before the moment they were made, so a client
+//! whose clock is a little behind still accepts them.
 
 use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
     Issuer, KeyPair, KeyUsagePurpose,
 };
+use time::OffsetDateTime;
+
+/// How long the test CA is valid, from when it was made.
+pub const CA_VALIDITY_DAYS: i64 = 365;
+/// How long the server certificate is valid, from when it was made (at most
+/// 397 days, the CA/Browser Forum's limit for TLS server certificates).
+pub const SERVER_CERT_VALIDITY_DAYS: i64 = 90;
+/// How far before the moment of making both certificates start (clock skew).
+pub const NOT_BEFORE_SKEW_SECS: i64 = 3_600;
 
 /// A freshly generated CA and a server certificate it signed (PEM).
 #[derive(Clone)]
@@ -30,6 +47,13 @@ impl TestPki {
     /// (an IP literal becomes an IP SAN, anything else a DNS name), e.g.
     /// `&["localhost", "127.0.0.1"]`.
     pub fn generate(names: &[&str]) -> anyhow::Result<TestPki> {
+        let secs = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .context("the system clock is before 1970")?
+            .as_secs();
+        let now = OffsetDateTime::from_unix_timestamp(i64::try_from(secs)?)
+            .context("the system clock is out of range")?;
+        let not_before = now - time::Duration::seconds(NOT_BEFORE_SKEW_SECS);
         let ca_key = KeyPair::generate().context("CA key")?;
         let mut ca = CertificateParams::new(Vec::<String>::new())?;
         let mut dn = DistinguishedName::new();
@@ -37,6 +61,8 @@ impl TestPki {
         ca.distinguished_name = dn;
         ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
         ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        ca.not_before = not_before;
+        ca.not_after = now + time::Duration::days(CA_VALIDITY_DAYS);
         let ca_cert = ca.self_signed(&ca_key).context("CA certificate")?;
         let issuer = Issuer::new(ca, ca_key);
 
@@ -49,6 +75,8 @@ impl TestPki {
         leaf.is_ca = IsCa::ExplicitNoCa;
         leaf.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        leaf.not_before = not_before;
+        leaf.not_after = now + time::Duration::days(SERVER_CERT_VALIDITY_DAYS);
         let leaf_cert = leaf
             .signed_by(&leaf_key, &issuer)
             .context("server certificate")?;

@@ -1,17 +1,23 @@
-//! HTTPS serving: rustls (TLS 1.2/1.3, ring provider) in front of an axum router.
+//! HTTPS serving: rustls (TLS 1.2/1.3, ring provider) in front of an axum router,
+//! with the connection caps, slow-client timeouts and enrolment guess
+//! lock-out of [`crate::limits`].
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow};
-use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use axum::{Extension, Router};
+use http_body_util::BodyExt;
+use hyper::service::Service as _;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use outpost_protocol::{
@@ -25,14 +31,21 @@ use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_rustls::TlsAcceptor;
 
+use crate::limits::{
+    COUNTER_FLUSH_MS, ConnRefusal, ConnSlot, ConnTracker, ConnectionLimits, EnrollGuessLimit,
+    GuessLimiter, MAX_TRACKED_SOURCES, Refusal, RefusalCounters,
+};
 use crate::store::{HeartbeatOutcome, InsertOutcome, NewDevice, Store};
+use crate::token::Enrollment;
 
 /// Largest enrolment request body.
 const MAX_ENROLL_BYTES: usize = 64 * 1024;
-/// Time a client has to finish the TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Time a client has to send the request headers.
-const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long in-flight requests may take to finish at shutdown.
+const SHUTDOWN_DRAIN_MS: u64 = 5_000;
+/// Pause after a failed `accept` (e.g. out of descriptors) before the next.
+const ACCEPT_ERROR_PAUSE_MS: u64 = 100;
+/// `Retry-After` of a `503 unavailable`, in seconds.
+const UNAVAILABLE_RETRY_AFTER_SECS: u64 = 5;
 
 /// Configuration of a running cloud server.
 #[derive(Clone)]
@@ -45,10 +58,14 @@ pub struct ServerConfig {
     pub cert_chain_pem: String,
     /// Server private key, PEM (PKCS#8, PKCS#1 or SEC1).
     pub key_pem: String,
-    /// If set, enrolment requires exactly this token.
-    pub enrollment_token: Option<String>,
+    /// Who may enrol: a token, or by name anyone.
+    pub enrollment: Enrollment,
     /// Largest ingest/heartbeat body accepted (answer 413 above it).
     pub max_body_bytes: usize,
+    /// Connection caps and slow-client timeouts.
+    pub limits: ConnectionLimits,
+    /// Lock-out of sources that send wrong enrolment tokens.
+    pub enroll_guesses: EnrollGuessLimit,
 }
 
 impl std::fmt::Debug for ServerConfig {
@@ -56,31 +73,37 @@ impl std::fmt::Debug for ServerConfig {
         f.debug_struct("ServerConfig")
             .field("data_dir", &self.data_dir)
             .field("listen", &self.listen)
-            .field(
-                "enrollment_token",
-                &self.enrollment_token.as_ref().map(|_| "<set>"),
-            )
+            .field("enrollment", &self.enrollment)
             .field("max_body_bytes", &self.max_body_bytes)
+            .field("limits", &self.limits)
+            .field("enroll_guesses", &self.enroll_guesses)
             .finish_non_exhaustive()
     }
 }
 
 impl ServerConfig {
-    /// A configuration with no enrolment token and a body limit of
-    /// [`MAX_ENVELOPE_BYTES`].
+    /// A configuration enrolling as `enrollment` says — pass
+    /// `Enrollment::Token(..)`; there is no default, and anonymous enrolment
+    /// must be asked for by its name, [`Enrollment::DangerousAnonymous`].
+    /// Everything else has its safe default: a body limit of
+    /// [`MAX_ENVELOPE_BYTES`], [`ConnectionLimits::default`] and
+    /// [`EnrollGuessLimit::default`].
     pub fn new(
         data_dir: PathBuf,
         listen: SocketAddr,
         cert_chain_pem: String,
         key_pem: String,
+        enrollment: Enrollment,
     ) -> Self {
         ServerConfig {
             data_dir,
             listen,
             cert_chain_pem,
             key_pem,
-            enrollment_token: None,
+            enrollment,
             max_body_bytes: MAX_ENVELOPE_BYTES,
+            limits: ConnectionLimits::default(),
+            enroll_guesses: EnrollGuessLimit::default(),
         }
     }
 }
@@ -95,6 +118,9 @@ pub struct RunningServer {
     store: Store,
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
+    flusher: JoinHandle<()>,
+    refusals: Arc<RefusalCounters>,
+    tracker: Arc<ConnTracker>,
 }
 
 impl std::fmt::Debug for RunningServer {
@@ -108,8 +134,26 @@ impl std::fmt::Debug for RunningServer {
 #[derive(Clone)]
 struct App {
     store: Store,
+    /// SHA-256 of the enrolment token; `None` only for
+    /// [`Enrollment::DangerousAnonymous`].
     token_hash: Option<[u8; 32]>,
     max_body: usize,
+    limits: Arc<ConnectionLimits>,
+    guesses: Arc<GuessLimiter>,
+    refusals: Arc<RefusalCounters>,
+}
+
+/// The peer of the connection a request came on (a request extension).
+#[derive(Debug, Clone, Copy)]
+struct Peer(SocketAddr);
+
+/// What a connection task needs besides its socket.
+#[derive(Clone)]
+struct ConnCtx {
+    acceptor: TlsAcceptor,
+    router: Router,
+    limits: Arc<ConnectionLimits>,
+    refusals: Arc<RefusalCounters>,
 }
 
 /// Build the rustls server configuration: ring provider, TLS 1.3 and 1.2 only,
@@ -151,6 +195,9 @@ fn router(app: App) -> Router {
 impl Server {
     /// Open the store, bind `cfg.listen` and start serving HTTPS.
     pub async fn start(cfg: ServerConfig) -> anyhow::Result<RunningServer> {
+        cfg.limits
+            .validate()
+            .map_err(|e| anyhow!("connection limits: {e}"))?;
         let tls = tls_config(&cfg.cert_chain_pem, &cfg.key_pem)?;
         let dir = cfg.data_dir.clone();
         let store = tokio::task::spawn_blocking(move || Store::open(&dir))
@@ -160,27 +207,52 @@ impl Server {
             .await
             .with_context(|| format!("binding {}", cfg.listen))?;
         let addr = listener.local_addr()?;
+        let token_hash = match &cfg.enrollment {
+            Enrollment::Token(t) => Some(t.digest()),
+            Enrollment::DangerousAnonymous => {
+                tracing::warn!(
+                    "enrolment is anonymous: anyone who reaches this server can enrol a device"
+                );
+                None
+            }
+        };
+        let limits = Arc::new(cfg.limits.clone());
+        let refusals = Arc::new(RefusalCounters::default());
+        let tracker = ConnTracker::new(&limits);
         let app = App {
             store: store.clone(),
-            token_hash: cfg
-                .enrollment_token
-                .as_deref()
-                .map(|t| Sha256::digest(t.as_bytes()).into()),
+            token_hash,
             max_body: cfg.max_body_bytes,
+            limits: Arc::clone(&limits),
+            guesses: Arc::new(GuessLimiter::new(
+                cfg.enroll_guesses.clone(),
+                MAX_TRACKED_SOURCES,
+            )),
+            refusals: Arc::clone(&refusals),
         };
         let (stop, stop_rx) = watch::channel(false);
+        let ctx = ConnCtx {
+            acceptor: TlsAcceptor::from(tls),
+            router: router(app),
+            limits,
+            refusals: Arc::clone(&refusals),
+        };
         let task = tokio::spawn(accept_loop(
             listener,
-            TlsAcceptor::from(tls),
-            router(app),
-            stop_rx,
+            Arc::clone(&tracker),
+            ctx,
+            stop_rx.clone(),
         ));
+        let flusher = tokio::spawn(flush_loop(store.clone(), Arc::clone(&refusals), stop_rx));
         tracing::info!(%addr, "outpost-cloud listening");
         Ok(RunningServer {
             addr,
             store,
             stop,
             task,
+            flusher,
+            refusals,
+            tracker,
         })
     }
 }
@@ -191,15 +263,32 @@ impl RunningServer {
         self.addr
     }
 
-    /// The server's store (same database the handlers write).
+    /// The server's store (same database the handlers write). Its counters
+    /// lag the connection-level refusals by up to [`COUNTER_FLUSH_MS`]; see
+    /// [`RunningServer::counters`].
     pub fn store(&self) -> &Store {
         &self.store
     }
 
-    /// Stop accepting, let open requests finish (up to 5 s), then return.
+    /// Every counter, including the connection-level refusals not yet
+    /// written to the store (blocking: reads SQLite).
+    pub fn counters(&self) -> anyhow::Result<BTreeMap<String, u64>> {
+        self.refusals.snapshot(&self.store)
+    }
+
+    /// Connections open now.
+    pub fn open_connections(&self) -> usize {
+        self.tracker.open()
+    }
+
+    /// Stop accepting, let open requests finish (up to 5 s), write the
+    /// counters, then return.
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
         let _ = self.task.await;
+        let _ = self.flusher.await;
+        // After the last connection ended: nothing is counted any more.
+        flush_counters(&self.store, &self.refusals).await;
     }
 
     /// Serve until `signal` completes (the CLI passes Ctrl-C), then shut down
@@ -210,10 +299,32 @@ impl RunningServer {
     }
 }
 
+/// Write the in-memory refusal counters every [`COUNTER_FLUSH_MS`] until
+/// the server stops ([`RunningServer::shutdown`] writes the last ones).
+async fn flush_loop(store: Store, refusals: Arc<RefusalCounters>, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(COUNTER_FLUSH_MS));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.changed() => break,
+            _ = tick.tick() => flush_counters(&store, &refusals).await,
+        }
+    }
+}
+
+async fn flush_counters(store: &Store, refusals: &Arc<RefusalCounters>) {
+    let (s, r) = (store.clone(), Arc::clone(refusals));
+    match tokio::task::spawn_blocking(move || r.flush(&s)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::error!(error = %e, "writing the refusal counters failed"),
+        Err(e) => tracing::error!(error = %e, "counter task failed"),
+    }
+}
+
 async fn accept_loop(
     listener: TcpListener,
-    acceptor: TlsAcceptor,
-    router: Router,
+    tracker: Arc<ConnTracker>,
+    ctx: ConnCtx,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut conns = JoinSet::new();
@@ -221,12 +332,25 @@ async fn accept_loop(
         tokio::select! {
             _ = stop.changed() => break,
             res = listener.accept() => match res {
-                Ok((tcp, peer)) => {
-                    conns.spawn(serve_conn(tcp, peer, acceptor.clone(), router.clone(), stop.clone()));
-                }
+                Ok((tcp, peer)) => match tracker.admit(peer.ip()) {
+                    Ok(slot) => {
+                        conns.spawn(serve_conn(tcp, peer, slot, ctx.clone(), stop.clone()));
+                    }
+                    Err(why) => {
+                        // Closed at once: nobody waits in the backlog for a
+                        // place that may never come.
+                        drop(tcp);
+                        let (refusal, reason) = match why {
+                            ConnRefusal::Global => (Refusal::ConnectionCap, "connection-cap"),
+                            ConnRefusal::PerAddress => (Refusal::AddressCap, "address-cap"),
+                        };
+                        ctx.refusals.count(refusal);
+                        tracing::debug!(%peer, reason, "connection refused");
+                    }
+                },
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    tokio::time::sleep(Duration::from_millis(ACCEPT_ERROR_PAUSE_MS)).await;
                 }
             },
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
@@ -234,7 +358,7 @@ async fn accept_loop(
     }
     drop(listener);
     let drain = async { while conns.join_next().await.is_some() {} };
-    if tokio::time::timeout(Duration::from_secs(5), drain)
+    if tokio::time::timeout(Duration::from_millis(SHUTDOWN_DRAIN_MS), drain)
         .await
         .is_err()
     {
@@ -246,30 +370,52 @@ async fn accept_loop(
 async fn serve_conn(
     tcp: tokio::net::TcpStream,
     peer: SocketAddr,
-    acceptor: TlsAcceptor,
-    router: Router,
+    slot: ConnSlot,
+    ctx: ConnCtx,
     mut stop: watch::Receiver<bool>,
 ) {
-    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
-            tracing::debug!(%peer, error = %e, "TLS handshake failed");
-            return;
-        }
-        Err(_) => {
-            tracing::debug!(%peer, "TLS handshake timed out");
-            return;
-        }
+    // Holds the connection's place under the caps until this task ends.
+    let _slot = slot;
+    let tls =
+        match tokio::time::timeout(ctx.limits.handshake_timeout, ctx.acceptor.accept(tcp)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                ctx.refusals.count(Refusal::SlowClient);
+                tracing::debug!(%peer, reason = "slow-client", "TLS handshake timed out");
+                return;
+            }
+        };
+    let served = Arc::new(AtomicBool::new(false));
+    let inner = TowerToHyperService::new(ctx.router);
+    let svc = {
+        let served = Arc::clone(&served);
+        hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+            served.store(true, Ordering::Relaxed);
+            req.extensions_mut().insert(Peer(peer));
+            inner.call(req)
+        })
     };
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_TIMEOUT)
-        .serve_connection(TokioIo::new(tls), TowerToHyperService::new(router));
+        .header_read_timeout(ctx.limits.header_timeout)
+        .serve_connection(TokioIo::new(tls), svc);
     tokio::pin!(conn);
     tokio::select! {
         r = conn.as_mut() => {
             if let Err(e) = r {
-                tracing::debug!(%peer, error = %e, "connection ended with error");
+                // A connection that never completed a request head in time is
+                // a slow client; one that served requests and then idled out
+                // is not.
+                if e.is_timeout() && !served.load(Ordering::Relaxed) {
+                    ctx.refusals.count(Refusal::SlowClient);
+                    tracing::debug!(%peer, reason = "slow-client", "request head timed out");
+                } else {
+                    tracing::debug!(%peer, error = %e, "connection ended with error");
+                }
             }
         }
         _ = stop.changed() => {
@@ -289,10 +435,32 @@ fn api_error(code: ErrorCode, message: impl Into<String>) -> Response {
         }),
     )
         .into_response();
-    if matches!(code, ErrorCode::Unavailable | ErrorCode::RateLimited) {
-        resp.headers_mut()
-            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
+    if code == ErrorCode::Unavailable {
+        resp.headers_mut().insert(
+            header::RETRY_AFTER,
+            header::HeaderValue::from(UNAVAILABLE_RETRY_AFTER_SECS),
+        );
     }
+    if code == ErrorCode::RequestTimeout {
+        resp.headers_mut().insert(
+            header::CONNECTION,
+            header::HeaderValue::from_static("close"),
+        );
+    }
+    resp
+}
+
+/// `429 rate-limited` with `Retry-After` = `wait` rounded up to whole
+/// seconds; the connection is closed (the request body was not read).
+fn rate_limited(wait: Duration, message: impl Into<String>) -> Response {
+    let mut resp = api_error(ErrorCode::RateLimited, message);
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    resp.headers_mut()
+        .insert(header::RETRY_AFTER, header::HeaderValue::from(secs.max(1)));
+    resp.headers_mut().insert(
+        header::CONNECTION,
+        header::HeaderValue::from_static("close"),
+    );
     resp
 }
 
@@ -324,9 +492,20 @@ async fn refuse(app: &App, counter: &'static str, code: ErrorCode, message: Stri
 enum BodyError {
     TooLarge,
     Read,
+    /// Not received within [`ConnectionLimits::body_deadline`]; how many
+    /// bytes had arrived.
+    TimedOut(usize),
 }
 
-async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, BodyError> {
+/// Read a request body of at most `limit` bytes, within the body deadline
+/// of `limits` (a base time plus a second per `body_min_bytes_per_sec`
+/// bytes received, never beyond `body_max_time`).
+async fn read_body(
+    headers: &HeaderMap,
+    mut body: Body,
+    limit: usize,
+    limits: &ConnectionLimits,
+) -> Result<Bytes, BodyError> {
     if let Some(len) = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -335,17 +514,44 @@ async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Byte
     {
         return Err(BodyError::TooLarge);
     }
-    axum::body::to_bytes(body, limit).await.map_err(|e| {
-        let limited = std::error::Error::source(&e)
-            .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
-        if limited {
-            BodyError::TooLarge
-        } else {
-            BodyError::Read
+    let start = Instant::now();
+    // Grown as bytes arrive, never sized from the declared length (a client
+    // could declare the limit and send nothing).
+    let mut buf = Vec::new();
+    loop {
+        let deadline = tokio::time::Instant::from_std(limits.body_deadline(start, buf.len()));
+        let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
+            Err(_) => return Err(BodyError::TimedOut(buf.len())),
+            Ok(None) => break,
+            Ok(Some(Err(_))) => return Err(BodyError::Read),
+            Ok(Some(Ok(frame))) => frame,
+        };
+        if let Ok(data) = frame.into_data() {
+            if buf.len().saturating_add(data.len()) > limit {
+                return Err(BodyError::TooLarge);
+            }
+            buf.extend_from_slice(&data);
         }
-    })
+    }
+    Ok(Bytes::from(buf))
 }
 
+/// Count a body that timed out and answer `408` (closing the connection).
+fn body_timed_out(app: &App, endpoint: &'static str, received: usize) -> Response {
+    app.refusals.count(Refusal::SlowClient);
+    tracing::warn!(
+        endpoint,
+        reason = "slow-client",
+        received,
+        "request body not received in time"
+    );
+    api_error(
+        ErrorCode::RequestTimeout,
+        "the request body did not arrive in time",
+    )
+}
+
+/// Whether `given` is the enrolment token (always, for anonymous enrolment).
 fn token_ok(app: &App, given: Option<&str>) -> bool {
     let Some(want) = app.token_hash else {
         return true;
@@ -361,13 +567,31 @@ fn token_ok(app: &App, given: Option<&str>) -> bool {
         == 0
 }
 
-async fn enroll(State(app): State<App>, headers: HeaderMap, body: Body) -> Response {
-    let bytes = match read_body(&headers, body, MAX_ENROLL_BYTES).await {
+async fn enroll(
+    State(app): State<App>,
+    Extension(Peer(peer)): Extension<Peer>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    // A source locked out for wrong tokens is refused before anything of
+    // its request is read.
+    if app.token_hash.is_some()
+        && let Err(wait) = app.guesses.check(peer.ip(), Instant::now())
+    {
+        app.refusals.count(Refusal::EnrollmentRateLimited);
+        tracing::debug!(%peer, reason = "enrollment-rate-limited", "enrolment refused");
+        return rate_limited(
+            wait,
+            "too many wrong enrolment tokens from this address; retry after the time in Retry-After",
+        );
+    }
+    let bytes = match read_body(&headers, body, MAX_ENROLL_BYTES, &app.limits).await {
         Ok(b) => b,
         Err(BodyError::TooLarge) => {
             return api_error(ErrorCode::TooLarge, "enrolment request too large");
         }
         Err(BodyError::Read) => return api_error(ErrorCode::BadRequest, "could not read body"),
+        Err(BodyError::TimedOut(n)) => return body_timed_out(&app, "enroll", n),
     };
     let req: EnrollRequest = match serde_json::from_slice(&bytes) {
         Ok(r) => r,
@@ -393,7 +617,15 @@ async fn enroll(State(app): State<App>, headers: HeaderMap, body: Body) -> Respo
         return api_error(ErrorCode::BadRequest, e.to_string());
     }
     if !token_ok(&app, req.enrollment_token.as_deref()) {
-        tracing::warn!(reason = "unauthorized-enrollment", "enrolment refused");
+        match app.guesses.wrong(peer.ip(), Instant::now()) {
+            Some(lockout) => tracing::warn!(
+                %peer,
+                reason = "unauthorized-enrollment",
+                lockout_s = lockout.as_secs(),
+                "enrolment refused; wrong tokens from this address are locked out"
+            ),
+            None => tracing::warn!(%peer, reason = "unauthorized-enrollment", "enrolment refused"),
+        }
         return refuse(
             &app,
             "unauthorized-enrollment",
@@ -401,6 +633,9 @@ async fn enroll(State(app): State<App>, headers: HeaderMap, body: Body) -> Respo
             "enrolment token missing or wrong".into(),
         )
         .await;
+    }
+    if app.token_hash.is_some() {
+        app.guesses.right(peer.ip());
     }
     let key = match req.key() {
         Ok(k) => k,
@@ -433,7 +668,7 @@ async fn authenticate(
     body: Body,
     endpoint: &'static str,
 ) -> Result<(EnvelopeHeader, Vec<u8>), Response> {
-    let bytes = match read_body(headers, body, app.max_body).await {
+    let bytes = match read_body(headers, body, app.max_body, &app.limits).await {
         Ok(b) => b,
         Err(BodyError::TooLarge) => {
             tracing::warn!(
@@ -453,6 +688,7 @@ async fn authenticate(
         Err(BodyError::Read) => {
             return Err(api_error(ErrorCode::BadRequest, "could not read body"));
         }
+        Err(BodyError::TimedOut(n)) => return Err(body_timed_out(app, endpoint, n)),
     };
     let header = match EnvelopeHeader::parse(&bytes) {
         Ok((h, _)) => h,

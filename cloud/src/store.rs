@@ -51,6 +51,10 @@ pub const COUNTER_REASONS: &[&str] = &[
     "too-large",
     "unauthorized-enrollment",
     "stale-heartbeat",
+    "slow-client",
+    "connection-cap",
+    "address-cap",
+    "enrollment-rate-limited",
 ];
 
 /// An enrolled device, decrypted.
@@ -472,6 +476,22 @@ impl Store {
         bump(&conn, reason)
     }
 
+    /// Add `n` to each counter `reason`, in one transaction.
+    pub fn add_counts(&self, counts: &[(&str, u64)]) -> anyhow::Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        for (reason, n) in counts {
+            check_reason(reason)?;
+            tx.execute(
+                "INSERT INTO counters(reason, count) VALUES (?1, ?2)
+                 ON CONFLICT(reason) DO UPDATE SET count = count + excluded.count",
+                params![reason, i64::try_from(*n).unwrap_or(i64::MAX)],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
     /// All counters (every known reason present, zero if never counted).
     pub fn counters(&self) -> anyhow::Result<BTreeMap<String, u64>> {
         let mut m: BTreeMap<String, u64> = COUNTER_REASONS
@@ -557,10 +577,15 @@ impl Store {
     }
 }
 
-fn bump(conn: &Connection, reason: &str) -> anyhow::Result<()> {
+fn check_reason(reason: &str) -> anyhow::Result<()> {
     if reason.is_empty() || reason.len() > 64 {
         bail!("bad counter reason");
     }
+    Ok(())
+}
+
+fn bump(conn: &Connection, reason: &str) -> anyhow::Result<()> {
+    check_reason(reason)?;
     conn.execute(
         "INSERT INTO counters(reason, count) VALUES (?1, 1)
          ON CONFLICT(reason) DO UPDATE SET count = count + 1",

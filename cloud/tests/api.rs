@@ -8,12 +8,15 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::StatusCode;
 use hyper_util::rt::TokioIo;
-use outpost_cloud::{RunningServer, Server, ServerConfig, TestPki};
+use outpost_cloud::{Enrollment, EnrollmentToken, RunningServer, Server, ServerConfig, TestPki};
 use outpost_protocol::*;
 use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
+
+#[path = "api/hardening.rs"]
+mod hardening;
 
 const EMAIL: &str = "greta.hansen@example-hospital.org";
 const NAME: &str = "Greta Hansen-Lindqvist";
@@ -23,6 +26,8 @@ const SERIAL: &str = "SN-77889900-Q";
 const RECORD_TEXT: &str = "aspiration pressure out of range at probe two";
 const ANALYTE: &str = "HbA1c-control-analyte";
 const LOT: &str = "LOT-2024-998877";
+/// The enrolment token of the test servers.
+const TOKEN: &str = "test-enrolment-token-3f9a1c";
 
 struct Fixture {
     pki: TestPki,
@@ -36,6 +41,7 @@ fn config(pki: &TestPki, dir: &Path) -> ServerConfig {
         "127.0.0.1:0".parse().unwrap(),
         pki.server_cert_pem.clone(),
         pki.server_key_pem.clone(),
+        Enrollment::Token(EnrollmentToken::new(TOKEN).unwrap()),
     )
 }
 
@@ -94,9 +100,19 @@ async fn post_with(
         .await
         .unwrap();
     let version = tls.get_ref().1.protocol_version();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-        .await
-        .unwrap();
+    let (status, _, body) = send_on(tls, addr, path, content_type, body).await.unwrap();
+    (status, body, version)
+}
+
+/// One POST on an established TLS connection; status, headers and body.
+async fn send_on(
+    tls: tokio_rustls::client::TlsStream<TcpStream>,
+    addr: SocketAddr,
+    path: &str,
+    content_type: &str,
+    body: Vec<u8>,
+) -> Result<(StatusCode, hyper::HeaderMap, Vec<u8>), hyper::Error> {
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
     tokio::spawn(async move {
         let _ = conn.await;
     });
@@ -105,16 +121,11 @@ async fn post_with(
         .header("content-type", content_type)
         .body(Full::new(Bytes::from(body)))
         .unwrap();
-    let resp = sender.send_request(req).await.unwrap();
+    let resp = sender.send_request(req).await?;
     let status = resp.status();
-    let body = resp
-        .into_body()
-        .collect()
-        .await
-        .unwrap()
-        .to_bytes()
-        .to_vec();
-    (status, body, version)
+    let headers = resp.headers().clone();
+    let body = resp.into_body().collect().await?.to_bytes().to_vec();
+    Ok((status, headers, body))
 }
 
 impl Fixture {
@@ -147,7 +158,7 @@ impl Fixture {
     }
 
     async fn enroll(&self, key: &DeviceKey) -> DeviceId {
-        let (s, b) = self.enroll_with(key, None).await;
+        let (s, b) = self.enroll_with(key, Some(TOKEN)).await;
         assert_eq!(s, StatusCode::OK, "{}", String::from_utf8_lossy(&b));
         serde_json::from_slice::<EnrollResponse>(&b)
             .unwrap()
@@ -155,7 +166,7 @@ impl Fixture {
     }
 
     fn counter(&self, reason: &str) -> u64 {
-        self.server.store().counters().unwrap()[reason]
+        self.server.counters().unwrap()[reason]
     }
 }
 
@@ -352,13 +363,14 @@ async fn oversize_body_is_413() {
 
 #[tokio::test]
 async fn enrollment_token_is_enforced() {
-    let fx = start_with(|c| c.enrollment_token = Some("s3cret-token".into())).await;
+    let fx = start().await;
     let key = DeviceKey::generate();
     let (s, b) = fx.enroll_with(&key, None).await;
     api_error(s, &b, 401, ErrorCode::UnauthorizedEnrollment);
-    let (s, b) = fx.enroll_with(&key, Some("s3cret-tokem")).await;
+    let wrong = format!("{}x", &TOKEN[..TOKEN.len() - 1]);
+    let (s, b) = fx.enroll_with(&key, Some(&wrong)).await;
     api_error(s, &b, 401, ErrorCode::UnauthorizedEnrollment);
-    let (s, _) = fx.enroll_with(&key, Some("s3cret-token")).await;
+    let (s, _) = fx.enroll_with(&key, Some(TOKEN)).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(fx.counter("unauthorized-enrollment"), 2);
     assert_eq!(fx.server.store().devices().unwrap().len(), 1);
@@ -373,7 +385,7 @@ async fn enrollment_token_is_enforced() {
         instrument_id: INSTRUMENT_ID.into(),
         serial: SERIAL.into(),
         device_key: key.to_hex(),
-        enrollment_token: Some("s3cret-token".into()),
+        enrollment_token: Some(TOKEN.into()),
     })
     .unwrap();
     let (s, b) = fx
@@ -583,7 +595,7 @@ async fn tls12_client_connects_and_plain_http_fails() {
         instrument_id: INSTRUMENT_ID.into(),
         serial: SERIAL.into(),
         device_key: key.to_hex(),
-        enrollment_token: None,
+        enrollment_token: Some(TOKEN.into()),
     };
     let (s, _, v) = post_with(
         &fx.pki.ca_cert_pem,
@@ -698,4 +710,12 @@ async fn test_pki_write_and_cli_readback() {
     assert_eq!(devices[0]["email"], EMAIL);
     let stats: serde_json::Value = serde_json::from_str(&run(&["stats", "--json"])).unwrap();
     assert_eq!(stats["accepted"], 1);
+    for reason in [
+        "slow-client",
+        "connection-cap",
+        "address-cap",
+        "enrollment-rate-limited",
+    ] {
+        assert_eq!(stats[reason], 0, "{reason}");
+    }
 }

@@ -1,8 +1,9 @@
 //! `cargo run -p outpost-demo`: the whole system on one machine, on the
 //! bundled sample data:
 //! 1. the reference cloud (`outpost-cloud`) starts on 127.0.0.1 with a test CA
-//!    generated for this run;
-//! 2. the device enrols with it (`outpost enroll` does the same);
+//!    and an enrolment token generated for this run;
+//! 2. the device enrols with it, presenting the token (`outpost enroll
+//!    --token` does the same);
 //! 3. the agent runs with the workspace's signed modules (built through
 //!    `outpost-artifacts`), asks the session policy one sample support
 //!    request, collects, seals and uploads;
@@ -15,7 +16,7 @@
 
 use anyhow::Context;
 use clap::Parser;
-use outpost_cloud::{Server, ServerConfig, TestPki};
+use outpost_cloud::{Enrollment, EnrollmentToken, Server, ServerConfig, TestPki};
 use outpost_host::agent::Agent;
 use outpost_host::config::Config;
 use outpost_host::events::Events;
@@ -75,14 +76,17 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn demo(work: PathBuf, args: Args) -> anyhow::Result<()> {
-    // 1. The reference cloud on loopback, with a CA made for this run.
+    // 1. The reference cloud on loopback, with a CA and an enrolment token
+    //    made for this run.
     let pki = TestPki::generate(&["localhost", "127.0.0.1"])?;
     pki.write(&work.join("pki"))?;
+    let token = EnrollmentToken::generate();
     let cloud = Server::start(ServerConfig::new(
         work.join("cloud"),
         "127.0.0.1:0".parse()?,
         pki.server_cert_pem.clone(),
         pki.server_key_pem.clone(),
+        Enrollment::Token(token.clone()),
     ))
     .await?;
     let server = format!("https://127.0.0.1:{}", cloud.addr().port());
@@ -104,7 +108,7 @@ async fn demo(work: PathBuf, args: Args) -> anyhow::Result<()> {
             instrument_model: "XN-550".into(),
             instrument_id: "HEM-01".into(),
             serial: "SN-20431".into(),
-            token: None,
+            token: Some(token.expose().to_owned()),
         },
     )
     .await?;

@@ -25,7 +25,7 @@
 //! The cloud shares the 2 cores with the device side here, and its own
 //! durable insert is part of every upload: compare ratios within one run.
 
-use outpost_cloud::{RunningServer, Server, ServerConfig, TestPki};
+use outpost_cloud::{Enrollment, EnrollmentToken, RunningServer, Server, ServerConfig, TestPki};
 use outpost_collector_core as core;
 use outpost_host::config::UplinkConfig;
 use outpost_host::events::Events;
@@ -152,6 +152,7 @@ struct Lab<'rt> {
     rt: &'rt tokio::runtime::Runtime,
     dir: tempfile::TempDir,
     pki: TestPki,
+    token: EnrollmentToken,
     server: RunningServer,
     tls: Arc<rustls::ClientConfig>,
     url: String,
@@ -163,11 +164,13 @@ impl<'rt> Lab<'rt> {
     fn start(rt: &'rt tokio::runtime::Runtime) -> Lab<'rt> {
         let dir = tempfile::tempdir().unwrap();
         let pki = TestPki::generate(&["localhost", "127.0.0.1"]).unwrap();
+        let token = EnrollmentToken::generate();
         let cfg = ServerConfig::new(
             dir.path().join("cloud"),
             "127.0.0.1:0".parse().unwrap(),
             pki.server_cert_pem.clone(),
             pki.server_key_pem.clone(),
+            Enrollment::Token(token.clone()),
         );
         let server = rt.block_on(Server::start(cfg)).unwrap();
         let tls =
@@ -177,6 +180,7 @@ impl<'rt> Lab<'rt> {
             rt,
             dir,
             pki,
+            token,
             server,
             tls,
             url,
@@ -194,7 +198,7 @@ impl<'rt> Lab<'rt> {
             instrument_model: "XN-550".into(),
             instrument_id: format!("bench-{n}"),
             serial: format!("BD63454{n}"),
-            token: None,
+            token: Some(self.token.expose().to_owned()),
         };
         let identity = self
             .rt

@@ -24,7 +24,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use http_body_util::BodyExt;
-use outpost_cloud::{RunningServer, Server as Cloud, ServerConfig, Store, TestPki};
+use outpost_cloud::{
+    Enrollment, EnrollmentToken, RunningServer, Server as Cloud, ServerConfig, Store, TestPki,
+};
 use outpost_host::events::Events;
 use outpost_host::store::Db;
 use outpost_host::store::spool::Spool;
@@ -271,12 +273,16 @@ fn client_tls(pki: &TestPki) -> Arc<rustls::ClientConfig> {
 // The reference cloud.
 // ---------------------------------------------------------------------------
 
+/// The enrolment token of the test clouds.
+const CLOUD_TOKEN: &str = "uplink-faults-enrolment-token";
+
 async fn start_cloud(pki: &TestPki, dir: &Path) -> RunningServer {
     Cloud::start(ServerConfig::new(
         dir.to_path_buf(),
         "127.0.0.1:0".parse().unwrap(),
         pki.server_cert_pem.clone(),
         pki.server_key_pem.clone(),
+        Enrollment::Token(EnrollmentToken::new(CLOUD_TOKEN).unwrap()),
     ))
     .await
     .unwrap()
@@ -296,7 +302,7 @@ async fn enrolled(server: &str, tls: &rustls::ClientConfig) -> Identity {
             instrument_model: "XN-550".into(),
             instrument_id: "HEM-1".into(),
             serial: "SN-1".into(),
-            token: None,
+            token: Some(CLOUD_TOKEN.into()),
         },
     )
     .await

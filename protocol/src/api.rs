@@ -34,7 +34,8 @@ pub struct EnrollRequest {
     pub serial: String,
     /// The device key, 64 hex characters, generated on the device.
     pub device_key: String,
-    /// Enrolment token, if the cloud requires one.
+    /// Enrolment token (the reference cloud requires one unless it was
+    /// started with anonymous enrolment).
     #[serde(default)]
     pub enrollment_token: Option<String>,
 }
@@ -153,6 +154,9 @@ pub enum ErrorCode {
     Unavailable,
     /// Heartbeat sequence not newer than the last accepted (409).
     StaleHeartbeat,
+    /// The request body did not arrive in time (408); the connection is
+    /// closed. A transient failure: send again.
+    RequestTimeout,
 }
 
 impl ErrorCode {
@@ -169,6 +173,7 @@ impl ErrorCode {
             ErrorCode::RateLimited => "rate-limited",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::StaleHeartbeat => "stale-heartbeat",
+            ErrorCode::RequestTimeout => "request-timeout",
         }
     }
 
@@ -178,6 +183,7 @@ impl ErrorCode {
             ErrorCode::BadRequest | ErrorCode::BadEnvelope | ErrorCode::AuthenticationFailed => 400,
             ErrorCode::UnknownDevice | ErrorCode::UnauthorizedEnrollment => 401,
             ErrorCode::SequenceConflict | ErrorCode::StaleHeartbeat => 409,
+            ErrorCode::RequestTimeout => 408,
             ErrorCode::TooLarge => 413,
             ErrorCode::RateLimited => 429,
             ErrorCode::Unavailable => 503,
@@ -294,6 +300,7 @@ mod tests {
             ErrorCode::RateLimited,
             ErrorCode::Unavailable,
             ErrorCode::StaleHeartbeat,
+            ErrorCode::RequestTimeout,
         ] {
             assert_eq!(serde_json::to_value(c).unwrap(), c.as_str());
         }

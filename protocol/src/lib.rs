@@ -86,7 +86,8 @@
 //! * `POST` [`ENROLL_PATH`] (`/v1/enroll`), `application/json` [`EnrollRequest`]
 //!   → `200` [`EnrollResponse`]; `400` `bad-request`; `401`
 //!   `unauthorized-enrollment` (the cloud requires an enrolment token and it was
-//!   missing or wrong).
+//!   missing or wrong); `429` `rate-limited` with `Retry-After` (seconds) once
+//!   an address sent too many wrong tokens.
 //! * `POST` [`INGEST_PATH`] (`/v1/ingest`), body = one envelope as
 //!   `application/octet-stream`:
 //!   * `200` + [`IngestAck`] naming the device and sequence: stored durably
@@ -104,6 +105,8 @@
 //!   * `413` `too-large`: over the server's body limit.
 //!   * `429` `rate-limited` / `503` `unavailable`: try later; may carry
 //!     `Retry-After` (seconds).
+//!   * `408` `request-timeout` (any endpoint): the body did not arrive in
+//!     time; the server closes the connection. Send again.
 //! * `POST` [`HEARTBEAT_PATH`] (`/v1/heartbeat`), body = an envelope on stream
 //!   [`HEARTBEAT_STREAM`] whose plaintext is a [`HeartbeatBody`] (see
 //!   [`seal_heartbeat`], [`open_heartbeat`]). Its sequence is a monotonically

@@ -4,7 +4,7 @@
 
 use super::collector::{PHI, copy_corpus};
 use super::harness::env;
-use outpost_cloud::{RunningServer, Server, ServerConfig, TestPki};
+use outpost_cloud::{Enrollment, EnrollmentToken, RunningServer, Server, ServerConfig, TestPki};
 use outpost_host::agent::Agent;
 use outpost_host::config::Config;
 use outpost_host::events::{Events, HostEvent};
@@ -18,7 +18,11 @@ use outpost_protocol as p;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// The reference cloud on 127.0.0.1 with a CA made for the test.
+/// The enrolment token of the test clouds.
+const CLOUD_TOKEN: &str = "host-tests-enrolment-token";
+
+/// The reference cloud on 127.0.0.1 with a CA made for the test; enrolment
+/// needs [`CLOUD_TOKEN`].
 struct Cloud {
     server: Option<RunningServer>,
     ca: PathBuf,
@@ -40,6 +44,7 @@ impl Cloud {
             "127.0.0.1:0".parse().unwrap(),
             pki.server_cert_pem.clone(),
             pki.server_key_pem.clone(),
+            Enrollment::Token(EnrollmentToken::new(CLOUD_TOKEN).unwrap()),
         );
         adjust(&mut cfg);
         let server = env().rt.block_on(Server::start(cfg)).unwrap();
@@ -102,7 +107,7 @@ fn enrolled_site(dir: &Path, logs: &Path, cloud: &Cloud, interval: u64) -> PathB
                 instrument_model: "XN-550".into(),
                 instrument_id: "HEM-01".into(),
                 serial: "SN-20431".into(),
-                token: None,
+                token: Some(CLOUD_TOKEN.into()),
             },
         ))
         .unwrap();
@@ -591,6 +596,8 @@ fn outpost_enroll_registers_the_device_and_keeps_its_key_private() {
                 "HEM-01",
                 "--serial",
                 "SN-20431",
+                "--token",
+                CLOUD_TOKEN,
             ])
             .output()
             .unwrap()
