@@ -399,7 +399,7 @@ fn main() {
     println!(
         "\nmodule peak linear memory: {:.1} MiB (limit {} MiB); malformed units counted: {malformed}",
         peak as f64 / 1048576.0,
-        collector.grant().limits.memory_bytes >> 20
+        collector.grant().limits().memory_bytes >> 20
     );
 }
 

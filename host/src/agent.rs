@@ -4,7 +4,7 @@
 //! host carries on with the others.
 
 use crate::config::{Config, ModuleConfig};
-use crate::events::{Events, HostEvent};
+use crate::events::{Events, HostEvent, Setting};
 use crate::grants::{Grant, GrantError};
 use crate::runtime::{Cache, LoadError, LoadedModule, Runtime, Services};
 use crate::store::Db;
@@ -134,13 +134,13 @@ impl Agent {
         };
         for (name, path) in &config.directories {
             if !path.is_dir() {
-                problem(HostEvent::SettingProblem {
-                    code: format!("directory-missing:{name}"),
-                    text: format!(
+                problem(HostEvent::problem(
+                    Setting::DirectoryMissing(name.clone()),
+                    format!(
                         "logical directory `{name}` points to {}, which is not a directory",
                         path.display()
                     ),
-                });
+                ));
             }
         }
         let uplink = &runtime.services().uplink;
@@ -153,29 +153,31 @@ impl Agent {
                     .iter()
                     .any(|e| e.trim_end_matches('/') == id.server)
                 {
-                    problem(HostEvent::SettingProblem {
-                        code: "uplink-endpoint-mismatch".into(),
-                        text: format!(
+                    problem(HostEvent::problem(
+                        Setting::UplinkEndpointMismatch,
+                        format!(
                             "this device enrolled with {} but uploads go to {}; the cloud there may not know the device",
                             id.server,
                             endpoints.join(", ")
                         ),
-                    });
+                    ));
                 }
                 uplink.set_identity(Some(id));
             }
             Err(e) => {
-                let code = match e {
-                    crate::uplink::identity::IdentityError::NotEnrolled(_) => "device-not-enrolled",
-                    _ => "device-identity-unusable",
+                let setting = match e {
+                    crate::uplink::identity::IdentityError::NotEnrolled(_) => {
+                        Setting::DeviceNotEnrolled
+                    }
+                    _ => Setting::DeviceIdentityUnusable,
                 };
                 tracing::warn!(
                     "{e}; nothing is collected or uploaded until the device is enrolled"
                 );
-                problem(HostEvent::SettingProblem {
-                    code: code.into(),
-                    text: format!("{e}; nothing is collected or uploaded until then"),
-                });
+                problem(HostEvent::problem(
+                    setting,
+                    format!("{e}; nothing is collected or uploaded until then"),
+                ));
             }
         }
         let mut software = vec![(
@@ -192,13 +194,13 @@ impl Agent {
                 software.push((m.name.clone(), verified.manifest().version.clone()));
                 if let Some(dev) = verified.signers().iter().find(|s| s.development) {
                     tracing::warn!(module = %m.name, key = %dev.name, "module signed with a DEVELOPMENT key is running");
-                    problem(HostEvent::SettingProblem {
-                        code: format!("development-key:{}", m.name),
-                        text: format!(
+                    problem(HostEvent::problem(
+                        Setting::DevelopmentKey(m.name.clone()),
+                        format!(
                             "module `{}` is signed with the development key `{}`; allowed only because allow-development-key = true",
                             m.name, dev.name
                         ),
-                    });
+                    ));
                 }
                 Ok(loaded)
             });

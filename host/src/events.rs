@@ -7,6 +7,158 @@ use tokio::sync::broadcast;
 /// Capacity of the event bus; a slow observer loses the oldest events.
 pub const EVENT_BUS_CAPACITY: usize = 1024;
 
+/// How serious something the host reports is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Severity {
+    /// Routine detail.
+    Debug,
+    /// Normal operation worth recording.
+    Info,
+    /// Something the user may want to know.
+    Notice,
+    /// Degraded operation: attention needed soon.
+    Warning,
+    /// A function of the instrument or the PC failed.
+    Error,
+    /// Nothing works until someone acts.
+    Critical,
+}
+
+impl Severity {
+    /// The lowercase name used in storage, events and the CLI.
+    pub fn name(self) -> &'static str {
+        match self {
+            Severity::Debug => "debug",
+            Severity::Info => "info",
+            Severity::Notice => "notice",
+            Severity::Warning => "warning",
+            Severity::Error => "error",
+            Severity::Critical => "critical",
+        }
+    }
+
+    /// The severity named `name`, if it is one.
+    pub fn from_name(name: &str) -> Option<Severity> {
+        Some(match name {
+            "debug" => Severity::Debug,
+            "info" => Severity::Info,
+            "notice" => Severity::Notice,
+            "warning" => Severity::Warning,
+            "error" => Severity::Error,
+            "critical" => Severity::Critical,
+            _ => return None,
+        })
+    }
+}
+
+impl std::fmt::Display for Severity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A problem with the PC's or the agent's settings, by kind: every code the
+/// host raises is one of these, with its severity, so a raise and the
+/// resolution that clears it name the same thing by construction.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Setting {
+    /// A logical directory of `[directories]` is not a directory.
+    DirectoryMissing(String),
+    /// The device is not enrolled: nothing is collected or uploaded.
+    DeviceNotEnrolled,
+    /// `device.json` exists but cannot be used.
+    DeviceIdentityUnusable,
+    /// The device enrolled with another cloud than the one uploads go to.
+    UplinkEndpointMismatch,
+    /// The uploader could not be started.
+    UplinkDisabled,
+    /// Uploads and heartbeats keep failing (no connection, timeouts, 5xx).
+    UplinkUnreachable,
+    /// The cloud's server was reached but its TLS was refused.
+    UplinkTlsRefused,
+    /// The cloud refuses this device.
+    UplinkRejected,
+    /// The cloud refused one batch of a stream; it is kept aside.
+    UplinkDeadLetter(String),
+    /// The PHI guard refused a batch of a module.
+    UplinkGuardRefused(String),
+    /// The spool was full; the oldest batches of a stream were dropped.
+    UplinkDropped(String),
+    /// The spool is full of batches that are never dropped.
+    UplinkSpoolFull,
+    /// The spool cannot be written (disk full, database error).
+    UplinkSpoolUnwritable,
+    /// A module runs under the development key.
+    DevelopmentKey(String),
+    /// A module stays quarantined from an earlier run.
+    Quarantined(String),
+    /// A module could not be loaded.
+    ModuleRefused(String),
+}
+
+impl Setting {
+    /// The stable code, e.g. `directory-missing:instrument-logs`.
+    pub fn code(&self) -> String {
+        let (kind, arg) = match self {
+            Setting::DirectoryMissing(d) => ("directory-missing", Some(d)),
+            Setting::DeviceNotEnrolled => ("device-not-enrolled", None),
+            Setting::DeviceIdentityUnusable => ("device-identity-unusable", None),
+            Setting::UplinkEndpointMismatch => ("uplink-endpoint-mismatch", None),
+            Setting::UplinkDisabled => ("uplink-disabled", None),
+            Setting::UplinkUnreachable => ("uplink-unreachable", None),
+            Setting::UplinkTlsRefused => ("uplink-tls-refused", None),
+            Setting::UplinkRejected => ("uplink-rejected", None),
+            Setting::UplinkDeadLetter(s) => ("uplink-dead-letter", Some(s)),
+            Setting::UplinkGuardRefused(m) => ("uplink-guard-refused", Some(m)),
+            Setting::UplinkDropped(s) => ("uplink-dropped", Some(s)),
+            Setting::UplinkSpoolFull => ("uplink-spool-full", None),
+            Setting::UplinkSpoolUnwritable => ("uplink-spool-unwritable", None),
+            Setting::DevelopmentKey(m) => ("development-key", Some(m)),
+            Setting::Quarantined(m) => ("quarantined", Some(m)),
+            Setting::ModuleRefused(m) => ("module-refused", Some(m)),
+        };
+        match arg {
+            Some(a) => format!("{kind}:{a}"),
+            None => kind.to_owned(),
+        }
+    }
+
+    /// How serious the problem is.
+    pub fn severity(&self) -> Severity {
+        match self {
+            Setting::DirectoryMissing(_)
+            | Setting::DeviceNotEnrolled
+            | Setting::UplinkEndpointMismatch
+            | Setting::UplinkUnreachable
+            | Setting::UplinkDeadLetter(_)
+            | Setting::UplinkDropped(_)
+            | Setting::DevelopmentKey(_) => Severity::Warning,
+            Setting::DeviceIdentityUnusable
+            | Setting::UplinkDisabled
+            | Setting::UplinkTlsRefused
+            | Setting::UplinkRejected
+            | Setting::UplinkGuardRefused(_)
+            | Setting::UplinkSpoolFull
+            | Setting::Quarantined(_)
+            | Setting::ModuleRefused(_) => Severity::Error,
+            Setting::UplinkSpoolUnwritable => Severity::Critical,
+        }
+    }
+}
+
+impl Serialize for Setting {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.code())
+    }
+}
+
+impl std::fmt::Display for Setting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.code())
+    }
+}
+
 /// Something the host observed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(tag = "event", rename_all = "kebab-case")]
@@ -65,10 +217,19 @@ pub enum HostEvent {
     },
     /// A settings problem.
     SettingProblem {
-        /// Stable code.
-        code: String,
+        /// What kind (serialized as its stable `code`).
+        #[serde(rename = "code")]
+        setting: Setting,
+        /// Its severity (from the kind).
+        severity: Severity,
         /// Description.
         text: String,
+    },
+    /// A settings problem raised earlier went away.
+    SettingResolved {
+        /// What kind (serialized as its stable `code`).
+        #[serde(rename = "code")]
+        setting: Setting,
     },
     /// An instrument reported a warning or worse (from a collector's records).
     InstrumentAlert {
@@ -76,8 +237,8 @@ pub enum HostEvent {
         model: String,
         /// Instrument serial.
         serial: String,
-        /// Severity name.
-        severity: String,
+        /// Severity.
+        severity: Severity,
         /// Instrument code.
         code: String,
         /// Redacted text.
@@ -89,8 +250,8 @@ pub enum HostEvent {
         module: String,
         /// Notification key.
         key: String,
-        /// Severity name.
-        severity: String,
+        /// Severity.
+        severity: Severity,
         /// Title.
         title: String,
     },
@@ -113,6 +274,15 @@ pub enum HostEvent {
 }
 
 impl HostEvent {
+    /// A setting problem of kind `setting`, at the kind's severity.
+    pub fn problem(setting: Setting, text: impl Into<String>) -> HostEvent {
+        HostEvent::SettingProblem {
+            severity: setting.severity(),
+            setting,
+            text: text.into(),
+        }
+    }
+
     /// The event's kind, as in its JSON `event` tag.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -124,6 +294,7 @@ impl HostEvent {
             HostEvent::ModuleRecovered { .. } => "module-recovered",
             HostEvent::ModuleQuarantined { .. } => "module-quarantined",
             HostEvent::SettingProblem { .. } => "setting-problem",
+            HostEvent::SettingResolved { .. } => "setting-resolved",
             HostEvent::InstrumentAlert { .. } => "instrument-alert",
             HostEvent::NotificationRaised { .. } => "notification-raised",
             HostEvent::NotificationCleared { .. } => "notification-cleared",
@@ -144,7 +315,9 @@ impl HostEvent {
             | HostEvent::NotificationRaised { module, .. }
             | HostEvent::NotificationCleared { module, .. }
             | HostEvent::RequestRefused { module, .. } => Some(module),
-            HostEvent::SettingProblem { .. } | HostEvent::InstrumentAlert { .. } => None,
+            HostEvent::SettingProblem { .. }
+            | HostEvent::SettingResolved { .. }
+            | HostEvent::InstrumentAlert { .. } => None,
         }
     }
 }

@@ -8,7 +8,7 @@
 
 use crate::agent::Agent;
 use crate::config::SupervisorConfig;
-use crate::events::{Events, HostEvent};
+use crate::events::{Events, HostEvent, Setting};
 use crate::runtime::bindings::collector::exports::outpost::agent::collect::Trigger;
 use crate::runtime::bindings::host_events as wit;
 use crate::runtime::bindings::session_policy::exports::outpost::agent::policy::{
@@ -197,10 +197,10 @@ impl Supervisor {
                 Ok(sender) => tasks.push(tokio::spawn(sender.run(std::future::pending()))),
                 Err(e) => {
                     tracing::error!(error = %e, "uploads disabled");
-                    shared.events.emit(HostEvent::SettingProblem {
-                        code: "uplink-disabled".into(),
-                        text: format!("uploads are disabled: {e:#}"),
-                    });
+                    shared.events.emit(HostEvent::problem(
+                        Setting::UplinkDisabled,
+                        format!("uploads are disabled: {e:#}"),
+                    ));
                 }
             }
         }
@@ -208,15 +208,15 @@ impl Supervisor {
             match quarantine.get(m.name(), &m.file_sha256) {
                 Ok(Some(q)) => {
                     shared.mark_quarantined(m.name(), &q.reason);
-                    shared.events.emit(HostEvent::SettingProblem {
-                        code: format!("quarantined:{}", m.name()),
-                        text: format!(
+                    shared.events.emit(HostEvent::problem(
+                        Setting::Quarantined(m.name().to_owned()),
+                        format!(
                             "module `{}` stays quarantined ({}); release it with `outpost release {} --config FILE` or install a new version",
                             m.name(),
                             q.reason,
                             m.name()
                         ),
-                    });
+                    ));
                     continue;
                 }
                 Ok(None) => {}
@@ -355,6 +355,19 @@ async fn collector_loop(shared: Arc<Shared>, m: Arc<LoadedModule>) {
     }
 }
 
+/// The WIT severity of a host severity.
+fn wit_severity(s: crate::events::Severity) -> Severity {
+    use crate::events::Severity as S;
+    match s {
+        S::Debug => Severity::Debug,
+        S::Info => Severity::Info,
+        S::Notice => Severity::Notice,
+        S::Warning => Severity::Warning,
+        S::Error => Severity::Error,
+        S::Critical => Severity::Critical,
+    }
+}
+
 /// Translate a host event into what the notifier world understands.
 fn to_wit(e: &HostEvent) -> Option<wit::HostEvent> {
     Some(match e {
@@ -372,17 +385,23 @@ fn to_wit(e: &HostEvent) -> Option<wit::HostEvent> {
         }
         HostEvent::ModuleRecovered { module } => wit::HostEvent::ModuleRecovered(module.clone()),
         HostEvent::ModuleRefused { module, reason } => {
+            let setting = Setting::ModuleRefused(module.clone());
             wit::HostEvent::SettingProblem(wit::SettingProblem {
-                code: format!("module-refused:{module}"),
+                code: setting.code(),
+                severity: wit_severity(setting.severity()),
                 text: reason.clone(),
             })
         }
-        HostEvent::SettingProblem { code, text } => {
-            wit::HostEvent::SettingProblem(wit::SettingProblem {
-                code: code.clone(),
-                text: text.clone(),
-            })
-        }
+        HostEvent::SettingProblem {
+            setting,
+            severity,
+            text,
+        } => wit::HostEvent::SettingProblem(wit::SettingProblem {
+            code: setting.code(),
+            severity: wit_severity(*severity),
+            text: text.clone(),
+        }),
+        HostEvent::SettingResolved { setting } => wit::HostEvent::SettingResolved(setting.code()),
         HostEvent::InstrumentAlert {
             model,
             serial,
@@ -394,11 +413,7 @@ fn to_wit(e: &HostEvent) -> Option<wit::HostEvent> {
                 model: model.clone(),
                 serial: serial.clone(),
             },
-            severity: match severity.as_str() {
-                "warning" => Severity::Warning,
-                "error" => Severity::Error,
-                _ => Severity::Critical,
-            },
+            severity: wit_severity(*severity),
             code: code.clone(),
             text: text.clone(),
         }),
@@ -452,6 +467,34 @@ async fn notifier_loop(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn setting_problems_and_resolutions_reach_the_notifier_under_one_code() {
+        let raised = HostEvent::problem(Setting::UplinkTlsRefused, "tls");
+        let Some(wit::HostEvent::SettingProblem(p)) = to_wit(&raised) else {
+            panic!("not a setting problem");
+        };
+        assert_eq!(p.code, "uplink-tls-refused");
+        assert_eq!(p.severity, Severity::Error);
+        let resolved = HostEvent::SettingResolved {
+            setting: Setting::UplinkTlsRefused,
+        };
+        let Some(wit::HostEvent::SettingResolved(code)) = to_wit(&resolved) else {
+            panic!("not a resolution");
+        };
+        assert_eq!(code, p.code);
+        let refused = HostEvent::ModuleRefused {
+            module: "m".into(),
+            reason: "bad".into(),
+        };
+        let Some(wit::HostEvent::SettingProblem(p)) = to_wit(&refused) else {
+            panic!("not a setting problem");
+        };
+        assert_eq!(
+            (p.code.as_str(), p.severity),
+            ("module-refused:m", Severity::Error)
+        );
+    }
 
     #[test]
     fn backoff_doubles_and_is_capped() {

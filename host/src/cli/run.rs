@@ -102,7 +102,12 @@ fn print_event(ev: &HostEvent, json: bool) -> anyhow::Result<()> {
         HostEvent::ModuleQuarantined { module, failures } => {
             format!("QUARANTINE  {module} after {failures} consecutive failures")
         }
-        HostEvent::SettingProblem { code, text } => format!("SETTING     {code}: {text}"),
+        HostEvent::SettingProblem {
+            setting,
+            severity,
+            text,
+        } => format!("SETTING     [{severity}] {setting}: {text}"),
+        HostEvent::SettingResolved { setting } => format!("resolved    {setting}"),
         HostEvent::InstrumentAlert {
             model,
             serial,

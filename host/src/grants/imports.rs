@@ -232,9 +232,9 @@ mod tests {
         let err = check_imports(
             [
                 "wasi:cli/environment@0.2.3",
-                "outpost:agent/log@0.1.0",
-                "outpost:agent/uplink@0.1.0",
-                "outpost:agent/notify@0.1.0",
+                "outpost:agent/log@0.2.0",
+                "outpost:agent/uplink@0.2.0",
+                "outpost:agent/notify@0.2.0",
                 "wasi:http/outgoing-handler@0.2.0",
                 "wasi:cli/environment@0.3.0",
             ],
@@ -243,11 +243,11 @@ mod tests {
         .unwrap_err();
         let text = err.to_string();
         assert!(
-            text.contains("`outpost:agent/uplink@0.1.0` (not in the notifier world)"),
+            text.contains("`outpost:agent/uplink@0.2.0` (not in the notifier world)"),
             "{text}"
         );
         assert!(
-            text.contains("`outpost:agent/notify@0.1.0` (the notification right is not granted)"),
+            text.contains("`outpost:agent/notify@0.2.0` (the notification right is not granted)"),
             "{text}"
         );
         assert!(
@@ -260,6 +260,6 @@ mod tests {
         );
         assert_eq!(err.refused.len(), 4);
         g.notify = true;
-        check_imports(["outpost:agent/notify@0.1.0", "wasi:io/streams@0.2.0"], &g).unwrap();
+        check_imports(["outpost:agent/notify@0.2.0", "wasi:io/streams@0.2.0"], &g).unwrap();
     }
 }

@@ -12,26 +12,35 @@ use crate::store::state::{ModuleState, StateError};
 use crate::untrusted;
 use types::Severity;
 
-/// Severity as the lowercase name used in storage and events.
-pub fn severity_name(s: Severity) -> &'static str {
+/// The host's severity for a WIT severity.
+pub fn host_severity(s: Severity) -> crate::events::Severity {
+    use crate::events::Severity as S;
     match s {
-        Severity::Debug => "debug",
-        Severity::Info => "info",
-        Severity::Notice => "notice",
-        Severity::Warning => "warning",
-        Severity::Error => "error",
-        Severity::Critical => "critical",
+        Severity::Debug => S::Debug,
+        Severity::Info => S::Info,
+        Severity::Notice => S::Notice,
+        Severity::Warning => S::Warning,
+        Severity::Error => S::Error,
+        Severity::Critical => S::Critical,
     }
 }
 
-fn severity_from_name(s: &str) -> Severity {
-    match s {
-        "debug" => Severity::Debug,
-        "info" => Severity::Info,
-        "notice" => Severity::Notice,
-        "warning" => Severity::Warning,
-        "error" => Severity::Error,
-        _ => Severity::Critical,
+/// Severity as the lowercase name used in storage and events.
+pub fn severity_name(s: Severity) -> &'static str {
+    host_severity(s).name()
+}
+
+/// The WIT severity stored under `name` (an unknown name is taken as
+/// critical: it is shown, not hidden).
+fn severity_from_name(name: &str) -> Severity {
+    use crate::events::Severity as S;
+    match S::from_name(name) {
+        Some(S::Debug) => Severity::Debug,
+        Some(S::Info) => Severity::Info,
+        Some(S::Notice) => Severity::Notice,
+        Some(S::Warning) => Severity::Warning,
+        Some(S::Error) => Severity::Error,
+        Some(S::Critical) | None => Severity::Critical,
     }
 }
 
@@ -52,7 +61,7 @@ fn alert(r: &uplink::Record) -> Option<HostEvent> {
         HostEvent::InstrumentAlert {
             model: clean(&e.instrument.model),
             serial: clean(&e.instrument.serial),
-            severity: severity_name(e.severity).to_owned(),
+            severity: host_severity(e.severity),
             code: clean(&e.code),
             text: clean(&e.text),
         }
@@ -268,7 +277,7 @@ impl notify::Host for HostState {
                 services.events.emit(HostEvent::NotificationRaised {
                     module: self.module.name.to_string(),
                     key: n.key,
-                    severity: severity.to_owned(),
+                    severity: host_severity(n.severity),
                     title: title.into_owned(),
                 });
                 Ok(())

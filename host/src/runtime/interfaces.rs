@@ -9,7 +9,7 @@ use wasmparser::{Encoding, Parser, Payload, Validator, WasmFeatures};
 pub struct Interfaces {
     /// Top-level import names, e.g. `wasi:cli/environment@0.2.12`.
     pub imports: Vec<String>,
-    /// Top-level export names, e.g. `outpost:agent/collect@0.1.0`.
+    /// Top-level export names, e.g. `outpost:agent/collect@0.2.0`.
     pub exports: Vec<String>,
 }
 
@@ -37,10 +37,8 @@ pub fn read(bytes: &[u8]) -> Result<Interfaces, InterfaceError> {
     let mut depth = 0usize;
     for payload in Parser::new(0).parse_all(bytes) {
         match payload.map_err(invalid)? {
-            Payload::Version { encoding, .. } if depth == 0 => {
-                if encoding != Encoding::Component {
-                    return Err(InterfaceError::NotAComponent);
-                }
+            Payload::Version { encoding, .. } if depth == 0 && encoding != Encoding::Component => {
+                return Err(InterfaceError::NotAComponent);
             }
             Payload::ModuleSection { .. } | Payload::ComponentSection { .. } => depth += 1,
             Payload::End(_) => depth = depth.saturating_sub(1),

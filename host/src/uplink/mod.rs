@@ -23,7 +23,7 @@ pub mod identity;
 pub mod problem;
 pub mod sender;
 
-use crate::events::{Events, HostEvent};
+use crate::events::{Events, HostEvent, Setting};
 use crate::store::spool::{Spool, SpoolError, StateWrite};
 use identity::Identity;
 use outpost_protocol as p;
@@ -56,6 +56,8 @@ pub struct Uplink {
     identity: RwLock<Option<Arc<Identity>>>,
     max_bytes: std::sync::atomic::AtomicU64,
     queued: tokio::sync::Notify,
+    /// A spool problem raised and not yet resolved (full, unwritable).
+    spool_problem: std::sync::Mutex<Option<Setting>>,
 }
 
 impl Uplink {
@@ -67,6 +69,19 @@ impl Uplink {
             identity: RwLock::new(None),
             max_bytes: DEFAULT_SPOOL_MAX_BYTES.into(),
             queued: tokio::sync::Notify::new(),
+            spool_problem: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// A batch was queued: a spool problem raised before is over.
+    fn resolve_spool_problem(&self) {
+        let raised = self
+            .spool_problem
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(setting) = raised {
+            self.events.emit(HostEvent::SettingResolved { setting });
         }
     }
 
@@ -119,12 +134,10 @@ impl Uplink {
         if let Err(v) = guard::check(&records) {
             let _ = self.spool.count("guard-refused", 1);
             tracing::warn!(module, stream, violation = %v, "batch refused by the PHI guard; not queued");
-            self.events.emit(HostEvent::SettingProblem {
-                code: format!("{}{module}", problem::GUARD_REFUSED_PREFIX),
-                text: format!(
-                    "a batch from module `{module}` on stream `{stream}` was not sent: {v}"
-                ),
-            });
+            self.events.emit(HostEvent::problem(
+                Setting::UplinkGuardRefused(module.to_owned()),
+                format!("a batch from module `{module}` on stream `{stream}` was not sent: {v}"),
+            ));
             return Err(EnqueueError::Guard(v));
         }
         let n = records.len();
@@ -145,31 +158,34 @@ impl Uplink {
             Ok(a) => {
                 for (dropped_stream, count) in &a.dropped {
                     tracing::warn!(stream = %dropped_stream, count, "spool full: oldest batches dropped");
-                    self.events.emit(HostEvent::SettingProblem {
-                        code: format!("{}{dropped_stream}", problem::DROPPED_PREFIX),
-                        text: format!(
+                    self.events.emit(HostEvent::problem(
+                        Setting::UplinkDropped(dropped_stream.clone()),
+                        format!(
                             "the upload queue is full: {count} oldest batch(es) of `{dropped_stream}` dropped to make room (QC and maintenance are never dropped)"
                         ),
-                    });
+                    ));
                 }
                 self.queued.notify_one();
+                self.resolve_spool_problem();
                 Ok(a.seq)
             }
             Err(e) => {
-                let code = match &e {
+                let setting = match &e {
                     // The module's own mistake (key, quota): not a host problem.
                     SpoolError::State(_) => return Err(EnqueueError::Spool(e)),
                     SpoolError::Full { .. } => {
                         let _ = self.spool.count("spool-full", 1);
-                        problem::SPOOL_FULL
+                        Setting::UplinkSpoolFull
                     }
-                    _ => problem::SPOOL_UNWRITABLE,
+                    _ => Setting::UplinkSpoolUnwritable,
                 };
                 tracing::error!(module, stream, error = %e, "batch not queued");
-                self.events.emit(HostEvent::SettingProblem {
-                    code: code.to_owned(),
-                    text: format!("a batch from module `{module}` was not queued: {e}"),
-                });
+                *self.spool_problem.lock().unwrap_or_else(|p| p.into_inner()) =
+                    Some(setting.clone());
+                self.events.emit(HostEvent::problem(
+                    setting,
+                    format!("a batch from module `{module}` was not queued: {e}"),
+                ));
                 Err(EnqueueError::Spool(e))
             }
         }

@@ -37,16 +37,16 @@
 //!   a failed batch (nothing queued is no proof that the cloud is
 //!   reachable), and no request of either kind leaves before the retry is
 //!   due. After [`problem::FAILURES_BEFORE_PROBLEM`] failed attempts in a
-//!   row a setting problem is raised once — [`problem::TLS_REFUSED`] when
-//!   the server was reached but TLS failed, [`problem::UNREACHABLE`]
+//!   row a setting problem is raised once — [`Setting::UplinkTlsRefused`] when
+//!   the server was reached but TLS failed, [`Setting::UplinkUnreachable`]
 //!   otherwise, again only if the kind changes — and the first exchange
-//!   that works raises [`problem::RECOVERED`] and resets the back-off.
+//!   that works resolves it (`HostEvent::SettingResolved`) and resets the back-off.
 //! - Failures are worded by [`crate::net::ConnectError`] ("server … reached,
 //!   TLS refused: the server's certificate expired on …"); answers are read
 //!   up to [`MAX_ANSWER_BYTES`], a longer one is a failure, not cut short.
 
 use super::{Uplink, problem};
-use crate::events::{Events, HostEvent};
+use crate::events::{Events, HostEvent, Setting};
 use crate::net::{ConnectError, Target, read_answer};
 use outpost_protocol as p;
 use std::sync::Arc;
@@ -355,10 +355,10 @@ impl Sender {
                         match self.uplink.spool().dead_letter(b.seq, &reason) {
                             Ok(_) => {
                                 tracing::error!(seq = b.seq, stream = %b.stream, %reason, "the cloud refused this batch; moved to the dead-letter table");
-                                self.events.emit(HostEvent::SettingProblem {
-                                code: format!("{}{}", problem::DEAD_LETTER_PREFIX, b.stream),
-                                text: format!("the cloud refused one batch of `{}` ({reason}); it is kept aside for support and the others go on", b.stream),
-                            });
+                                self.events.emit(HostEvent::problem(
+                                    Setting::UplinkDeadLetter(b.stream.clone()),
+                                    format!("the cloud refused one batch of `{}` ({reason}); it is kept aside for support and the others go on", b.stream),
+                                ));
                             }
                             Err(e) => return (Some(Outcome::Transient(e.to_string())), delivered),
                         }
@@ -448,8 +448,8 @@ struct Health {
     /// No request before this (a back-off or Retry-After is running).
     retry_at: Option<tokio::time::Instant>,
     failures: u32,
-    /// The code (and reason, for rejections) of the problem raised.
-    raised: Option<(&'static str, String)>,
+    /// The problem raised (and its reason, for rejections).
+    raised: Option<(Setting, String)>,
 }
 
 impl Health {
@@ -467,67 +467,72 @@ impl Health {
     fn failed(&mut self, outcome: Outcome, cfg: &SenderConfig, events: &Events) -> Duration {
         self.failures += 1;
         let (wait, code, reason) = match outcome {
-            Outcome::Rejected(reason) => (cfg.retry_max, problem::REJECTED, reason),
+            Outcome::Rejected(reason) => (cfg.retry_max, Setting::UplinkRejected, reason),
             Outcome::RetryAfter(d) => (
                 d,
-                problem::UNREACHABLE,
+                Setting::UplinkUnreachable,
                 format!("the cloud asked to retry after {d:?}"),
             ),
             Outcome::Network(e) => {
                 let wait = jitter(self.backoff);
                 self.backoff = (self.backoff * 2).min(cfg.retry_max);
                 let code = if e.is_tls() {
-                    problem::TLS_REFUSED
+                    Setting::UplinkTlsRefused
                 } else {
-                    problem::UNREACHABLE
+                    Setting::UplinkUnreachable
                 };
                 (wait, code, e.to_string())
             }
             Outcome::Transient(reason) => {
                 let wait = jitter(self.backoff);
                 self.backoff = (self.backoff * 2).min(cfg.retry_max);
-                (wait, problem::UNREACHABLE, reason)
+                (wait, Setting::UplinkUnreachable, reason)
             }
             Outcome::Acked | Outcome::Conflict | Outcome::Refused(_) => {
                 return self.backoff;
             }
         };
-        if code == problem::REJECTED {
-            if self.raised.as_ref().map(|(c, r)| (*c, r.as_str())) != Some((code, &reason)) {
+        if code == Setting::UplinkRejected {
+            if self.raised.as_ref().map(|(c, r)| (c, r.as_str())) != Some((&code, reason.as_str()))
+            {
                 tracing::error!(%reason, "the cloud refuses this device's uploads; nothing is deleted");
-                events.emit(HostEvent::SettingProblem {
-                    code: code.into(),
-                    text: format!("the cloud refuses this device's uploads ({reason}); data is kept; enrolment may need to be renewed"),
-                });
-                self.raised = Some((code, reason));
+                let text = format!(
+                    "the cloud refuses this device's uploads ({reason}); data is kept; enrolment may need to be renewed"
+                );
+                self.raise(code, text, reason, events);
             }
         } else if self.failures >= problem::FAILURES_BEFORE_PROBLEM
-            && self.raised.as_ref().map(|(c, _)| *c) != Some(code)
+            && self.raised.as_ref().map(|(c, _)| c) != Some(&code)
         {
             tracing::warn!(%reason, failures = self.failures, "uploads and heartbeats are failing; will retry (data stays in the spool)");
-            events.emit(HostEvent::SettingProblem {
-                code: code.into(),
-                text: format!(
-                    "the cloud cannot be used ({} attempts in a row failed); data is kept and retried: {reason}",
-                    self.failures
-                ),
-            });
-            self.raised = Some((code, reason));
+            let text = format!(
+                "the cloud cannot be used ({} attempts in a row failed); data is kept and retried: {reason}",
+                self.failures
+            );
+            self.raise(code, text, reason, events);
         } else {
             tracing::debug!(%reason, failures = self.failures, "upload or heartbeat failed; will retry");
         }
         wait
     }
 
-    /// An exchange with the cloud worked: reset, and say so if a problem
-    /// was raised.
+    /// Raise `setting` (resolving a different one raised before).
+    fn raise(&mut self, setting: Setting, text: String, reason: String, events: &Events) {
+        if let Some((old, _)) = self.raised.take()
+            && old != setting
+        {
+            events.emit(HostEvent::SettingResolved { setting: old });
+        }
+        events.emit(HostEvent::problem(setting.clone(), text));
+        self.raised = Some((setting, reason));
+    }
+
+    /// An exchange with the cloud worked: reset, and resolve the problem
+    /// raised, if any.
     fn succeeded(&mut self, cfg: &SenderConfig, events: &Events) {
-        if let Some((code, reason)) = self.raised.take() {
+        if let Some((setting, reason)) = self.raised.take() {
             tracing::info!(previous = %reason, "uplink recovered");
-            events.emit(HostEvent::SettingProblem {
-                code: problem::RECOVERED.into(),
-                text: format!("the cloud answers again (the problem was `{code}`)"),
-            });
+            events.emit(HostEvent::SettingResolved { setting });
         }
         self.failures = 0;
         self.backoff = cfg.retry_initial;

@@ -330,6 +330,7 @@ fn hostile_notifier(name: &str, code: &str, text: &str) -> Result<(), CallError>
     );
     let event = HostEvent::SettingProblem(SettingProblem {
         code: code.into(),
+        severity: outpost_host::runtime::bindings::types::Severity::Warning,
         text: text.into(),
     });
     e.rt.block_on(e.runtime.on_event(&m, event))

@@ -127,3 +127,37 @@ fn session_policy_never_offers_file_transfer_on_a_pc_with_patient_data() {
     let d = e.rt.block_on(e.runtime.evaluate(&m, anonymous)).unwrap();
     assert!(!d.allow && d.offer.is_empty());
 }
+
+#[test]
+fn a_resolved_setting_clears_the_notification_it_raised() {
+    use outpost_host::runtime::bindings::host_events::SettingProblem;
+    use outpost_host::runtime::bindings::types::Severity;
+    let e = env();
+    let m = load_own(
+        outpost_artifacts::NOTIFIER,
+        outpost_artifacts::NOTIFIER_MANIFEST,
+    );
+    let centre = &e.runtime.services().notifications;
+    let code = outpost_host::events::Setting::UplinkTlsRefused.code();
+    e.rt.block_on(e.runtime.on_event(
+        &m,
+        WitEvent::SettingProblem(SettingProblem {
+            code: code.clone(),
+            severity: Severity::Error,
+            text: "server reached, TLS refused".into(),
+        }),
+    ))
+    .unwrap();
+    let key = format!("setting:{code}");
+    let active = centre.active(Some("notifier")).unwrap();
+    let n = active.iter().find(|n| n.key == key).expect("raised");
+    assert_eq!(n.severity, "error", "at the host's severity");
+    e.rt.block_on(e.runtime.on_event(&m, WitEvent::SettingResolved(code)))
+        .unwrap();
+    let active = centre.active(Some("notifier")).unwrap();
+    assert!(active.iter().all(|n| n.key != key), "cleared: {active:?}");
+    assert!(
+        active.iter().all(|n| !n.key.contains("recovered")),
+        "no notification about the recovery itself: {active:?}"
+    );
+}

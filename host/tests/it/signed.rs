@@ -117,7 +117,7 @@ fn the_development_key_runs_only_when_the_config_says_so_and_then_warns() {
         site.build(site.config(signed, &format!("allow-development-key = true\n{dev}")));
     assert_eq!(agent.modules.len(), 1, "{:?}", agent.refused);
     assert!(events.iter().any(|e| matches!(e,
-        HostEvent::SettingProblem { code, .. } if code == "development-key:collector")));
+        HostEvent::SettingProblem { setting, .. } if setting.code() == "development-key:collector")));
 }
 
 #[test]

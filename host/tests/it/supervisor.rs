@@ -164,7 +164,7 @@ file = "{notifier}"
         let agent = Agent::build(Config::load(&config_path).unwrap(), restarted.clone()).unwrap();
         let sup = Supervisor::start(&agent, restarted);
         let said = std::iter::from_fn(|| rx.try_recv().ok()).any(
-            |e| matches!(e, HostEvent::SettingProblem { code, .. } if code == "quarantined:flaky"),
+            |e| matches!(e, HostEvent::SettingProblem { setting, .. } if setting.code() == "quarantined:flaky"),
         );
         assert!(said, "restart reports the quarantine");
         assert!(sup.health()["flaky"].quarantined);

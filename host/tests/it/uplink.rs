@@ -475,7 +475,7 @@ fn a_full_spool_drops_oldest_events_first_never_qc_and_counts_every_drop() {
     );
     let seen: Vec<HostEvent> = std::iter::from_fn(|| rx.try_recv().ok()).collect();
     assert!(
-        seen.iter().any(|e| matches!(e, HostEvent::SettingProblem { code, .. } if code == "uplink-dropped:events")),
+        seen.iter().any(|e| matches!(e, HostEvent::SettingProblem { setting, .. } if setting.code() == "uplink-dropped:events")),
         "{seen:?}"
     );
 
@@ -543,7 +543,7 @@ fn a_full_disk_is_a_clear_error_and_corrupts_nothing() {
     assert!(text.contains("full"), "names the cause: {text}");
     let seen: Vec<HostEvent> = std::iter::from_fn(|| rx.try_recv().ok()).collect();
     assert!(
-        seen.iter().any(|e| matches!(e, HostEvent::SettingProblem { code, .. } if code == "uplink-spool-unwritable")),
+        seen.iter().any(|e| matches!(e, HostEvent::SettingProblem { setting, .. } if setting.code() == "uplink-spool-unwritable")),
         "{seen:?}"
     );
     // What was queued before is intact and still opens.
@@ -581,6 +581,36 @@ fn outpost_enroll_registers_the_device_and_keeps_its_key_private() {
     )
     .unwrap();
     let exe = env!("CARGO_BIN_EXE_outpost");
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, format!("{CLOUD_TOKEN}\n")).unwrap();
+    let registration = [
+        "--email",
+        "lab.it@hospital.example",
+        "--name",
+        "Lab IT",
+        "--instrument-model",
+        "XN-550",
+        "--instrument-id",
+        "HEM-01",
+        "--serial",
+        "SN-20431",
+    ];
+    // A token on the command line is refused (the process list shows it),
+    // and nothing is enrolled.
+    let on_command_line = std::process::Command::new(exe)
+        .args(["enroll", "--config"])
+        .arg(&config)
+        .args(registration)
+        .args(["--token", CLOUD_TOKEN])
+        .output()
+        .unwrap();
+    assert!(!on_command_line.status.success());
+    assert!(
+        String::from_utf8_lossy(&on_command_line.stderr).contains("--token-file"),
+        "{}",
+        String::from_utf8_lossy(&on_command_line.stderr)
+    );
+    assert!(cloud.store().devices().unwrap().is_empty());
     let enroll = || {
         std::process::Command::new(exe)
             .args(["enroll", "--config"])
@@ -596,9 +626,9 @@ fn outpost_enroll_registers_the_device_and_keeps_its_key_private() {
                 "HEM-01",
                 "--serial",
                 "SN-20431",
-                "--token",
-                CLOUD_TOKEN,
+                "--token-file",
             ])
+            .arg(&token_file)
             .output()
             .unwrap()
     };
@@ -837,7 +867,7 @@ fn an_envelope_the_cloud_refuses_is_set_aside_and_the_rest_goes_on() {
     assert_eq!(stored, [first, last]);
     let seen: Vec<HostEvent> = std::iter::from_fn(|| rx.try_recv().ok()).collect();
     assert!(
-        seen.iter().any(|e| matches!(e, HostEvent::SettingProblem { code, .. } if code == "uplink-dead-letter:events")),
+        seen.iter().any(|e| matches!(e, HostEvent::SettingProblem { setting, .. } if setting.code() == "uplink-dead-letter:events")),
         "{seen:?}"
     );
 }

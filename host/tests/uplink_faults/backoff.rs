@@ -3,7 +3,7 @@
 //! once, and told again when it works.
 
 use super::*;
-use outpost_host::events::HostEvent;
+use outpost_host::events::{HostEvent, Setting};
 use outpost_host::uplink::problem;
 use std::sync::atomic::AtomicBool;
 use tokio::sync::{broadcast, mpsc, oneshot};
@@ -54,8 +54,10 @@ async fn front(cloud: SocketAddr) -> Front {
 fn problems(rx: &mut broadcast::Receiver<HostEvent>) -> Vec<(String, String)> {
     let mut out = Vec::new();
     while let Ok(ev) = rx.try_recv() {
-        if let HostEvent::SettingProblem { code, text } = ev {
-            out.push((code, text));
+        match ev {
+            HostEvent::SettingProblem { setting, text, .. } => out.push((setting.code(), text)),
+            HostEvent::SettingResolved { setting } => out.push((setting.code(), "resolved".into())),
+            _ => {}
         }
     }
     out
@@ -113,7 +115,7 @@ async fn a_failing_cloud_with_nothing_queued_backs_off_raises_once_and_recovers(
         "exactly one problem for {ATTEMPTS} failed attempts: {raised:?}"
     );
     let (code, text) = &raised[0];
-    assert_eq!(code, problem::TLS_REFUSED);
+    assert_eq!(*code, Setting::UplinkTlsRefused.code());
     assert!(
         text.contains(&format!(
             "server {} reached, TLS refused: the server's certificate is issued by an unknown certificate authority",
@@ -124,18 +126,19 @@ async fn a_failing_cloud_with_nothing_queued_backs_off_raises_once_and_recovers(
 
     // The cloud becomes reachable: the next attempt recovers.
     front.good.store(true, Ordering::SeqCst);
+    // ... and resolves exactly the problem it raised (a notifier clears it).
     let recovered = tokio::time::timeout(Duration::from_secs(60), async {
         loop {
             match events.recv().await.unwrap() {
-                HostEvent::SettingProblem { code, text } => return (code, text),
+                HostEvent::SettingResolved { setting } => return Ok(setting),
+                HostEvent::SettingProblem { setting, .. } => return Err(setting),
                 _ => continue,
             }
         }
     })
     .await
     .expect("a recovery within the longest back-off");
-    assert_eq!(recovered.0, problem::RECOVERED, "{recovered:?}");
-    assert!(recovered.1.contains(problem::TLS_REFUSED), "{recovered:?}");
+    assert_eq!(recovered, Ok(Setting::UplinkTlsRefused));
     assert!(cloud_counter(cloud.store(), "heartbeat") >= 1);
 
     let _ = stop.send(());
@@ -167,8 +170,8 @@ async fn a_cloud_nobody_answers_for_raises_unreachable() {
     }));
     let first = tokio::time::timeout(Duration::from_secs(60), async {
         loop {
-            if let HostEvent::SettingProblem { code, text } = events.recv().await.unwrap() {
-                return (code, text);
+            if let HostEvent::SettingProblem { setting, text, .. } = events.recv().await.unwrap() {
+                return (setting.code(), text);
             }
         }
     })
@@ -177,7 +180,7 @@ async fn a_cloud_nobody_answers_for_raises_unreachable() {
     assert_eq!(
         first,
         (
-            problem::UNREACHABLE.to_owned(),
+            Setting::UplinkUnreachable.code(),
             format!(
                 "the cloud cannot be used ({} attempts in a row failed); data is kept and retried: cannot reach {endpoint}: connection refused",
                 problem::FAILURES_BEFORE_PROBLEM

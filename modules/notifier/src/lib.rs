@@ -5,7 +5,8 @@
 //! | module failed | raise `module:<name>`, warning |
 //! | module quarantined | raise `module:<name>`, error |
 //! | module recovered | clear `module:<name>` |
-//! | setting problem | raise `setting:<code>`, warning |
+//! | setting problem | raise `setting:<code>` at the severity the host gives |
+//! | setting resolved | clear `setting:<code>` |
 //! | instrument event, warning or worse | raise `instrument:<serial>:<code>` at its severity |
 
 use outpost_sdk::notify::{self, Notification};
@@ -64,10 +65,11 @@ pub fn action_for(event: HostEvent) -> Action {
         HostEvent::ModuleRecovered(module) => Action::Clear(format!("module:{module}")),
         HostEvent::SettingProblem(p) => Action::Raise(Notification::new(
             format!("setting:{}", p.code),
-            Severity::Warning,
+            p.severity,
             "Setting problem".to_string(),
             p.text,
         )),
+        HostEvent::SettingResolved(code) => Action::Clear(format!("setting:{code}")),
         HostEvent::InstrumentEvent(alert) if alert.severity.at_least(Severity::Warning) => {
             let serial = &alert.instrument.serial;
             Action::Raise(Notification::new(
@@ -130,12 +132,22 @@ mod tests {
             Action::Clear("module:collector".into())
         );
         let setting = HostEvent::SettingProblem(SettingProblem {
-            code: "logical-dir-missing:instrument-logs".into(),
+            code: "directory-missing:instrument-logs".into(),
+            severity: Severity::Error,
             text: "missing".into(),
         });
         assert_eq!(
-            raised(action_for(setting)).0,
-            "setting:logical-dir-missing:instrument-logs"
+            raised(action_for(setting)),
+            (
+                "setting:directory-missing:instrument-logs".into(),
+                Severity::Error
+            )
+        );
+        assert_eq!(
+            action_for(HostEvent::SettingResolved(
+                "directory-missing:instrument-logs".into()
+            )),
+            Action::Clear("setting:directory-missing:instrument-logs".into())
         );
         assert_eq!(
             raised(action_for(alert(Severity::Warning))),
