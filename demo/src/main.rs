@@ -124,7 +124,24 @@ async fn demo(work: PathBuf, args: Args) -> anyhow::Result<()> {
     let events = Events::default();
     let rx = events.subscribe();
     let agent = Agent::build(config.clone(), events.clone())?;
-    let supervisor = Supervisor::start(&agent, events);
+    let supervisor = std::sync::Arc::new(Supervisor::start(&agent, events.clone()));
+    // The local API and dashboard (port 8787, or any free one if taken).
+    let api = outpost_host::cli::start_api(&agent, &supervisor, &events).await;
+    if api.is_some() {
+        let client = outpost_host::api::client::ApiClient::new(&agent.config, "demo")?;
+        #[derive(serde::Deserialize)]
+        struct Code {
+            url: String,
+        }
+        match client.post::<Code>("/api/v1/login-codes").await {
+            Ok(c) => eprintln!(
+                "dashboard: {} (one-time link; later ones: `cargo run --bin outpost -- dashboard --config {}`)",
+                c.url,
+                agent.config.path.display()
+            ),
+            Err(e) => eprintln!("dashboard: not available ({e})"),
+        }
+    }
     let request = SupportRequest {
         requester: "support.engineer@vendor.example".into(),
         region: "eu".into(),
@@ -157,6 +174,9 @@ async fn demo(work: PathBuf, args: Args) -> anyhow::Result<()> {
     });
     let result = outpost_host::cli::serve(rx, args.json, args.seconds).await;
     report.abort();
+    if let Some(api) = api {
+        api.shutdown().await;
+    }
     drop(supervisor);
     println!("cloud, at the end: {}", arrived(cloud.store())?);
     cloud.shutdown().await;
@@ -195,6 +215,14 @@ fn arrived(store: &outpost_cloud::Store) -> anyhow::Result<String> {
     ))
 }
 
+/// `port` if nothing listens on it, else 0 (any free port).
+fn free_port_or_any(port: u16) -> u16 {
+    match std::net::TcpListener::bind(("127.0.0.1", port)) {
+        Ok(_) => port,
+        Err(_) => 0,
+    }
+}
+
 fn write_config(work: &Path, interval: u64, server: &str) -> anyhow::Result<PathBuf> {
     let path = work.join("outpost.toml");
     let text = outpost_artifacts::example_config(&work.join("state"), interval)
@@ -207,6 +235,12 @@ fn write_config(work: &Path, interval: u64, server: &str) -> anyhow::Result<Path
         .replace(
             "heartbeat-interval-secs = 300",
             "heartbeat-interval-secs = 10",
+        )
+        // Port 8787 if free, any other otherwise (`outpost` finds it in the
+        // state directory).
+        .replace(
+            "listen = \"127.0.0.1:8787\"",
+            &format!("listen = \"127.0.0.1:{}\"", free_port_or_any(8787)),
         )
         .replace(
             "extra-ca-files = []",

@@ -69,6 +69,9 @@ pub struct Config {
     /// Uploads to the vendor's cloud.
     #[serde(default)]
     pub uplink: UplinkConfig,
+    /// The local API (dashboard, CLI).
+    #[serde(default)]
+    pub api: ApiConfig,
     /// Modules to run.
     #[serde(default, rename = "module")]
     pub modules: Vec<ModuleConfig>,
@@ -143,6 +146,28 @@ impl Region {
                 "https://ingest.outpost-cloud.example.cn:443",
                 "https://ingest-2.outpost-cloud.example.cn:443",
             ],
+        }
+    }
+}
+
+/// The local API: loopback only.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// Serve the API (and the dashboard) while the host runs.
+    pub enabled: bool,
+    /// Where it listens: a loopback address and port (anything else is
+    /// refused when the config is read).
+    pub listen: std::net::SocketAddr,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            enabled: true,
+            listen: crate::api::DEFAULT_LISTEN
+                .parse()
+                .expect("the default listen address parses"),
         }
     }
 }
@@ -330,6 +355,7 @@ impl Config {
         }
         cfg.policy.validate().map_err(invalid)?;
         cfg.uplink.validate().map_err(invalid)?;
+        crate::api::check_listen(cfg.api.listen).map_err(|e| invalid(e.to_string()))?;
         for m in &cfg.modules {
             if let Some(p) = &m.policy {
                 p.validate()

@@ -95,6 +95,8 @@ pub enum Setting {
     Quarantined(String),
     /// A module could not be loaded.
     ModuleRefused(String),
+    /// The local API (dashboard, CLI) could not be started.
+    ApiUnavailable,
 }
 
 impl Setting {
@@ -117,6 +119,7 @@ impl Setting {
             Setting::DevelopmentKey(m) => ("development-key", Some(m)),
             Setting::Quarantined(m) => ("quarantined", Some(m)),
             Setting::ModuleRefused(m) => ("module-refused", Some(m)),
+            Setting::ApiUnavailable => ("api-unavailable", None),
         };
         match arg {
             Some(a) => format!("{kind}:{a}"),
@@ -133,7 +136,8 @@ impl Setting {
             | Setting::UplinkUnreachable
             | Setting::UplinkDeadLetter(_)
             | Setting::UplinkDropped(_)
-            | Setting::DevelopmentKey(_) => Severity::Warning,
+            | Setting::DevelopmentKey(_)
+            | Setting::ApiUnavailable => Severity::Warning,
             Setting::DeviceIdentityUnusable
             | Setting::UplinkDisabled
             | Setting::UplinkTlsRefused
@@ -246,6 +250,8 @@ pub enum HostEvent {
     },
     /// A module raised or updated a notification.
     NotificationRaised {
+        /// The notification's id.
+        id: i64,
         /// Module name.
         module: String,
         /// Notification key.
@@ -255,12 +261,33 @@ pub enum HostEvent {
         /// Title.
         title: String,
     },
-    /// A module cleared a notification.
+    /// A notification ended: its module cleared it, or the person
+    /// dismissed it.
     NotificationCleared {
+        /// The notification's id.
+        id: i64,
         /// Module name.
         module: String,
         /// Notification key.
         key: String,
+        /// `module`, or the client through which the person dismissed it.
+        by: String,
+    },
+    /// The person acknowledged a notification (it stays active).
+    NotificationAcknowledged {
+        /// The notification's id.
+        id: i64,
+        /// Module name.
+        module: String,
+        /// Notification key.
+        key: String,
+        /// The client through which it was acknowledged.
+        client: String,
+    },
+    /// The operator lifted a module's quarantine; it runs again.
+    ModuleReleased {
+        /// Module name.
+        module: String,
     },
     /// An outbound request was refused by the network grant.
     RequestRefused {
@@ -298,6 +325,8 @@ impl HostEvent {
             HostEvent::InstrumentAlert { .. } => "instrument-alert",
             HostEvent::NotificationRaised { .. } => "notification-raised",
             HostEvent::NotificationCleared { .. } => "notification-cleared",
+            HostEvent::NotificationAcknowledged { .. } => "notification-acknowledged",
+            HostEvent::ModuleReleased { .. } => "module-released",
             HostEvent::RequestRefused { .. } => "request-refused",
         }
     }
@@ -314,6 +343,8 @@ impl HostEvent {
             | HostEvent::ModuleQuarantined { module, .. }
             | HostEvent::NotificationRaised { module, .. }
             | HostEvent::NotificationCleared { module, .. }
+            | HostEvent::NotificationAcknowledged { module, .. }
+            | HostEvent::ModuleReleased { module }
             | HostEvent::RequestRefused { module, .. } => Some(module),
             HostEvent::SettingProblem { .. }
             | HostEvent::SettingResolved { .. }

@@ -7,10 +7,12 @@
 #![deny(unsafe_code)]
 
 pub mod agent;
+pub mod api;
 pub mod cli;
 pub mod config;
 pub mod events;
 pub mod grants;
+pub mod metrics;
 pub mod net;
 pub mod runtime;
 pub mod store;

@@ -155,16 +155,28 @@ impl Shared {
 pub struct Supervisor {
     shared: Arc<Shared>,
     holds_patient_data: bool,
+    enrolled: bool,
     modules: Vec<Arc<LoadedModule>>,
-    tasks: Vec<JoinHandle<()>>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl Drop for Supervisor {
     fn drop(&mut self) {
-        for t in &self.tasks {
+        for t in self.tasks.lock().unwrap_or_else(|p| p.into_inner()).iter() {
             t.abort();
         }
     }
+}
+
+/// Why a release was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ReleaseError {
+    /// No module of that name is loaded.
+    #[error("no module of that name is loaded")]
+    Unknown,
+    /// The quarantine list could not be changed.
+    #[error(transparent)]
+    Db(#[from] crate::store::DbError),
 }
 
 impl Supervisor {
@@ -248,9 +260,59 @@ impl Supervisor {
         Supervisor {
             shared,
             holds_patient_data: agent.config.site.holds_patient_data,
+            enrolled,
             modules: agent.modules.clone(),
-            tasks,
+            tasks: Mutex::new(tasks),
         }
+    }
+
+    /// Lift `module`'s quarantine (persisted and in memory) and run it again
+    /// at once. Returns whether it was quarantined. Must run inside the
+    /// tokio runtime the supervisor started on.
+    pub fn release(&self, module: &str) -> Result<bool, ReleaseError> {
+        let m = self
+            .modules
+            .iter()
+            .find(|m| m.name() == module)
+            .ok_or(ReleaseError::Unknown)?;
+        let persisted = self.shared.quarantine.release(module)?;
+        let was = {
+            let mut all = self.shared.health.lock().unwrap_or_else(|p| p.into_inner());
+            let h = all.entry(module.to_owned()).or_default();
+            let was = h.quarantined;
+            h.quarantined = false;
+            h.consecutive_failures = 0;
+            was
+        };
+        if !was {
+            return Ok(persisted);
+        }
+        tracing::info!(module, "quarantine lifted; the module runs again");
+        self.shared.events.emit(HostEvent::ModuleReleased {
+            module: module.to_owned(),
+        });
+        self.shared.events.emit(HostEvent::SettingResolved {
+            setting: Setting::Quarantined(module.to_owned()),
+        });
+        let task = match m.world() {
+            World::Collector if self.enrolled => {
+                Some(tokio::spawn(collector_loop(self.shared.clone(), m.clone())))
+            }
+            World::Notifier => {
+                let rx = self.shared.events.subscribe();
+                Some(tokio::spawn(notifier_loop(
+                    self.shared.clone(),
+                    m.clone(),
+                    Vec::new(),
+                    rx,
+                )))
+            }
+            _ => None,
+        };
+        if let Some(t) = task {
+            self.tasks.lock().unwrap_or_else(|p| p.into_inner()).push(t);
+        }
+        Ok(true)
     }
 
     /// Health of every module.
@@ -384,6 +446,7 @@ fn to_wit(e: &HostEvent) -> Option<wit::HostEvent> {
             wit::HostEvent::ModuleQuarantined(module.clone())
         }
         HostEvent::ModuleRecovered { module } => wit::HostEvent::ModuleRecovered(module.clone()),
+        HostEvent::ModuleReleased { module } => wit::HostEvent::ModuleReleased(module.clone()),
         HostEvent::ModuleRefused { module, reason } => {
             let setting = Setting::ModuleRefused(module.clone());
             wit::HostEvent::SettingProblem(wit::SettingProblem {

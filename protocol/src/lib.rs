@@ -138,6 +138,6 @@ pub use envelope::{
 pub use error::ProtocolError;
 pub use identity::{DeviceId, DeviceKey, MAX_STREAM_LEN, validate_stream};
 pub use records::{
-    BatchBody, Heartbeat, InstallState, Instrument, InstrumentEvent, MaintenanceEvent, QcResult,
-    Record, Severity, SoftwareStatus, Timestamp,
+    BatchBody, Heartbeat, InstallState, Instrument, InstrumentEvent, MaintenanceEvent,
+    NotificationState, NotificationStatus, QcResult, Record, Severity, SoftwareStatus, Timestamp,
 };

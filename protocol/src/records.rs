@@ -135,8 +135,48 @@ pub struct Heartbeat {
     pub time: Timestamp,
 }
 
-/// One record of a batch (WIT `record`). JSON: the arm's fields plus
-/// `"kind": "qc" | "maintenance" | "event" | "software" | "heartbeat"`.
+/// What happened to a notification (host status, not a module's record).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NotificationState {
+    /// Raised, or raised again with new content.
+    Raised,
+    /// The person at the PC acknowledged it.
+    Acknowledged,
+    /// Its module cleared it (the cause went away).
+    Cleared,
+    /// The person at the PC dismissed it.
+    Dismissed,
+}
+
+/// A change of the notifications shown at the PC, reported by the host as
+/// device status: which module's notification, its key and severity, its
+/// title (checked by the PHI guard before it was kept), what happened and
+/// through which client. Never a notification's body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct NotificationStatus {
+    /// The instrument of this PC (the first configured one).
+    pub instrument: Instrument,
+    /// The module that raised it.
+    pub module: String,
+    /// The module's key for it.
+    pub key: String,
+    /// Its severity.
+    pub severity: Severity,
+    /// What happened.
+    pub state: NotificationState,
+    /// Its one-line title.
+    pub title: String,
+    /// `module`, or the client through which the person acted.
+    pub by: String,
+    /// When.
+    pub time: Timestamp,
+}
+
+/// One record of a batch (WIT `record`, plus the host's own notification
+/// status). JSON: the arm's fields plus `"kind": "qc" | "maintenance" |
+/// "event" | "software" | "heartbeat" | "notification"`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum Record {
@@ -150,6 +190,8 @@ pub enum Record {
     Software(SoftwareStatus),
     /// Heartbeat.
     Heartbeat(Heartbeat),
+    /// A notification change (from the host, never from a module).
+    Notification(NotificationStatus),
 }
 
 impl Record {
@@ -161,6 +203,7 @@ impl Record {
             Record::Event(_) => "event",
             Record::Software(_) => "software",
             Record::Heartbeat(_) => "heartbeat",
+            Record::Notification(_) => "notification",
         }
     }
 }

@@ -77,5 +77,6 @@ pub fn stream_of(r: &p::Record) -> &'static str {
         p::Record::Event(_) => "events",
         p::Record::Software(_) => "software",
         p::Record::Heartbeat(_) => "heartbeat",
+        p::Record::Notification(_) => "notifications",
     }
 }

@@ -3,7 +3,7 @@
 
 use crate::agent::{grant_for, verify_module};
 use crate::config::Config;
-use crate::grants::Grant;
+use crate::grants::GrantSummary;
 use crate::runtime::{Runtime, Services};
 use crate::store::versions::Versions;
 use serde::Serialize;
@@ -26,37 +26,6 @@ struct ModuleCheck {
     ok: bool,
     error: Option<String>,
     grant: Option<GrantSummary>,
-}
-
-#[derive(Serialize)]
-struct GrantSummary {
-    world: String,
-    directories: Vec<String>,
-    endpoints: Vec<String>,
-    uplink_streams: Vec<String>,
-    notify: bool,
-    state_quota_bytes: u64,
-    permissions: Vec<String>,
-    memory_mib: usize,
-    cpu_ms: u32,
-    wall_ms: u32,
-}
-
-impl From<&Grant> for GrantSummary {
-    fn from(g: &Grant) -> Self {
-        GrantSummary {
-            world: g.world().to_string(),
-            directories: g.directories().keys().cloned().collect(),
-            endpoints: g.endpoints().iter().map(ToString::to_string).collect(),
-            uplink_streams: g.uplink_streams().iter().cloned().collect(),
-            notify: g.notify(),
-            state_quota_bytes: g.state_quota_bytes(),
-            permissions: g.permissions().iter().map(ToString::to_string).collect(),
-            memory_mib: g.limits().memory_bytes >> 20,
-            cpu_ms: g.limits().cpu_ms,
-            wall_ms: g.limits().wall_ms,
-        }
-    }
 }
 
 pub fn exec(a: Args) -> anyhow::Result<ExitCode> {

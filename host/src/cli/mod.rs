@@ -2,6 +2,7 @@
 //! Errors print as `outpost: {:#}` with the chain of what was being attempted.
 
 mod check_config;
+mod dashboard;
 mod enroll;
 mod inspect;
 mod keygen;
@@ -9,10 +10,11 @@ mod notifications;
 mod release;
 mod run;
 mod sign;
+mod status;
 mod uplink;
 mod verify;
 
-pub use run::{run, serve};
+pub use run::{run, serve, start_api};
 
 use clap::{Parser, Subcommand};
 use std::io::Write;
@@ -41,8 +43,16 @@ enum Command {
     Verify(verify::Args),
     /// Check a host config: policies, manifests, grants and module linking.
     CheckConfig(check_config::Args),
-    /// List the active notifications.
+    /// The running service at a glance: modules, enrolment, uploads.
+    Status(status::Args),
+    /// The notifications of the running service (`--watch` follows them).
     Notifications(notifications::Args),
+    /// Acknowledge a notification (it stays until its cause is gone).
+    Ack(notifications::ActArgs),
+    /// Dismiss a notification.
+    Dismiss(notifications::ActArgs),
+    /// Print a one-time login link to the dashboard of the running service.
+    Dashboard(dashboard::Args),
     /// Lift the quarantine of a module (it runs again at the next start).
     Release(release::Args),
     /// Register this device with the vendor's cloud (device id and key).
@@ -62,7 +72,11 @@ pub fn main() -> ExitCode {
         Command::Sign(a) => sign::exec(a),
         Command::Verify(a) => verify::exec(a),
         Command::CheckConfig(a) => check_config::exec(a),
+        Command::Status(a) => status::exec(a),
         Command::Notifications(a) => notifications::exec(a),
+        Command::Ack(a) => notifications::act(a, false),
+        Command::Dismiss(a) => notifications::act(a, true),
+        Command::Dashboard(a) => dashboard::exec(a),
         Command::Release(a) => release::exec(a),
         Command::Enroll(a) => enroll::exec(a),
         Command::Uplink(a) => uplink::exec(a),

@@ -8,6 +8,7 @@ use anyhow::Context;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use tokio::sync::broadcast;
 
 /// Arguments of `outpost run`.
@@ -38,10 +39,45 @@ pub async fn run(config: Config, json: bool, seconds: Option<u64>) -> anyhow::Re
     let path = config.path.clone();
     let agent = Agent::build(config, events.clone())
         .with_context(|| format!("while starting the host from {}", path.display()))?;
-    let supervisor = Supervisor::start(&agent, events);
+    let supervisor = Arc::new(Supervisor::start(&agent, events.clone()));
+    let api = start_api(&agent, &supervisor, &events).await;
     let result = serve(rx, json, seconds).await;
+    if let Some(api) = api {
+        api.shutdown().await;
+    }
     drop(supervisor);
     result
+}
+
+/// Start the local API of `agent` if its config enables it. A failure to
+/// start it (port in use, ...) is a setting problem, not the end of the
+/// host: collection and uploads go on without it.
+pub async fn start_api(
+    agent: &Agent,
+    supervisor: &Arc<Supervisor>,
+    events: &Events,
+) -> Option<crate::api::RunningApi> {
+    let api = &agent.config.api;
+    if !api.enabled {
+        return None;
+    }
+    let ctx = crate::api::ApiContext {
+        supervisor: supervisor.clone(),
+        services: agent.runtime.services().clone(),
+        events: events.clone(),
+        agent: crate::api::AgentFacts::of(agent),
+    };
+    match crate::api::start(ctx, api.listen, &agent.config.state_dir, Default::default()).await {
+        Ok(running) => Some(running),
+        Err(e) => {
+            tracing::error!(error = %e, "local API not started");
+            events.emit(HostEvent::problem(
+                crate::events::Setting::ApiUnavailable,
+                format!("the local API (dashboard, `outpost status`) is not available: {e}"),
+            ));
+            None
+        }
+    }
 }
 
 /// Print events from `rx` until Ctrl-C or `seconds` elapse (the caller keeps
@@ -118,6 +154,7 @@ fn print_event(ev: &HostEvent, json: bool) -> anyhow::Result<()> {
             format!("instrument  {model} {serial} {severity} {code}: {text}")
         }
         HostEvent::NotificationRaised {
+            id: _,
             module,
             key,
             severity,
@@ -125,7 +162,16 @@ fn print_event(ev: &HostEvent, json: bool) -> anyhow::Result<()> {
         } => {
             format!("notify      [{severity}] {title} ({module}/{key})")
         }
-        HostEvent::NotificationCleared { module, key } => format!("cleared     {module}/{key}"),
+        HostEvent::NotificationCleared {
+            module, key, by, ..
+        } => format!("cleared     {module}/{key} (by {by})"),
+        HostEvent::NotificationAcknowledged {
+            module,
+            key,
+            client,
+            ..
+        } => format!("acked       {module}/{key} (via {client})"),
+        HostEvent::ModuleReleased { module } => format!("released    {module}"),
         HostEvent::RequestRefused {
             module,
             authority,

@@ -112,14 +112,24 @@ fn split(name: &str) -> Option<(&str, &str, Option<&str>)> {
     Some((pkg, iface, ver))
 }
 
-/// Whether `ver` is semver-compatible with the version this host links.
+/// The version of the `outpost:agent` WIT package this host links (the
+/// `package` line of every file in `wit/`; a test holds them together).
+pub const AGENT_PACKAGE_VERSION: &str = "0.2.0";
+
+/// Whether `ver` is semver-compatible with the version this host links
+/// (for 0.x versions: the same minor version).
 fn version_ok(pkg: &str, ver: Option<&str>) -> bool {
     let want = if pkg.starts_with("wasi:") {
         "0.2."
     } else {
-        "0.1."
+        AGENT_PACKAGE_VERSION
+            .rsplit_once('.')
+            .map_or(AGENT_PACKAGE_VERSION, |(minor, _)| minor)
     };
-    ver.is_some_and(|v| v.starts_with(want))
+    ver.is_some_and(|v| {
+        v.strip_prefix(want)
+            .is_some_and(|rest| want.ends_with('.') || rest.starts_with('.'))
+    })
 }
 
 /// Whether an import `name` is allowed for `grant`; `Err(reason)` otherwise.
@@ -227,6 +237,27 @@ mod tests {
     }
 
     #[test]
+    fn the_linked_agent_version_is_the_wit_package_version() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../wit");
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "wit") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                assert!(
+                    text.starts_with(&format!("package outpost:agent@{AGENT_PACKAGE_VERSION};")),
+                    "{}",
+                    path.display()
+                );
+            }
+        }
+        assert!(version_ok("outpost:agent", Some("0.2.0")));
+        assert!(version_ok("outpost:agent", Some("0.2.7")));
+        assert!(!version_ok("outpost:agent", Some("0.1.0")));
+        assert!(!version_ok("outpost:agent", Some("0.20.0")));
+        assert!(!version_ok("outpost:agent", None));
+    }
+
+    #[test]
     fn refuses_imports_outside_world_or_grant_naming_them() {
         let mut g = Grant::empty("n", World::Notifier);
         let err = check_imports(
@@ -237,6 +268,7 @@ mod tests {
                 "outpost:agent/notify@0.2.0",
                 "wasi:http/outgoing-handler@0.2.0",
                 "wasi:cli/environment@0.3.0",
+                "outpost:agent/host-info@0.1.0",
             ],
             &g,
         )
@@ -258,7 +290,14 @@ mod tests {
             text.contains("`wasi:cli/environment@0.3.0` (version 0.3.0"),
             "{text}"
         );
-        assert_eq!(err.refused.len(), 4);
+        // A module built against the previous package version names it.
+        assert!(
+            text.contains(
+                "`outpost:agent/host-info@0.1.0` (version 0.1.0 is not linked by this host)"
+            ),
+            "{text}"
+        );
+        assert_eq!(err.refused.len(), 5);
         g.notify = true;
         check_imports(["outpost:agent/notify@0.2.0", "wasi:io/streams@0.2.0"], &g).unwrap();
     }

@@ -361,6 +361,48 @@ fn intersect(
     })
 }
 
+/// A grant as the CLI and the local API show it.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct GrantSummary {
+    /// world.
+    pub world: String,
+    /// directories.
+    pub directories: Vec<String>,
+    /// endpoints.
+    pub endpoints: Vec<String>,
+    /// uplink streams.
+    pub uplink_streams: Vec<String>,
+    /// notify.
+    pub notify: bool,
+    /// state quota bytes.
+    pub state_quota_bytes: u64,
+    /// permissions.
+    pub permissions: Vec<String>,
+    /// memory mib.
+    pub memory_mib: usize,
+    /// cpu ms.
+    pub cpu_ms: u32,
+    /// wall ms.
+    pub wall_ms: u32,
+}
+
+impl From<&Grant> for GrantSummary {
+    fn from(g: &Grant) -> Self {
+        GrantSummary {
+            world: g.world().to_string(),
+            directories: g.directories().keys().cloned().collect(),
+            endpoints: g.endpoints().iter().map(ToString::to_string).collect(),
+            uplink_streams: g.uplink_streams().iter().cloned().collect(),
+            notify: g.notify(),
+            state_quota_bytes: g.state_quota_bytes(),
+            permissions: g.permissions().iter().map(ToString::to_string).collect(),
+            memory_mib: g.limits().memory_bytes >> 20,
+            cpu_ms: g.limits().cpu_ms,
+            wall_ms: g.limits().wall_ms,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -228,6 +228,27 @@ impl HostState {
     }
 }
 
+/// Most notification raises and clears one call may make: each is a
+/// durable database write, and a person reads a few notifications, not
+/// thousands (a notifier in a loop must not turn into a write storm).
+pub const MAX_NOTIFY_CHANGES_PER_CALL: u32 = 64;
+
+impl HostState {
+    /// Count one notification change; the refusal once the call's budget
+    /// is spent.
+    fn notify_budget(&mut self) -> Option<notify::NotifyError> {
+        self.notify_changes += 1;
+        if self.notify_changes == MAX_NOTIFY_CHANGES_PER_CALL + 1 {
+            tracing::warn!(target: "outpost.module", module = &*self.module.name, "notification changes over the per-call budget are refused");
+        }
+        (self.notify_changes > MAX_NOTIFY_CHANGES_PER_CALL).then(|| {
+            notify::NotifyError::Unavailable(format!(
+                "more than {MAX_NOTIFY_CHANGES_PER_CALL} notification changes in one call"
+            ))
+        })
+    }
+}
+
 /// Why a notification key cannot be kept, if it cannot: control characters
 /// or an identifier the PHI guard recognises (keys are stored, listed and
 /// shown as they are).
@@ -242,6 +263,8 @@ fn notify_err(e: NotifyError) -> notify::NotifyError {
     match e {
         NotifyError::InvalidKey => notify::NotifyError::InvalidKey,
         NotifyError::TooManyActive(n) => notify::NotifyError::TooManyActive(n),
+        // Only the person's acknowledge and dismiss can meet this.
+        NotifyError::NotActive(_) => notify::NotifyError::InvalidKey,
         NotifyError::Db(e) => notify::NotifyError::Unavailable(e.to_string()),
     }
 }
@@ -258,6 +281,9 @@ impl notify::Host for HostState {
         &mut self,
         n: notify::Notification,
     ) -> wasmtime::Result<Result<(), notify::NotifyError>> {
+        if let Some(refused) = self.notify_budget() {
+            return Ok(Err(refused));
+        }
         let services = &self.module.services;
         let severity = severity_name(n.severity);
         // The key is an identifier the module chose: it must be plain text
@@ -273,8 +299,14 @@ impl notify::Host for HostState {
             .notifications
             .raise(&self.module.name, &n.key, severity, &title, &body);
         Ok(match res {
-            Ok(_) => {
+            Ok((stored, _new)) => {
+                services.report_notification(
+                    &stored,
+                    outpost_protocol::NotificationState::Raised,
+                    "module",
+                );
                 services.events.emit(HostEvent::NotificationRaised {
+                    id: stored.id,
                     module: self.module.name.to_string(),
                     key: n.key,
                     severity: host_severity(n.severity),
@@ -287,14 +319,25 @@ impl notify::Host for HostState {
     }
 
     fn clear(&mut self, key: String) -> wasmtime::Result<Result<bool, notify::NotifyError>> {
+        if let Some(refused) = self.notify_budget() {
+            return Ok(Err(refused));
+        }
         let services = &self.module.services;
         Ok(
             match services.notifications.clear(&self.module.name, &key) {
-                Ok(was) => {
-                    if was {
+                Ok(ended) => {
+                    let was = ended.is_some();
+                    if let Some(n) = ended {
+                        services.report_notification(
+                            &n,
+                            outpost_protocol::NotificationState::Cleared,
+                            "module",
+                        );
                         services.events.emit(HostEvent::NotificationCleared {
+                            id: n.id,
                             module: self.module.name.to_string(),
                             key,
+                            by: "module".into(),
                         });
                     }
                     Ok(was)

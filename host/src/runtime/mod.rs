@@ -63,6 +63,8 @@ pub struct Services {
     pub instruments: Vec<Instrument>,
     /// TLS client configuration for modules' HTTPS.
     pub tls: Arc<rustls::ClientConfig>,
+    /// The host's metrics.
+    pub metrics: crate::metrics::Metrics,
 }
 
 impl Services {
@@ -82,9 +84,77 @@ impl Services {
             events,
             instruments,
             tls,
+            metrics: crate::metrics::Metrics::new(),
         })
     }
 }
+
+impl Services {
+    /// Report a notification change to the vendor's cloud as device status
+    /// (stream `notifications`), when the device is enrolled: module, key,
+    /// severity, title (already checked by the PHI guard when it was kept),
+    /// what happened and by whom — never the body. Best effort: a failure
+    /// is logged (and the spool raises its own problems); it never fails
+    /// the module's call or the person's action.
+    pub fn report_notification(
+        &self,
+        n: &crate::store::notifications::Notification,
+        state: outpost_protocol::NotificationState,
+        by: &str,
+    ) {
+        use outpost_protocol as p;
+        if self.uplink.identity().is_none() {
+            return;
+        }
+        let severity = match n.severity.as_str() {
+            "debug" => p::Severity::Debug,
+            "info" => p::Severity::Info,
+            "notice" => p::Severity::Notice,
+            "warning" => p::Severity::Warning,
+            "error" => p::Severity::Error,
+            _ => p::Severity::Critical,
+        };
+        let instrument = self
+            .instruments
+            .first()
+            .map(|i| p::Instrument {
+                model: i.model.clone(),
+                serial: i.serial.clone(),
+            })
+            .unwrap_or(p::Instrument {
+                model: String::new(),
+                serial: String::new(),
+            });
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let record = p::Record::Notification(p::NotificationStatus {
+            instrument,
+            module: n.module.clone(),
+            key: n.key.clone(),
+            severity,
+            state,
+            title: n.title.clone(),
+            by: by.to_owned(),
+            time: p::Timestamp {
+                seconds: now.as_secs() as i64,
+                nanoseconds: now.subsec_nanos(),
+            },
+        });
+        if let Err(e) =
+            self.uplink
+                .enqueue(NOTIFICATIONS_MODULE, NOTIFICATIONS_STREAM, vec![record])
+        {
+            tracing::warn!(target: "outpost.uplink", error = %e, "notification status not queued");
+        }
+    }
+}
+
+/// The uplink stream of notification status (the host's own, droppable
+/// like events when the spool is full).
+pub const NOTIFICATIONS_STREAM: &str = "notifications";
+/// The module name the host's own notification status is queued under.
+pub const NOTIFICATIONS_MODULE: &str = "outpost-host";
 
 /// Why a module could not be loaded. Each names the module or file.
 #[derive(Debug, thiserror::Error)]
@@ -143,6 +213,20 @@ pub enum CallError {
     /// The module returned an error result.
     #[error("module error: {0}")]
     Module(String),
+}
+
+impl CallError {
+    /// The failure's kind, as a metrics label and for summaries.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            CallError::CpuDeadline(_) => "cpu-deadline",
+            CallError::WallDeadline(_) => "wall-deadline",
+            CallError::MemoryLimit(_) => "memory-limit",
+            CallError::Trap(_) => "trap",
+            CallError::Setup(_) => "setup",
+            CallError::Module(_) => "module-error",
+        }
+    }
 }
 
 enum WorldPre {
@@ -493,13 +577,36 @@ impl Runtime {
         let wall = m.ctx.grant.limits().wall_ms;
         let started = std::time::Instant::now();
         let res = tokio::time::timeout(Duration::from_millis(wall.into()), async {
+            let t0 = std::time::Instant::now();
             let inst = pre.instantiate_async(&mut store).await?;
+            self.services
+                .metrics
+                .instantiated(t0.elapsed().as_secs_f64());
             inst.outpost_agent_collect()
                 .call_collect(&mut store, trigger)
                 .await
         })
         .await;
-        finish(res, &store, wall, started)?.map_err(module_error)
+        let out = finish(res, &store, wall, started).and_then(|r| r.map_err(module_error));
+        self.record(m, "collect", &out, started);
+        out
+    }
+
+    /// Count a finished call in the metrics.
+    fn record<T>(
+        &self,
+        m: &LoadedModule,
+        call: &str,
+        out: &Result<T, CallError>,
+        started: std::time::Instant,
+    ) {
+        let outcome = match out {
+            Ok(_) => "ok",
+            Err(e) => e.kind(),
+        };
+        self.services
+            .metrics
+            .call(m.name(), call, outcome, started.elapsed().as_secs_f64());
     }
 
     /// Deliver a host event to a notifier module.
@@ -516,13 +623,19 @@ impl Runtime {
         let wall = m.ctx.grant.limits().wall_ms;
         let started = std::time::Instant::now();
         let res = tokio::time::timeout(Duration::from_millis(wall.into()), async {
+            let t0 = std::time::Instant::now();
             let inst = pre.instantiate_async(&mut store).await?;
+            self.services
+                .metrics
+                .instantiated(t0.elapsed().as_secs_f64());
             inst.outpost_agent_notify_handler()
                 .call_on_event(&mut store, &event)
                 .await
         })
         .await;
-        finish(res, &store, wall, started)?.map_err(module_error)
+        let out = finish(res, &store, wall, started).and_then(|r| r.map_err(module_error));
+        self.record(m, "on-event", &out, started);
+        out
     }
 
     /// Ask a session-policy module to decide a support request. The decision is
@@ -545,13 +658,19 @@ impl Runtime {
         let started = std::time::Instant::now();
         let requested = request.permissions.clone();
         let res = tokio::time::timeout(Duration::from_millis(wall.into()), async {
+            let t0 = std::time::Instant::now();
             let inst = pre.instantiate_async(&mut store).await?;
+            self.services
+                .metrics
+                .instantiated(t0.elapsed().as_secs_f64());
             inst.outpost_agent_policy()
                 .call_evaluate(&mut store, &request)
                 .await
         })
         .await;
-        let mut decision = finish(res, &store, wall, started)?;
+        let out = finish(res, &store, wall, started);
+        self.record(m, "evaluate", &out, started);
+        let mut decision = out?;
         let granted = &m.ctx.grant.permissions();
         decision
             .offer

@@ -48,6 +48,8 @@ pub struct HostState {
     pub(crate) cpu_ticks_used: u64,
     pub(crate) cpu_ticks_max: u64,
     pub(crate) cpu_exceeded: bool,
+    /// Notification raises and clears made in this call.
+    pub(crate) notify_changes: u32,
 }
 
 impl HostState {
@@ -102,6 +104,7 @@ impl HostState {
             cpu_ticks_used: 0,
             cpu_ticks_max,
             cpu_exceeded: false,
+            notify_changes: 0,
             module,
         })
     }

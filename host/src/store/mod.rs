@@ -49,16 +49,25 @@ CREATE TABLE IF NOT EXISTS module_state (
     value  BLOB NOT NULL,
     PRIMARY KEY (module, key)
 ) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS notifications (
-    module     TEXT NOT NULL,
-    key        TEXT NOT NULL,
-    severity   TEXT NOT NULL,
-    title      TEXT NOT NULL,
-    body       TEXT NOT NULL,
-    raised_at  INTEGER NOT NULL,
-    updated_at INTEGER NOT NULL,
-    PRIMARY KEY (module, key)
-) WITHOUT ROWID;
+-- Notifications from raise to end: active ones (active = 1, at most one
+-- per module and key) and a bounded history (see notifications.rs).
+CREATE TABLE IF NOT EXISTS notification_log (
+    id              INTEGER PRIMARY KEY AUTOINCREMENT,
+    module          TEXT NOT NULL,
+    key             TEXT NOT NULL,
+    severity        TEXT NOT NULL,
+    title           TEXT NOT NULL,
+    body            TEXT NOT NULL,
+    raised_at       INTEGER NOT NULL,
+    updated_at      INTEGER NOT NULL,
+    acknowledged_at INTEGER,
+    acknowledged_by TEXT,
+    cleared_at      INTEGER,
+    cleared_by      TEXT,
+    active          INTEGER NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS notification_active
+    ON notification_log (module, key) WHERE active = 1;
 CREATE TABLE IF NOT EXISTS installed_versions (
     module       TEXT PRIMARY KEY,
     major        INTEGER NOT NULL,
@@ -121,6 +130,7 @@ impl Db {
             .and_then(|_| conn.pragma_update(None, "synchronous", "FULL"))
             .and_then(|_| conn.busy_timeout(std::time::Duration::from_secs(5)))
             .and_then(|_| conn.execute_batch(SCHEMA))
+            .and_then(|_| migrate(&conn))
             .map_err(|e| open_err(e.to_string()))?;
         Ok(Db {
             conn: Arc::new(Mutex::new(conn)),
@@ -160,8 +170,29 @@ impl Db {
     }
 }
 
+/// Bring a database written by an earlier version up to date, in one
+/// transaction: active notifications of the old `notifications` table move
+/// to `notification_log`.
+fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+    let old: bool = conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'notifications')",
+        [],
+        |r| r.get(0),
+    )?;
+    if old {
+        conn.execute_batch(
+            "BEGIN IMMEDIATE;
+             INSERT INTO notification_log (module, key, severity, title, body, raised_at, updated_at, active)
+                 SELECT module, key, severity, title, body, raised_at, updated_at, 1 FROM notifications;
+             DROP TABLE notifications;
+             COMMIT;",
+        )?;
+    }
+    Ok(())
+}
+
 /// Seconds since the Unix epoch.
-pub(crate) fn now_secs() -> i64 {
+pub fn now_secs() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)

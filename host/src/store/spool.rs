@@ -27,7 +27,7 @@ pub const MAX_BATCH_RECORDS: usize = 1000;
 /// Streams whose oldest batches may be dropped when the spool is full.
 /// Everything else (qc, maintenance, software, audit, and any stream not
 /// listed) is kept until acknowledged.
-pub const DROPPABLE_STREAMS: &[&str] = &["events", "logs", "heartbeat"];
+pub const DROPPABLE_STREAMS: &[&str] = &["events", "logs", "heartbeat", "notifications"];
 
 /// Whether batches of `stream` may be dropped when the spool is full.
 pub fn droppable(stream: &str) -> bool {

@@ -266,6 +266,13 @@ fn check_record(record: &Record) -> Result<(), Hit> {
             text("version", &s.version)?;
         }
         Record::Heartbeat(h) => instrument(&h.instrument)?,
+        Record::Notification(n) => {
+            instrument(&n.instrument)?;
+            text("module", &n.module)?;
+            text("key", &n.key)?;
+            text("title", &n.title)?;
+            text("by", &n.by)?;
+        }
     }
     Ok(())
 }

@@ -394,3 +394,46 @@ fn a_notification_key_holding_patient_data_is_refused() {
         "reagent:low"
     );
 }
+
+#[test]
+fn a_flooding_or_trapping_notifier_bounds_itself_and_stalls_nothing() {
+    let e = env();
+    let module = "hostile-notify-flood";
+    // 10,000 new keys in one call: the per-call budget refuses most, and
+    // never more than 100 stay active.
+    let started = Instant::now();
+    hostile_notifier(module, "flood:10000", "").unwrap();
+    assert!(notifications_of(module).len() <= 64, "per-call budget");
+    hostile_notifier(module, "flood:10000", "").unwrap();
+    assert!(
+        notifications_of(module).len()
+            <= outpost_host::store::notifications::MAX_ACTIVE_PER_MODULE as usize
+    );
+    // Raise-and-clear churn: history stays bounded however long it goes on.
+    for _ in 0..40 {
+        hostile_notifier(module, "churn:10000", "").unwrap();
+    }
+    let history = e
+        .runtime
+        .services()
+        .notifications
+        .history(u32::MAX)
+        .unwrap();
+    assert!(
+        history.len() <= outpost_host::store::notifications::MAX_HISTORY as usize,
+        "{}",
+        history.len()
+    );
+    // A notifier that traps ends its call only.
+    assert!(matches!(
+        hostile_notifier("hostile-notify-trap", "trap", ""),
+        Err(CallError::Trap(_))
+    ));
+    // Meanwhile and after, other modules run as usual.
+    assert!(collect("hostile-notify-bystander", "ok", "", DEFAULT_LIMITS).is_ok());
+    assert!(
+        started.elapsed() < Duration::from_secs(120),
+        "{:?}",
+        started.elapsed()
+    );
+}

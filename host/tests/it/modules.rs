@@ -161,3 +161,45 @@ fn a_resolved_setting_clears_the_notification_it_raised() {
         "no notification about the recovery itself: {active:?}"
     );
 }
+
+#[test]
+fn notification_changes_go_out_as_device_status_without_the_body() {
+    let e = env();
+    let m = load_own(
+        outpost_artifacts::NOTIFIER,
+        outpost_artifacts::NOTIFIER_MANIFEST,
+    );
+    let spool = &e.runtime.services().spool;
+    let before = spool.list().unwrap().last().map(|b| b.seq).unwrap_or(0);
+    e.rt.block_on(
+        e.runtime
+            .on_event(&m, WitEvent::ModuleQuarantined("status-probe".into())),
+    )
+    .unwrap();
+    e.rt.block_on(
+        e.runtime
+            .on_event(&m, WitEvent::ModuleRecovered("status-probe".into())),
+    )
+    .unwrap();
+    let mine: Vec<String> = spool
+        .list()
+        .unwrap()
+        .into_iter()
+        .filter(|b| b.seq > before && b.stream == "notifications")
+        .map(|b| batch_json(b.seq))
+        .filter(|json| json.contains("module:status-probe"))
+        .collect();
+    assert_eq!(mine.len(), 2, "raised and cleared: {mine:?}");
+    assert!(
+        mine[0].contains("\"kind\":\"notification\"") && mine[0].contains("\"state\":\"raised\"")
+    );
+    assert!(
+        mine[0].contains("Module status-probe stopped"),
+        "the title goes out"
+    );
+    assert!(
+        !mine[0].contains("quarantined. Contact"),
+        "the body does not"
+    );
+    assert!(mine[1].contains("\"state\":\"cleared\"") && mine[1].contains("\"by\":\"module\""));
+}

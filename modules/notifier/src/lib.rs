@@ -4,7 +4,7 @@
 //! | --- | --- |
 //! | module failed | raise `module:<name>`, warning |
 //! | module quarantined | raise `module:<name>`, error |
-//! | module recovered | clear `module:<name>` |
+//! | module recovered or released | clear `module:<name>` |
 //! | setting problem | raise `setting:<code>` at the severity the host gives |
 //! | setting resolved | clear `setting:<code>` |
 //! | instrument event, warning or worse | raise `instrument:<serial>:<code>` at its severity |
@@ -62,7 +62,9 @@ pub fn action_for(event: HostEvent) -> Action {
                 "The {module} module failed repeatedly and is quarantined. Contact your administrator or vendor support."
             ),
         )),
-        HostEvent::ModuleRecovered(module) => Action::Clear(format!("module:{module}")),
+        HostEvent::ModuleRecovered(module) | HostEvent::ModuleReleased(module) => {
+            Action::Clear(format!("module:{module}"))
+        }
         HostEvent::SettingProblem(p) => Action::Raise(Notification::new(
             format!("setting:{}", p.code),
             p.severity,

@@ -1,0 +1,178 @@
+// The outpost dashboard. Talks only to the API it was served by; shows data
+// with textContent (never as markup); refreshes from the live event stream.
+"use strict";
+
+const SEVERITY_WORDS = {
+  critical: "Needs action now",
+  error: "Something failed",
+  warning: "Needs attention soon",
+  notice: "For your information",
+  info: "For your information",
+  debug: "Detail",
+};
+
+const STATE_WORDS = {
+  running: "Working",
+  failing: "Having trouble — retrying by itself",
+  quarantined: "Stopped after repeated failures — contact your administrator",
+  refused: "Not started — contact your administrator",
+};
+
+const $ = (id) => document.getElementById(id);
+
+function el(tag, className, text) {
+  const e = document.createElement(tag);
+  if (className) e.className = className;
+  if (text !== undefined) e.textContent = text;
+  return e;
+}
+
+function when(unixSeconds) {
+  if (!unixSeconds) return "";
+  return new Date(unixSeconds * 1000).toLocaleString();
+}
+
+async function api(path, options) {
+  const res = await fetch(path, Object.assign({ credentials: "same-origin" }, options || {}));
+  if (res.status === 401) {
+    showLogin();
+    throw new Error("not logged in");
+  }
+  if (!res.ok) throw new Error(path + ": " + res.status);
+  return res.json();
+}
+
+function showLogin() {
+  $("login").hidden = false;
+  $("app").hidden = true;
+  setLive(false, "not logged in");
+}
+
+function setLive(on, text) {
+  const live = $("live");
+  live.className = on ? "live" : "live off";
+  live.textContent = text;
+}
+
+function whatToDo(n) {
+  if (n.key.startsWith("instrument:")) return "Check the instrument and its manual for this code.";
+  if (n.key.startsWith("setting:")) return "This is about the PC's settings: tell your administrator.";
+  if (n.key.startsWith("module:")) return "The agent retries by itself; if this stays, tell your administrator.";
+  return "";
+}
+
+function renderNotifications(list) {
+  const ul = $("notifications");
+  ul.replaceChildren();
+  $("none").hidden = list.active.length > 0;
+  let attention = 0;
+  for (const n of list.active) {
+    if (!n.acknowledged_at && (n.severity === "critical" || n.severity === "error" || n.severity === "warning")) attention++;
+    const li = el("li", "note " + n.severity + (n.acknowledged_at ? " acked" : ""));
+    li.dataset.id = String(n.id);
+    const head = el("div", "head");
+    head.append(el("span", "badge " + n.severity, n.severity), el("span", "title", n.title));
+    head.append(el("span", "meta", SEVERITY_WORDS[n.severity] || ""));
+    li.append(head);
+    if (n.body) li.append(el("div", "body", n.body));
+    const hint = whatToDo(n);
+    if (hint) li.append(el("div", "what", hint));
+    let meta = "Since " + when(n.raised_at);
+    if (n.updated_at !== n.raised_at) meta += " · updated " + when(n.updated_at);
+    if (n.acknowledged_at) meta += " · acknowledged " + when(n.acknowledged_at) + " (" + n.acknowledged_by + ")";
+    li.append(el("div", "meta", meta));
+    const actions = el("div", "actions");
+    if (!n.acknowledged_at) {
+      const ack = el("button", "primary ack", "Acknowledge");
+      ack.addEventListener("click", () => act(ack, n.id, "acknowledge"));
+      actions.append(ack);
+    }
+    const dismiss = el("button", "dismiss", "Dismiss");
+    dismiss.addEventListener("click", () => act(dismiss, n.id, "dismiss"));
+    actions.append(dismiss);
+    li.append(actions);
+    ul.append(li);
+  }
+  $("count-attention").textContent = String(attention);
+  $("tile-attention").className = attention > 0 ? "tile alert" : "tile";
+}
+
+async function act(button, id, what) {
+  button.disabled = true;
+  try {
+    await api("/api/v1/notifications/" + id + "/" + what, { method: "POST" });
+  } catch (e) {
+    button.disabled = false;
+  }
+  refreshNotifications();
+}
+
+function renderStatus(s) {
+  const tbody = $("modules");
+  tbody.replaceChildren();
+  let running = 0;
+  for (const m of s.modules) {
+    if (m.state === "running") running++;
+    const tr = el("tr");
+    tr.append(el("td", "", m.name));
+    tr.append(el("td", "state-" + m.state, STATE_WORDS[m.state] || m.state));
+    tr.append(el("td", "", String(m.calls_ok) + " ok, " + String(m.calls_failed) + " failed"));
+    tr.append(el("td", "", m.last_error || ""));
+    tbody.append(tr);
+  }
+  for (const r of s.refused_modules) {
+    const tr = el("tr");
+    tr.append(el("td", "", r.module), el("td", "state-refused", STATE_WORDS.refused), el("td", "", ""), el("td", "", r.reason));
+    tbody.append(tr);
+  }
+  $("count-modules").textContent = running + " of " + (s.modules.length + s.refused_modules.length);
+  $("count-waiting").textContent = String(s.uplink.waiting_batches);
+  $("device").textContent = s.enrolment.enrolled ? s.enrolment.device_id : "not registered with the vendor yet";
+  $("waiting").textContent = s.uplink.waiting_batches + " report(s), " + s.uplink.waiting_bytes + " bytes";
+  $("delivered").textContent = String(s.uplink.delivered);
+  $("dropped").textContent = String(s.uplink.dropped);
+  $("refused").textContent = String(s.uplink.refused);
+  $("footer").textContent = "outpost " + s.agent.version + " · running since " + when(s.agent.started_at);
+}
+
+async function refreshNotifications() {
+  try { renderNotifications(await api("/api/v1/notifications")); } catch (e) { /* shown by api() */ }
+}
+
+async function refreshStatus() {
+  try { renderStatus(await api("/api/v1/status")); } catch (e) { /* shown by api() */ }
+}
+
+function listen() {
+  const source = new EventSource("/api/v1/events");
+  source.addEventListener("open", () => setLive(true, "live"));
+  source.addEventListener("error", () => setLive(false, "reconnecting…"));
+  for (const kind of ["notification-raised", "notification-cleared", "notification-acknowledged", "resync"]) {
+    source.addEventListener(kind, () => refreshNotifications());
+  }
+  for (const kind of ["module-failed", "module-recovered", "module-quarantined", "module-released", "call-succeeded", "setting-problem", "setting-resolved", "resync"]) {
+    source.addEventListener(kind, () => scheduleStatus());
+  }
+}
+
+let statusTimer = null;
+function scheduleStatus() {
+  // Many events in a burst make one refresh.
+  if (statusTimer) return;
+  statusTimer = setTimeout(() => { statusTimer = null; refreshStatus(); }, 250);
+}
+
+async function start() {
+  try {
+    renderStatus(await api("/api/v1/status"));
+  } catch (e) {
+    return;
+  }
+  $("login").hidden = true;
+  $("app").hidden = false;
+  await refreshNotifications();
+  listen();
+  setInterval(refreshStatus, 30000);
+}
+
+start();
