@@ -9,6 +9,7 @@
 pub mod agent;
 pub mod cli;
 pub mod config;
+pub mod diagnose;
 pub mod events;
 pub mod grants;
 pub mod net;

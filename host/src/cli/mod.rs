@@ -2,7 +2,9 @@
 //! Errors print as `outpost: {:#}` with the chain of what was being attempted.
 
 mod check_config;
+mod doctor;
 mod enroll;
+mod firewall_rules;
 mod inspect;
 mod keygen;
 mod notifications;
@@ -49,6 +51,10 @@ enum Command {
     Enroll(enroll::Args),
     /// Show the upload queue: batches waiting, delivered, dropped, refused.
     Uplink(uplink::Args),
+    /// Check endpoints (DNS, TCP, TLS, HTTP), clock, disk, spool and modules, and say what to fix (exit code 1 if something fails).
+    Doctor(doctor::Args),
+    /// Print the outbound allowlist (host patterns, port) as text, JSON, nftables or PowerShell.
+    FirewallRules(firewall_rules::Args),
 }
 
 /// Entry point of the `outpost` binary.
@@ -66,6 +72,8 @@ pub fn main() -> ExitCode {
         Command::Release(a) => release::exec(a),
         Command::Enroll(a) => enroll::exec(a),
         Command::Uplink(a) => uplink::exec(a),
+        Command::Doctor(a) => doctor::exec(a),
+        Command::FirewallRules(a) => firewall_rules::exec(a),
     };
     match result {
         Ok(code) => code,

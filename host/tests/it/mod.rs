@@ -1,5 +1,6 @@
 mod cli;
 mod collector;
+mod doctor;
 mod harness;
 mod hostile;
 mod limits;
