@@ -1,6 +1,6 @@
 //! Checks of this PC: clock, proxy settings, free disk, the state database,
 //! the upload spool, the enrolment, the mapped directories, module states.
-//! Nothing here writes to the state directory.
+//! Nothing here creates the state directory or its database.
 
 use super::inventory::{ModuleInfo, RefusalKind, existing_db};
 use super::probe::ServerDate;

@@ -21,10 +21,11 @@
 //! with any [`Status::Fail`] makes `outpost doctor` exit with status 1;
 //! warnings alone do not.
 //!
-//! Architecture Invariant: the doctor never writes to the state directory
-//! (it opens the database only if it exists, and verifies modules against a
-//! scratch version ledger otherwise), never runs a module, and sends nothing
-//! but a TLS handshake and one `GET` per endpoint.
+//! Architecture Invariant: the doctor never creates the state directory or
+//! its database (an existing database is opened as the host opens it and
+//! only read; without one, modules are verified against a scratch version
+//! ledger), never compiles or runs a module, and sends nothing but a TLS
+//! handshake and one `GET` per endpoint.
 
 pub mod firewall;
 pub mod inventory;
@@ -211,8 +212,8 @@ impl Report {
     }
 }
 
-/// Run every check of `outpost doctor` for `config`. Never writes to the
-/// state directory; must run inside a tokio runtime.
+/// Run every check of `outpost doctor` for `config`. Never creates the
+/// state directory or its database; must run inside a tokio runtime.
 pub async fn doctor(config: &Config) -> Report {
     let mut findings = Vec::new();
     let modules = inventory::modules(config);
