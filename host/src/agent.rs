@@ -88,15 +88,20 @@ pub fn verify_module(
     })
 }
 
+/// The PEM bytes of `config`'s `[network] extra-ca-files`, in order.
+pub fn extra_ca_pems(config: &Config) -> anyhow::Result<Vec<Vec<u8>>> {
+    config
+        .network
+        .extra_ca_files
+        .iter()
+        .map(|f| std::fs::read(f).with_context(|| format!("cannot read CA file {}", f.display())))
+        .collect()
+}
+
 /// The TLS client configuration of `config`'s `[network]` (built-in roots
 /// and/or `extra-ca-files`; TLS 1.2 minimum).
 pub fn tls_for(config: &Config) -> anyhow::Result<Arc<rustls::ClientConfig>> {
-    let mut pems = Vec::new();
-    for f in &config.network.extra_ca_files {
-        pems.push(
-            std::fs::read(f).with_context(|| format!("cannot read CA file {}", f.display()))?,
-        );
-    }
+    let pems = extra_ca_pems(config)?;
     crate::net::tls_config(&pems, config.network.only_extra_cas)
         .map_err(anyhow::Error::msg)
         .with_context(|| format!("network settings in {}", config.path.display()))

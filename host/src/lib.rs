@@ -10,6 +10,7 @@ pub mod agent;
 pub mod api;
 pub mod cli;
 pub mod config;
+pub mod diagnose;
 pub mod events;
 pub mod grants;
 pub mod metrics;

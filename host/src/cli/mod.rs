@@ -3,7 +3,9 @@
 
 mod check_config;
 mod dashboard;
+mod doctor;
 mod enroll;
+mod firewall_rules;
 mod inspect;
 mod keygen;
 mod notifications;
@@ -59,6 +61,10 @@ enum Command {
     Enroll(enroll::Args),
     /// Show the upload queue: batches waiting, delivered, dropped, refused.
     Uplink(uplink::Args),
+    /// Check endpoints (DNS, TCP, TLS, HTTP), clock, disk, spool and modules, and say what to fix (exit code 1 if something fails).
+    Doctor(doctor::Args),
+    /// Print the outbound allowlist (host patterns, port) as text, JSON, nftables or PowerShell.
+    FirewallRules(firewall_rules::Args),
 }
 
 /// Entry point of the `outpost` binary.
@@ -80,6 +86,8 @@ pub fn main() -> ExitCode {
         Command::Release(a) => release::exec(a),
         Command::Enroll(a) => enroll::exec(a),
         Command::Uplink(a) => uplink::exec(a),
+        Command::Doctor(a) => doctor::exec(a),
+        Command::FirewallRules(a) => firewall_rules::exec(a),
     };
     match result {
         Ok(code) => code,

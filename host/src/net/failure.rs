@@ -1,7 +1,7 @@
 //! Why a request to a server failed, in words for the operator.
 //!
 //! One classification for every HTTPS client of the host (enrolment, the
-//! uplink sender, later `outpost doctor`): a [`ConnectError`] says whether
+//! uplink sender, `outpost doctor`): a [`ConnectError`] says whether
 //! the server was reached at all, and when TLS failed, a [`TlsFailure`] says
 //! why (no common version or cipher, expired certificate with its date,
 //! unknown issuer with the config key that fixes it, wrong name with the
@@ -65,6 +65,8 @@ pub enum TlsFailure {
     BadCertificate(String),
     /// The server sent an alert other than the ones above.
     Alert(String),
+    /// The connection closed during the handshake without a TLS alert.
+    ClosedDuringHandshake,
     /// Anything else rustls reported.
     Other(String),
 }
@@ -121,6 +123,9 @@ impl fmt::Display for TlsFailure {
                 write!(f, "the server's certificate is not acceptable: {why}")
             }
             TlsFailure::Alert(alert) => write!(f, "the server ended the handshake ({alert})"),
+            TlsFailure::ClosedDuringHandshake => f.write_str(
+                "the connection was closed during the handshake without a TLS alert (a firewall or proxy that filters by server name, or a server that speaks no TLS version this host offers)",
+            ),
             TlsFailure::Other(why) => f.write_str(why),
         }
     }
@@ -361,6 +366,54 @@ impl ConnectError {
         ConnectError::Other { server, reason }
     }
 
+    /// Classify a failed TCP connection attempt to `target`.
+    pub fn from_connect_io(e: &std::io::Error, target: &Target<'_>) -> ConnectError {
+        let server = target.server.to_owned();
+        match e.kind() {
+            std::io::ErrorKind::ConnectionRefused => ConnectError::Refused { server },
+            std::io::ErrorKind::TimedOut => ConnectError::ConnectTimeout {
+                server,
+                after: target.timeout,
+            },
+            _ => ConnectError::Unreachable {
+                server,
+                reason: chain_text(e),
+            },
+        }
+    }
+
+    /// Classify a failed TLS handshake over a connected socket (tokio-rustls
+    /// carries the rustls error inside an `io::Error`).
+    pub fn from_handshake_io(e: &std::io::Error, target: &Target<'_>) -> ConnectError {
+        let server = target.server.to_owned();
+        if let Some(tls) = chain(e)
+            .iter()
+            .find_map(|l| l.downcast_ref::<rustls::Error>())
+        {
+            return ConnectError::Tls {
+                server,
+                failure: TlsFailure::from_rustls(tls),
+            };
+        }
+        use std::io::ErrorKind as K;
+        match e.kind() {
+            K::TimedOut => ConnectError::NoAnswer {
+                server,
+                after: target.timeout,
+            },
+            K::UnexpectedEof | K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe => {
+                ConnectError::Tls {
+                    server,
+                    failure: TlsFailure::ClosedDuringHandshake,
+                }
+            }
+            _ => ConnectError::Other {
+                server,
+                reason: chain_text(e),
+            },
+        }
+    }
+
     /// Whether the server was reached and refused TLS.
     pub fn is_tls(&self) -> bool {
         matches!(self, ConnectError::Tls { .. })
@@ -465,6 +518,54 @@ mod tests {
         assert_eq!(at(1_609_545_600), "2021-01-02T00:00:00Z");
         assert_eq!(at(1_719_496_447), "2024-06-27T13:54:07Z");
         assert_eq!(at(4_102_444_799), "2099-12-31T23:59:59Z");
+    }
+
+    #[test]
+    fn socket_errors_of_a_direct_connection_are_classified() {
+        use std::io::{Error, ErrorKind};
+        let target = Target {
+            server: "a.example:443",
+            timeout: Duration::from_secs(5),
+        };
+        let refused = ConnectError::from_connect_io(&ErrorKind::ConnectionRefused.into(), &target);
+        assert_eq!(
+            refused.to_string(),
+            "cannot reach a.example:443: connection refused"
+        );
+        assert!(matches!(
+            ConnectError::from_connect_io(&ErrorKind::TimedOut.into(), &target),
+            ConnectError::ConnectTimeout { .. }
+        ));
+        let unreachable = ConnectError::from_connect_io(
+            &Error::new(ErrorKind::HostUnreachable, "no route to host"),
+            &target,
+        );
+        assert_eq!(
+            unreachable.to_string(),
+            "cannot reach a.example:443: no route to host"
+        );
+        // tokio-rustls carries the rustls error inside an io::Error.
+        let alert = Error::new(
+            ErrorKind::InvalidData,
+            rustls::Error::AlertReceived(rustls::AlertDescription::ProtocolVersion),
+        );
+        assert_eq!(
+            ConnectError::from_handshake_io(&alert, &target),
+            ConnectError::Tls {
+                server: "a.example:443".into(),
+                failure: TlsFailure::NoCommonVersion
+            }
+        );
+        for kind in [ErrorKind::UnexpectedEof, ErrorKind::ConnectionReset] {
+            assert_eq!(
+                ConnectError::from_handshake_io(&kind.into(), &target),
+                ConnectError::Tls {
+                    server: "a.example:443".into(),
+                    failure: TlsFailure::ClosedDuringHandshake
+                },
+                "{kind:?}"
+            );
+        }
     }
 
     #[test]

@@ -45,12 +45,21 @@ pub const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 10_000;
 /// First-byte timeout when the module sets none.
 pub const DEFAULT_FIRST_BYTE_TIMEOUT_MS: u64 = 30_000;
 
-/// Build the TLS client configuration: TLS 1.2 and 1.3 only, web PKI roots
-/// plus the operator's extra CAs (or only those).
-pub fn tls_config(
+/// The TLS versions every HTTPS client of the host speaks: 1.3 and 1.2.
+pub const TLS_VERSIONS: &[&rustls::SupportedProtocolVersion] =
+    &[&rustls::version::TLS13, &rustls::version::TLS12];
+
+/// The crypto provider of every HTTPS client of the host (ring).
+pub fn crypto_provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// The trust anchors: web PKI roots plus the operator's extra CAs (or only
+/// those).
+pub fn root_store(
     extra_ca_pems: &[Vec<u8>],
     only_extra: bool,
-) -> Result<Arc<rustls::ClientConfig>, String> {
+) -> Result<rustls::RootCertStore, String> {
     let mut roots = rustls::RootCertStore::empty();
     if !only_extra {
         roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
@@ -63,9 +72,18 @@ pub fn tls_config(
                 .map_err(|e| format!("unusable CA certificate: {e}"))?;
         }
     }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+    Ok(roots)
+}
+
+/// Build the TLS client configuration: [`TLS_VERSIONS`] only, the trust
+/// anchors of [`root_store`], certificates always verified.
+pub fn tls_config(
+    extra_ca_pems: &[Vec<u8>],
+    only_extra: bool,
+) -> Result<Arc<rustls::ClientConfig>, String> {
+    let roots = root_store(extra_ca_pems, only_extra)?;
+    let config = rustls::ClientConfig::builder_with_provider(crypto_provider())
+        .with_protocol_versions(TLS_VERSIONS)
         .map_err(|e| e.to_string())?
         .with_root_certificates(roots)
         .with_no_client_auth();

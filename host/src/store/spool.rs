@@ -326,6 +326,17 @@ impl Spool {
         Ok((n as u64, used_bytes(&conn)?))
     }
 
+    /// When (Unix seconds) the oldest waiting batch was spooled; `None` when
+    /// nothing waits. A batch that waits long means uploads do not go through.
+    pub fn oldest_waiting_since(&self) -> Result<Option<i64>, DbError> {
+        let conn = self.db.lock();
+        Ok(
+            conn.query_row("SELECT MIN(created_at) FROM uplink_outbox", [], |r| {
+                r.get(0)
+            })?,
+        )
+    }
+
     /// Add `n` to counter `name` (e.g. `guard-refused`).
     pub fn count(&self, name: &str, n: u64) -> Result<(), DbError> {
         let conn = self.db.lock();

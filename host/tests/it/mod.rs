@@ -1,6 +1,7 @@
 mod api;
 mod cli;
 mod collector;
+mod doctor;
 mod harness;
 mod hostile;
 mod limits;
