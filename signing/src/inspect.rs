@@ -85,7 +85,9 @@ impl Capability {
             Capability::Directory(d) => format!("may read the files in the folder `{d}`"),
             Capability::Endpoint(e) => format!("may connect to {e} over HTTPS"),
             Capability::UplinkStream(s) => {
-                format!("may send `{s}` records to the vendor (instrument data, never patient data)")
+                format!(
+                    "may send `{s}` records to the vendor (instrument data, never patient data)"
+                )
             }
             Capability::Notify => "may show notifications on this PC".into(),
             Capability::State => "may keep a small amount of its own data on this PC".into(),
