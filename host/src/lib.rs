@@ -16,6 +16,8 @@ pub mod grants;
 pub mod metrics;
 pub mod net;
 pub mod runtime;
+pub mod secret_file;
+pub mod service;
 pub mod store;
 pub mod supervisor;
 pub mod untrusted;

@@ -10,6 +10,7 @@ mod loading;
 mod modules;
 mod network;
 mod sandbox;
+mod service;
 mod signed;
 mod supervisor;
 mod uplink;
