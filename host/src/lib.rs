@@ -22,3 +22,4 @@ pub mod store;
 pub mod supervisor;
 pub mod untrusted;
 pub mod uplink;
+pub mod watch;

@@ -18,12 +18,17 @@ pub(super) struct Host {
 }
 
 pub(super) fn site(dir: &Path, logs: &Path) -> PathBuf {
+    site_with_interval(dir, logs, 1)
+}
+
+/// [`site`] with the collector's interval set to `interval_secs`.
+pub(super) fn site_with_interval(dir: &Path, logs: &Path, interval_secs: u64) -> PathBuf {
     let state = dir.join("state");
     let sample = Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .unwrap()
         .join("examples/sample-data/instrument-logs");
-    let text = outpost_artifacts::example_config(&state, 1)
+    let text = outpost_artifacts::example_config(&state, interval_secs)
         .replace(&format!("{sample:?}"), &format!("{logs:?}"))
         .replace("listen = \"127.0.0.1:8787\"", "listen = \"127.0.0.1:0\"")
         .replace(

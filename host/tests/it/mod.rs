@@ -14,3 +14,4 @@ mod service;
 mod signed;
 mod supervisor;
 mod uplink;
+mod watch;
