@@ -1,6 +1,7 @@
 mod api;
 mod cli;
 mod collector;
+mod deadletters;
 mod doctor;
 mod harness;
 mod hostile;

@@ -321,8 +321,8 @@ outpost_sdk::export_collector!(InstrumentCollector);
 
 /// Queue `batch` on `stream` (with the state entry `key` = `value` in the
 /// same transaction, if given). A record the host's PHI guard refuses is
-/// dropped — the host has audited it and would refuse it again — counted
-/// malformed, and the rest is queued again; the state entry is written even
+/// dropped here — the host keeps it as a dead letter and would refuse it
+/// again — counted malformed, and the rest is queued again; the state entry is written even
 /// when every record was refused. `unavailable` stops the call quietly
 /// ([`Stop::Wait`]); any other failure ends it with an error. Either way no
 /// cursor moves past what was not queued.
