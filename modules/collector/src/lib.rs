@@ -4,7 +4,7 @@
 //! | file | parser (collector-core) | records |
 //! | --- | --- | --- |
 //! | `*.log`, `*.txt` (UTF-8) | `logs`, line by line | instrument events |
-//! | ASTM E1381/E1394 transcripts (`*.astm`, or content starting with STX/ENQ/`H|`) | `astm`, message by message | QC results (O.12 or H.12 = `Q`) |
+//! | ASTM E1381/E1394 transcripts (`*.astm`, or content starting with STX/ENQ/`H|`) | `astm`, message by message | QC results (O.12 = `Q`, or the QC markers H.12, O.16, `QC-<lot>^L<n>` ids in O.3/O.4 and QC comments) |
 //! | HL7 v2 (`*.hl7`, or content starting with `MSH`) | `hl7`, message by message | QC results (OBR-4 QC codes, SPM-11 `Q`/`C`) |
 //! | `*.csv` QC exports | `csvjson` (column allowlist), row by row under the header line | QC results |
 //! | `*.json` QC exports | `csvjson` (column allowlist), whole file | QC results |
