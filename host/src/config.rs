@@ -16,6 +16,8 @@ pub const DEFAULT_MAX_CONSECUTIVE_FAILURES: u32 = 5;
 pub const DEFAULT_BACKOFF_INITIAL_MS: u64 = 1_000;
 /// Default cap of the restart delay.
 pub const DEFAULT_BACKOFF_MAX_MS: u64 = 300_000;
+/// Default share of one CPU a collector draining a backlog may use, percent.
+pub const DEFAULT_DRAIN_CPU_PERCENT: u32 = 80;
 
 /// Errors reading or checking a config file.
 #[derive(Debug, thiserror::Error)]
@@ -260,6 +262,10 @@ pub struct SupervisorConfig {
     pub backoff_initial_ms: u64,
     /// Cap of the restart delay.
     pub backoff_max_ms: u64,
+    /// While a collector says more input is waiting, it is called again at
+    /// once, paced so that its calls take at most this share of one CPU's
+    /// time, percent (1..=100; 100: back to back).
+    pub drain_cpu_percent: u32,
 }
 
 impl Default for SupervisorConfig {
@@ -269,6 +275,7 @@ impl Default for SupervisorConfig {
             max_consecutive_failures: DEFAULT_MAX_CONSECUTIVE_FAILURES,
             backoff_initial_ms: DEFAULT_BACKOFF_INITIAL_MS,
             backoff_max_ms: DEFAULT_BACKOFF_MAX_MS,
+            drain_cpu_percent: DEFAULT_DRAIN_CPU_PERCENT,
         }
     }
 }
@@ -351,6 +358,11 @@ impl Config {
         {
             return Err(invalid(
                 "supervisor: collect-interval-secs, max-consecutive-failures and backoff-initial-ms must be above zero".into(),
+            ));
+        }
+        if !(1..=100).contains(&s.drain_cpu_percent) {
+            return Err(invalid(
+                "supervisor: drain-cpu-percent must be 1 to 100".into(),
             ));
         }
         cfg.policy.validate().map_err(invalid)?;

@@ -13,7 +13,10 @@
 //! Logs, ASTM, HL7 and CSV are read incrementally, unit by unit, at most
 //! [`MAX_READ_BYTES_PER_FILE`] per file and [`MAX_PARSE_BYTES_PER_CALL`] per
 //! call, so a 2 GB transcript costs bounded memory and time, a backlog drains
-//! over several calls, and a growing file is read as it grows.
+//! over several calls, and a growing file is read as it grows. A call that
+//! stops at a budget says so (`uplink.backlog-waiting`) and the host calls
+//! again at once, so a backlog drains at full speed, not one call per
+//! collection interval.
 //!
 //! Patient records are dropped whole by the parsers and free text is redacted
 //! there; this module only schedules, converts and queues.
@@ -213,7 +216,15 @@ impl Collector for InstrumentCollector {
         match sink.stop {
             Some(Stop::Fail(e)) => Err(e),
             Some(Stop::Wait(why)) => Ok(waiting(sink.report, &why)),
-            None => Ok(sink.report),
+            None => {
+                // A budget ran out: more may be waiting, so the host calls
+                // again at once instead of after the interval (a budget
+                // spent exactly at the end of the input costs one empty call).
+                if sink.total >= MAX_RECORDS_PER_CALL || budget == 0 {
+                    uplink::backlog_waiting();
+                }
+                Ok(sink.report)
+            }
         }
     }
 }
