@@ -486,6 +486,14 @@ fn a_record_the_host_guard_refuses_is_dropped_alone_and_the_rest_arrives() {
         ),
         ("events", "patient-segment", Some("text"))
     );
+    // Counted where Prometheus scrapes.
+    let services = env().runtime.services();
+    let metrics = services.metrics.render(services);
+    assert!(
+        metrics.contains("uplink_dead_letters{source=\"guard\"}")
+            && metrics.contains("uplink_counter{name=\"guard-dead-letter:events\"}"),
+        "{metrics}"
+    );
 }
 
 /// Issue #19: a CSV QC export whose `Lot` column holds SSN-shaped values
