@@ -7,8 +7,8 @@
 //!   stream it was queued on, the row id as its sequence), so no plaintext
 //!   reaches the database. The same record refused again (a module that
 //!   re-reads its input after a crash) is counted on its row, not stored
-//!   twice: rows are told apart by a keyed digest (HMAC-SHA256 under the
-//!   device key) of module, stream and record.
+//!   twice: rows are told apart by a keyed digest (HMAC-SHA256 under a key
+//!   derived from the device key) of module, stream and record.
 //! - **cloud**: a batch the cloud refused one by one (malformed, too large),
 //!   moved out of the outbox by the sender (`uplink_deadletter`, see
 //!   [`super::spool::Spool::dead_letter`]).

@@ -234,9 +234,15 @@ impl Uplink {
     ) -> Result<Kept, DeadLetterError> {
         use hmac::Mac;
         let json = serde_json::to_vec(record).map_err(|e| DeadLetterError::Seal(e.to_string()))?;
-        let mut mac = <hmac::Hmac<sha2::Sha256> as Mac>::new_from_slice(id.key.as_bytes())
+        use sha2::Digest;
+        // A key of its own for the digest, derived from the device key (the
+        // device key itself only ever seals).
+        let digest_key = sha2::Sha256::new()
+            .chain_update(b"outpost dead-letter digest key\0")
+            .chain_update(id.key.as_bytes())
+            .finalize();
+        let mut mac = <hmac::Hmac<sha2::Sha256> as Mac>::new_from_slice(&digest_key)
             .map_err(|e| DeadLetterError::Seal(e.to_string()))?;
-        mac.update(b"outpost dead letter\0");
         mac.update(module.as_bytes());
         mac.update(b"\0");
         mac.update(stream.as_bytes());
