@@ -10,21 +10,36 @@
 //!
 //! [`parse`] reads E1394 records with the delimiters the H record declares and
 //! produces QC results only:
-//! - H gives the instrument (sender name H.5: model = first non-empty component,
-//!   serial = the last later component that has a digit and is not a version number);
-//! - P records are dropped whole, and a P record ends any QC context;
-//! - an O record opens a QC context when O.12 (action code) is `Q`, or when the
-//!   H record's processing id (H.12) is `Q` — LIS2-A2 defines H.12 `Q` as
-//!   "quality control" for the whole transmission (Yumizen H500 marks its QC
-//!   runs that way, with O.12 empty) — unless a P record with any content
-//!   after its sequence number came first in that transmission (then only
-//!   O.12 counts). Its specimen id (O.3, first component) is
-//!   the control lot (kept only when it is a plain device token, see
-//!   [`crate::redact::device_id`]); when the specimen descriptor (O.16) is a
-//!   control (`CTRL`, `QC`, `CONTROL`), its last component is the control level;
+//! - H gives the instrument (sender name H.5): model = first non-empty
+//!   component; serial = the instrument's serial component where the vendor's
+//!   layout is known — Sysmex `name^software^serial^^^^PS code` (component 3,
+//!   else 6, else the PS code), Horiba `name^serial^software` (component 2) —
+//!   and otherwise the last later component that has a digit and is not a
+//!   version number;
+//! - P records are dropped whole, and a P record ends any QC context; a P
+//!   record with any content after its sequence number marks the
+//!   transmission as one about a person;
+//! - an O record opens a QC context when O.12 (action code) is `Q`, or —
+//!   unless a P record of the transmission named a person — when one of the
+//!   instrument's QC markers says so: the H record's processing id (H.12) is
+//!   `Q` (LIS2-A2: "quality control" for the whole transmission; Yumizen H500
+//!   marks its QC runs that way, with O.12 empty), the specimen descriptor
+//!   (O.16) is a control (`CTRL`, `QC`, `CONTROL`), the specimen id (O.3) or
+//!   instrument specimen id (O.4) has a control form (`QC-<lot>`,
+//!   `QC-<lot>^L<n>`, `CTRL_<lot>`, `QC^<lot>^<level>`, any case, in any
+//!   component), or a comment record right under the order says so
+//!   (`CONTROL_FAILED`, `QC PASSED`, ...);
+//! - control identity: the lot is the lot of a control form in O.3 or O.4,
+//!   else O.3's first component (a plain device token only, see
+//!   [`crate::redact::device_id`]); the level is the form's `L<n>`/`LEVEL<n>`
+//!   component, else the last component of a control descriptor in O.16
+//!   (`CTRL^^CTRL MEDIUM`); a comment record under a QC order with `lot`
+//!   or `level` labels (`LOT^PX440N^LEVEL^2`, `Lot: PX440N Level: 2`) fills
+//!   in what the order left empty;
 //! - R records under a QC order become [`QcResult`]s; R records under any other
 //!   order are patient results and are dropped (counted);
-//! - C records (free text) are dropped (counted); M, L, Q, S records are ignored.
+//! - C records (free text) are dropped (counted) after the QC markers and
+//!   labels above are read from them; M, L, Q, S records are ignored.
 
 use crate::records::{Instrument, QcResult, Record, Timestamp};
 use crate::redact::{device_id, redact};
@@ -230,6 +245,12 @@ pub fn parse(input: &[u8], fallback: &Instrument) -> ParseOutput {
     let mut instrument = fallback.clone();
     let mut qc_lot: Option<(String, String)> = None;
     let mut qc_transmission = false;
+    // A P record of this transmission named someone: QC markers other than
+    // O.12 no longer count.
+    let mut named_patient = false;
+    // The current order: its identity, whether an R record was read under
+    // it, and where its results start in `records`.
+    let mut order: Option<Order> = None;
     for raw in &deframed.records {
         stats.records += 1;
         let rec = strip_frame_digit(raw.trim_start());
@@ -237,8 +258,8 @@ pub fn parse(input: &[u8], fallback: &Instrument) -> ParseOutput {
             stats.malformed_records += 1;
             continue;
         };
-        if kind == 'H' {
-            match Delimiters::from_header(rec) {
+        if kind == 'H' || kind == 'h' {
+            match Delimiters::from_header(&rec.replacen('h', "H", 1)) {
                 Some(d) => delims = d,
                 None => {
                     stats.malformed_records += 1;
@@ -246,6 +267,8 @@ pub fn parse(input: &[u8], fallback: &Instrument) -> ParseOutput {
                 }
             }
             qc_lot = None;
+            order = None;
+            named_patient = false;
             let fields: Vec<&str> = scan::split(rec, delims.field).collect();
             qc_transmission = get(&fields, 11).trim().eq_ignore_ascii_case("Q");
             instrument = header_instrument(rec, &delims).unwrap_or_else(|| fallback.clone());
@@ -260,31 +283,85 @@ pub fn parse(input: &[u8], fallback: &Instrument) -> ParseOutput {
             'P' => {
                 stats.patient_records_dropped += 1;
                 qc_lot = None;
+                order = None;
                 // A P record that names anyone (any field after its sequence
                 // number) means this is not a pure QC transmission, whatever
-                // H.12 says: from here only O.12 = Q opens a QC context.
+                // the markers say: from here only O.12 = Q opens a QC context.
                 if fields.iter().skip(2).any(|f| !f.trim().is_empty()) {
                     qc_transmission = false;
+                    named_patient = true;
                 }
             }
             'O' => {
                 let action = get(&fields, 11).trim();
-                let qc = qc_transmission || action.eq_ignore_ascii_case("Q");
-                qc_lot = qc.then(|| {
-                    let spec = get(&fields, 2).split(delims.component).next().unwrap_or("");
-                    let lot = device_id(delims.unescape(spec).trim());
-                    (lot, control_level(get(&fields, 15), &delims))
+                let ident = order_identity(get(&fields, 2), get(&fields, 3), &delims);
+                let descriptor = control_level(get(&fields, 15), &delims);
+                let marked = qc_transmission || ident.marked || descriptor.is_some();
+                let qc = action.eq_ignore_ascii_case("Q") || (!named_patient && marked);
+                let level = ident.level.clone().or(descriptor).unwrap_or_default();
+                let this = (ident.lot.clone(), level);
+                qc_lot = qc.then(|| this.clone());
+                order = Some(Order {
+                    identity: this,
+                    results_read: false,
+                    start: records.len(),
                 });
             }
-            'R' => match &qc_lot {
-                Some((lot, level)) => match qc_result(&fields, &delims, &instrument, lot, level) {
-                    Some(r) => records.push(Record::Qc(r)),
-                    None => stats.malformed_records += 1,
-                },
-                None => stats.patient_results_dropped += 1,
-            },
-            'C' => stats.comments_dropped += 1,
-            'L' => qc_lot = None,
+            'R' => {
+                if let Some(o) = order.as_mut() {
+                    o.results_read = true;
+                }
+                match &qc_lot {
+                    Some((lot, level)) => {
+                        match qc_result(&fields, &delims, &instrument, lot, level) {
+                            Some(r) => records.push(Record::Qc(r)),
+                            None => stats.malformed_records += 1,
+                        }
+                    }
+                    None => stats.patient_results_dropped += 1,
+                }
+            }
+            'C' => {
+                stats.comments_dropped += 1;
+                let text = get(&fields, 3);
+                let Some(o) = order.as_mut() else {
+                    continue;
+                };
+                // A comment right under an order that says it is a control
+                // run opens the QC context (before any of its results).
+                if qc_lot.is_none()
+                    && !o.results_read
+                    && !named_patient
+                    && qc_comment(text, &delims)
+                {
+                    qc_lot = Some(o.identity.clone());
+                }
+                if let Some((lot, level)) = qc_lot.as_mut() {
+                    let (c_lot, c_level) = comment_identity(text, &delims);
+                    let fill_lot = c_lot.filter(|_| lot.is_empty());
+                    let fill_level = c_level.filter(|_| level.is_empty());
+                    if let Some(l) = &fill_lot {
+                        *lot = l.clone();
+                    }
+                    if let Some(l) = &fill_level {
+                        *level = l.clone();
+                    }
+                    for r in &mut records[o.start..] {
+                        if let Record::Qc(q) = r {
+                            if let Some(l) = &fill_lot {
+                                q.control_lot = l.clone();
+                            }
+                            if let Some(l) = &fill_level {
+                                q.control_level = l.clone();
+                            }
+                        }
+                    }
+                }
+            }
+            'L' => {
+                qc_lot = None;
+                order = None;
+            }
             'M' | 'Q' | 'S' => {}
             _ => stats.malformed_records += 1,
         }
@@ -292,10 +369,17 @@ pub fn parse(input: &[u8], fallback: &Instrument) -> ParseOutput {
     ParseOutput { records, stats }
 }
 
+/// An order's control identity: (lot, level).
+struct Order {
+    identity: (String, String),
+    results_read: bool,
+    start: usize,
+}
+
 /// The control level from a specimen descriptor (O.16) such as
-/// `CTRL^^CTRL MEDIUM`: its last non-empty component, when the first says the
-/// specimen is a control; empty otherwise.
-fn control_level(descriptor: &str, d: &Delimiters) -> String {
+/// `CTRL^^CTRL MEDIUM`: `Some` (its last non-empty component, redacted) when
+/// the first component says the specimen is a control; `None` otherwise.
+fn control_level(descriptor: &str, d: &Delimiters) -> Option<String> {
     let comps: Vec<String> = descriptor
         .split(d.component)
         .map(|c| d.unescape(c).trim().to_string())
@@ -306,10 +390,144 @@ fn control_level(descriptor: &str, d: &Delimiters) -> String {
             .iter()
             .any(|k| c.eq_ignore_ascii_case(k))
     });
-    match comps.last() {
-        Some(level) if is_control => redact(level),
-        _ => String::new(),
+    is_control.then(|| comps.last().map(|l| redact(l)).unwrap_or_default())
+}
+
+/// What an order's specimen ids (O.3, O.4) say about a control run.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct OrderIdentity {
+    /// The control lot (a device id, possibly masked), or O.3's first
+    /// component; empty when neither has one.
+    lot: String,
+    /// The level of a control form (`L2` → `2`).
+    level: Option<String>,
+    /// A control form was found (`QC-<lot>`, `QC^<lot>`...).
+    marked: bool,
+}
+
+/// Prefixes that make a specimen id a control's: `QC-<lot>`, `CTRL_<lot>`...
+const CONTROL_PREFIXES: &[&str] = &["QC", "CTRL", "CONTROL", "QCM"];
+
+/// `<prefix><sep><rest>` with a control prefix (any case) and `-`, `_`, `:`
+/// or `.` as separator; `Some("")` for the bare prefix.
+fn control_form(comp: &str) -> Option<&str> {
+    CONTROL_PREFIXES.iter().find_map(|p| {
+        let head = comp.get(..p.len())?;
+        if !head.eq_ignore_ascii_case(p) {
+            return None;
+        }
+        let rest = &comp[p.len()..];
+        match rest.chars().next() {
+            None => Some(""),
+            Some('-' | '_' | ':' | '.') => Some(rest[1..].trim()),
+            _ => None,
+        }
+    })
+}
+
+/// `L2`, `LV2`, `LVL 2`, `LEVEL2`, `Level-3` (any case) → `2`/`3`; a bare
+/// `1`–`9` too when `bare` (right after a control lot).
+fn level_form(comp: &str, bare: bool) -> Option<String> {
+    let c = comp.trim();
+    let lower = c.to_ascii_lowercase();
+    let digits = ["level", "lvl", "lv", "l"].iter().find_map(|p| {
+        let rest = lower.strip_prefix(p)?;
+        let rest = rest.trim_start_matches([' ', '-', '_', ':', '#']);
+        (!rest.is_empty() && rest.len() <= 2 && rest.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| rest.to_string())
+    });
+    digits.or_else(|| {
+        (bare && c.len() == 1 && c.bytes().all(|b| (b'1'..=b'9').contains(&b)))
+            .then(|| c.to_string())
+    })
+}
+
+/// Control identity from O.3 (specimen id) and O.4 (instrument specimen id).
+fn order_identity(o3: &str, o4: &str, d: &Delimiters) -> OrderIdentity {
+    for field in [o3, o4] {
+        let comps: Vec<String> = field
+            .split(d.component)
+            .map(|c| d.unescape(c).trim().to_string())
+            .collect();
+        for (i, comp) in comps.iter().enumerate() {
+            let Some(rest) = control_form(comp) else {
+                continue;
+            };
+            // `QC-<lot>` carries the lot; a bare `QC` has it in the next
+            // component (`QC^<lot>^<level>`).
+            let (lot, after) = if rest.is_empty() {
+                let next = comps.get(i + 1).map(String::as_str).unwrap_or("");
+                (next, i + 2)
+            } else {
+                (rest, i + 1)
+            };
+            // `QC-<lot>-L2` in one component: the level at the end.
+            let (lot, inline_level) = match lot.rsplit_once(['-', '_']) {
+                Some((l, lv)) if !l.is_empty() => match level_form(lv, false) {
+                    Some(level) => (l, Some(level)),
+                    None => (lot, None),
+                },
+                _ => (lot, None),
+            };
+            let level =
+                inline_level.or_else(|| comps.iter().skip(after).find_map(|c| level_form(c, true)));
+            return OrderIdentity {
+                lot: device_id(lot),
+                level,
+                marked: true,
+            };
+        }
     }
+    let first = o3.split(d.component).next().unwrap_or("");
+    OrderIdentity {
+        lot: device_id(d.unescape(first).trim()),
+        level: None,
+        marked: false,
+    }
+}
+
+/// A comment that marks a control run: its first component starts with
+/// `CONTROL`, `QC` or `CTRL` as a word (`CONTROL_FAILED`, `QC PASSED`).
+fn qc_comment(text: &str, d: &Delimiters) -> bool {
+    let first = d.unescape(text.split(d.component).next().unwrap_or(""));
+    let first = first.trim();
+    ["CONTROL", "QC", "CTRL"].iter().any(|p| {
+        first.len() >= p.len()
+            && first[..p.len()].eq_ignore_ascii_case(p)
+            && first[p.len()..]
+                .chars()
+                .next()
+                .is_none_or(|c| !c.is_ascii_alphanumeric())
+    })
+}
+
+/// `lot` and `level` labels in a comment's text (components and words):
+/// `LOT^PX440N^LEVEL^2`, `Lot: PX440N, Level 2`, `lot#PX440N`.
+fn comment_identity(text: &str, d: &Delimiters) -> (Option<String>, Option<String>) {
+    let joined: Vec<String> = text.split(d.component).map(|c| d.unescape(c)).collect();
+    let joined = joined.join(" ");
+    let words: Vec<&str> = joined
+        .split(|c: char| c.is_whitespace() || matches!(c, ':' | '=' | '#' | ',' | ';'))
+        .filter(|w| !w.is_empty())
+        .collect();
+    let (mut lot, mut level) = (None, None);
+    for (i, w) in words.iter().enumerate() {
+        let label = w.to_ascii_lowercase();
+        let next = words
+            .get(i + 1)
+            .filter(|n| !matches!(n.to_ascii_lowercase().as_str(), "no" | "no." | "number"))
+            .or_else(|| words.get(i + 2));
+        match label.as_str() {
+            "lot" | "lotno" | "lot-no" | "lotnumber" if lot.is_none() => {
+                lot = next.map(|n| device_id(n));
+            }
+            "level" | "lvl" | "lev" if level.is_none() => {
+                level = next.and_then(|n| (n.len() <= 12).then(|| redact(n)));
+            }
+            _ => {}
+        }
+    }
+    (lot, level)
 }
 
 /// The first component of a field (reference ranges carry a qualifier after it,
@@ -337,20 +555,54 @@ fn header_instrument(h: &str, d: &Delimiters) -> Option<Instrument> {
         .filter(|c| !c.is_empty())
         .collect();
     let model = comps.first()?.clone();
-    // Vendors order the components differently (Sysmex name^...^serial,
-    // Yumizen name^serial^software version): the serial is the last component
-    // after the name that has a digit and is not shaped like a version number.
-    let serial = comps
-        .iter()
-        .skip(1)
-        .rev()
-        .find(|c| c.bytes().any(|b| b.is_ascii_digit()) && !is_version(c))
-        .cloned()
-        .unwrap_or_default();
+    let serial = sender_serial(sender, d);
     Some(Instrument {
         model: redact(&model),
         serial: device_id(&serial),
     })
+}
+
+/// Sysmex analyzers (model prefixes): H.5 is
+/// `name^software version^analyzer serial^^^^PS code`.
+const SYSMEX_PREFIXES: &[&str] = &[
+    "XN-", "XP-", "XS-", "XT-", "XE-", "XW-", "XQ-", "KX-", "POCH", "UF-", "UC-", "CA-", "CS-",
+    "BX-",
+];
+
+/// Horiba analyzers (model prefixes): H.5 is `name^serial^software version`.
+const HORIBA_PREFIXES: &[&str] = &["H500", "H550", "H2500", "YUMIZEN", "PENTRA", "MICROS"];
+
+/// The instrument's serial from the sender field (H.5), by the vendor's
+/// layout when the model names one (see the module docs).
+fn sender_serial(sender: &str, d: &Delimiters) -> String {
+    let all: Vec<String> = sender
+        .split(d.component)
+        .map(|c| d.unescape(c).trim().to_string())
+        .collect();
+    let Some(name_at) = all.iter().position(|c| !c.is_empty()) else {
+        return String::new();
+    };
+    let model = all[name_at].to_ascii_uppercase();
+    let at = |n: usize| all.get(name_at + n).filter(|c| !c.is_empty()).cloned();
+    let starts = |list: &[&str]| list.iter().any(|p| model.starts_with(p));
+    let by_layout = if starts(SYSMEX_PREFIXES) {
+        at(2).or_else(|| at(5)).or_else(|| at(6))
+    } else if starts(HORIBA_PREFIXES) {
+        at(1).filter(|c| !is_version(c))
+    } else {
+        None
+    };
+    if let Some(s) = by_layout {
+        return s;
+    }
+    // Unknown layout: the last component after the name that has a digit
+    // and is not shaped like a version number.
+    all.iter()
+        .skip(name_at + 1)
+        .rev()
+        .find(|c| c.bytes().any(|b| b.is_ascii_digit()) && !is_version(c))
+        .cloned()
+        .unwrap_or_default()
 }
 
 /// `4.8`, `2.2.2.2b`, `04.04.00.00`: digits separated by dots, optionally one

@@ -1288,36 +1288,207 @@ fn redact_with(text: &str, scratch: &mut Scratch) -> String {
     out
 }
 
-/// Redaction for device identifiers (instrument serials, control lots): a single
-/// token of letters, digits and `. _ / : -` (at most 64 characters) is kept as
-/// is, even when it looks like a date (`20052397` is a plausible serial), unless
-/// it is SSN-shaped, phone-shaped or an e-mail address; anything else goes
-/// through [`redact`].
+/// Redaction for device identifiers (instrument serials, control lots) taken
+/// from a field that says what it holds (a `Lot` column, ASTM O.3/O.4, HL7
+/// PID-2 of a QC run): the value is kept when it is a plain device token, and
+/// otherwise masked **whole** as one `[REDACTED:kind]` marker, so that a
+/// doubtful lot or serial costs that one field, never the record (the host's
+/// guard accepts exactly such a marker in an identifier field, and nothing
+/// else that is not a plain token).
+///
+/// Kept: one token of ASCII letters, digits and `. _ / : -`, at most
+/// [`MAX_DEVICE_ID_BYTES`] (internal runs of spaces become one `_`, so
+/// `L 2309A` is kept as `L_2309A`), that none of these fires on:
+/// - an SSN shape (`555-12-3456`, exactly nine digits, any 3-2-4 digit groups),
+///   a phone shape (3-3-4 groups, `217.555.0123`), an e-mail address;
+/// - three digit groups that make a date (`2015-06-01`, `03.04.50`);
+/// - a patient label at its start followed by a digit (`MRN-12`, `ptid_7`),
+///   or an identifier label anywhere in a token with a digit (`sample_L6789`);
+/// - anything [`redact`] would change, except a compact date of this century
+///   (`20240627`: lots and serials are often date codes).
+///
+/// These are the host guard's rules for identifier fields, written again
+/// here (the guard stays independent of this crate); the host's tests run
+/// generated values through both and require that every result passes.
 pub fn device_id(text: &str) -> String {
     memoized(Memoized::DeviceId, text, device_id_of)
+}
+
+/// Longest device identifier kept, in bytes (the host guard's bound).
+pub const MAX_DEVICE_ID_BYTES: usize = 64;
+
+fn device_token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || device_separator(b)
+}
+
+fn device_separator(b: u8) -> bool {
+    matches!(b, b'.' | b'_' | b'/' | b':' | b'-')
+}
+
+/// `[REDACTED:kind]` for the first marker in `redacted`, or `fallback`.
+fn whole_marker(redacted: &str, fallback: &'static str) -> String {
+    let kind = redacted
+        .split_once("[REDACTED:")
+        .and_then(|(_, rest)| rest.split_once(']'))
+        .map(|(kind, _)| kind)
+        .filter(|k| !k.is_empty() && k.bytes().all(|b| b.is_ascii_lowercase()));
+    match kind {
+        Some(kind) => format!("[REDACTED:{kind}]"),
+        None => fallback.to_string(),
+    }
+}
+
+/// Patient labels that make an identifier-shaped token an identifier.
+const PATIENT_LABELS: &[(&str, &str)] = &[
+    ("ssn", TAG_SSN),
+    ("dob", TAG_DATE),
+    ("birth", TAG_DATE),
+    ("born", TAG_DATE),
+    ("mrn", TAG_ID),
+    ("patient", TAG_ID),
+    ("patid", TAG_ID),
+    ("ptid", TAG_ID),
+    ("acct", TAG_ID),
+    ("account", TAG_ID),
+    ("accession", TAG_ID),
+    ("specimen", TAG_ID),
+    ("sample", TAG_ID),
+];
+
+/// The marker for a plain token shaped like a patient identifier.
+fn identifier_shape(token: &str) -> Option<&'static str> {
+    let all_digits = |g: &str| !g.is_empty() && g.bytes().all(|b| b.is_ascii_digit());
+    if token.len() == 9 && all_digits(token) {
+        return Some(TAG_SSN);
+    }
+    let groups: Vec<&str> = token.split(|c: char| device_separator(c as u8)).collect();
+    for w in groups.windows(3) {
+        if w.iter().all(|g| all_digits(g)) {
+            match [w[0].len(), w[1].len(), w[2].len()] {
+                [3, 2, 4] => return Some(TAG_SSN),
+                [3, 3, 4] => return Some(TAG_PHONE),
+                _ => {}
+            }
+        }
+    }
+    if groups.len() == 3 && groups.iter().all(|g| all_digits(g)) {
+        let num = |g: &str| g.parse::<u32>().unwrap_or(0);
+        let (a, b, c) = (groups[0], groups[1], groups[2]);
+        let date = if a.len() == 4 {
+            b.len() <= 2 && c.len() <= 2 && (1..=12).contains(&num(b)) && (1..=31).contains(&num(c))
+        } else {
+            a.len() <= 2
+                && b.len() <= 2
+                && matches!(c.len(), 2 | 4)
+                && (1..=31).contains(&num(a))
+                && (1..=31).contains(&num(b))
+                && (num(a) <= 12 || num(b) <= 12)
+        };
+        let mut seps = token.bytes().filter(|b| device_separator(*b));
+        let (first, second) = (seps.next(), seps.next());
+        if date && first == second && first != Some(b':') {
+            return Some(TAG_DATE);
+        }
+    }
+    PATIENT_LABELS.iter().find_map(|&(label, tag)| {
+        let head = token.get(..label.len())?;
+        let rest = &token[label.len()..];
+        let next = *rest.as_bytes().first()?;
+        (head.eq_ignore_ascii_case(label)
+            && (device_separator(next) || next.is_ascii_digit())
+            && rest.bytes().any(|b| b.is_ascii_digit()))
+        .then_some(tag)
+    })
+}
+
+/// Identifier labels that, anywhere in a token with a digit, make it
+/// doubtful (`sample_L6789`, `ACCT.12`, `tel:5550123`): inside a token `_`
+/// and `.` join words, so the free-text rules' word boundaries do not see
+/// the label; the host guard's rules do.
+const LABELS_IN_TOKEN: &[(&str, &str)] = &[
+    ("ssn", TAG_SSN),
+    ("ss#", TAG_SSN),
+    ("social", TAG_SSN),
+    ("dob", TAG_DATE),
+    ("d.o.b", TAG_DATE),
+    ("birth", TAG_DATE),
+    ("born", TAG_DATE),
+    ("mrn", TAG_ID),
+    ("mr#", TAG_ID),
+    ("medical", TAG_ID),
+    ("record", TAG_ID),
+    ("account", TAG_ID),
+    ("acct", TAG_ID),
+    ("acc#", TAG_ID),
+    ("patient", TAG_ID),
+    ("patid", TAG_ID),
+    ("ptid", TAG_ID),
+    ("sample", TAG_ID),
+    ("specimen", TAG_ID),
+    ("accession", TAG_ID),
+    ("tel", TAG_PHONE),
+    ("phone", TAG_PHONE),
+    ("fax", TAG_PHONE),
+    ("mobile", TAG_PHONE),
+    ("cell", TAG_PHONE),
+    ("ph#", TAG_PHONE),
+];
+
+/// `yyyymmdd` with a year 2000–2099 and a valid month and day.
+fn compact_recent_date(token: &str) -> bool {
+    let b = token.as_bytes();
+    if b.len() != 8 || !b.iter().all(u8::is_ascii_digit) || !token.starts_with("20") {
+        return false;
+    }
+    let num = |r: std::ops::Range<usize>| token[r].parse::<u32>().unwrap_or(0);
+    (1..=12).contains(&num(4..6)) && (1..=31).contains(&num(6..8))
 }
 
 /// [`device_id`] computed.
 fn device_id_of(text: &str) -> String {
     let s = normalize(text);
     let s = s.trim();
-    let token = !s.is_empty()
-        && s.len() <= 64
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '/' | ':' | '-'));
-    let risky = || {
-        let shape = Shape::of(s);
-        [Pass::SsnShape, Pass::PhoneShape, Pass::Email]
-            .into_iter()
-            .any(|pass| {
-                shape.may_match(pass) && rules().pattern(pass).is_match(s, !shape.non_ascii())
-            })
-    };
-    if token && !risky() {
-        s.to_string()
-    } else {
-        redact(s)
+    if s.is_empty() {
+        return String::new();
     }
+    let joined: Cow<'_, str> =
+        if s.contains(' ') && s.bytes().all(|b| b == b' ' || device_token_byte(b)) {
+            Cow::Owned(
+                s.split(' ')
+                    .filter(|p| !p.is_empty())
+                    .collect::<Vec<_>>()
+                    .join("_"),
+            )
+        } else {
+            Cow::Borrowed(s)
+        };
+    let token = joined.len() <= MAX_DEVICE_ID_BYTES && joined.bytes().all(device_token_byte);
+    if !token {
+        return whole_marker(&redact(s), TAG_ID);
+    }
+    if let Some(tag) = identifier_shape(&joined) {
+        return tag.to_string();
+    }
+    let shape = Shape::of(&joined);
+    let risky = [Pass::SsnShape, Pass::PhoneShape, Pass::Email]
+        .into_iter()
+        .find(|&pass| {
+            shape.may_match(pass) && rules().pattern(pass).is_match(&joined, !shape.non_ascii())
+        });
+    if let Some(pass) = risky {
+        return pass.tag().to_string();
+    }
+    if joined.bytes().any(|b| b.is_ascii_digit()) {
+        let lower = joined.to_ascii_lowercase();
+        if let Some((_, tag)) = LABELS_IN_TOKEN.iter().find(|(l, _)| lower.contains(l)) {
+            return tag.to_string();
+        }
+    }
+    let redacted = redact(&joined);
+    if redacted != *joined && !compact_recent_date(&joined) {
+        return whole_marker(&redacted, TAG_ID);
+    }
+    joined.into_owned()
 }
 
 /// True when `redact` would change nothing but normalisation.
@@ -1577,10 +1748,14 @@ mod tests {
         }
         // Both results of a text share its slot: each call finds the other
         // function's entry there.
-        for t in ["19600102", "20240627", "19991231"] {
+        for (t, device) in [
+            ("19600102", "[REDACTED:date]"),
+            ("20240627", "20240627"),
+            ("19991231", "[REDACTED:date]"),
+        ] {
             for _ in 0..2 {
                 assert_eq!(redact(t), "[REDACTED:date]", "{t}");
-                assert_eq!(device_id(t), t);
+                assert_eq!(device_id(t), device, "{t}");
             }
         }
         MEMO.with(|memo| {

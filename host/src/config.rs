@@ -16,6 +16,8 @@ pub const DEFAULT_MAX_CONSECUTIVE_FAILURES: u32 = 5;
 pub const DEFAULT_BACKOFF_INITIAL_MS: u64 = 1_000;
 /// Default cap of the restart delay.
 pub const DEFAULT_BACKOFF_MAX_MS: u64 = 300_000;
+/// Default share of one CPU a collector draining a backlog may use, percent.
+pub const DEFAULT_DRAIN_CPU_PERCENT: u32 = 80;
 
 /// Errors reading or checking a config file.
 #[derive(Debug, thiserror::Error)]
@@ -266,6 +268,10 @@ pub struct SupervisorConfig {
     /// At most one change-triggered call per this many milliseconds (counted
     /// from the start of the previous call), however many changes arrive.
     pub min_change_interval_ms: u64,
+    /// While a collector says more input is waiting, it is called again at
+    /// once, paced so that its calls take at most this share of one CPU's
+    /// time, percent (1..=100; 100: back to back).
+    pub drain_cpu_percent: u32,
 }
 
 /// Default of `[supervisor] min-change-interval-ms`.
@@ -282,6 +288,7 @@ impl Default for SupervisorConfig {
             backoff_max_ms: DEFAULT_BACKOFF_MAX_MS,
             watch_directories: true,
             min_change_interval_ms: DEFAULT_MIN_CHANGE_INTERVAL_MS,
+            drain_cpu_percent: DEFAULT_DRAIN_CPU_PERCENT,
         }
     }
 }
@@ -370,6 +377,11 @@ impl Config {
             return Err(invalid(format!(
                 "supervisor: min-change-interval-ms must be at least {MIN_CHANGE_INTERVAL_FLOOR_MS}"
             )));
+        }
+        if !(1..=100).contains(&s.drain_cpu_percent) {
+            return Err(invalid(
+                "supervisor: drain-cpu-percent must be 1 to 100".into(),
+            ));
         }
         cfg.policy.validate().map_err(invalid)?;
         cfg.uplink.validate().map_err(invalid)?;

@@ -289,6 +289,25 @@ pub enum HostEvent {
         /// Module name.
         module: String,
     },
+    /// Something the uplink refused to send was kept as a dead letter
+    /// (`outpost uplink dead-letters`): a record the PHI guard refused, or
+    /// a batch the cloud refused. Never carries a value.
+    DeadLettered {
+        /// The dead letter's id (`g12`, `c1733…`).
+        id: String,
+        /// Who refused it.
+        source: crate::store::deadletter::Source,
+        /// The module that queued it.
+        module: String,
+        /// Its stream.
+        stream: String,
+        /// The guard's finding code (`ssn`, `person-name`...) or the cloud's reason.
+        reason: String,
+        /// The field the guard named.
+        field: Option<String>,
+        /// The same record was held already (refused again).
+        repeated: bool,
+    },
     /// An outbound request was refused by the network grant.
     RequestRefused {
         /// Module name.
@@ -328,6 +347,7 @@ impl HostEvent {
             HostEvent::NotificationAcknowledged { .. } => "notification-acknowledged",
             HostEvent::ModuleReleased { .. } => "module-released",
             HostEvent::RequestRefused { .. } => "request-refused",
+            HostEvent::DeadLettered { .. } => "dead-lettered",
         }
     }
 
@@ -345,7 +365,8 @@ impl HostEvent {
             | HostEvent::NotificationCleared { module, .. }
             | HostEvent::NotificationAcknowledged { module, .. }
             | HostEvent::ModuleReleased { module }
-            | HostEvent::RequestRefused { module, .. } => Some(module),
+            | HostEvent::RequestRefused { module, .. }
+            | HostEvent::DeadLettered { module, .. } => Some(module),
             HostEvent::SettingProblem { .. }
             | HostEvent::SettingResolved { .. }
             | HostEvent::InstrumentAlert { .. } => None,

@@ -1,7 +1,8 @@
 //! The host's metrics, in the Prometheus text format (`/metrics` on the
 //! local API): module calls and failures, call duration, instantiation
 //! time, API requests; and, read at each scrape, the spool's depth and its
-//! counters (bytes sent, delivered, dropped, PHI-guard refusals), active
+//! counters (bytes sent, delivered, dropped, PHI-guard refusals), the dead
+//! letters held (`uplink_dead_letters{source}`), active
 //! notifications and module text withheld. Names and labels only — never a
 //! payload.
 
@@ -43,6 +44,11 @@ struct NameLabels {
     name: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SourceLabels {
+    source: &'static str,
+}
+
 /// The host's metrics (one per process, shared by the runtime and the API).
 pub struct Metrics {
     registry: Registry,
@@ -53,6 +59,7 @@ pub struct Metrics {
     spool_batches: Gauge,
     spool_bytes: Gauge,
     uplink: Family<NameLabels, Gauge>,
+    dead_letters: Family<SourceLabels, Gauge>,
     notifications_active: Gauge,
     module_text_withheld: Gauge,
 }
@@ -117,6 +124,12 @@ impl Metrics {
             "The uplink's persisted counters (queued, delivered, bytes-sent, dropped:<stream>, guard-refused, spool-full, ...), since the state directory was made",
             uplink.clone(),
         );
+        let dead_letters = Family::<SourceLabels, Gauge>::default();
+        registry.register(
+            "uplink_dead_letters",
+            "Dead letters held now (outpost uplink dead-letters): records the PHI guard refused (source=guard), batches the cloud refused (source=cloud)",
+            dead_letters.clone(),
+        );
         let notifications_active = Gauge::default();
         registry.register(
             "notifications_active",
@@ -138,6 +151,7 @@ impl Metrics {
             spool_batches,
             spool_bytes,
             uplink,
+            dead_letters,
             notifications_active,
             module_text_withheld,
         }
@@ -184,6 +198,13 @@ impl Metrics {
                 self.uplink
                     .get_or_create(&NameLabels { name })
                     .set(value as i64);
+            }
+        }
+        if let Ok((guard, cloud)) = services.spool.dead_letters().counts() {
+            for (source, n) in [("guard", guard), ("cloud", cloud)] {
+                self.dead_letters
+                    .get_or_create(&SourceLabels { source })
+                    .set(n as i64);
             }
         }
         if let Ok(active) = services.notifications.active(None) {

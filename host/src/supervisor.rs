@@ -395,6 +395,17 @@ fn sender_config(agent: &Agent) -> SenderConfig {
     }
 }
 
+/// The pause after a drain call that took `busy`, so that drain calls use at
+/// most `percent` of one CPU's time: `busy × (100 − percent) / percent`.
+pub fn drain_pause(busy: Duration, percent: u32) -> Duration {
+    let percent = percent.clamp(1, 100);
+    busy.saturating_mul(100 - percent) / percent
+}
+
+/// Runs a collector: on its interval, and while it says more input is
+/// waiting (`uplink.backlog-waiting`), again at once — paced to the
+/// policy's drain CPU share and yielding to the other tasks between calls —
+/// sleeping the interval only once a call ends caught up.
 async fn collector_loop(shared: Arc<Shared>, m: Arc<LoadedModule>) {
     let interval = Duration::from_secs(shared.cfg.collect_interval_secs);
     let min_gap = Duration::from_millis(shared.cfg.min_change_interval_ms);
@@ -412,14 +423,30 @@ async fn collector_loop(shared: Arc<Shared>, m: Arc<LoadedModule>) {
     let mut trigger = Trigger::Startup;
     loop {
         let started = tokio::time::Instant::now();
-        let res = shared.runtime.collect(&m, trigger).await;
+        let res = shared.runtime.collect_reporting_backlog(&m, trigger).await;
+        let backlog = matches!(res, Ok((_, true)));
+        let res = res.map(|(report, _)| report);
         let next = shared.record(m.name(), &m.file_sha256, "collect", &res, |r| {
             format!(
-                "files={} records={} malformed={}",
-                r.files_scanned, r.records_queued, r.malformed
+                "files={} records={} malformed={}{}",
+                r.files_scanned,
+                r.records_queued,
+                r.malformed,
+                if backlog { " backlog" } else { "" }
             )
         });
         match next {
+            Next::Continue if backlog => {
+                trigger = Trigger::Schedule;
+                let pause = drain_pause(started.elapsed(), shared.cfg.drain_cpu_percent);
+                tracing::debug!(
+                    module = m.name(),
+                    pause_ms = pause.as_millis() as u64,
+                    "backlog waiting; calling again"
+                );
+                tokio::task::yield_now().await;
+                tokio::time::sleep(pause).await;
+            }
             Next::Continue => {
                 trigger = next_trigger(watch.as_mut(), interval, started + min_gap).await;
             }
@@ -619,6 +646,7 @@ mod tests {
                 max_consecutive_failures: 3,
                 backoff_initial_ms: 100,
                 backoff_max_ms: 250,
+                drain_cpu_percent: 80,
                 ..SupervisorConfig::default()
             },
             health: Mutex::default(),
@@ -658,5 +686,17 @@ mod tests {
                 "module-quarantined"
             ]
         );
+    }
+
+    #[test]
+    fn drain_calls_are_paced_to_the_cpu_share() {
+        let busy = Duration::from_millis(400);
+        assert_eq!(drain_pause(busy, 100), Duration::ZERO);
+        assert_eq!(drain_pause(busy, 80), Duration::from_millis(100));
+        assert_eq!(drain_pause(busy, 50), busy);
+        assert_eq!(drain_pause(busy, 20), Duration::from_millis(1600));
+        // Out-of-range shares are clamped, never a division by zero.
+        assert_eq!(drain_pause(busy, 0), busy * 99);
+        assert_eq!(drain_pause(busy, 250), Duration::ZERO);
     }
 }

@@ -58,3 +58,11 @@ pub fn enqueue_with_state(
         },
     )
 }
+
+/// Tell the host that this call stopped before it read all the input
+/// waiting (a per-call budget ran out): the host calls `collect` again at
+/// once, within the operator's CPU share for draining, instead of after the
+/// collection interval.
+pub fn backlog_waiting() {
+    wit::backlog_waiting()
+}

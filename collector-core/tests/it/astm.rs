@@ -295,3 +295,192 @@ fn qc_transmission_with_a_real_patient_record_uploads_nothing_of_that_patient() 
         "patient in a Q transmission",
     );
 }
+
+/// One unframed QC transmission: header, patient-less P, order, results.
+fn transmission(header: &str, order: &str, extra: &[&str]) -> String {
+    let mut lines = vec![header.to_string(), "P|1".to_string(), order.to_string()];
+    lines.extend(extra.iter().map(|s| s.to_string()));
+    lines.push("R|1|^^^WBC|7.1|10*3/uL|6.0-8.0|N||F||||20240627135407".into());
+    lines.push("R|2|^^^HGB|13.2|g/dL||N||F||||20240627135407".into());
+    lines.push("L|1|N".into());
+    lines.join("\r")
+}
+
+/// (lot, level) of every QC result.
+fn identities(out: &outpost_collector_core::ParseOutput) -> Vec<(String, String)> {
+    qc(out)
+        .iter()
+        .map(|r| (r.control_lot.clone(), r.control_level.clone()))
+        .collect()
+}
+
+/// Issue #19: control identity in O.3 and O.4 component forms, with
+/// varied delimiters, positions and case.
+#[test]
+fn control_identity_from_specimen_id_forms() {
+    let h = "H|\\^&|||XN-550^00-24^22723^^^^BD634545||||||||E1394-97";
+    for (order, lot, level) in [
+        // O.4 (instrument specimen id) `QC-<lot>^L<n>`, no other marker.
+        (
+            "O|1||QC-PX440N^L2|^^^^WBC|||||||||||||||||||||F",
+            "PX440N",
+            "2",
+        ),
+        // Sysmex puts the id in a later component of O.4.
+        ("O|1||^^QC-8123A^L3|^^^^WBC", "8123A", "3"),
+        // O.3, lower case, `_` separator, level spelled out.
+        ("O|1|qc_LOT77^level 1||^^^WBC", "LOT77", "1"),
+        // The level inside the id.
+        ("O|1|CTRL-XN2309-L2||^^^WBC", "XN2309", "2"),
+        // A bare marker with the lot and level in the next components.
+        ("O|1|QC^4711A^2||^^^WBC", "4711A", "2"),
+        // O.12 = Q with the classic `lot^level` of O.3 (level from O.16).
+        (
+            "O|1|LOT4711^2||^^^WBC|||||||Q||||CTRL^^HIGH",
+            "LOT4711",
+            "HIGH",
+        ),
+        // O.16 alone marks a control run (Yumizen without H.12).
+        (
+            "O|1|PX440N||^^^DIF|R|20230329110631|||||||||CTRL^^CTRL MEDIUM",
+            "PX440N",
+            "CTRL MEDIUM",
+        ),
+        // A doubtful lot is masked, the run kept.
+        ("O|1||QC-555-12-3456^L1|^^^WBC", "[REDACTED:ssn]", "1"),
+    ] {
+        let out = astm::parse(transmission(h, order, &[]).as_bytes(), &fallback());
+        assert_eq!(
+            identities(&out),
+            vec![(lot.to_string(), level.to_string()); 2],
+            "{order}"
+        );
+    }
+    // Other delimiters: field `!`, repeat `~`, component `%`, escape `$`.
+    let text = transmission(
+        "H!~%$!!!XN-550%00-24%22723",
+        "O!1!!%%QC-Z991%L2!%%%WBC",
+        &[],
+    )
+    .replace(
+        "R|1|^^^WBC|7.1|10*3/uL|6.0-8.0|N||F||||20240627135407",
+        "R!1!%%%WBC!7.1!10*3/uL",
+    )
+    .replace(
+        "R|2|^^^HGB|13.2|g/dL||N||F||||20240627135407",
+        "R!2!%%%HGB!13.2!g/dL",
+    )
+    .replace("P|1", "P!1")
+    .replace("L|1|N", "L!1!N");
+    let out = astm::parse(text.as_bytes(), &fallback());
+    assert_eq!(
+        identities(&out),
+        vec![("Z991".to_string(), "2".to_string()); 2],
+        "{out:?}"
+    );
+}
+
+/// A patient sample whose id merely looks like a control form stays a
+/// patient sample when the transmission names a person; and a plain patient
+/// order is never QC.
+#[test]
+fn control_forms_never_turn_a_named_patient_into_qc() {
+    let h = "H|\\^&|||XN-550^00-24^22723^^^^BD634545||||||||E1394-97";
+    let named = transmission(h, "O|1||QC-77^L1|^^^WBC||||||||||CTRL", &[])
+        .replace("P|1", "P|1||PAT-1||DOE^JANE||19500304");
+    let out = astm::parse(named.as_bytes(), &fallback());
+    assert!(qc(&out).is_empty(), "{out:?}");
+    assert_eq!(out.stats.patient_results_dropped, 2);
+    let plain = transmission(h, "O|1|S-1234||^^^WBC|||||||N", &["C|1|I|QCX something|G"]);
+    let out = astm::parse(plain.as_bytes(), &fallback());
+    assert!(qc(&out).is_empty(), "{out:?}");
+}
+
+/// QC markers and control identity in comment records.
+#[test]
+fn comment_records_mark_qc_and_carry_lot_and_level() {
+    let h = "H|\\^&|||H500^910YOXH02826^2.2.2.2b|||||||P|LIS2-A2";
+    // Yumizen-style: the comment says CONTROL_FAILED; lot from O.3.
+    let out = astm::parse(
+        transmission(
+            h,
+            "O|1|PX440N||^^^DIF|R",
+            &["C|1|I|CONTROL_FAILED^^PLT_ABOVE_TOLERANCE|I"],
+        )
+        .as_bytes(),
+        &fallback(),
+    );
+    assert_eq!(
+        identities(&out),
+        vec![("PX440N".to_string(), String::new()); 2]
+    );
+    // Labels in a comment fill what the order left empty — before or after
+    // the results.
+    let out = astm::parse(
+        transmission(h, "O|1|||^^^DIF|||||||Q", &["C|1|I|LOT^AB1234^LEVEL^2|G"]).as_bytes(),
+        &fallback(),
+    );
+    assert_eq!(
+        identities(&out),
+        vec![("AB1234".to_string(), "2".to_string()); 2]
+    );
+    let after = transmission(h, "O|1|||^^^DIF|||||||Q", &[])
+        .replace("L|1|N", "C|1|I|Control lot: K-88, Level no. 3|G\rL|1|N");
+    let out = astm::parse(after.as_bytes(), &fallback());
+    assert_eq!(
+        identities(&out),
+        vec![("K-88".to_string(), "3".to_string()); 2]
+    );
+    // A comment never overrides what the order said, and its other words
+    // never reach a record.
+    let out = astm::parse(
+        transmission(h, "O|1|QC-77^L1||^^^DIF", &["C|1|I|lot 99 pt DOE, JANE|G"]).as_bytes(),
+        &fallback(),
+    );
+    assert_eq!(
+        identities(&out),
+        vec![("77".to_string(), "1".to_string()); 2]
+    );
+    assert!(!format!("{out:?}").contains("DOE"));
+}
+
+/// The serial is the instrument's serial component of H.5, by the vendor's
+/// layout, not simply the last component.
+#[test]
+fn serial_is_the_instruments_serial_component() {
+    for (header, serial) in [
+        // Sysmex XN: name^software^serial^^^^PS code.
+        (
+            "H|\\^&|||XN-550^00-24^22723^^^^BD634545||||||||E1394-97",
+            "22723",
+        ),
+        (
+            "H|\\^&|||    xn-1000^00-21^11045^^^^PS77||||||||E1394-97",
+            "11045",
+        ),
+        // Sysmex XP: the serial sits in component 6.
+        (
+            "H|\\^&|||XP-100^00-13^^^^A7869^BS649542||||||||E1394-97",
+            "A7869",
+        ),
+        // Horiba: name^serial^software.
+        (
+            "H|\\^&|||H500^910YOXH02826^2.2.2.2b|||||||Q",
+            "910YOXH02826",
+        ),
+        ("H|\\^&|||Yumizen H550^SN5521^3.1.0.0|||||||Q", "SN5521"),
+        // Unknown layouts: the last component with a digit, not a version.
+        ("H|\\^&|||DCA VANTAGE^04.04.00.00^S067337", "S067337"),
+        ("H|\\^&|||Afinion 2 Analyzer^^AF20052397", "AF20052397"),
+        ("H|@^\\|||GX^^806149", "806149"),
+    ] {
+        let text = transmission(header, "O|1|LOT1||^^^WBC|||||||Q", &[]);
+        let out = astm::parse(text.as_bytes(), &fallback());
+        let r = qc(&out);
+        assert!(!r.is_empty(), "{header}: {out:?}");
+        assert!(
+            r.iter().all(|q| q.instrument.serial == serial),
+            "{header}: {r:?}"
+        );
+    }
+}

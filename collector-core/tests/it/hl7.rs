@@ -232,3 +232,29 @@ fn pid2_is_a_lot_only_in_person_less_qc_messages() {
     assert!(out.records.is_empty());
     assert_absent(&json(&out), &["PIX240205N"], "patient message");
 }
+
+/// Issue #19: the control lot in PID-2 survives other delimiters, segment
+/// separators, case, components and a doubtful shape (masked, run kept).
+#[test]
+fn pid2_lot_with_varied_delimiters_case_and_shapes() {
+    for (msg, lot) in [
+        // Other encoding characters, `\n` separators, lower-case order code.
+        (
+            "MSH#$~\\&#HemoScreen#PixCell###20231224173346##ORU$R01#1#P#2.4\nPID##PIX240205N\nOBR####lqc###20231210114100\nOBX#0#NM#WBC##11.0#10*3/uL#5.9-9.3####F###20231210114100#0000000-0001-HS\n",
+            "PIX240205N",
+        ),
+        // PID-2 as a CX with components, `\r\n` separators.
+        (
+            "MSH|^~\\&|HemoScreen|PixCell|||20231224173346||ORU^R01|1|P|2.4\r\nPID|1|PX-77A^^^LOT\r\nOBR||||QC|||20231210114100\r\nOBX|0|NM|WBC||11.0|10*3/uL|5.9-9.3||||F|||20231210114100|0000000-0001-HS\r\n",
+            "PX-77A",
+        ),
+        // An SSN-shaped lot: masked, the results kept.
+        (&qc_message("555-12-3456"), "[REDACTED:ssn]"),
+    ] {
+        let out = hl7::parse(msg.as_bytes(), &fallback());
+        let r = qc(&out);
+        assert!(!r.is_empty(), "{msg:?}: {out:?}");
+        assert!(r.iter().all(|q| q.control_lot == lot), "{msg:?}: {r:?}");
+        assert_absent(&json(&out), &["555-12-3456"], "masked lot");
+    }
+}

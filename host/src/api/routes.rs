@@ -205,7 +205,15 @@ struct UplinkStatus {
     dropped: u64,
     refused: u64,
     dead_letters: u64,
+    /// Dead letters held now (`outpost uplink dead-letters`), by who refused them.
+    dead_letters_held: DeadLettersHeld,
     counters: BTreeMap<String, u64>,
+}
+
+#[derive(Serialize)]
+struct DeadLettersHeld {
+    guard: u64,
+    cloud: u64,
 }
 
 #[derive(Serialize)]
@@ -272,6 +280,10 @@ async fn status(State(s): State<Arc<Shared>>) -> Response {
         Ok(c) => c,
         Err(e) => return server_error(e),
     };
+    let (held_guard, held_cloud) = match services.spool.dead_letters().counts() {
+        Ok(c) => c,
+        Err(e) => return server_error(e),
+    };
     let sum = |prefix: &str| -> u64 {
         counters
             .iter()
@@ -307,6 +319,10 @@ async fn status(State(s): State<Arc<Shared>>) -> Response {
             dropped: sum("dropped"),
             refused: sum("guard-refused") + sum("dead-letter"),
             dead_letters: sum("dead-letter"),
+            dead_letters_held: DeadLettersHeld {
+                guard: held_guard,
+                cloud: held_cloud,
+            },
             counters,
         },
         notifications: NotificationCounts {

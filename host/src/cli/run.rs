@@ -219,6 +219,24 @@ fn print_event(ev: &HostEvent, json: bool) -> anyhow::Result<()> {
         } => {
             format!("DENIED      {module} -> {authority}: {reason}")
         }
+        HostEvent::DeadLettered {
+            id,
+            source,
+            module,
+            stream,
+            reason,
+            field,
+            repeated,
+        } => {
+            let field = field
+                .as_deref()
+                .map(|f| format!(", field {f}"))
+                .unwrap_or_default();
+            let again = if *repeated { " (again)" } else { "" };
+            format!(
+                "DEAD-LETTER {id} {module}/{stream} refused by the {source}: {reason}{field}{again}"
+            )
+        }
     };
     writeln!(out, "{line}")?;
     Ok(())

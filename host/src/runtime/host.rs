@@ -168,6 +168,11 @@ impl uplink::Host for HostState {
     ) -> wasmtime::Result<Result<u64, uplink::UplinkError>> {
         Ok(self.queue(stream, batch, Some(state)))
     }
+
+    fn backlog_waiting(&mut self) -> wasmtime::Result<()> {
+        self.backlog_waiting = true;
+        Ok(())
+    }
 }
 
 impl HostState {

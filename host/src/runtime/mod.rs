@@ -566,6 +566,18 @@ impl Runtime {
         m: &LoadedModule,
         trigger: Trigger,
     ) -> Result<CollectReport, CallError> {
+        self.collect_reporting_backlog(m, trigger)
+            .await
+            .map(|(report, _)| report)
+    }
+
+    /// [`Runtime::collect`], and whether the module said more input is
+    /// waiting (`uplink.backlog-waiting`) in a call that succeeded.
+    pub async fn collect_reporting_backlog(
+        &self,
+        m: &LoadedModule,
+        trigger: Trigger,
+    ) -> Result<(CollectReport, bool), CallError> {
         let WorldPre::Collector(pre) = &m.pre else {
             return Err(CallError::Setup(format!(
                 "module `{}` is not a collector",
@@ -589,7 +601,8 @@ impl Runtime {
         .await;
         let out = finish(res, &store, wall, started).and_then(|r| r.map_err(module_error));
         self.record(m, "collect", &out, started);
-        out
+        let backlog = store.data().backlog_waiting;
+        out.map(|report| (report, backlog))
     }
 
     /// Count a finished call in the metrics.

@@ -50,6 +50,8 @@ pub struct HostState {
     pub(crate) cpu_exceeded: bool,
     /// Notification raises and clears made in this call.
     pub(crate) notify_changes: u32,
+    /// The module said more input is waiting (`uplink.backlog-waiting`).
+    pub(crate) backlog_waiting: bool,
 }
 
 impl HostState {
@@ -105,6 +107,7 @@ impl HostState {
             cpu_ticks_max,
             cpu_exceeded: false,
             notify_changes: 0,
+            backlog_waiting: false,
             module,
         })
     }

@@ -6,6 +6,7 @@
 //! a module can cause is scoped to the calling module by the host, never by the
 //! module.
 
+pub mod deadletter;
 pub mod notifications;
 pub mod quarantine;
 pub mod spool;
@@ -130,6 +131,7 @@ impl Db {
             .and_then(|_| conn.pragma_update(None, "synchronous", "FULL"))
             .and_then(|_| conn.busy_timeout(std::time::Duration::from_secs(5)))
             .and_then(|_| conn.execute_batch(SCHEMA))
+            .and_then(|_| conn.execute_batch(deadletter::SCHEMA))
             .and_then(|_| migrate(&conn))
             .map_err(|e| open_err(e.to_string()))?;
         Ok(Db {

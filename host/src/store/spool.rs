@@ -118,6 +118,11 @@ impl Spool {
         Spool { db }
     }
 
+    /// The dead letters kept in the same database.
+    pub fn dead_letters(&self) -> super::deadletter::DeadLetters {
+        super::deadletter::DeadLetters::new(self.db.clone())
+    }
+
     /// Store a sealed batch, and `state` for `module` if given. `seal` gets
     /// the sequence number and returns the envelope; everything happens in one
     /// transaction, so either the batch is durably stored with its sequence
@@ -136,14 +141,7 @@ impl Spool {
         if let Some(w) = state {
             super::state::write_in(&tx, module, w.quota, w.key, w.value)?;
         }
-        let last: Option<i64> = tx
-            .query_row(
-                "SELECT value FROM uplink_meta WHERE key = 'last_seq'",
-                [],
-                |r| r.get(0),
-            )
-            .optional()?;
-        let seq = (last.unwrap_or(0) as u64 + 1).max(now_micros());
+        let seq = next_seq(&tx)?;
         let body = seal(seq).map_err(SpoolError::Seal)?;
         let len = body.len() as u64;
         let mut used = used_bytes(&tx)?;
@@ -206,14 +204,7 @@ impl Spool {
             params![old],
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
         )?;
-        let last: Option<i64> = tx
-            .query_row(
-                "SELECT value FROM uplink_meta WHERE key = 'last_seq'",
-                [],
-                |r| r.get(0),
-            )
-            .optional()?;
-        let seq = (last.unwrap_or(0) as u64 + 1).max(now_micros());
+        let seq = next_seq(&tx)?;
         let new_body = reseal(&body, seq).map_err(SpoolError::Seal)?;
         tx.execute("DELETE FROM uplink_outbox WHERE seq = ?1", params![old])?;
         tx.execute(
@@ -354,10 +345,23 @@ impl Spool {
     }
 }
 
+/// The next sequence number: `max(last + 1, now in microseconds)` (see the
+/// module docs); the caller stores it as `last_seq` in the same transaction.
+pub(super) fn next_seq(conn: &rusqlite::Connection) -> rusqlite::Result<u64> {
+    let last: Option<i64> = conn
+        .query_row(
+            "SELECT value FROM uplink_meta WHERE key = 'last_seq'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?;
+    Ok((last.unwrap_or(0) as u64 + 1).max(now_micros()))
+}
+
 /// Bytes of all envelopes, kept as a running total in `uplink_meta` (summing
 /// the bodies on every append made filling the spool quadratic); computed once
 /// when missing.
-fn used_bytes(conn: &rusqlite::Connection) -> rusqlite::Result<u64> {
+pub(super) fn used_bytes(conn: &rusqlite::Connection) -> rusqlite::Result<u64> {
     let stored: Option<i64> = conn
         .query_row(
             "SELECT value FROM uplink_meta WHERE key = 'spool_bytes'",
@@ -375,7 +379,7 @@ fn used_bytes(conn: &rusqlite::Connection) -> rusqlite::Result<u64> {
     }
 }
 
-fn set_used_bytes(conn: &rusqlite::Connection, bytes: u64) -> rusqlite::Result<()> {
+pub(super) fn set_used_bytes(conn: &rusqlite::Connection, bytes: u64) -> rusqlite::Result<()> {
     conn.execute(
         "INSERT INTO uplink_meta (key, value) VALUES ('spool_bytes', ?1)
          ON CONFLICT(key) DO UPDATE SET value = excluded.value",
@@ -384,7 +388,7 @@ fn set_used_bytes(conn: &rusqlite::Connection, bytes: u64) -> rusqlite::Result<(
     Ok(())
 }
 
-fn bump(conn: &rusqlite::Connection, name: &str, n: u64) -> rusqlite::Result<()> {
+pub(super) fn bump(conn: &rusqlite::Connection, name: &str, n: u64) -> rusqlite::Result<()> {
     conn.execute(
         "INSERT INTO uplink_counters (name, value) VALUES (?1, ?2)
          ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",

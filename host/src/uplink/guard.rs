@@ -82,7 +82,11 @@
 //! | [`Finding::BirthDate`] | exactly three digit groups joined by one separator (not `:`) that form a valid date: day and month (either order) then a 2- or 4-digit year, or a 4-digit year, month, day (`2015-06-01`, `03.04.50`) |
 //! | [`Finding::Ssn`], [`Finding::BirthDate`], [`Finding::Mrn`] | a patient label at the start — `SSN`; `DOB`, `birth`, `born`; `MRN`, `patient`, `patid`, `ptid`, `acct`, `account`, `accession`, `specimen`, `sample` (any case) — followed by a separator or a digit, with a digit somewhere after it (`MRN-12`, `ptid_7`; but not `SAMPLE_SHORT`) |
 //!
-//! Empty identifiers pass (a control lot may be empty). Real serials, lots
+//! Empty identifiers pass (a control lot may be empty), and so does a value
+//! that is exactly one redaction marker, `[REDACTED:kind]` with a lowercase
+//! kind of at most 16 letters: the collector masks a doubtful lot or serial
+//! whole that way (`collector-core`'s `device_id`), so that one doubtful
+//! field costs its value and not the record. Real serials, lots
 //! and codes pass: `BD634545`, `0000000-0001-HS`, `XN-11587`, `PIX240205N`,
 //! `L2309A`, `12345`, `QC-2024-11`, `E-1203`, `W-0412`, `ERR_0042`.
 //!
@@ -814,6 +818,9 @@ fn floor_boundary(s: &str, mut i: usize) -> usize {
 
 /// The device-identifier rules of the module docs.
 fn device_token(raw: &str) -> Option<Finding> {
+    if is_mask(raw) {
+        return None;
+    }
     let plain = raw.len() <= MAX_DEVICE_TOKEN_BYTES && raw.bytes().all(token_byte);
     if !plain {
         // Refused either way; the free-text rules name what it is, if they can.
@@ -828,6 +835,21 @@ fn device_token(raw: &str) -> Option<Finding> {
         segment_and_email: false,
     };
     scoped_rules(raw, scope).or_else(|| identifier_shape(raw))
+}
+
+/// Longest kind in an identifier field's mask (`[REDACTED:address]`).
+const MAX_MASK_KIND_BYTES: usize = 16;
+
+/// The whole value is one redaction marker, `[REDACTED:kind]` with `kind`
+/// 1 to [`MAX_MASK_KIND_BYTES`] lowercase ASCII letters: the collector's
+/// mask of a doubtful lot or serial, which holds no identifier.
+fn is_mask(raw: &str) -> bool {
+    raw.strip_prefix("[REDACTED:")
+        .and_then(|rest| rest.strip_suffix(']'))
+        .is_some_and(|kind| {
+            (1..=MAX_MASK_KIND_BYTES).contains(&kind.len())
+                && kind.bytes().all(|b| b.is_ascii_lowercase())
+        })
 }
 
 fn token_byte(b: u8) -> bool {
@@ -1855,6 +1877,121 @@ mod tests {
             if let Err(v) = check(std::slice::from_ref(record)) {
                 panic!("{}: a real device record was refused: {v}", file.display());
             }
+        }
+    }
+
+    /// What collector-core's `device_id` keeps or masks in a lot or serial
+    /// field, the guard accepts: generated values of every shape (digit
+    /// groups with each separator, patient labels, dates, letters, spaces,
+    /// non-ASCII) and the values of issue #19 — a doubtful field is masked,
+    /// and the record it sits in passes.
+    #[test]
+    fn collector_device_ids_pass_the_guard() {
+        use outpost_collector_core::redact::device_id;
+        let mut values: Vec<String> = [
+            "555-12-3456",
+            "555.12.3456",
+            "555 12 3456",
+            "555_12_3456",
+            "555:12:3456",
+            "123456789",
+            "217-555-0123",
+            "2015-06-01",
+            "03.04.50",
+            "19500304",
+            "20240627",
+            "MRN-12",
+            "ptid_7",
+            "SSN-123",
+            "dob.1950",
+            "L 2309A",
+            "LÖT1",
+            "Smith^John",
+            "PID|1",
+            "a@b.org",
+            "DOE, JANE",
+            "+12175550123",
+            "QC-2024-11",
+            "PIX240205N",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        values.push("A".repeat(65));
+        let mut state = 0x9E37_79B9_7F4A_7C15_u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        const PARTS: &[&str] = &[
+            "-", ".", "/", "_", ":", " ", "L", "LOT", "QC", "mrn", "dob", "sample", "19", "20",
+            "0", "1", "12", "123", "45", "4567", "6789", "2024", "1950", "06", "31", "ß", "^",
+            "tel", "acct", "Dr", "pt", "Mr", "Smith", "born", "@", "x.org", "+", "(", ")", "#",
+        ];
+        for _ in 0..50_000 {
+            let n = 1 + next() % 7;
+            let v: String = (0..n)
+                .map(|_| PARTS[(next() % PARTS.len() as u64) as usize])
+                .collect();
+            values.push(v);
+        }
+        for v in &values {
+            let kept = device_id(v);
+            assert_eq!(device_token(&kept), None, "{v:?} became {kept:?}");
+            let mut q = qc();
+            q.control_lot = kept.clone();
+            q.instrument.serial = kept;
+            assert_eq!(check(&[Record::Qc(q)]), Ok(()), "{v:?}");
+        }
+    }
+
+    /// Issue #19: a CSV QC export whose `Lot` column holds SSN-shaped values
+    /// loses no row: each lot is masked, every record passes the guard.
+    #[test]
+    fn a_csv_with_ssn_shaped_lots_loses_no_row() {
+        use outpost_collector_core as core;
+        let fallback = core::Instrument {
+            model: "XN-550".into(),
+            serial: "BD634545".into(),
+        };
+        let mut csv = String::from("Analyte;Result;Unit;Lot;Level\n");
+        for i in 0..20 {
+            let lot = match i % 3 {
+                0 => format!("555-12-{:04}", 3400 + i),
+                1 => format!("555 12 {:04}", 3400 + i),
+                _ => format!("55512{:04}", 3400 + i),
+            };
+            csv.push_str(&format!("WBC;{i}.5;10*3/uL;{lot};{}\n", i % 3));
+        }
+        let out = core::csvjson::parse_csv(csv.as_bytes(), &fallback);
+        assert_eq!(out.records.len(), 20);
+        let wired: Vec<Record> = out.records.into_iter().map(wire).collect();
+        for r in &wired {
+            assert_eq!(check(std::slice::from_ref(r)), Ok(()), "{r:?}");
+            let Record::Qc(q) = r else { panic!("not QC") };
+            assert_eq!(q.control_lot, "[REDACTED:ssn]");
+        }
+    }
+
+    /// The mask is one exact marker; anything around or inside it is refused.
+    #[test]
+    fn only_an_exact_mask_passes_as_an_identifier() {
+        for ok in ["[REDACTED:ssn]", "[REDACTED:address]", "[REDACTED:id]"] {
+            assert_eq!(device_token(ok), None, "{ok}");
+        }
+        for bad in [
+            "[REDACTED:]",
+            "[REDACTED:SSN]",
+            "[REDACTED:ssn] 123-45-6789",
+            "x[REDACTED:ssn]",
+            "[REDACTED:ssn]]",
+            "[REDACTED:abcdefghijklmnopq]",
+            "[REDACTED:ss-n]",
+            "[REDACTED:ssn123456789]",
+        ] {
+            assert!(device_token(bad).is_some(), "{bad}");
         }
     }
 

@@ -4,8 +4,14 @@
 //! 1. grant check (stream) and size check (in the WIT host impl);
 //! 2. WIT records → wire records ([`convert`]);
 //! 3. the host's own PHI guard ([`guard`]): a batch that fails is not queued;
-//!    the refusal is counted (`guard-refused`), logged without the value and
-//!    raised as a `uplink-guard-refused:<module>` setting problem;
+//!    the refused record is kept, sealed, in the dead letters
+//!    ([`crate::store::deadletter`]; `outpost uplink dead-letters` lists,
+//!    retries and discards them), the refusal is counted (`guard-refused`,
+//!    `guard-dead-letter:<stream>`), logged without the value, published as
+//!    [`HostEvent::DeadLettered`] and raised as a
+//!    `uplink-guard-refused:<module>` setting problem. If the record cannot
+//!    be kept (dead-letter store full or unwritable) the module hears
+//!    `unavailable` and keeps its data: nothing is refused into nowhere;
 //! 4. JSON → zstd → AES-256-GCM under the device key, AAD binding device id,
 //!    stream and sequence (`outpost-protocol`);
 //! 5. the durable spool ([`crate::store::spool`]), committed before the module
@@ -24,6 +30,7 @@ pub mod problem;
 pub mod sender;
 
 use crate::events::{Events, HostEvent, Setting};
+use crate::store::deadletter::{DeadLetterError, DeadLetterId, Kept, Refusal, Source};
 use crate::store::spool::{Spool, SpoolError, StateWrite};
 use identity::Identity;
 use outpost_protocol as p;
@@ -47,6 +54,10 @@ pub enum EnqueueError {
     /// Spool full of batches that are never dropped, or unwritable.
     #[error(transparent)]
     Spool(#[from] SpoolError),
+    /// The guard refused a record and it could not be kept as a dead
+    /// letter: nothing was queued or refused; the module keeps its data.
+    #[error("a refused record could not be kept: {0}")]
+    DeadLetter(DeadLetterError),
 }
 
 /// The uplink service shared by every module call and the sender.
@@ -132,11 +143,31 @@ impl Uplink {
         let id = self.identity().ok_or(EnqueueError::NotEnrolled)?;
         p::validate_stream(stream).map_err(|_| EnqueueError::BadStream)?;
         if let Err(v) = guard::check(&records) {
+            let kept = match self.keep_refused(&id, module, stream, &records[v.record], &v) {
+                Ok(kept) => kept,
+                Err(e) => {
+                    tracing::error!(module, stream, violation = %v, error = %e, "a record refused by the PHI guard could not be kept; the module keeps its data");
+                    self.events.emit(HostEvent::problem(
+                        Setting::UplinkGuardRefused(module.to_owned()),
+                        format!("a record from module `{module}` on stream `{stream}` was refused ({v}) and could not be kept aside: {e}"),
+                    ));
+                    return Err(EnqueueError::DeadLetter(e));
+                }
+            };
             let _ = self.spool.count("guard-refused", 1);
-            tracing::warn!(module, stream, violation = %v, "batch refused by the PHI guard; not queued");
+            tracing::warn!(module, stream, violation = %v, dead_letter = %kept.id, "record refused by the PHI guard; kept as a dead letter, batch not queued");
+            self.events.emit(HostEvent::DeadLettered {
+                id: kept.id.to_string(),
+                source: Source::Guard,
+                module: module.to_owned(),
+                stream: stream.to_owned(),
+                reason: finding_code(v.finding),
+                field: Some(v.field.to_owned()),
+                repeated: !kept.new,
+            });
             self.events.emit(HostEvent::problem(
                 Setting::UplinkGuardRefused(module.to_owned()),
-                format!("a batch from module `{module}` on stream `{stream}` was not sent: {v}"),
+                format!("a record from module `{module}` on stream `{stream}` was not sent ({v}); it is kept as dead letter {} (`outpost uplink dead-letters`)", kept.id),
             ));
             return Err(EnqueueError::Guard(v));
         }
@@ -191,6 +222,73 @@ impl Uplink {
         }
     }
 
+    /// Keep `record`, refused by the guard for `v`, sealed in the dead
+    /// letters (one-record batch, the row id as its sequence).
+    fn keep_refused(
+        &self,
+        id: &Identity,
+        module: &str,
+        stream: &str,
+        record: &p::Record,
+        v: &guard::Violation,
+    ) -> Result<Kept, DeadLetterError> {
+        use hmac::Mac;
+        let json = serde_json::to_vec(record).map_err(|e| DeadLetterError::Seal(e.to_string()))?;
+        use sha2::Digest;
+        // A key of its own for the digest, derived from the device key (the
+        // device key itself only ever seals).
+        let digest_key = sha2::Sha256::new()
+            .chain_update(b"outpost dead-letter digest key\0")
+            .chain_update(id.key.as_bytes())
+            .finalize();
+        let mut mac = <hmac::Hmac<sha2::Sha256> as Mac>::new_from_slice(&digest_key)
+            .map_err(|e| DeadLetterError::Seal(e.to_string()))?;
+        mac.update(module.as_bytes());
+        mac.update(b"\0");
+        mac.update(stream.as_bytes());
+        mac.update(b"\0");
+        mac.update(&json);
+        let digest = mac.finalize().into_bytes();
+        let finding = finding_code(v.finding);
+        let refusal = Refusal {
+            module,
+            stream,
+            finding: &finding,
+            field: v.field,
+            digest: &digest,
+        };
+        self.spool.dead_letters().keep_refused(refusal, |row| {
+            let body = p::BatchBody {
+                created_at: crate::store::now_secs(),
+                records: vec![record.clone()],
+            };
+            p::seal(&id.key, &id.device_id, stream, row as u64, &body).map_err(|e| e.to_string())
+        })
+    }
+
+    /// Put dead letter `dl` back in the outbox (audited as done by `who`):
+    /// opened with the device key, checked by the guard again (a record it
+    /// still refuses stays where it is, and the audit says why), resealed
+    /// under a new sequence. Returns the new sequence.
+    pub fn retry_dead_letter(&self, dl: DeadLetterId, who: &str) -> Result<u64, DeadLetterError> {
+        let id = self
+            .identity()
+            .ok_or_else(|| DeadLetterError::Seal("this device is not enrolled".into()))?;
+        let max = self.max_bytes.load(std::sync::atomic::Ordering::Relaxed);
+        let seq = self
+            .spool
+            .dead_letters()
+            .requeue(dl, who, max, |stream, sealed, seq| {
+                let opened = p::open(&id.key, sealed).map_err(|e| format!("cannot open: {e}"))?;
+                guard::check(&opened.body.records)
+                    .map_err(|v| format!("refused by the guard again: {v}"))?;
+                p::seal(&id.key, &id.device_id, stream, seq, &opened.body)
+                    .map_err(|e| e.to_string())
+            })?;
+        self.queued.notify_one();
+        Ok(seq)
+    }
+
     /// Send batch `seq` again under a new sequence (the cloud holds `seq`
     /// with other content): opened and resealed with this device's key.
     pub fn renumber(&self, seq: i64) -> Result<u64, SpoolError> {
@@ -222,4 +320,12 @@ impl Uplink {
             .map_err(|e| anyhow::anyhow!("batch {seq}: {e}"))?
             .body)
     }
+}
+
+/// The stable code of a guard finding (`ssn`, `person-name`, ...).
+fn finding_code(f: guard::Finding) -> String {
+    serde_json::to_value(f)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_else(|| f.describe().to_owned())
 }

@@ -355,6 +355,19 @@ impl Sender {
                         match self.uplink.spool().dead_letter(b.seq, &reason) {
                             Ok(_) => {
                                 tracing::error!(seq = b.seq, stream = %b.stream, %reason, "the cloud refused this batch; moved to the dead-letter table");
+                                self.events.emit(HostEvent::DeadLettered {
+                                    id: crate::store::deadletter::DeadLetterId {
+                                        source: crate::store::deadletter::Source::Cloud,
+                                        n: b.seq,
+                                    }
+                                    .to_string(),
+                                    source: crate::store::deadletter::Source::Cloud,
+                                    module: b.module.clone(),
+                                    stream: b.stream.clone(),
+                                    reason: reason.clone(),
+                                    field: None,
+                                    repeated: false,
+                                });
                                 self.events.emit(HostEvent::problem(
                                     Setting::UplinkDeadLetter(b.stream.clone()),
                                     format!("the cloud refused one batch of `{}` ({reason}); it is kept aside for support and the others go on", b.stream),

@@ -465,4 +465,87 @@ fn a_record_the_host_guard_refuses_is_dropped_alone_and_the_rest_arrives() {
     // The cursor moved past the refused line: nothing is retried.
     f.collect(&m);
     assert_eq!(f.event_texts().len(), 2);
+    // ... and the refused record is not gone: it is a dead letter, with the
+    // reason and field and no value.
+    let held: Vec<_> = env()
+        .runtime
+        .services()
+        .spool
+        .dead_letters()
+        .list()
+        .unwrap()
+        .into_iter()
+        .filter(|d| d.module == f.name)
+        .collect();
+    assert_eq!(held.len(), 1, "{held:?}");
+    assert_eq!(
+        (
+            held[0].stream.as_str(),
+            held[0].reason.as_str(),
+            held[0].field.as_deref()
+        ),
+        ("events", "patient-segment", Some("text"))
+    );
+    // Counted where Prometheus scrapes.
+    let services = env().runtime.services();
+    let metrics = services.metrics.render(services);
+    assert!(
+        metrics.contains("uplink_dead_letters{source=\"guard\"}")
+            && metrics.contains("uplink_counter{name=\"guard-dead-letter:events\"}"),
+        "{metrics}"
+    );
+}
+
+/// Issue #19: a CSV QC export whose `Lot` column holds SSN-shaped values
+/// loses no row: the lot field is masked, every result arrives, and nothing
+/// is refused or dead-lettered.
+#[test]
+fn a_csv_export_with_ssn_shaped_lots_loses_no_row() {
+    let f = Folder::new("ssn-lot-collector");
+    let m = f.module();
+    let mut csv = String::from("Instrument;Serial;Analyte;Result;Unit;Lot;QC Level\r\n");
+    for i in 0..20 {
+        let lot = match i % 4 {
+            0 => format!("555-12-{:04}", 3400 + i),
+            1 => format!("555 12 {:04}", 3400 + i),
+            2 => format!("L{:04}A", 2300 + i),
+            _ => format!("55512{:04}", 3400 + i),
+        };
+        csv.push_str(&format!(
+            "XN-550;BD634545;HGB;{i}.5;g/dL;{lot};{}\r\n",
+            i % 3 + 1
+        ));
+    }
+    f.write("qc-export.csv", csv);
+    let report = f.collect(&m);
+    let held = env()
+        .runtime
+        .services()
+        .spool
+        .dead_letters()
+        .list()
+        .unwrap();
+    let held: Vec<_> = held.iter().filter(|d| d.module == f.name).collect();
+    assert_eq!(
+        (report.records_queued, report.malformed),
+        (21, 0),
+        "{report:?} {held:?}"
+    );
+    let got = f.qc_results();
+    assert_eq!(got.len(), 20, "{got:?}");
+    for (i, (lot, value)) in got.iter().enumerate() {
+        assert_eq!(value, &format!("{i}.5"));
+        match i % 4 {
+            2 => assert_eq!(lot, &format!("L{:04}A", 2300 + i)),
+            _ => assert_eq!(lot, "[REDACTED:ssn]", "row {i}"),
+        }
+    }
+    let held = env()
+        .runtime
+        .services()
+        .spool
+        .dead_letters()
+        .list()
+        .unwrap();
+    assert!(!held.iter().any(|d| d.module == f.name), "{held:?}");
 }

@@ -2,6 +2,7 @@ mod api;
 mod browser;
 mod cli;
 mod collector;
+mod deadletters;
 mod doctor;
 mod harness;
 mod hostile;

@@ -234,3 +234,129 @@ fn support_requests_take_the_patient_data_flag_from_the_host_config() {
         assert_eq!(d.offer, vec![Permission::View]);
     });
 }
+
+/// Issue #19: a backlog larger than one call (the collector stops at 20,000
+/// records or 2 MiB per call) drains without waiting the collection interval
+/// (an hour here): the collector says more is waiting and the supervisor
+/// calls it again at once, then sleeps once it has caught up.
+#[test]
+fn a_backlog_larger_than_one_call_drains_without_waiting_the_interval() {
+    let e = env();
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    const LINES: usize = 45_000;
+    let mut text = String::with_capacity(LINES * 70);
+    for i in 0..LINES {
+        text.push_str(&format!(
+            "2026-11-29 10:00:00 INFO I-0001 backlog line {i:06} of the drain test\n"
+        ));
+    }
+    std::fs::write(logs.join("instrument.log"), &text).unwrap();
+    let collector = dir.path().join("collector.wasm");
+    std::fs::write(
+        &collector,
+        e.signed(
+            outpost_artifacts::COLLECTOR,
+            &outpost_signing::Manifest::from_toml(
+                &std::fs::read_to_string(outpost_artifacts::COLLECTOR_MANIFEST).unwrap(),
+            )
+            .unwrap(),
+        ),
+    )
+    .unwrap();
+    let config_path = dir.path().join("outpost.toml");
+    std::fs::write(
+        &config_path,
+        format!(
+            r#"
+state-dir = "state"
+[directories]
+instrument-logs = "{logs}"
+[policy]
+directories = ["instrument-logs"]
+uplink-streams = ["heartbeat", "events", "qc", "maintenance", "software"]
+max-state-quota-bytes = 1048576
+[supervisor]
+collect-interval-secs = 3600
+drain-cpu-percent = 100
+[[trust.keys]]
+name = "test-publisher"
+public-key = "{key}"
+[[module]]
+name = "collector"
+file = "{collector}"
+{OFFLINE_UPLINK}"#,
+            logs = path(&logs),
+            key = outpost_signing::public_key_to_hex(&e.key.verifying_key()),
+            collector = path(&collector),
+        ),
+    )
+    .unwrap();
+    let config = Config::load(&config_path).unwrap();
+    offline_identity(&config.state_dir);
+    e.rt.block_on(async {
+        let events = Events::default();
+        let mut rx = events.subscribe();
+        let agent = Agent::build(config, events.clone()).unwrap();
+        assert!(agent.refused.is_empty(), "{:?}", agent.refused);
+        let spool = agent.runtime.services().spool.clone();
+        let queued = || -> i64 {
+            spool
+                .list()
+                .unwrap()
+                .iter()
+                .filter(|b| b.stream == "events")
+                .map(|b| b.records)
+                .sum()
+        };
+        let sup = Supervisor::start(&agent, events);
+        let mut calls = Vec::new();
+        // Far below the interval: only calls made at once can get there.
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(300);
+        while queued() < LINES as i64 {
+            let ev = tokio::time::timeout_at(deadline, rx.recv())
+                .await
+                .unwrap_or_else(|_| panic!("drained {} of {LINES} in time", queued()));
+            if let Ok(HostEvent::CallSucceeded {
+                module, summary, ..
+            }) = &ev
+                && module == "collector"
+            {
+                calls.push(summary.clone());
+            }
+        }
+        assert_eq!(queued(), LINES as i64, "each line once");
+        // Caught up: the call that queued the last lines (its event may
+        // still be on its way) says nothing more waits, and then the
+        // collector sleeps its interval.
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        let more: Vec<String> = std::iter::from_fn(|| rx.try_recv().ok())
+            .filter_map(|ev| match ev {
+                HostEvent::CallSucceeded {
+                    module, summary, ..
+                } if module == "collector" => Some(summary),
+                _ => None,
+            })
+            .collect();
+        calls.extend(more);
+        assert!(calls.len() >= 3, "several calls: {calls:?}");
+        let (last, drained) = calls.split_last().unwrap();
+        assert!(
+            drained.iter().all(|c| c.ends_with(" backlog")),
+            "every call but the last said more was waiting: {calls:?}"
+        );
+        assert!(
+            !last.ends_with(" backlog"),
+            "the last call found nothing more: {calls:?}"
+        );
+        let before = sup.health()["collector"].calls_ok;
+        tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+        assert_eq!(
+            sup.health()["collector"].calls_ok,
+            before,
+            "asleep once caught up"
+        );
+        drop(sup);
+    });
+}

@@ -4,7 +4,7 @@
 //! | file | parser (collector-core) | records |
 //! | --- | --- | --- |
 //! | `*.log`, `*.txt` (UTF-8) | `logs`, line by line | instrument events |
-//! | ASTM E1381/E1394 transcripts (`*.astm`, or content starting with STX/ENQ/`H|`) | `astm`, message by message | QC results (O.12 or H.12 = `Q`) |
+//! | ASTM E1381/E1394 transcripts (`*.astm`, or content starting with STX/ENQ/`H|`) | `astm`, message by message | QC results (O.12 = `Q`, or the QC markers H.12, O.16, `QC-<lot>^L<n>` ids in O.3/O.4 and QC comments) |
 //! | HL7 v2 (`*.hl7`, or content starting with `MSH`) | `hl7`, message by message | QC results (OBR-4 QC codes, SPM-11 `Q`/`C`) |
 //! | `*.csv` QC exports | `csvjson` (column allowlist), row by row under the header line | QC results |
 //! | `*.json` QC exports | `csvjson` (column allowlist), whole file | QC results |
@@ -13,7 +13,10 @@
 //! Logs, ASTM, HL7 and CSV are read incrementally, unit by unit, at most
 //! [`MAX_READ_BYTES_PER_FILE`] per file and [`MAX_PARSE_BYTES_PER_CALL`] per
 //! call, so a 2 GB transcript costs bounded memory and time, a backlog drains
-//! over several calls, and a growing file is read as it grows.
+//! over several calls, and a growing file is read as it grows. A call that
+//! stops at a budget says so (`uplink.backlog-waiting`) and the host calls
+//! again at once, so a backlog drains at full speed, not one call per
+//! collection interval.
 //!
 //! Patient records are dropped whole by the parsers and free text is redacted
 //! there; this module only schedules, converts and queues.
@@ -213,7 +216,15 @@ impl Collector for InstrumentCollector {
         match sink.stop {
             Some(Stop::Fail(e)) => Err(e),
             Some(Stop::Wait(why)) => Ok(waiting(sink.report, &why)),
-            None => Ok(sink.report),
+            None => {
+                // A budget ran out: more may be waiting, so the host calls
+                // again at once instead of after the interval (a budget
+                // spent exactly at the end of the input costs one empty call).
+                if sink.total >= MAX_RECORDS_PER_CALL || budget == 0 {
+                    uplink::backlog_waiting();
+                }
+                Ok(sink.report)
+            }
         }
     }
 }
@@ -321,8 +332,8 @@ outpost_sdk::export_collector!(InstrumentCollector);
 
 /// Queue `batch` on `stream` (with the state entry `key` = `value` in the
 /// same transaction, if given). A record the host's PHI guard refuses is
-/// dropped — the host has audited it and would refuse it again — counted
-/// malformed, and the rest is queued again; the state entry is written even
+/// dropped here — the host keeps it as a dead letter and would refuse it
+/// again — counted malformed, and the rest is queued again; the state entry is written even
 /// when every record was refused. `unavailable` stops the call quietly
 /// ([`Stop::Wait`]); any other failure ends it with an error. Either way no
 /// cursor moves past what was not queued.
