@@ -107,11 +107,13 @@ impl Host {
     }
 
     /// The host's process id.
+    #[cfg(unix)]
     pub(super) fn pid(&self) -> u32 {
         self.child.id()
     }
 
     /// Wait for the host to exit by itself (it is killed after `limit`).
+    #[cfg(unix)]
     pub(super) fn wait_exit(mut self, limit: Duration) -> std::process::ExitStatus {
         let deadline = Instant::now() + limit;
         loop {

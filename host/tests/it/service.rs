@@ -2,10 +2,9 @@
 //! install` writes, checked by systemd's own tools where they exist, and a
 //! clean stop on the signal the service manager sends.
 
-use super::api::{Host, site};
+use super::api::site;
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
 
 fn outpost(args: &[&str], config: &Path) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_outpost"))
@@ -92,6 +91,8 @@ fn the_unit_passes_systemd_analyze_verify_and_reports_its_exposure() {
 #[cfg(unix)]
 #[test]
 fn sigterm_stops_the_host_cleanly_and_the_database_stays_whole() {
+    use super::api::Host;
+    use std::time::{Duration, Instant};
     let dir = tempfile::tempdir().unwrap();
     let logs = dir.path().join("logs");
     std::fs::create_dir_all(&logs).unwrap();
