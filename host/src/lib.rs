@@ -19,4 +19,5 @@ pub mod runtime;
 pub mod store;
 pub mod supervisor;
 pub mod untrusted;
+pub mod update;
 pub mod uplink;

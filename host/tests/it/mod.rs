@@ -11,4 +11,5 @@ mod network;
 mod sandbox;
 mod signed;
 mod supervisor;
+mod updates;
 mod uplink;

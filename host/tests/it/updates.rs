@@ -1,0 +1,529 @@
+//! Module updates over TUF (#15): the real reference cloud serves a real
+//! tough repository made by its publisher over TLS with a test CA; the host's
+//! updater checks it. Hostile variants change the served files on disk.
+
+use super::harness::{DEFAULT_LIMITS, env, manifest, path};
+use chrono::{Duration as Days, Utc};
+use outpost_cloud::repo::{self, Expiry, RoleKey};
+use outpost_cloud::{Enrollment, EnrollmentToken, RunningServer, Server, ServerConfig, TestPki};
+use outpost_host::config::Config;
+use outpost_host::store::Db;
+use outpost_host::update::offers::OfferState;
+use outpost_host::update::{CheckReport, UpdateError, Updater};
+use outpost_signing::{Manifest, SigningKey};
+use std::path::{Path, PathBuf};
+
+const V1_CAPS: &str =
+    "directories = [\"instrument-logs\"]\nendpoints = [\"api.vendor.example:443\"]";
+const V2_CAPS: &str = "directories = [\"instrument-logs\"]\nendpoints = [\"api.vendor.example:443\", \"files.vendor.example:443\"]";
+
+fn collector(version: &str, caps: &str) -> Manifest {
+    let mut m = manifest("collector", "collector", caps, DEFAULT_LIMITS);
+    m.version = version.into();
+    m
+}
+
+fn signed_by(key: &SigningKey, m: &Manifest) -> Vec<u8> {
+    outpost_signing::sign::sign(&env().raw(outpost_artifacts::COLLECTOR), m, &[key]).unwrap()
+}
+
+struct Keys {
+    root: RoleKey,
+    targets: RoleKey,
+    snapshot: RoleKey,
+    timestamp: RoleKey,
+}
+
+/// A repository, the cloud serving it, and a host configured to check it
+/// with collector 1.0.0 installed.
+struct Site {
+    dir: tempfile::TempDir,
+    keys: Keys,
+    server: Option<RunningServer>,
+    config: Config,
+}
+
+impl Site {
+    fn new() -> Site {
+        Self::new_at(Utc::now())
+    }
+
+    /// The repository created (and first published) at `t`.
+    fn new_at(t: chrono::DateTime<Utc>) -> Site {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        repo::keygen(&d.join("keys")).unwrap();
+        let load = |r| repo::load_key(&d.join("keys"), r).unwrap();
+        let keys = Keys {
+            root: load("root"),
+            targets: load("targets"),
+            snapshot: load("snapshot"),
+            timestamp: load("timestamp"),
+        };
+        repo::init(
+            &d.join("repo"),
+            &keys.root,
+            &keys.targets,
+            &keys.snapshot,
+            &keys.timestamp,
+            Expiry::default(),
+            t,
+        )
+        .unwrap();
+        let pki = TestPki::generate(&["localhost", "127.0.0.1"]).unwrap();
+        pki.write(&d.join("pki")).unwrap();
+        let mut cfg = ServerConfig::new(
+            d.join("cloud"),
+            "127.0.0.1:0".parse().unwrap(),
+            pki.server_cert_pem.clone(),
+            pki.server_key_pem.clone(),
+            Enrollment::Token(EnrollmentToken::new("update-tests-token-0123456789").unwrap()),
+        );
+        cfg.updates_repo = Some(d.join("repo"));
+        let server = env().rt.block_on(Server::start(cfg)).unwrap();
+        let url = format!("https://127.0.0.1:{}", server.addr().port());
+        std::fs::write(
+            d.join("collector-1.0.0.wasm"),
+            signed_by(&env().key, &collector("1.0.0", V1_CAPS)),
+        )
+        .unwrap();
+        let text = format!(
+            "state-dir = \"{state}\"\n\
+             [[instrument]]\nmodel = \"XN-550\"\nserial = \"SN-1\"\n\
+             [[trust.keys]]\nname = \"test-publisher\"\npublic-key = \"{key}\"\n\
+             [network]\nextra-ca-files = [\"{ca}\"]\nonly-extra-cas = true\n\
+             [uplink]\nendpoint = \"{url}\"\n\
+             [updates]\nroot = \"{root}\"\nrepository = \"{url}/v1/updates\"\nrequest-timeout-secs = 10\n\
+             [[module]]\nname = \"collector\"\nfile = \"{file}\"\n",
+            state = path(&d.join("state")),
+            key = outpost_signing::public_key_to_hex(&env().key.verifying_key()),
+            ca = path(&d.join("pki/ca.pem")),
+            root = path(&d.join("repo/metadata/1.root.json")),
+            file = path(&d.join("collector-1.0.0.wasm")),
+        );
+        let config = Config::parse(&text, &d.join("outpost.toml")).unwrap();
+        Site {
+            dir,
+            keys,
+            server: Some(server),
+            config,
+        }
+    }
+
+    fn repo(&self) -> PathBuf {
+        self.dir.path().join("repo")
+    }
+
+    fn meta(&self, file: &str) -> PathBuf {
+        self.repo().join("metadata").join(file)
+    }
+
+    /// Stage `bytes` as a module file and publish at `t` with `expiry`.
+    fn publish_module_at(
+        &self,
+        bytes: &[u8],
+        models: &[&str],
+        t: chrono::DateTime<Utc>,
+        expiry: Expiry,
+    ) -> repo::Published {
+        let f = self.dir.path().join("upload.wasm");
+        std::fs::write(&f, bytes).unwrap();
+        let models: Vec<String> = models.iter().map(|s| s.to_string()).collect();
+        repo::add(&self.repo(), &f, &models).unwrap();
+        self.publish_at(t, expiry)
+    }
+
+    fn publish_module(&self, bytes: &[u8]) -> repo::Published {
+        self.publish_module_at(bytes, &[], Utc::now(), Expiry::default())
+    }
+
+    fn publish_at(&self, t: chrono::DateTime<Utc>, expiry: Expiry) -> repo::Published {
+        repo::publish(
+            &self.repo(),
+            &self.keys.targets,
+            &self.keys.snapshot,
+            &self.keys.timestamp,
+            expiry,
+            t,
+        )
+        .unwrap()
+    }
+
+    fn updater(&self) -> Updater {
+        let db = Db::open(&self.config.state_dir).unwrap();
+        Updater::new(&self.config, db).unwrap()
+    }
+
+    fn check(&self) -> Result<CheckReport, UpdateError> {
+        env().rt.block_on(self.updater().check())
+    }
+
+    /// The served target file of `name`.
+    fn target_file(&self, name: &str) -> PathBuf {
+        std::fs::read_dir(self.repo().join("targets"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.to_string_lossy().ends_with(&format!(".{name}")))
+            .unwrap()
+    }
+}
+
+impl Drop for Site {
+    fn drop(&mut self) {
+        if let Some(s) = self.server.take() {
+            env().rt.block_on(s.shutdown());
+        }
+    }
+}
+
+fn refused_message(r: Result<CheckReport, UpdateError>) -> String {
+    match r {
+        Ok(report) => panic!("check accepted the repository: {report:?}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn new_endpoint_is_offered_with_exactly_that_difference() {
+    let site = Site::new();
+    let v2 = signed_by(&env().key, &collector("2.0.0", V2_CAPS));
+    site.publish_module(&v2);
+    let report = site.check().unwrap();
+    assert!(report.refused.is_empty(), "{:?}", report.refused);
+    assert_eq!(report.offers.len(), 1, "{report:?}");
+    let o = &report.offers[0];
+    assert_eq!(o.module, "collector");
+    assert_eq!(o.from_version.as_deref(), Some("1.0.0"));
+    assert_eq!(o.to_version, "2.0.0");
+    assert_eq!(o.target, "collector-2.0.0.wasm");
+    assert_eq!(o.state, OfferState::Available);
+    assert!(o.adds_capabilities);
+    assert_eq!(
+        o.diff_text.as_deref(),
+        Some("+ endpoint files.vendor.example:443\n")
+    );
+    let stored = std::fs::read(o.file_path.as_ref().unwrap()).unwrap();
+    assert_eq!(stored, v2, "the downloaded file is the published one");
+    // A second check finds the same offer, not a second one.
+    let again = site.check().unwrap();
+    assert_eq!(again.offers.len(), 1);
+    assert_eq!(again.offers[0].id, o.id);
+    assert_eq!(site.updater().offers().list().unwrap().len(), 1);
+}
+
+#[test]
+fn approval_records_the_digest_and_a_changed_diff_voids_it() {
+    let site = Site::new();
+    site.publish_module(&signed_by(&env().key, &collector("2.0.0", V2_CAPS)));
+    let o = site.check().unwrap().offers.remove(0);
+    let updater = site.updater();
+    let approved = updater.offers().decide(o.id, true, "cli:test").unwrap();
+    assert_eq!(approved.state, OfferState::Approved);
+    assert_eq!(approved.approved_digest, o.diff_digest);
+    let digest = o.diff_digest.clone().unwrap();
+    assert!(updater.offers().approval_holds(o.id, &digest).unwrap());
+    // The installed module changed since: the diff to install is another.
+    assert!(
+        !updater
+            .offers()
+            .approval_holds(o.id, "another-diff")
+            .unwrap()
+    );
+    let after = updater.offers().get(o.id).unwrap().unwrap();
+    assert_eq!(after.state, OfferState::Available, "needs a new approval");
+    assert_eq!(after.approved_digest, None);
+    let audit = updater.offers().audit(o.id).unwrap();
+    assert_eq!(audit.len(), 2);
+    assert_eq!(audit[0].decision, "approved");
+    assert_eq!(audit[0].diff_digest.as_deref(), Some(digest.as_str()));
+    assert_eq!(audit[0].client, "cli:test");
+    assert_eq!(audit[1].decision, "approval-void");
+    // A decision on an offer that is not available is refused.
+    updater.offers().decide(o.id, false, "cli:test").unwrap();
+    let err = updater.offers().decide(o.id, true, "cli:test").unwrap_err();
+    assert!(err.to_string().contains("rejected"), "{err}");
+}
+
+#[test]
+fn expired_timestamp_is_refused() {
+    let past = Utc::now() - Days::days(3);
+    let site = Site::new_at(past);
+    site.publish_module_at(
+        &signed_by(&env().key, &collector("2.0.0", V2_CAPS)),
+        &[],
+        past,
+        Expiry::default(),
+    );
+    let msg = refused_message(site.check());
+    assert!(msg.contains("expired"), "{msg}");
+    assert!(site.updater().offers().list().unwrap().is_empty());
+}
+
+#[test]
+fn expired_targets_are_refused() {
+    let site = Site::new();
+    let expiry = Expiry {
+        targets: Days::seconds(-60),
+        ..Expiry::default()
+    };
+    site.publish_module_at(
+        &signed_by(&env().key, &collector("2.0.0", V2_CAPS)),
+        &[],
+        Utc::now(),
+        expiry,
+    );
+    let msg = refused_message(site.check());
+    assert!(msg.contains("expired"), "{msg}");
+}
+
+#[test]
+fn a_clock_set_back_does_not_revive_expired_metadata() {
+    let site = Site::new();
+    site.publish_module(&signed_by(&env().key, &collector("2.0.0", V2_CAPS)));
+    // The update clock has already seen a time two days ahead (the system
+    // clock was later set back): the timestamp, valid for a day by the
+    // system clock, is expired by the update clock.
+    let updater = site.updater();
+    let ahead = Utc::now().timestamp() + 2 * 86_400;
+    assert_eq!(updater.offers().clock(ahead).unwrap(), ahead);
+    let err = env().rt.block_on(updater.check()).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            UpdateError::Expired {
+                role: "timestamp",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    // And the stored clock never moves back.
+    assert_eq!(updater.offers().clock(0).unwrap(), ahead);
+}
+
+#[test]
+fn replayed_older_timestamp_is_refused() {
+    let site = Site::new();
+    site.publish_module(&signed_by(&env().key, &collector("2.0.0", V2_CAPS)));
+    let old = std::fs::read(site.meta("timestamp.json")).unwrap();
+    repo::publish_timestamp(
+        &site.repo(),
+        &site.keys.timestamp,
+        Expiry::default(),
+        Utc::now(),
+    )
+    .unwrap();
+    site.check().unwrap();
+    // An attacker (or a stale mirror) serves the older, still valid timestamp.
+    std::fs::write(site.meta("timestamp.json"), old).unwrap();
+    let msg = refused_message(site.check());
+    assert!(msg.to_lowercase().contains("version"), "{msg}");
+}
+
+#[test]
+fn frozen_timestamp_is_refused_once_it_expires() {
+    // The repository goes on publishing, but a freezing attacker keeps
+    // serving a timestamp signed three days ago (valid for a day then).
+    let past = Utc::now() - Days::days(3);
+    let site = Site::new_at(past);
+    let frozen = std::fs::read(site.meta("timestamp.json")).unwrap();
+    site.publish_module(&signed_by(&env().key, &collector("2.0.0", V2_CAPS)));
+    std::fs::write(site.meta("timestamp.json"), frozen).unwrap();
+    let msg = refused_message(site.check());
+    assert!(msg.contains("expired"), "{msg}");
+    assert!(site.updater().offers().list().unwrap().is_empty());
+}
+
+#[test]
+fn mix_and_match_snapshot_is_refused() {
+    let site = Site::new();
+    let first = site.publish_module(&signed_by(&env().key, &collector("2.0.0", V2_CAPS)));
+    let second = site.publish_module(&signed_by(&env().key, &collector("3.0.0", V2_CAPS)));
+    // The newest timestamp, served with the snapshot of the earlier release
+    // under the newest snapshot's name.
+    let old =
+        std::fs::read(site.meta(&format!("{}.snapshot.json", first.snapshot_version))).unwrap();
+    std::fs::write(
+        site.meta(&format!("{}.snapshot.json", second.snapshot_version)),
+        old,
+    )
+    .unwrap();
+    let msg = refused_message(site.check()).to_lowercase();
+    assert!(msg.contains("hash mismatch"), "{msg}");
+}
+
+#[test]
+fn mix_and_match_targets_is_refused() {
+    let site = Site::new();
+    let first = site.publish_module(&signed_by(&env().key, &collector("2.0.0", V2_CAPS)));
+    let second = site.publish_module(&signed_by(&env().key, &collector("3.0.0", V2_CAPS)));
+    let old = std::fs::read(site.meta(&format!("{}.targets.json", first.targets_version))).unwrap();
+    std::fs::write(
+        site.meta(&format!("{}.targets.json", second.targets_version)),
+        old,
+    )
+    .unwrap();
+    let msg = refused_message(site.check()).to_lowercase();
+    assert!(msg.contains("hash mismatch"), "{msg}");
+}
+
+#[test]
+fn target_longer_than_its_metadata_is_refused() {
+    let site = Site::new();
+    site.publish_module(&signed_by(&env().key, &collector("2.0.0", V2_CAPS)));
+    let f = site.target_file("collector-2.0.0.wasm");
+    let mut bytes = std::fs::read(&f).unwrap();
+    bytes.extend(std::iter::repeat_n(0u8, 4096));
+    std::fs::write(&f, bytes).unwrap();
+    let report = site.check().unwrap();
+    assert!(report.offers.is_empty());
+    assert_eq!(report.refused.len(), 1);
+    let r = &report.refused[0];
+    assert_eq!(r.state, OfferState::Refused);
+    assert!(
+        r.reason.as_ref().unwrap().starts_with("download refused"),
+        "{r:?}"
+    );
+    assert_eq!(r.file_path, None);
+}
+
+#[test]
+fn tampered_target_is_refused() {
+    let site = Site::new();
+    site.publish_module(&signed_by(&env().key, &collector("2.0.0", V2_CAPS)));
+    let f = site.target_file("collector-2.0.0.wasm");
+    let mut bytes = std::fs::read(&f).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x01;
+    std::fs::write(&f, bytes).unwrap();
+    let report = site.check().unwrap();
+    assert!(report.offers.is_empty());
+    assert_eq!(report.refused.len(), 1);
+    let reason = report.refused[0].reason.clone().unwrap();
+    assert!(reason.starts_with("download refused"), "{reason}");
+    assert!(reason.to_lowercase().contains("hash mismatch"), "{reason}");
+}
+
+#[test]
+fn module_signed_by_an_untrusted_key_is_refused() {
+    let site = Site::new();
+    let stranger = outpost_signing::generate_signing_key();
+    site.publish_module(&signed_by(&stranger, &collector("2.0.0", V2_CAPS)));
+    let report = site.check().unwrap();
+    assert!(report.offers.is_empty());
+    assert_eq!(report.refused.len(), 1);
+    let reason = report.refused[0].reason.clone().unwrap();
+    assert!(reason.starts_with("module signature refused"), "{reason}");
+    // Kept with its reason, not dropped.
+    let listed = site.updater().offers().list().unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].state, OfferState::Refused);
+}
+
+#[test]
+fn lower_or_equal_version_is_not_offered() {
+    let site = Site::new();
+    site.publish_module(&signed_by(&env().key, &collector("0.9.0", V2_CAPS)));
+    let report = site.check().unwrap();
+    assert!(report.offers.is_empty() && report.refused.is_empty());
+    assert_eq!(report.skipped, 1);
+}
+
+#[test]
+fn metadata_that_lies_about_the_version_is_refused() {
+    let site = Site::new();
+    // A validly signed 0.9.0 module listed (by a compromised targets key) as
+    // 3.0.0 with 3.0.0's capability digest: the signed manifest wins.
+    let m = collector("0.9.0", V2_CAPS);
+    let f = site.dir.path().join("lying.wasm");
+    std::fs::write(&f, signed_by(&env().key, &m)).unwrap();
+    let added = repo::add(&site.repo(), &f, &[]).unwrap();
+    let staging = site.repo().join("staging");
+    let lie = serde_json::json!({
+        "module": "collector", "version": "3.0.0",
+        "capability-digest": added.custom.capability_digest, "models": []
+    });
+    std::fs::rename(
+        staging.join(&added.target),
+        staging.join("collector-3.0.0.wasm"),
+    )
+    .unwrap();
+    std::fs::remove_file(staging.join(format!("{}.custom.json", added.target))).unwrap();
+    std::fs::write(
+        staging.join("collector-3.0.0.wasm.custom.json"),
+        serde_json::to_vec(&lie).unwrap(),
+    )
+    .unwrap();
+    site.publish_at(Utc::now(), Expiry::default());
+    let report = site.check().unwrap();
+    assert!(report.offers.is_empty());
+    assert_eq!(report.refused.len(), 1);
+    let reason = report.refused[0].reason.clone().unwrap();
+    assert!(
+        reason.contains("version 0.9.0") || reason.contains("lower"),
+        "{reason}"
+    );
+}
+
+#[test]
+fn module_for_other_instrument_models_is_skipped() {
+    let site = Site::new();
+    site.publish_module_at(
+        &signed_by(&env().key, &collector("2.0.0", V2_CAPS)),
+        &["OTHER-1"],
+        Utc::now(),
+        Expiry::default(),
+    );
+    let report = site.check().unwrap();
+    assert!(report.offers.is_empty());
+    assert_eq!(report.skipped, 1);
+}
+
+#[test]
+fn repository_must_be_on_the_uplink_endpoints() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = "state-dir = \"s\"\n[uplink]\nendpoint = \"https://cloud.example\"\n\
+                [updates]\nroot = \"root.json\"\nrepository = \"https://elsewhere.example/v1/updates\"\n";
+    let err = Config::parse(text, &dir.path().join("o.toml")).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("not on one of the uplink endpoints"),
+        "{err}"
+    );
+    let ok = text.replace("elsewhere.example", "cloud.example:443");
+    Config::parse(&ok, &dir.path().join("o.toml")).unwrap();
+    let plain = text.replace("https://elsewhere", "http://cloud");
+    assert!(Config::parse(&plain, &dir.path().join("o.toml")).is_err());
+}
+
+#[test]
+fn the_cloud_serves_only_repository_files() {
+    let site = Site::new();
+    let port = site.server.as_ref().unwrap().addr().port();
+    let ca = std::fs::read(site.dir.path().join("pki/ca.pem")).unwrap();
+    let client = reqwest::Client::builder()
+        .use_preconfigured_tls((*outpost_host::net::tls_config(&[ca], true).unwrap()).clone())
+        .build()
+        .unwrap();
+    let get = |p: &str| {
+        let url = format!("https://127.0.0.1:{port}{p}");
+        env().rt.block_on(async {
+            let r = client.get(&url).send().await.unwrap();
+            (r.status().as_u16(), r.bytes().await.unwrap().to_vec())
+        })
+    };
+    let (status, body) = get("/v1/updates/metadata/1.root.json");
+    assert_eq!(status, 200);
+    assert_eq!(body, std::fs::read(site.meta("1.root.json")).unwrap());
+    assert_eq!(get("/v1/updates/metadata/timestamp.json").0, 200);
+    for bad in [
+        "/v1/updates/metadata/..%2fkeys%2froot.key",
+        "/v1/updates/metadata/.hidden.json",
+        "/v1/updates/targets/..%2fmetadata%2f1.root.json",
+        "/v1/updates/metadata/2.root.json",
+        "/v1/updates/staging/x",
+    ] {
+        assert_eq!(get(bad).0, 404, "{bad}");
+    }
+    let _: &Path = site.dir.path();
+}
