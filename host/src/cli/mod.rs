@@ -13,6 +13,7 @@ mod release;
 mod run;
 mod sign;
 mod status;
+mod updates;
 mod uplink;
 mod verify;
 
@@ -65,6 +66,8 @@ enum Command {
     Doctor(doctor::Args),
     /// Print the outbound allowlist (host patterns, port) as text, JSON, nftables or PowerShell.
     FirewallRules(firewall_rules::Args),
+    /// Module updates: check the repository, list, show, approve, reject.
+    Updates(updates::Args),
 }
 
 /// Entry point of the `outpost` binary.
@@ -88,6 +91,7 @@ pub fn main() -> ExitCode {
         Command::Uplink(a) => uplink::exec(a),
         Command::Doctor(a) => doctor::exec(a),
         Command::FirewallRules(a) => firewall_rules::exec(a),
+        Command::Updates(a) => updates::exec(a),
     };
     match result {
         Ok(code) => code,

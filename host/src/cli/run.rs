@@ -172,6 +172,27 @@ fn print_event(ev: &HostEvent, json: bool) -> anyhow::Result<()> {
             ..
         } => format!("acked       {module}/{key} (via {client})"),
         HostEvent::ModuleReleased { module } => format!("released    {module}"),
+        HostEvent::UpdateAvailable {
+            offer,
+            module,
+            from_version,
+            to_version,
+            adds_capabilities,
+        } => format!(
+            "update      {module} {from_version} -> {to_version}{} (outpost updates show {offer})",
+            if *adds_capabilities {
+                ", asks for more: needs approval"
+            } else {
+                ""
+            }
+        ),
+        HostEvent::UpdateDecided {
+            module,
+            to_version,
+            decision,
+            client,
+            ..
+        } => format!("update      {module} {to_version} {decision} (via {client})"),
         HostEvent::RequestRefused {
             module,
             authority,

@@ -23,6 +23,7 @@
 //!
 //! A repository-level failure refuses the whole check and records nothing.
 
+pub mod install;
 pub mod offers;
 pub mod transport;
 
@@ -202,6 +203,7 @@ struct ModuleTarget {
 
 /// The updater of one host configuration.
 pub struct Updater {
+    events: Option<crate::events::Events>,
     config: Config,
     updates: UpdatesConfig,
     offers: Offers,
@@ -209,7 +211,7 @@ pub struct Updater {
     tls: std::sync::Arc<rustls::ClientConfig>,
 }
 
-fn semver(v: &str) -> Option<(u64, u64, u64)> {
+pub(crate) fn semver(v: &str) -> Option<(u64, u64, u64)> {
     let mut it = v.split('.').map(|p| p.parse::<u64>().ok());
     let r = (it.next()??, it.next()??, it.next()??);
     it.next().is_none().then_some(r)
@@ -228,12 +230,22 @@ impl Updater {
         let tls =
             crate::agent::tls_for(config).map_err(|e| UpdateError::Client(format!("{e:#}")))?;
         Ok(Updater {
+            events: None,
             config: config.clone(),
             updates,
             offers: Offers::new(db.clone()),
             versions: Versions::new(db),
             tls,
         })
+    }
+
+    /// Publish an [`HostEvent::UpdateAvailable`] on `events` for each new
+    /// offer.
+    ///
+    /// [`HostEvent::UpdateAvailable`]: crate::events::HostEvent::UpdateAvailable
+    pub fn with_events(mut self, events: crate::events::Events) -> Updater {
+        self.events = Some(events);
+        self
     }
 
     /// The offers table.
@@ -255,7 +267,8 @@ impl Updater {
     /// agent loads it).
     fn installed(&self, module: &str) -> Option<Manifest> {
         let m = self.config.modules.iter().find(|m| m.name == module)?;
-        crate::agent::verify_module(&self.config, &self.versions, m)
+        let m = install::effective(&self.config, m);
+        crate::agent::verify_module(&self.config, &self.versions, &m)
             .ok()
             .map(|v| v.manifest().clone())
     }
@@ -360,7 +373,7 @@ impl Updater {
             {
                 Ok(offer) => report.offers.push(offer),
                 Err(Refusal { sha256, reason }) => {
-                    let offer = self.offers.record(&NewOffer {
+                    let (offer, _) = self.offers.record(&NewOffer {
                         module: &custom.module,
                         from_version: Some(&installed.version),
                         to_version: &custom.version,
@@ -443,7 +456,8 @@ impl Updater {
         let path_text = path.to_string_lossy().into_owned();
         let diff_text = diff.canonical_text();
         let diff_digest = diff.digest();
-        self.offers
+        let (offer, new) = self
+            .offers
             .record(&NewOffer {
                 module: &custom.module,
                 from_version: Some(&installed.version),
@@ -457,7 +471,91 @@ impl Updater {
                 state: OfferState::Available,
                 reason: None,
             })
-            .map_err(|e| refuse(e.to_string()))
+            .map_err(|e| refuse(e.to_string()))?;
+        if new && let Some(events) = &self.events {
+            events.emit(crate::events::HostEvent::UpdateAvailable {
+                offer: offer.id,
+                module: offer.module.clone(),
+                from_version: installed.version.clone(),
+                to_version: offer.to_version.clone(),
+                adds_capabilities: offer.adds_capabilities,
+            });
+        }
+        Ok(offer)
+    }
+}
+
+/// An offer with its diff in plain words and its decisions.
+#[derive(Debug, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct OfferView {
+    /// The stored offer.
+    #[serde(flatten)]
+    pub offer: Offer,
+    /// Each diff line in plain words.
+    pub changes: Vec<String>,
+    /// The decisions, oldest first.
+    pub audit: Vec<offers::AuditEntry>,
+}
+
+impl OfferView {
+    /// The view of `offer` with its audit entries.
+    pub fn of(offers: &Offers, offer: Offer) -> Result<OfferView, DbError> {
+        let changes = offer
+            .diff_text
+            .as_deref()
+            .unwrap_or("")
+            .lines()
+            .map(describe)
+            .collect();
+        let audit = offers.audit(offer.id)?;
+        Ok(OfferView {
+            offer,
+            changes,
+            audit,
+        })
+    }
+}
+
+/// One line of a stored capability diff (`+ endpoint files.example:443`) in
+/// plain words for the person deciding.
+pub fn describe(line: &str) -> String {
+    let (sign, rest) = line.split_at(line.find(' ').unwrap_or(line.len()));
+    let rest = rest.trim();
+    let what = |item: &str| -> String {
+        let (kind, arg) = item.split_once(' ').unwrap_or((item, ""));
+        match kind {
+            "endpoint" => format!("connect to {arg} over HTTPS"),
+            "directory" => format!("read the directory “{arg}”"),
+            "uplink" => format!(
+                "send records to the vendor on the stream “{}”",
+                arg.trim_start_matches("stream ")
+            ),
+            "notify" => "show notifications on this PC".into(),
+            "state" => "keep data of its own on this PC".into(),
+            "permission" => match arg {
+                "file-transfer" => "transfer files during remote support".into(),
+                "control" => "use keyboard and mouse during remote support".into(),
+                "view" => "see the screen during remote support".into(),
+                other => format!("use the remote-support permission “{other}”"),
+            },
+            _ => item.to_owned(),
+        }
+    };
+    match sign {
+        "+" => format!("may {}", what(rest)),
+        "-" => format!("no longer may {}", what(rest)),
+        "~" => {
+            let mut p = rest.split_whitespace();
+            let (field, old, new) = (
+                p.next().unwrap_or(""),
+                p.next().unwrap_or(""),
+                p.nth(1).unwrap_or(""),
+            );
+            format!("{field} changes from {old} to {new}")
+        }
+        "world" => format!("becomes a different kind of module ({rest})"),
+        _ => line.to_owned(),
     }
 }
 

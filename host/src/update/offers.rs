@@ -232,11 +232,11 @@ impl Offers {
     }
 
     /// Record `o` unless the same (module, version, file) is already
-    /// recorded; returns the stored offer either way.
-    pub fn record(&self, o: &NewOffer<'_>) -> Result<Offer, DbError> {
+    /// recorded; returns the stored offer either way, and whether it is new.
+    pub fn record(&self, o: &NewOffer<'_>) -> Result<(Offer, bool), DbError> {
         let now = now_secs();
         let conn = self.db.lock();
-        conn.execute(
+        let inserted = conn.execute(
             "INSERT INTO update_offers (module, from_version, to_version, target, file_sha256, file_path,
                  diff_digest, diff_text, adds_capabilities, state, reason, created_at, updated_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12)
@@ -256,13 +256,14 @@ impl Offers {
                 now
             ],
         )?;
-        Ok(conn.query_row(
+        let offer = conn.query_row(
             &format!(
                 "SELECT {COLUMNS} FROM update_offers WHERE module = ?1 AND to_version = ?2 AND file_sha256 = ?3"
             ),
             params![o.module, o.to_version, o.file_sha256],
             row,
-        )?)
+        )?;
+        Ok((offer, inserted > 0))
     }
 
     /// Every offer, newest first.
@@ -311,6 +312,42 @@ impl Offers {
             tx.execute(
                 "UPDATE update_offers SET state = ?2, approved_digest = ?3, reason = NULL, updated_at = ?4 WHERE id = ?1",
                 params![id, state.as_str(), digest, now],
+            )?;
+            tx.execute(
+                "INSERT INTO update_audit (offer_id, module, to_version, decision, diff_digest, client, at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    id,
+                    offer.module,
+                    offer.to_version,
+                    state.as_str(),
+                    offer.diff_digest,
+                    client,
+                    now
+                ],
+            )?;
+            tx.commit()?;
+        }
+        self.get(id)?.ok_or(DecisionError::NotFound(id))
+    }
+
+    /// Move offer `id` to `state` (installed, failed) with `reason`, and
+    /// record it in the audit table with the offer's diff digest.
+    pub fn mark(
+        &self,
+        id: i64,
+        state: OfferState,
+        reason: Option<&str>,
+        client: &str,
+    ) -> Result<Offer, DecisionError> {
+        let offer = self.get(id)?.ok_or(DecisionError::NotFound(id))?;
+        let now = now_secs();
+        {
+            let mut conn = self.db.lock();
+            let tx = conn.transaction().map_err(DbError::from)?;
+            tx.execute(
+                "UPDATE update_offers SET state = ?2, reason = ?3, updated_at = ?4 WHERE id = ?1",
+                params![id, state.as_str(), reason, now],
             )?;
             tx.execute(
                 "INSERT INTO update_audit (offer_id, module, to_version, decision, diff_digest, client, at)

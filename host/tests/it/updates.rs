@@ -12,13 +12,19 @@ use outpost_host::update::offers::OfferState;
 use outpost_host::update::{CheckReport, UpdateError, Updater};
 use outpost_signing::{Manifest, SigningKey};
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 const V1_CAPS: &str =
     "directories = [\"instrument-logs\"]\nendpoints = [\"api.vendor.example:443\"]";
 const V2_CAPS: &str = "directories = [\"instrument-logs\"]\nendpoints = [\"api.vendor.example:443\", \"files.vendor.example:443\"]";
 
+/// What every test collector asks for besides `caps` (its world imports
+/// state and uplink).
+const BASE_CAPS: &str = "uplink-streams = [\"qc\"]\nstate-quota-bytes = 65536";
+
 fn collector(version: &str, caps: &str) -> Manifest {
-    let mut m = manifest("collector", "collector", caps, DEFAULT_LIMITS);
+    let caps = format!("{caps}\n{BASE_CAPS}");
+    let mut m = manifest("collector", "collector", &caps, DEFAULT_LIMITS);
     m.version = version.into();
     m
 }
@@ -94,14 +100,21 @@ impl Site {
              [network]\nextra-ca-files = [\"{ca}\"]\nonly-extra-cas = true\n\
              [uplink]\nendpoint = \"{url}\"\n\
              [updates]\nroot = \"{root}\"\nrepository = \"{url}/v1/updates\"\nrequest-timeout-secs = 10\n\
+             [directories]\ninstrument-logs = \"{logs}\"\n\
+             [policy]\ndirectories = [\"instrument-logs\"]\n\
+             endpoints = [\"api.vendor.example:443\", \"files.vendor.example:443\"]\n\
+             uplink-streams = [\"qc\"]\nmax-state-quota-bytes = 65536\n\
+             max-memory-mib = 256\nmax-cpu-ms-per-call = 60000\nmax-wall-ms-per-call = 60000\n\
              [[module]]\nname = \"collector\"\nfile = \"{file}\"\n",
+            logs = path(&env().root.join("instrument-logs")),
             state = path(&d.join("state")),
             key = outpost_signing::public_key_to_hex(&env().key.verifying_key()),
             ca = path(&d.join("pki/ca.pem")),
             root = path(&d.join("repo/metadata/1.root.json")),
             file = path(&d.join("collector-1.0.0.wasm")),
         );
-        let config = Config::parse(&text, &d.join("outpost.toml")).unwrap();
+        std::fs::write(d.join("outpost.toml"), &text).unwrap();
+        let config = Config::load(&d.join("outpost.toml")).unwrap();
         Site {
             dir,
             keys,
@@ -526,4 +539,328 @@ fn the_cloud_serves_only_repository_files() {
         assert_eq!(get(bad).0, 404, "{bad}");
     }
     let _: &Path = site.dir.path();
+}
+
+#[test]
+fn update_available_event_is_published_once_per_offer() {
+    let site = Site::new();
+    site.publish_module(&signed_by(&env().key, &collector("2.0.0", V2_CAPS)));
+    let events = outpost_host::events::Events::default();
+    let mut rx = events.subscribe();
+    let updater = site.updater().with_events(events);
+    let report = env().rt.block_on(updater.check()).unwrap();
+    let id = report.offers[0].id;
+    match rx.try_recv().unwrap() {
+        outpost_host::events::HostEvent::UpdateAvailable {
+            offer,
+            module,
+            from_version,
+            to_version,
+            adds_capabilities,
+        } => {
+            assert_eq!(
+                (
+                    offer,
+                    module.as_str(),
+                    from_version.as_str(),
+                    to_version.as_str()
+                ),
+                (id, "collector", "1.0.0", "2.0.0")
+            );
+            assert!(adds_capabilities);
+        }
+        other => panic!("unexpected event {other:?}"),
+    }
+    env().rt.block_on(updater.check()).unwrap();
+    assert!(
+        rx.try_recv().is_err(),
+        "a known offer is not announced again"
+    );
+}
+
+#[test]
+fn cli_checks_shows_in_plain_words_and_approves() {
+    let site = Site::new();
+    site.publish_module(&signed_by(&env().key, &collector("2.0.0", V2_CAPS)));
+    let cfg = site.dir.path().join("outpost.toml");
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_outpost"))
+            .arg("updates")
+            .args(args)
+            .arg("--config")
+            .arg(&cfg)
+            .arg("--json")
+            .env("USER", "lab-tech")
+            .output()
+            .unwrap()
+    };
+    let json = |out: &std::process::Output| -> serde_json::Value {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let v = json(&run(&["check"]));
+    assert_eq!(v["offers"].as_array().unwrap().len(), 1, "{v}");
+    let id = v["offers"][0]["id"].as_i64().unwrap().to_string();
+    let v = json(&run(&["show", &id]));
+    assert_eq!(
+        v["changes"],
+        serde_json::json!(["may connect to files.vendor.example:443 over HTTPS"])
+    );
+    assert_eq!(v["state"], "available");
+    let digest = v["diff-digest"].as_str().unwrap().to_owned();
+    let v = json(&run(&["approve", &id]));
+    assert_eq!(v["state"], "approved");
+    assert_eq!(v["approved-digest"], digest.as_str());
+    assert_eq!(v["audit"][0]["client"], "cli:lab-tech");
+    assert_eq!(v["audit"][0]["diff-digest"], digest.as_str());
+    let again = run(&["reject", &id]);
+    assert!(!again.status.success());
+    let err = String::from_utf8_lossy(&again.stderr);
+    assert!(err.contains("is approved, not available"), "{err}");
+    let v = json(&run(&["list"]));
+    assert_eq!(v.as_array().unwrap().len(), 1);
+    let missing = run(&["show", "999"]);
+    assert!(!missing.status.success());
+}
+
+#[test]
+fn plain_words_for_each_kind_of_change() {
+    use outpost_host::update::describe;
+    assert_eq!(
+        describe("+ permission file-transfer"),
+        "may transfer files during remote support"
+    );
+    assert_eq!(
+        describe("- directory qc-results"),
+        "no longer may read the directory “qc-results”"
+    );
+    assert_eq!(
+        describe("+ uplink stream device-status"),
+        "may send records to the vendor on the stream “device-status”"
+    );
+    assert_eq!(
+        describe("~ limits.memory-mib 32 -> 64"),
+        "limits.memory-mib changes from 32 to 64"
+    );
+    assert_eq!(describe("+ notify"), "may show notifications on this PC");
+}
+
+// ---- installing ----------------------------------------------------------
+
+use outpost_host::update::install::{self, InstallError};
+
+impl Site {
+    fn db(&self) -> Db {
+        Db::open(&self.config.state_dir).unwrap()
+    }
+
+    fn install(&self, id: i64) -> Result<outpost_host::update::offers::Offer, InstallError> {
+        install::install(
+            &self.config,
+            &self.db(),
+            &outpost_host::events::Events::default(),
+            id,
+            "test",
+        )
+    }
+
+    /// The version of the collector the host would load now.
+    fn loaded_version(&self) -> String {
+        let _g = env().rt.enter();
+        let agent = outpost_host::agent::Agent::build(
+            self.config.clone(),
+            outpost_host::events::Events::default(),
+        )
+        .unwrap();
+        assert!(agent.refused.is_empty(), "{:?}", agent.refused);
+        agent.modules[0].grant().version().to_owned()
+    }
+
+    fn offer_for(&self, version: &str, caps: &str) -> i64 {
+        self.publish_module(&signed_by(&env().key, &collector(version, caps)));
+        let report = self.check().unwrap();
+        report
+            .offers
+            .iter()
+            .find(|o| o.to_version == version)
+            .unwrap()
+            .id
+    }
+}
+
+#[test]
+fn approved_update_installs_atomically_and_the_host_loads_it() {
+    let site = Site::new();
+    let id = site.offer_for("2.0.0", V2_CAPS);
+    assert_eq!(site.loaded_version(), "1.0.0");
+    let offers = site.updater();
+    offers.offers().decide(id, true, "cli:test").unwrap();
+    let done = site.install(id).unwrap();
+    assert_eq!(done.state, OfferState::Installed);
+    let file = install::installed_file(&site.config, "collector").unwrap();
+    assert!(file.starts_with(site.config.state_dir.join("modules/collector")));
+    assert_eq!(
+        std::fs::read(&file).unwrap(),
+        signed_by(&env().key, &collector("2.0.0", V2_CAPS)),
+        "the installed file is the published one"
+    );
+    assert_eq!(site.loaded_version(), "2.0.0");
+    let ledger = outpost_host::store::versions::Versions::new(site.db());
+    assert_eq!(ledger.highest("collector").unwrap(), Some((2, 0, 0)));
+    let audit = offers.offers().audit(id).unwrap();
+    let decisions: Vec<&str> = audit.iter().map(|a| a.decision.as_str()).collect();
+    assert_eq!(decisions, ["approved", "installed"]);
+    assert_eq!(audit[1].diff_digest, done.diff_digest);
+    // Installing again is refused: it is installed.
+    assert!(matches!(
+        site.install(id),
+        Err(InstallError::NotInstallable { .. })
+    ));
+}
+
+#[test]
+fn an_update_asking_for_more_does_not_install_without_approval() {
+    let site = Site::new();
+    let id = site.offer_for("2.0.0", V2_CAPS);
+    let err = site.install(id).unwrap_err();
+    assert!(
+        matches!(err, InstallError::NeedsApproval(i) if i == id),
+        "{err}"
+    );
+    assert_eq!(install::installed_file(&site.config, "collector"), None);
+    assert_eq!(site.loaded_version(), "1.0.0");
+    // Even with the operator's auto-install policy: it asks for more.
+    let mut site = site;
+    site.config
+        .updates
+        .as_mut()
+        .unwrap()
+        .auto_install_without_new_capabilities = true;
+    assert!(matches!(
+        site.install(id),
+        Err(InstallError::NeedsApproval(_))
+    ));
+}
+
+#[test]
+fn an_update_adding_nothing_installs_only_where_the_policy_says_so() {
+    let mut site = Site::new();
+    let id = site.offer_for("1.0.1", V1_CAPS);
+    assert!(matches!(
+        site.install(id),
+        Err(InstallError::NeedsApproval(_))
+    ));
+    site.config
+        .updates
+        .as_mut()
+        .unwrap()
+        .auto_install_without_new_capabilities = true;
+    assert_eq!(site.install(id).unwrap().state, OfferState::Installed);
+    assert_eq!(site.loaded_version(), "1.0.1");
+}
+
+#[test]
+fn a_diff_changed_since_approval_needs_a_new_approval() {
+    let site = Site::new();
+    let id = site.offer_for("2.0.0", V2_CAPS);
+    site.updater()
+        .offers()
+        .decide(id, true, "cli:test")
+        .unwrap();
+    // Meanwhile the operator installed 1.5.0 by hand, which already has the
+    // new endpoint and a directory fewer: the diff to 2.0.0 is another one.
+    std::fs::write(
+        site.dir.path().join("collector-1.0.0.wasm"),
+        signed_by(
+            &env().key,
+            &collector(
+                "1.5.0",
+                "directories = []\nendpoints = [\"api.vendor.example:443\", \"files.vendor.example:443\"]",
+            ),
+        ),
+    )
+    .unwrap();
+    let err = site.install(id).unwrap_err();
+    assert!(
+        matches!(err, InstallError::ApprovalVoid(i) if i == id),
+        "{err}"
+    );
+    let o = site.updater().offers().get(id).unwrap().unwrap();
+    assert_eq!(o.state, OfferState::Available);
+    assert_ne!(o.approved_digest, o.diff_digest);
+    assert_eq!(install::installed_file(&site.config, "collector"), None);
+}
+
+#[test]
+fn a_failed_health_check_keeps_the_old_version() {
+    let site = Site::new();
+    // The new version asks for an endpoint the operator's policy does not
+    // allow: it verifies and can be approved, but would not load.
+    let caps = "directories = [\"instrument-logs\"]\nendpoints = [\"api.vendor.example:443\", \"exfil.example:443\"]";
+    let id = site.offer_for("2.0.0", caps);
+    site.updater()
+        .offers()
+        .decide(id, true, "cli:test")
+        .unwrap();
+    let err = site.install(id).unwrap_err();
+    assert!(matches!(err, InstallError::HealthCheck { .. }), "{err}");
+    assert!(err.to_string().contains("exfil.example"), "{err}");
+    assert_eq!(install::installed_file(&site.config, "collector"), None);
+    assert_eq!(site.loaded_version(), "1.0.0");
+    let o = site.updater().offers().get(id).unwrap().unwrap();
+    assert_eq!(o.state, OfferState::Failed);
+    let audit = site.updater().offers().audit(id).unwrap();
+    assert_eq!(audit.last().unwrap().decision, "failed");
+    let staged: Vec<_> = std::fs::read_dir(site.config.state_dir.join("modules/collector"))
+        .unwrap()
+        .collect();
+    assert!(staged.is_empty(), "the staged file is removed");
+}
+
+#[test]
+fn a_crash_at_any_install_step_leaves_old_or_new_fully_installed() {
+    for (step, new_after_crash) in [
+        ("staged", false),
+        ("checked", false),
+        ("switched", true),
+        ("recorded", true),
+    ] {
+        let site = Site::new();
+        let id = site.offer_for("2.0.0", V2_CAPS);
+        site.updater()
+            .offers()
+            .decide(id, true, "cli:test")
+            .unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_outpost"))
+            .args(["updates", "install", &id.to_string(), "--config"])
+            .arg(site.dir.path().join("outpost.toml"))
+            .env(install::CRASH_ENV, step)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{step}: the process was killed");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(step),
+            "{step}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // The restarted host loads one complete version.
+        let want = if new_after_crash { "2.0.0" } else { "1.0.0" };
+        assert_eq!(site.loaded_version(), want, "after a crash at {step}");
+        let o = site.updater().offers().get(id).unwrap().unwrap();
+        if new_after_crash {
+            // Agent::build reconciled ledger and offer.
+            assert_eq!(o.state, OfferState::Installed, "{step}");
+            let ledger = outpost_host::store::versions::Versions::new(site.db());
+            assert_eq!(ledger.highest("collector").unwrap(), Some((2, 0, 0)));
+        } else {
+            // Still approved: installing again completes.
+            assert_eq!(o.state, OfferState::Approved, "{step}");
+            site.install(id).unwrap();
+            assert_eq!(site.loaded_version(), "2.0.0", "{step}");
+        }
+    }
 }
