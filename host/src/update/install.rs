@@ -16,7 +16,8 @@
 //!    offer's file (SHA-256);
 //! 3. `staged`: the file is written into `STATE/modules/<name>/`;
 //! 4. `checked`: health check — the module's grant under the operator's
-//!    policy, compile and link in a fresh runtime, as the host will load it;
+//!    policy, compile and link in a fresh runtime, as the host will load it,
+//!    and one call of its export over a throwaway state;
 //!    on failure the staged file is removed, the offer is `failed` with the
 //!    reason (audit, event) and the old version stays;
 //! 5. `switched`: `current` names the new file;
@@ -282,7 +283,7 @@ pub fn install(
     write_atomic(&staged, verified.bytes()).map_err(io("staging", &staged))?;
     crash_point("staged");
     // 4. Health check.
-    if let Err(reason) = health_check(config, db, events, m, &verified) {
+    if let Err(reason) = health_check(config, m, &verified) {
         let _ = std::fs::remove_file(&staged);
         offers.mark(id, OfferState::Failed, Some(&reason), client)?;
         events.emit(crate::events::HostEvent::ModuleRefused {
@@ -321,22 +322,50 @@ pub fn install(
     Ok(done)
 }
 
-/// Grant under the operator's policy, compile and link in a fresh runtime.
+/// Grant under the operator's policy, compile and link in a fresh runtime
+/// over a throwaway state (a scratch database, its own event bus, no device
+/// identity, so nothing is queued for upload), then one call of the
+/// module's export within its wall-clock limit ([`Runtime::health_call`]).
+///
+/// [`Runtime::health_call`]: crate::runtime::Runtime::health_call
 fn health_check(
     config: &Config,
-    db: &Db,
-    events: &crate::events::Events,
     m: &ModuleConfig,
     verified: &VerifiedModule,
 ) -> Result<(), String> {
     let grant = crate::agent::grant_for(config, m, verified).map_err(|e| e.to_string())?;
     let tls = crate::agent::tls_for(config).map_err(|e| format!("{e:#}"))?;
-    let services =
-        crate::runtime::Services::new(db.clone(), events.clone(), config.instruments.clone(), tls);
-    let runtime = crate::runtime::Runtime::new(services, config.policy.max_memory_mib, None)
-        .map_err(|e| format!("{e:#}"))?;
-    runtime
-        .load(verified, grant)
-        .map(|_| ())
-        .map_err(|e| e.to_string())
+    let scratch = tempfile::Builder::new()
+        .prefix("update-health-")
+        .tempdir_in(&config.state_dir)
+        .map_err(|e| format!("scratch state: {e}"))?;
+    let db = Db::open(scratch.path()).map_err(|e| e.to_string())?;
+    let services = crate::runtime::Services::new(
+        db,
+        crate::events::Events::default(),
+        config.instruments.clone(),
+        tls,
+    );
+    // Its own thread and runtime: install() may be called from async code.
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?;
+            rt.block_on(async {
+                let runtime =
+                    crate::runtime::Runtime::new(services, config.policy.max_memory_mib, None)
+                        .map_err(|e| format!("{e:#}"))?;
+                let loaded = runtime.load(verified, grant).map_err(|e| e.to_string())?;
+                runtime
+                    .health_call(&loaded)
+                    .await
+                    .map_err(|e| format!("the health-check call failed: {e}"))
+            })
+        })
+        .join()
+        .map_err(|_| "the health check panicked".to_owned())?
+    })
 }

@@ -20,7 +20,7 @@ const V2_CAPS: &str = "directories = [\"instrument-logs\"]\nendpoints = [\"api.v
 
 /// What every test collector asks for besides `caps` (its world imports
 /// state and uplink).
-const BASE_CAPS: &str = "uplink-streams = [\"qc\"]\nstate-quota-bytes = 65536";
+const BASE_CAPS: &str = "uplink-streams = [\"heartbeat\", \"events\", \"qc\", \"maintenance\", \"software\"]\nstate-quota-bytes = 65536";
 
 fn collector(version: &str, caps: &str) -> Manifest {
     let caps = format!("{caps}\n{BASE_CAPS}");
@@ -99,11 +99,13 @@ impl Site {
              [[trust.keys]]\nname = \"test-publisher\"\npublic-key = \"{key}\"\n\
              [network]\nextra-ca-files = [\"{ca}\"]\nonly-extra-cas = true\n\
              [uplink]\nendpoint = \"{url}\"\n\
+             [api]\nlisten = \"127.0.0.1:0\"\n\
              [updates]\nroot = \"{root}\"\nrepository = \"{url}/v1/updates\"\nrequest-timeout-secs = 10\n\
              [directories]\ninstrument-logs = \"{logs}\"\n\
              [policy]\ndirectories = [\"instrument-logs\"]\n\
              endpoints = [\"api.vendor.example:443\", \"files.vendor.example:443\"]\n\
-             uplink-streams = [\"qc\"]\nmax-state-quota-bytes = 65536\n\
+             uplink-streams = [\"heartbeat\", \"events\", \"qc\", \"maintenance\", \"software\"]\n\
+             max-state-quota-bytes = 65536\n\
              max-memory-mib = 256\nmax-cpu-ms-per-call = 60000\nmax-wall-ms-per-call = 60000\n\
              [[module]]\nname = \"collector\"\nfile = \"{file}\"\n",
             logs = path(&env().root.join("instrument-logs")),
@@ -863,4 +865,152 @@ fn a_crash_at_any_install_step_leaves_old_or_new_fully_installed() {
             assert_eq!(site.loaded_version(), "2.0.0", "{step}");
         }
     }
+}
+
+#[test]
+fn the_local_api_lists_shows_and_decides_offers() {
+    let site = Site::new();
+    let id = site.offer_for("2.0.0", V2_CAPS);
+    let state = site.config.state_dir.clone();
+    struct Running(std::process::Child);
+    impl Drop for Running {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _child = Running(
+        Command::new(env!("CARGO_BIN_EXE_outpost"))
+            .args(["run", "--config"])
+            .arg(site.dir.path().join("outpost.toml"))
+            .env("OUTPOST_LOG", "error")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let addr = loop {
+        if let Some(a) = outpost_host::api::published_addr(&state) {
+            break a;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the API did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let token = std::fs::read_to_string(state.join("api.token"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let call = |method: reqwest::Method, p: &str| {
+        let url = format!("http://127.0.0.1:{}{p}", addr.port());
+        env().rt.block_on(async {
+            let res = outpost_host::api::client::plain_http_client()
+                .unwrap()
+                .request(method, url)
+                .bearer_auth(&token)
+                .header("x-outpost-client", "test")
+                .send()
+                .await
+                .unwrap();
+            let status = res.status().as_u16();
+            let body = res.bytes().await.unwrap();
+            (
+                status,
+                serde_json::from_slice::<serde_json::Value>(&body).unwrap_or_default(),
+            )
+        })
+    };
+    let (status, list) = call(reqwest::Method::GET, "/api/v1/updates");
+    assert_eq!(status, 200, "{list}");
+    assert_eq!(list[0]["id"], id);
+    assert_eq!(
+        list[0]["changes"],
+        serde_json::json!(["may connect to files.vendor.example:443 over HTTPS"])
+    );
+    let (status, one) = call(reqwest::Method::GET, &format!("/api/v1/updates/{id}"));
+    assert_eq!(
+        (status, &one["to-version"]),
+        (200, &serde_json::json!("2.0.0"))
+    );
+    let (status, approved) = call(
+        reqwest::Method::POST,
+        &format!("/api/v1/updates/{id}/approve"),
+    );
+    assert_eq!(status, 200, "{approved}");
+    assert_eq!(approved["state"], "approved");
+    assert_eq!(approved["approved-digest"], one["diff-digest"]);
+    let client = approved["audit"][0]["client"].as_str().unwrap().to_owned();
+    assert!(client.contains("test"), "{client}");
+    let (status, _) = call(
+        reqwest::Method::POST,
+        &format!("/api/v1/updates/{id}/reject"),
+    );
+    assert_eq!(status, 409, "a decided offer is not decided again");
+    assert_eq!(call(reqwest::Method::GET, "/api/v1/updates/999").0, 404);
+    // Without the token: refused.
+    let url = format!("http://127.0.0.1:{}/api/v1/updates", addr.port());
+    let anonymous = env().rt.block_on(async {
+        outpost_host::api::client::plain_http_client()
+            .unwrap()
+            .get(url)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    });
+    assert_eq!(anonymous, 401);
+}
+
+#[test]
+fn a_new_version_whose_call_fails_is_not_installed() {
+    let site = Site::new();
+    // A validly signed "collector" 2.0.0 whose collect() fails (the escapes
+    // fixture with no escape named): it loads and links, the call fails.
+    let m = collector("2.0.0", V2_CAPS);
+    let bytes = outpost_signing::sign::sign(
+        &env().raw(outpost_artifacts::FIXTURE_ESCAPES),
+        &m,
+        &[&env().key],
+    )
+    .unwrap();
+    site.publish_module(&bytes);
+    let id = site.check().unwrap().offers[0].id;
+    site.updater()
+        .offers()
+        .decide(id, true, "cli:test")
+        .unwrap();
+    let events = outpost_host::events::Events::default();
+    let mut rx = events.subscribe();
+    let err = install::install(&site.config, &site.db(), &events, id, "test").unwrap_err();
+    assert!(
+        err.to_string().contains("the health-check call failed"),
+        "{err}"
+    );
+    assert_eq!(install::installed_file(&site.config, "collector"), None);
+    assert_eq!(site.loaded_version(), "1.0.0");
+    let o = site.updater().offers().get(id).unwrap().unwrap();
+    assert_eq!(o.state, OfferState::Failed);
+    assert!(o.reason.unwrap().contains("health-check call failed"));
+    match rx.try_recv().unwrap() {
+        outpost_host::events::HostEvent::ModuleRefused { module, reason } => {
+            assert_eq!(module, "collector");
+            assert!(reason.contains("1.0.0 stays installed"), "{reason}");
+        }
+        other => panic!("unexpected event {other:?}"),
+    }
+    // The scratch state of the health check is gone.
+    let leftovers: Vec<_> = std::fs::read_dir(&site.config.state_dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("update-health-")
+        })
+        .collect();
+    assert!(leftovers.is_empty());
 }
