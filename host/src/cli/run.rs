@@ -41,7 +41,15 @@ pub async fn run(config: Config, json: bool, seconds: Option<u64>) -> anyhow::Re
         .with_context(|| format!("while starting the host from {}", path.display()))?;
     let supervisor = Arc::new(Supervisor::start(&agent, events.clone()));
     let api = start_api(&agent, &supervisor, &events).await;
+    let updates = crate::update::spawn_schedule(
+        &agent.config,
+        agent.runtime.services().db.clone(),
+        events.clone(),
+    );
     let result = serve(rx, json, seconds).await;
+    if let Some(u) = updates {
+        u.abort();
+    }
     if let Some(api) = api {
         api.shutdown().await;
     }

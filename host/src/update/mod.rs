@@ -485,6 +485,66 @@ impl Updater {
     }
 }
 
+/// Check on a schedule inside the running host (`outpost run`): at start,
+/// then every `check-interval-secs`. New offers are announced on `events`;
+/// one that adds nothing installs at once where
+/// `auto-install-without-new-capabilities = true` (effective at the next
+/// start). A failed check is logged and tried again at the next interval.
+/// `None` without `[updates]`.
+pub fn spawn_schedule(
+    config: &Config,
+    db: Db,
+    events: crate::events::Events,
+) -> Option<tokio::task::JoinHandle<()>> {
+    let updates = config.updates.clone()?;
+    let config = config.clone();
+    Some(tokio::spawn(async move {
+        let interval = Duration::from_secs(updates.check_interval_secs);
+        loop {
+            match Updater::new(&config, db.clone()) {
+                Ok(updater) => match updater.with_events(events.clone()).check().await {
+                    Ok(report) => {
+                        tracing::info!(
+                            target: "outpost.update",
+                            offers = report.offers.len(),
+                            refused = report.refused.len(),
+                            "update check done"
+                        );
+                        if updates.auto_install_without_new_capabilities {
+                            for o in report.offers.iter().filter(|o| {
+                                o.state == OfferState::Available && !o.adds_capabilities
+                            }) {
+                                let (config, db, events, id) =
+                                    (config.clone(), db.clone(), events.clone(), o.id);
+                                let res = tokio::task::spawn_blocking(move || {
+                                    install::install(&config, &db, &events, id, "host:auto")
+                                })
+                                .await;
+                                match res {
+                                    Ok(Ok(_)) => {
+                                        tracing::info!(target: "outpost.update", offer = id, "update installed automatically; effective at the next start")
+                                    }
+                                    Ok(Err(e)) => {
+                                        tracing::warn!(target: "outpost.update", offer = id, "automatic install failed: {e}")
+                                    }
+                                    Err(e) => {
+                                        tracing::warn!(target: "outpost.update", offer = id, "automatic install failed: {e}")
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    Err(e) => tracing::warn!(target: "outpost.update", "update check failed: {e}"),
+                },
+                Err(e) => {
+                    tracing::warn!(target: "outpost.update", "update check not possible: {e}")
+                }
+            }
+            tokio::time::sleep(interval).await;
+        }
+    }))
+}
+
 /// An offer with its diff in plain words and its decisions.
 #[derive(Debug, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]

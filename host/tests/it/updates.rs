@@ -868,9 +868,11 @@ fn a_crash_at_any_install_step_leaves_old_or_new_fully_installed() {
 }
 
 #[test]
-fn the_local_api_lists_shows_and_decides_offers() {
+fn the_running_host_checks_and_the_local_api_decides_offers() {
     let site = Site::new();
-    let id = site.offer_for("2.0.0", V2_CAPS);
+    // Published before the host starts; the host's own scheduled check
+    // (at start) finds it.
+    site.publish_module(&signed_by(&env().key, &collector("2.0.0", V2_CAPS)));
     let state = site.config.state_dir.clone();
     struct Running(std::process::Child);
     impl Drop for Running {
@@ -923,9 +925,19 @@ fn the_local_api_lists_shows_and_decides_offers() {
             )
         })
     };
-    let (status, list) = call(reqwest::Method::GET, "/api/v1/updates");
-    assert_eq!(status, 200, "{list}");
-    assert_eq!(list[0]["id"], id);
+    let list = loop {
+        let (status, list) = call(reqwest::Method::GET, "/api/v1/updates");
+        assert_eq!(status, 200, "{list}");
+        if list.as_array().is_some_and(|l| !l.is_empty()) {
+            break list;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the host did not check for updates"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let id = list[0]["id"].as_i64().unwrap();
     assert_eq!(
         list[0]["changes"],
         serde_json::json!(["may connect to files.vendor.example:443 over HTTPS"])
