@@ -137,3 +137,42 @@ impl Transport for HttpsTransport {
         Ok(Box::pin(stream))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn transport() -> HttpsTransport {
+        let tls = crate::net::tls_config(&[], false).unwrap();
+        HttpsTransport::new(
+            &tls,
+            "https://updates.example/v1/updates",
+            Duration::from_secs(5),
+            1024,
+        )
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn refuses_other_schemes_and_urls_outside_the_repository_before_connecting() {
+        let t = transport();
+        let e = t
+            .fetch(Url::parse("http://updates.example/v1/updates/metadata/1.root.json").unwrap())
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(e.kind(), TransportErrorKind::UnsupportedUrlScheme);
+        for outside in [
+            "https://other.example/v1/updates/metadata/1.root.json",
+            "https://updates.example/v1/other/1.root.json",
+            "https://updates.example/v1/updatesX/1.root.json",
+        ] {
+            let e = t.fetch(Url::parse(outside).unwrap()).await.err().unwrap();
+            assert_eq!(e.kind(), TransportErrorKind::Other, "{outside}");
+            assert!(
+                e.to_string().contains("outside the update repository"),
+                "{e}"
+            );
+        }
+    }
+}

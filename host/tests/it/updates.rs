@@ -1026,3 +1026,63 @@ fn a_new_version_whose_call_fails_is_not_installed() {
         .collect();
     assert!(leftovers.is_empty());
 }
+
+#[test]
+fn oversized_metadata_is_refused() {
+    let site = Site::new();
+    site.publish_module(&signed_by(&env().key, &collector("2.0.0", V2_CAPS)));
+    let mut ts = std::fs::read(site.meta("timestamp.json")).unwrap();
+    ts.extend(std::iter::repeat_n(b' ', 80 * 1024));
+    std::fs::write(site.meta("timestamp.json"), ts).unwrap();
+    let msg = refused_message(site.check());
+    assert!(msg.contains("Maximum size"), "{msg}");
+}
+
+#[test]
+fn module_signed_by_a_revoked_key_is_refused() {
+    let mut site = Site::new();
+    let second = outpost_signing::generate_signing_key();
+    site.config
+        .trust
+        .add_key(outpost_signing::TrustedKey::new(
+            "second-publisher",
+            second.verifying_key(),
+        ))
+        .unwrap();
+    site.config
+        .trust
+        .revoke(outpost_signing::key_id(&second.verifying_key()));
+    site.publish_module(&signed_by(&second, &collector("2.0.0", V2_CAPS)));
+    let report = site.check().unwrap();
+    assert!(report.offers.is_empty());
+    let reason = report.refused[0].reason.clone().unwrap();
+    assert!(reason.starts_with("module signature refused"), "{reason}");
+    assert!(reason.contains("revoked"), "{reason}");
+}
+
+#[test]
+fn a_server_that_never_answers_times_out() {
+    let mut site = Site::new();
+    // Accepts connections and never says a word (not even TLS).
+    let listener = env()
+        .rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let held = env().rt.spawn(async move {
+        let mut conns = Vec::new();
+        while let Ok((c, _)) = listener.accept().await {
+            conns.push(c);
+        }
+    });
+    let u = site.config.updates.as_mut().unwrap();
+    u.repository = format!("https://127.0.0.1:{port}/v1/updates");
+    u.request_timeout_secs = 1;
+    let msg = refused_message(site.check()).to_lowercase();
+    assert!(
+        msg.contains("timed out") || msg.contains("timeout"),
+        "{msg}"
+    );
+    assert!(site.updater().offers().list().unwrap().is_empty());
+    held.abort();
+}
