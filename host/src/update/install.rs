@@ -35,6 +35,10 @@ use crate::store::{Db, DbError};
 use outpost_signing::verify::{Expectation, VerifiedModule, verify};
 use std::path::{Path, PathBuf};
 
+/// Age after which [`reconcile`] removes a staged file no install switched
+/// to (an install in another process may be between staging and switching).
+pub const STALE_STAGED_SECS: u64 = 3600;
+
 /// Environment variable naming the step after which an install aborts the
 /// process (tests of crash consistency only).
 pub const CRASH_ENV: &str = "OUTPOST_CRASH_AT";
@@ -153,7 +157,7 @@ fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> 
 
 /// Finish what a crash interrupted: an offer whose file `current` names is
 /// installed (ledger and offer state); a staged file no `current` or
-/// `previous` names is removed.
+/// `previous` names is removed once older than [`STALE_STAGED_SECS`].
 pub fn reconcile(config: &Config, db: &Db) -> Result<(), InstallError> {
     let offers = Offers::new(db.clone());
     let versions = Versions::new(db.clone());
@@ -180,7 +184,15 @@ pub fn reconcile(config: &Config, db: &Db) -> Result<(), InstallError> {
             for e in entries.flatten() {
                 let p = e.path();
                 let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-                if name.ends_with(".wasm") && p != current && name != previous.trim() {
+                // Only leftovers older than STALE_STAGED_SECS: another
+                // process may be between staging and switching right now.
+                let stale = e
+                    .metadata()
+                    .and_then(|md| md.modified())
+                    .ok()
+                    .and_then(|t| t.elapsed().ok())
+                    .is_some_and(|age| age.as_secs() > STALE_STAGED_SECS);
+                if name.ends_with(".wasm") && p != current && name != previous.trim() && stale {
                     let _ = std::fs::remove_file(&p);
                 }
             }
@@ -308,6 +320,13 @@ pub fn install(
         write_atomic(&p, name.as_bytes()).map_err(io("writing", &p))?;
     }
     let cur = dir.join("current");
+    if !staged.is_file() {
+        return Err(InstallError::Io {
+            what: "the staged file vanished before the switch",
+            path: staged,
+            error: std::io::Error::from(std::io::ErrorKind::NotFound),
+        });
+    }
     write_atomic(&cur, format!("{}.wasm\n", offer.file_sha256).as_bytes())
         .map_err(io("switching", &cur))?;
     crash_point("switched");

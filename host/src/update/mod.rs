@@ -290,7 +290,7 @@ impl Updater {
             &self.tls,
             &format!("{base}/"),
             Duration::from_secs(self.updates.request_timeout_secs),
-            outpost_signing::format::MAX_SIGNED_MODULE_BYTES as u64,
+            crate::agent::MAX_MODULE_FILE_BYTES,
         )
         .map_err(|e| UpdateError::Client(e.to_string()))?;
         let parse =
