@@ -9,6 +9,8 @@
 //! * [`TestPki`] makes a CA and a server certificate for tests.
 //! * [`Enrollment`] says who may enrol: a device presenting the
 //!   [`EnrollmentToken`], or — asked for by name — anyone.
+//! * [`repo`] makes and re-signs the TUF repository of module updates
+//!   (`tough`) and serves it read-only under `/v1/updates/`.
 //! * [`limits`] bounds what one client may cost: connection caps (global and
 //!   per source address), slow-client timeouts, the lock-out of addresses
 //!   that guess enrolment tokens.
@@ -29,6 +31,7 @@
 mod atrest;
 pub mod limits;
 pub mod pki;
+pub mod repo;
 pub mod server;
 pub mod store;
 pub mod token;

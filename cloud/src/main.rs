@@ -94,7 +94,14 @@ enum Cmd {
         /// Longest any request body may take, in milliseconds.
         #[arg(long, default_value_t = BODY_MAX_TIME_MS)]
         body_max_time_ms: u64,
+        /// Serve this TUF repository of module updates (made with `repo`)
+        /// read-only at /v1/updates/metadata/ and /v1/updates/targets/.
+        #[arg(long, value_name = "DIR")]
+        updates_repo: Option<PathBuf>,
     },
+    /// The TUF repository of module updates: keys, init, add, publish.
+    #[command(subcommand)]
+    Repo(RepoCmd),
     /// Write a new random enrolment token to a file (mode 0600 on Unix) for
     /// `serve --enrollment-token-file`; devices enrol with
     /// `outpost enroll --token`.
@@ -147,6 +154,189 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Subcommand)]
+enum RepoCmd {
+    /// Write one new Ed25519 key per role (root.key, targets.key,
+    /// snapshot.key, timestamp.key; mode 0600 on Unix) into DIR.
+    Keygen {
+        /// Directory for the key files (existing files are never overwritten).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Create a repository: root version 1 signed with the root key, listing
+    /// the four roles' public keys, and an empty first publish. Afterwards
+    /// move root.key offline; hosts trust metadata/1.root.json.
+    Init {
+        /// Repository directory.
+        #[arg(long)]
+        repo: PathBuf,
+        /// Directory holding root.key, targets.key, snapshot.key, timestamp.key.
+        #[arg(long)]
+        keys: PathBuf,
+        /// Root validity in days.
+        #[arg(long, default_value_t = 365)]
+        root_days: i64,
+    },
+    /// Stage a signed module file for the next publish.
+    Add {
+        /// Repository directory.
+        #[arg(long)]
+        repo: PathBuf,
+        /// The signed module file (`outpost sign` output).
+        #[arg(long)]
+        module: PathBuf,
+        /// Instrument model the module applies to; repeatable (none: all).
+        #[arg(long = "model")]
+        models: Vec<String>,
+    },
+    /// Sign new targets, snapshot and timestamp metadata including the staged
+    /// modules (needs targets.key, snapshot.key, timestamp.key), or with
+    /// --timestamp-only re-sign only the timestamp (needs timestamp.key).
+    Publish {
+        /// Repository directory.
+        #[arg(long)]
+        repo: PathBuf,
+        /// Directory holding the role keys needed.
+        #[arg(long)]
+        keys: PathBuf,
+        /// Only re-sign the timestamp with a new expiry.
+        #[arg(long)]
+        timestamp_only: bool,
+        /// Timestamp validity in hours.
+        #[arg(long, default_value_t = 24)]
+        timestamp_hours: i64,
+        /// Snapshot validity in days.
+        #[arg(long, default_value_t = 7)]
+        snapshot_days: i64,
+        /// Targets validity in days.
+        #[arg(long, default_value_t = 90)]
+        targets_days: i64,
+    },
+    /// List the published modules.
+    List {
+        /// Repository directory.
+        #[arg(long)]
+        repo: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn run_repo(cmd: RepoCmd) -> anyhow::Result<()> {
+    use outpost_cloud::repo;
+    let now = chrono::Utc::now();
+    match cmd {
+        RepoCmd::Keygen { out } => {
+            repo::keygen(&out)?;
+            println!(
+                "wrote root.key, targets.key, snapshot.key and timestamp.key to {}; keep root.key offline",
+                out.display()
+            );
+        }
+        RepoCmd::Init {
+            repo: dir,
+            keys,
+            root_days,
+        } => {
+            let expiry = repo::Expiry {
+                root: chrono::Duration::days(root_days),
+                ..repo::Expiry::default()
+            };
+            repo::init(
+                &dir,
+                &repo::load_key(&keys, "root")?,
+                &repo::load_key(&keys, "targets")?,
+                &repo::load_key(&keys, "snapshot")?,
+                &repo::load_key(&keys, "timestamp")?,
+                expiry,
+                now,
+            )?;
+            println!(
+                "created {}; hosts trust {}",
+                dir.display(),
+                dir.join("metadata").join("1.root.json").display()
+            );
+        }
+        RepoCmd::Add {
+            repo: dir,
+            module,
+            models,
+        } => {
+            let added = repo::add(&dir, &module, &models)?;
+            println!(
+                "staged {} (module {} {}, capability digest {}); run `repo publish`",
+                added.target,
+                added.custom.module,
+                added.custom.version,
+                added.custom.capability_digest
+            );
+        }
+        RepoCmd::Publish {
+            repo: dir,
+            keys,
+            timestamp_only,
+            timestamp_hours,
+            snapshot_days,
+            targets_days,
+        } => {
+            let expiry = repo::Expiry {
+                timestamp: chrono::Duration::hours(timestamp_hours),
+                snapshot: chrono::Duration::days(snapshot_days),
+                targets: chrono::Duration::days(targets_days),
+                ..repo::Expiry::default()
+            };
+            let p = if timestamp_only {
+                repo::publish_timestamp(&dir, &repo::load_key(&keys, "timestamp")?, expiry, now)?
+            } else {
+                repo::publish(
+                    &dir,
+                    &repo::load_key(&keys, "targets")?,
+                    &repo::load_key(&keys, "snapshot")?,
+                    &repo::load_key(&keys, "timestamp")?,
+                    expiry,
+                    now,
+                )?
+            };
+            println!(
+                "published targets v{} snapshot v{} timestamp v{}{}",
+                p.targets_version,
+                p.snapshot_version,
+                p.timestamp_version,
+                if p.added.is_empty() {
+                    String::new()
+                } else {
+                    format!("; added {}", p.added.join(", "))
+                }
+            );
+        }
+        RepoCmd::List { repo: dir, json } => {
+            let list = repo::list(&dir)?;
+            if json {
+                let v: Vec<_> = list
+                    .iter()
+                    .map(|(name, len, m)| serde_json::json!({"target": name, "length": len, "outpost": m}))
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                for (name, len, m) in list {
+                    println!(
+                        "{name}  {len} bytes  {} {}  models: {}",
+                        m.module,
+                        m.version,
+                        if m.models.is_empty() {
+                            "all".to_owned()
+                        } else {
+                            m.models.join(",")
+                        }
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 fn open_existing(data: &Path) -> anyhow::Result<Store> {
@@ -247,6 +437,7 @@ fn main() -> anyhow::Result<()> {
             body_timeout_ms,
             body_min_bytes_per_sec,
             body_max_time_ms,
+            updates_repo,
         } => {
             tracing_subscriber::fmt()
                 .with_env_filter(
@@ -283,6 +474,7 @@ fn main() -> anyhow::Result<()> {
                 body_min_bytes_per_sec,
                 body_max_time: Duration::from_millis(body_max_time_ms),
             };
+            cfg.updates_repo = updates_repo;
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(async {
                 let server = Server::start(cfg).await?;
@@ -363,6 +555,7 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Cmd::Repo(cmd) => run_repo(cmd),
         Cmd::Stats { data, json } => {
             let counters = open_existing(&data)?.counters()?;
             if json {

@@ -66,6 +66,9 @@ pub struct ServerConfig {
     pub limits: ConnectionLimits,
     /// Lock-out of sources that send wrong enrolment tokens.
     pub enroll_guesses: EnrollGuessLimit,
+    /// A TUF repository of module updates to serve read-only under
+    /// `/v1/updates/` ([`crate::repo`]); `None`: no update routes.
+    pub updates_repo: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for ServerConfig {
@@ -77,6 +80,7 @@ impl std::fmt::Debug for ServerConfig {
             .field("max_body_bytes", &self.max_body_bytes)
             .field("limits", &self.limits)
             .field("enroll_guesses", &self.enroll_guesses)
+            .field("updates_repo", &self.updates_repo)
             .finish_non_exhaustive()
     }
 }
@@ -104,6 +108,7 @@ impl ServerConfig {
             max_body_bytes: MAX_ENVELOPE_BYTES,
             limits: ConnectionLimits::default(),
             enroll_guesses: EnrollGuessLimit::default(),
+            updates_repo: None,
         }
     }
 }
@@ -199,6 +204,9 @@ impl Server {
             .validate()
             .map_err(|e| anyhow!("connection limits: {e}"))?;
         let tls = tls_config(&cfg.cert_chain_pem, &cfg.key_pem)?;
+        if let Some(repo) = &cfg.updates_repo {
+            crate::repo::check_servable(repo)?;
+        }
         let dir = cfg.data_dir.clone();
         let store = tokio::task::spawn_blocking(move || Store::open(&dir))
             .await
@@ -233,7 +241,10 @@ impl Server {
         let (stop, stop_rx) = watch::channel(false);
         let ctx = ConnCtx {
             acceptor: TlsAcceptor::from(tls),
-            router: router(app),
+            router: match &cfg.updates_repo {
+                Some(repo) => router(app).merge(crate::repo::router(repo.clone())),
+                None => router(app),
+            },
             limits,
             refusals: Arc::clone(&refusals),
         };

@@ -191,7 +191,14 @@ impl Agent {
         )];
         let mut modules = Vec::new();
         let mut refused = Vec::new();
+        if config.updates.is_some()
+            && let Err(e) = crate::update::install::reconcile(&config, &db)
+        {
+            tracing::warn!("finishing an interrupted module update failed: {e}");
+        }
         for m in &config.modules {
+            // An installed update replaces the config's file.
+            let m = &crate::update::install::effective(&config, m);
             let loaded = verify_module(&config, &versions, m).and_then(|verified| {
                 let grant = grant_for(&config, m, &verified)?;
                 let loaded = runtime.load(&verified, grant)?;

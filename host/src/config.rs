@@ -74,6 +74,9 @@ pub struct Config {
     /// The local API (dashboard, CLI).
     #[serde(default)]
     pub api: ApiConfig,
+    /// Module updates over TUF (none: this PC never looks for updates).
+    #[serde(default)]
+    pub updates: Option<crate::update::UpdatesConfig>,
     /// Modules to run.
     #[serde(default, rename = "module")]
     pub modules: Vec<ModuleConfig>,
@@ -351,6 +354,9 @@ impl Config {
         for m in &mut cfg.modules {
             m.file = abs(&m.file);
         }
+        if let Some(u) = &mut cfg.updates {
+            u.root = abs(&u.root);
+        }
         for name in cfg.directories.keys() {
             if !outpost_signing::manifest::valid_name(name) {
                 return Err(invalid(format!(
@@ -385,6 +391,9 @@ impl Config {
         }
         cfg.policy.validate().map_err(invalid)?;
         cfg.uplink.validate().map_err(invalid)?;
+        if let Some(u) = &cfg.updates {
+            u.validate(&cfg.uplink.endpoints()).map_err(invalid)?;
+        }
         crate::api::check_listen(cfg.api.listen).map_err(|e| invalid(e.to_string()))?;
         for m in &cfg.modules {
             if let Some(p) = &m.policy {

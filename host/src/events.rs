@@ -308,6 +308,33 @@ pub enum HostEvent {
         /// The same record was held already (refused again).
         repeated: bool,
     },
+    /// A verified module update is waiting for the person's decision (or,
+    /// adding nothing, for automatic installation where the policy allows).
+    UpdateAvailable {
+        /// The offer's id (`outpost updates show ID`).
+        offer: i64,
+        /// Module name.
+        module: String,
+        /// Installed version.
+        from_version: String,
+        /// Offered version.
+        to_version: String,
+        /// Whether it asks for anything more (then it needs approval).
+        adds_capabilities: bool,
+    },
+    /// The person approved or rejected an update offer.
+    UpdateDecided {
+        /// The offer's id.
+        offer: i64,
+        /// Module name.
+        module: String,
+        /// Offered version.
+        to_version: String,
+        /// `approved` or `rejected`.
+        decision: String,
+        /// The client through which it was decided.
+        client: String,
+    },
     /// An outbound request was refused by the network grant.
     RequestRefused {
         /// Module name.
@@ -348,6 +375,8 @@ impl HostEvent {
             HostEvent::ModuleReleased { .. } => "module-released",
             HostEvent::RequestRefused { .. } => "request-refused",
             HostEvent::DeadLettered { .. } => "dead-lettered",
+            HostEvent::UpdateAvailable { .. } => "update-available",
+            HostEvent::UpdateDecided { .. } => "update-decided",
         }
     }
 
@@ -367,6 +396,8 @@ impl HostEvent {
             | HostEvent::ModuleReleased { module }
             | HostEvent::RequestRefused { module, .. }
             | HostEvent::DeadLettered { module, .. } => Some(module),
+            | HostEvent::UpdateAvailable { module, .. }
+            | HostEvent::UpdateDecided { module, .. } => Some(module),
             HostEvent::SettingProblem { .. }
             | HostEvent::SettingResolved { .. }
             | HostEvent::InstrumentAlert { .. } => None,

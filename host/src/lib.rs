@@ -21,5 +21,6 @@ pub mod service;
 pub mod store;
 pub mod supervisor;
 pub mod untrusted;
+pub mod update;
 pub mod uplink;
 pub mod watch;

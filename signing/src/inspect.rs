@@ -104,45 +104,6 @@ impl Capability {
     }
 }
 
-/// The capability digest of a manifest: SHA-256 (hex) over its world, every
-/// capability (sorted) and its quotas and limits. Two manifests with the
-/// same digest let their module do exactly the same; an update repository
-/// publishes it with each target, and an approval names it.
-pub fn capability_digest(m: &Manifest) -> String {
-    let mut h = Sha256::new();
-    h.update(b"outpost-capabilities-v1\n");
-    h.update(format!("world {}\n", m.world).as_bytes());
-    for c in capabilities(m) {
-        h.update(format!("{c}\n").as_bytes());
-    }
-    h.update(
-        format!(
-            "state-quota-bytes {}\nmemory-mib {}\ncpu-ms-per-call {}\nwall-ms-per-call {}\n",
-            m.capabilities.state_quota_bytes,
-            m.limits.memory_mib,
-            m.limits.cpu_ms_per_call,
-            m.limits.wall_ms_per_call
-        )
-        .as_bytes(),
-    );
-    hex(&h.finalize())
-}
-
-/// The digest of an upgrade from `old` to `new` (hex): what a person's
-/// approval is bound to. It covers both capability sets, so a diff that
-/// changed in any way needs approval again.
-pub fn diff_digest(old: &Manifest, new: &Manifest) -> String {
-    let mut h = Sha256::new();
-    h.update(b"outpost-capability-diff-v1\n");
-    h.update(capability_digest(old).as_bytes());
-    h.update(b"\n");
-    h.update(capability_digest(new).as_bytes());
-    hex(&h.finalize())
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
 
 /// A numeric request that changed between two manifests.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -183,6 +144,63 @@ impl CapabilityDiff {
     pub fn asks_for_more(&self) -> bool {
         !self.added.is_empty() || self.world.is_some() || self.changed.iter().any(|c| c.new > c.old)
     }
+}
+
+impl CapabilityDiff {
+    /// A canonical text of the diff, one line per item in a fixed order
+    /// (`+ endpoint …`, `- directory …`, `~ limits.memory-mib 32 -> 64`,
+    /// `world collector -> notifier`): what [`CapabilityDiff::digest`] hashes.
+    pub fn canonical_text(&self) -> String {
+        let mut out = String::new();
+        for c in &self.added {
+            out.push_str(&format!("+ {c}\n"));
+        }
+        for c in &self.removed {
+            out.push_str(&format!("- {c}\n"));
+        }
+        for c in &self.changed {
+            out.push_str(&format!("~ {} {} -> {}\n", c.field, c.old, c.new));
+        }
+        if let Some((old, new)) = self.world {
+            out.push_str(&format!("world {old} -> {new}\n"));
+        }
+        out
+    }
+
+    /// SHA-256 (lowercase hex) of [`CapabilityDiff::canonical_text`], prefixed
+    /// with a domain tag: the exact difference a person approves. Two diffs
+    /// have the same digest only if they list the same changes.
+    pub fn digest(&self) -> String {
+        let mut h = Sha256::new();
+        h.update(b"outpost-capability-diff-v1\n");
+        h.update(self.canonical_text().as_bytes());
+        crate::hex::encode(&h.finalize())
+    }
+}
+
+/// SHA-256 (lowercase hex) of everything a manifest may do: its world,
+/// capabilities (as [`Capability`] items, sorted) and numeric quotas and
+/// limits, under a domain tag. Name and version are not part of it: two
+/// versions with the same digest ask for exactly the same things. The
+/// update repository publishes it with each module.
+pub fn capability_digest(m: &Manifest) -> String {
+    let mut h = Sha256::new();
+    h.update(b"outpost-capabilities-v1\n");
+    h.update(format!("world {}\n", m.world).as_bytes());
+    for c in capabilities(m) {
+        h.update(format!("{c}\n").as_bytes());
+    }
+    h.update(
+        format!(
+            "state-quota-bytes {}\nmemory-mib {}\ncpu-ms-per-call {}\nwall-ms-per-call {}\n",
+            m.capabilities.state_quota_bytes,
+            m.limits.memory_mib,
+            m.limits.cpu_ms_per_call,
+            m.limits.wall_ms_per_call
+        )
+        .as_bytes(),
+    );
+    crate::hex::encode(&h.finalize())
 }
 
 fn capabilities(m: &Manifest) -> BTreeSet<Capability> {
@@ -259,8 +277,9 @@ mod tests {
         assert_eq!(capability_digest(&a), capability_digest(&same));
         assert_ne!(capability_digest(&a), capability_digest(&wider));
         assert_eq!(capability_digest(&a).len(), 64);
-        assert_ne!(diff_digest(&a, &wider), diff_digest(&wider, &a));
-        assert_eq!(diff_digest(&a, &wider), diff_digest(&same, &wider));
+        let d = |x, y| capability_diff(x, y).digest();
+        assert_ne!(d(&a, &wider), d(&wider, &a));
+        assert_eq!(d(&a, &wider), d(&same, &wider));
         let added = capability_diff(&a, &wider).added;
         assert_eq!(
             added[0].plain_words(),
@@ -277,6 +296,22 @@ mod tests {
             "name = \"collector\"\nversion = \"1.0.0\"\nworld = \"collector\"\n[capabilities]\n{extra}"
         ))
         .unwrap()
+    }
+
+    #[test]
+    fn digests_follow_the_capabilities_not_the_version() {
+        let a = manifest("endpoints = [\"api.vendor.example:443\"]\n");
+        let mut b = a.clone();
+        b.version = "2.0.0".into();
+        assert_eq!(capability_digest(&a), capability_digest(&b));
+        let c = manifest("endpoints = [\"api.vendor.example:443\", \"x.example:443\"]\n");
+        assert_ne!(capability_digest(&a), capability_digest(&c));
+        let d1 = capability_diff(&a, &c);
+        let d2 = capability_diff(&a, &manifest("endpoints = [\"y.example:443\"]\n"));
+        assert_ne!(d1.digest(), d2.digest());
+        assert_eq!(d1.digest(), capability_diff(&a, &c).digest());
+        assert_eq!(d1.canonical_text(), "+ endpoint x.example:443\n");
+        assert_ne!(capability_diff(&a, &a).digest(), d1.digest());
     }
 
     #[test]

@@ -88,6 +88,91 @@ pub(super) fn routes() -> Router<Arc<Shared>> {
         .route("/api/v1/notifications/{id}/dismiss", post(dismiss))
         .route("/api/v1/modules/{name}/release", post(release))
         .route("/api/v1/events", get(events))
+        .route("/api/v1/updates", get(updates_list))
+        .route("/api/v1/updates/{id}", get(update_show))
+        .route("/api/v1/updates/{id}/approve", post(update_approve))
+        .route("/api/v1/updates/{id}/reject", post(update_reject))
+}
+
+fn update_offers(s: &Shared) -> crate::update::offers::Offers {
+    crate::update::offers::Offers::new(s.ctx.services.db.clone())
+}
+
+fn update_view(s: &Shared, offer: crate::update::offers::Offer) -> Response {
+    match crate::update::OfferView::of(&update_offers(s), offer) {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => server_error(e),
+    }
+}
+
+async fn updates_list(State(s): State<Arc<Shared>>) -> Response {
+    let offers = update_offers(&s);
+    let list = match offers.list() {
+        Ok(l) => l,
+        Err(e) => return server_error(e),
+    };
+    let mut views = Vec::with_capacity(list.len());
+    for o in list {
+        match crate::update::OfferView::of(&offers, o) {
+            Ok(v) => views.push(v),
+            Err(e) => return server_error(e),
+        }
+    }
+    Json(views).into_response()
+}
+
+fn no_offer(id: i64) -> Response {
+    refuse(
+        StatusCode::NOT_FOUND,
+        "unknown-update",
+        format!("no update offer {id}"),
+    )
+}
+
+async fn update_show(State(s): State<Arc<Shared>>, Path(id): Path<i64>) -> Response {
+    match update_offers(&s).get(id) {
+        Ok(Some(o)) => update_view(&s, o),
+        Ok(None) => no_offer(id),
+        Err(e) => server_error(e),
+    }
+}
+
+fn update_decide(s: &Shared, caller: &Caller, id: i64, approve: bool) -> Response {
+    use crate::update::offers::DecisionError;
+    match update_offers(s).decide(id, approve, &caller.client) {
+        Ok(o) => {
+            tracing::info!(target: "outpost.api", offer = id, module = %o.module, client = %caller.client, approve, "update decision");
+            s.ctx.events.emit(HostEvent::UpdateDecided {
+                offer: o.id,
+                module: o.module.clone(),
+                to_version: o.to_version.clone(),
+                decision: o.state.as_str().to_owned(),
+                client: caller.client.clone(),
+            });
+            update_view(s, o)
+        }
+        Err(DecisionError::NotFound(id)) => no_offer(id),
+        Err(e @ DecisionError::NotAvailable { .. }) => {
+            refuse(StatusCode::CONFLICT, "not-available", e.to_string())
+        }
+        Err(DecisionError::Db(e)) => server_error(e),
+    }
+}
+
+async fn update_approve(
+    State(s): State<Arc<Shared>>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<i64>,
+) -> Response {
+    update_decide(&s, &caller, id, true)
+}
+
+async fn update_reject(
+    State(s): State<Arc<Shared>>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<i64>,
+) -> Response {
+    update_decide(&s, &caller, id, false)
 }
 
 async fn openapi() -> Response {

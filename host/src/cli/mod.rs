@@ -14,6 +14,7 @@ mod run;
 mod service;
 mod sign;
 mod status;
+mod updates;
 mod uplink;
 mod verify;
 
@@ -68,6 +69,8 @@ enum Command {
     FirewallRules(firewall_rules::Args),
     /// Install, remove, start, stop the host as a service (Linux: systemd).
     Service(service::Args),
+    /// Module updates: check the repository, list, show, approve, reject.
+    Updates(updates::Args),
 }
 
 /// Entry point of the `outpost` binary.
@@ -92,6 +95,7 @@ pub fn main() -> ExitCode {
         Command::Doctor(a) => doctor::exec(a),
         Command::FirewallRules(a) => firewall_rules::exec(a),
         Command::Service(a) => service::exec(a),
+        Command::Updates(a) => updates::exec(a),
     };
     match result {
         Ok(code) => code,

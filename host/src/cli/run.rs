@@ -41,7 +41,15 @@ pub async fn run(config: Config, json: bool, seconds: Option<u64>) -> anyhow::Re
         .with_context(|| format!("while starting the host from {}", path.display()))?;
     let supervisor = Arc::new(Supervisor::start(&agent, events.clone()));
     let api = start_api(&agent, &supervisor, &events).await;
+    let updates = crate::update::spawn_schedule(
+        &agent.config,
+        agent.runtime.services().db.clone(),
+        events.clone(),
+    );
     let result = serve(rx, json, seconds).await;
+    if let Some(u) = updates {
+        u.abort();
+    }
     if let Some(api) = api {
         api.shutdown().await;
     }
@@ -212,6 +220,27 @@ fn print_event(ev: &HostEvent, json: bool) -> anyhow::Result<()> {
             ..
         } => format!("acked       {module}/{key} (via {client})"),
         HostEvent::ModuleReleased { module } => format!("released    {module}"),
+        HostEvent::UpdateAvailable {
+            offer,
+            module,
+            from_version,
+            to_version,
+            adds_capabilities,
+        } => format!(
+            "update      {module} {from_version} -> {to_version}{} (outpost updates show {offer})",
+            if *adds_capabilities {
+                ", asks for more: needs approval"
+            } else {
+                ""
+            }
+        ),
+        HostEvent::UpdateDecided {
+            module,
+            to_version,
+            decision,
+            client,
+            ..
+        } => format!("update      {module} {to_version} {decision} (via {client})"),
         HostEvent::RequestRefused {
             module,
             authority,

@@ -695,6 +695,36 @@ impl Runtime {
         Ok(decision)
     }
 
+    /// One harmless call of `m`'s export, as an update's health check does
+    /// (over a throwaway state): `collect(startup)` for a collector, a
+    /// `module-recovered` event for a notifier, a view-only request from
+    /// nobody for a session policy. Any trap, deadline or error result is a
+    /// failure.
+    pub async fn health_call(&self, m: &LoadedModule) -> Result<(), CallError> {
+        match &m.pre {
+            WorldPre::Collector(_) => self.collect(m, Trigger::Startup).await.map(|_| ()),
+            WorldPre::Notifier(_) => {
+                self.on_event(
+                    m,
+                    WitHostEvent::ModuleRecovered("outpost-health-check".into()),
+                )
+                .await
+            }
+            WorldPre::SessionPolicy(_) => self
+                .evaluate(
+                    m,
+                    SupportRequest {
+                        requester: "outpost-health-check".into(),
+                        region: String::new(),
+                        permissions: Vec::new(),
+                        pc_holds_patient_data: true,
+                    },
+                )
+                .await
+                .map(|_| ()),
+        }
+    }
+
     /// Instantiate `m` into `store` without calling it: the per-call fixed
     /// cost, for benchmarks.
     pub async fn instantiate_in(

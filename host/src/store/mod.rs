@@ -132,6 +132,7 @@ impl Db {
             .and_then(|_| conn.busy_timeout(std::time::Duration::from_secs(5)))
             .and_then(|_| conn.execute_batch(SCHEMA))
             .and_then(|_| conn.execute_batch(deadletter::SCHEMA))
+            .and_then(|_| conn.execute_batch(crate::update::offers::SCHEMA))
             .and_then(|_| migrate(&conn))
             .map_err(|e| open_err(e.to_string()))?;
         Ok(Db {

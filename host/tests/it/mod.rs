@@ -14,5 +14,6 @@ mod sandbox;
 mod service;
 mod signed;
 mod supervisor;
+mod updates;
 mod uplink;
 mod watch;
