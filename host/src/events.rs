@@ -396,8 +396,9 @@ impl HostEvent {
             | HostEvent::ModuleReleased { module }
             | HostEvent::RequestRefused { module, .. }
             | HostEvent::DeadLettered { module, .. } => Some(module),
-            | HostEvent::UpdateAvailable { module, .. }
-            | HostEvent::UpdateDecided { module, .. } => Some(module),
+            HostEvent::UpdateAvailable { module, .. } | HostEvent::UpdateDecided { module, .. } => {
+                Some(module)
+            }
             HostEvent::SettingProblem { .. }
             | HostEvent::SettingResolved { .. }
             | HostEvent::InstrumentAlert { .. } => None,

@@ -104,7 +104,6 @@ impl Capability {
     }
 }
 
-
 /// A numeric request that changed between two manifests.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LimitChange {
