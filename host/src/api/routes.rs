@@ -159,11 +159,37 @@ fn update_decide(s: &Shared, caller: &Caller, id: i64, approve: bool) -> Respons
     }
 }
 
+/// `?diff-digest=` on an approval: the digest of the diff the person was
+/// shown. When given and no longer the offer's, the approval is refused
+/// (409 `diff-changed`) so that nobody approves a diff they did not see.
+#[derive(serde::Deserialize)]
+struct ApproveQuery {
+    #[serde(rename = "diff-digest")]
+    diff_digest: Option<String>,
+}
+
 async fn update_approve(
     State(s): State<Arc<Shared>>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<i64>,
+    Query(q): Query<ApproveQuery>,
 ) -> Response {
+    if let Some(shown) = q.diff_digest {
+        match update_offers(&s).get(id) {
+            Ok(Some(o)) if o.diff_digest.as_deref() != Some(shown.as_str()) => {
+                return refuse(
+                    StatusCode::CONFLICT,
+                    "diff-changed",
+                    format!(
+                        "update offer {id} changed since it was shown: look at what it adds again"
+                    ),
+                );
+            }
+            Ok(Some(_)) => {}
+            Ok(None) => return no_offer(id),
+            Err(e) => return server_error(e),
+        }
+    }
     update_decide(&s, &caller, id, true)
 }
 

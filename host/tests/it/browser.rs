@@ -30,7 +30,7 @@ fn find_program(var: &str, names: &[&str]) -> Option<PathBuf> {
 
 /// Chromium and chromedriver, or `None` (after saying why) when this
 /// machine has no browser and nobody asked for one.
-fn browser() -> Option<(PathBuf, PathBuf)> {
+pub(super) fn browser() -> Option<(PathBuf, PathBuf)> {
     let chromium = find_program(
         "OUTPOST_CHROMIUM",
         &["chromium", "chromium-browser", "google-chrome"],
@@ -56,7 +56,7 @@ fn browser() -> Option<(PathBuf, PathBuf)> {
 }
 
 /// chromedriver on a free loopback port, killed on drop.
-struct Driver {
+pub(super) struct Driver {
     child: Child,
     port: u16,
     /// Browser profiles, one per session, removed with the driver.
@@ -65,7 +65,7 @@ struct Driver {
 }
 
 impl Driver {
-    fn start(chromium: PathBuf, driver: &Path) -> Driver {
+    pub(super) fn start(chromium: PathBuf, driver: &Path) -> Driver {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -92,7 +92,7 @@ impl Driver {
 
     /// A new browser session with an empty profile (no cookies) and the
     /// network log on.
-    async fn session(&self) -> Client {
+    pub(super) async fn session(&self) -> Client {
         let profile = tempfile::tempdir_in(self.profiles.path()).unwrap().keep();
         let caps = serde_json::json!({
             "goog:chromeOptions": {
@@ -163,7 +163,7 @@ impl Drop for Driver {
 
 /// Runs `steps`; when they fail, keeps a screenshot and fails the test
 /// with the step's error.
-async fn with_screenshot<F>(name: &str, client: &Client, steps: F)
+pub(super) async fn with_screenshot<F>(name: &str, client: &Client, steps: F)
 where
     F: std::future::Future<Output = anyhow::Result<()>>,
 {
@@ -183,24 +183,28 @@ where
     panic!("{name}: {err:#}\n{shot}");
 }
 
-async fn displayed(client: &Client, id: &str) -> anyhow::Result<bool> {
+pub(super) async fn displayed(client: &Client, id: &str) -> anyhow::Result<bool> {
     Ok(client.find(Locator::Id(id)).await?.is_displayed().await?)
 }
 
-async fn text(client: &Client, id: &str) -> anyhow::Result<String> {
+pub(super) async fn text(client: &Client, id: &str) -> anyhow::Result<String> {
     Ok(client.find(Locator::Id(id)).await?.text().await?)
 }
 
 /// What `js` (a function body with the selector as `arguments[0]`)
 /// returns for `selector` now. The page redraws its lists on every event,
 /// so element handles go stale; a script reads the page in one step.
-async fn query(client: &Client, js: &str, selector: &str) -> anyhow::Result<serde_json::Value> {
+pub(super) async fn query(
+    client: &Client,
+    js: &str,
+    selector: &str,
+) -> anyhow::Result<serde_json::Value> {
     Ok(client
         .execute(js, vec![serde_json::Value::from(selector)])
         .await?)
 }
 
-async fn count(client: &Client, selector: &str) -> anyhow::Result<usize> {
+pub(super) async fn count(client: &Client, selector: &str) -> anyhow::Result<usize> {
     let n = query(
         client,
         "return document.querySelectorAll(arguments[0]).length;",
@@ -211,7 +215,7 @@ async fn count(client: &Client, selector: &str) -> anyhow::Result<usize> {
 }
 
 /// A real click on `selector`, found anew when a redraw replaced it.
-async fn click(client: &Client, selector: &str) -> anyhow::Result<()> {
+pub(super) async fn click(client: &Client, selector: &str) -> anyhow::Result<()> {
     let mut tries = 0;
     loop {
         let clicked = async { client.find(Locator::Css(selector)).await?.click().await }.await;
@@ -228,7 +232,11 @@ async fn click(client: &Client, selector: &str) -> anyhow::Result<()> {
 
 /// Polls `check` every 25 ms until it holds or `limit` passes; returns how
 /// long it took.
-async fn until<F, Fut>(limit: Duration, what: &str, mut check: F) -> anyhow::Result<Duration>
+pub(super) async fn until<F, Fut>(
+    limit: Duration,
+    what: &str,
+    mut check: F,
+) -> anyhow::Result<Duration>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<bool>>,

@@ -1086,3 +1086,128 @@ fn a_server_that_never_answers_times_out() {
     assert!(site.updater().offers().list().unwrap().is_empty());
     held.abort();
 }
+
+/// The dashboard's approval screen in headless Chromium: the waiting update
+/// with what it adds in plain words, approved from the page (recorded as the
+/// dashboard's, bound to the digest it showed); an approval naming a digest
+/// the offer no longer has is refused.
+#[test]
+fn the_dashboard_shows_what_an_update_adds_and_approves_that_diff() {
+    use super::browser::{Driver, browser, click, count, displayed, until, with_screenshot};
+    use std::time::Duration;
+    let Some((chromium, chromedriver)) = browser() else {
+        return;
+    };
+    let site = Site::new();
+    site.publish_module(&signed_by(&env().key, &collector("2.0.0", V2_CAPS)));
+    let state = site.config.state_dir.clone();
+    let _ = std::fs::remove_file(state.join("api.addr"));
+    struct Running(std::process::Child);
+    impl Drop for Running {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _host = Running(
+        Command::new(env!("CARGO_BIN_EXE_outpost"))
+            .args(["run", "--config"])
+            .arg(site.dir.path().join("outpost.toml"))
+            .env("OUTPOST_LOG", "error")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let addr = loop {
+        if let Some(a) = outpost_host::api::published_addr(&state) {
+            break a;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the API did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let token = std::fs::read_to_string(state.join("api.token"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let origin = format!("http://127.0.0.1:{}", addr.port());
+    let call = |method: reqwest::Method, p: &str| {
+        let url = format!("{origin}{p}");
+        let token = token.clone();
+        async move {
+            let res = outpost_host::api::client::plain_http_client()
+                .unwrap()
+                .request(method, url)
+                .bearer_auth(token)
+                .header("x-outpost-client", "test")
+                .send()
+                .await
+                .unwrap();
+            let status = res.status().as_u16();
+            let body = res.bytes().await.unwrap();
+            (
+                status,
+                serde_json::from_slice::<serde_json::Value>(&body).unwrap_or_default(),
+            )
+        }
+    };
+    let driver = Driver::start(chromium, &chromedriver);
+    env().rt.block_on(async {
+        // The host's own check at start finds the offer.
+        let offer = loop {
+            let (_, list) = call(reqwest::Method::GET, "/api/v1/updates").await;
+            if let Some(o) = list.as_array().and_then(|l| l.first()) {
+                break o.clone();
+            }
+            assert!(std::time::Instant::now() < deadline, "no offer");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let id = offer["id"].as_i64().unwrap();
+        // An approval naming another diff than the offer's is refused.
+        let (status, body) = call(
+            reqwest::Method::POST,
+            &format!("/api/v1/updates/{id}/approve?diff-digest={}", "0".repeat(64)),
+        )
+        .await;
+        assert_eq!((status, &body["error"]), (409, &serde_json::json!("diff-changed")));
+        let (_, login) = call(reqwest::Method::POST, "/api/v1/login-codes").await;
+        let url = login["url"].as_str().unwrap().to_owned();
+        let client = driver.session().await;
+        with_screenshot("update-approval", &client, async {
+            client.goto(&url).await?;
+            let item = format!("#updates li.update[data-id='{id}']");
+            until(Duration::from_secs(10), "the waiting update", || async {
+                Ok(displayed(&client, "updates-card").await? && count(&client, &item).await? == 1)
+            })
+            .await?;
+            let shown = client
+                .execute(
+                    "return [...document.querySelectorAll(arguments[0] + ' ul.changes li')].map(e => e.textContent);",
+                    vec![serde_json::Value::from(item.clone())],
+                )
+                .await?;
+            anyhow::ensure!(
+                shown == serde_json::json!(["may connect to files.vendor.example:443 over HTTPS"]),
+                "shown: {shown}"
+            );
+            click(&client, &format!("{item} button.approve")).await?;
+            until(Duration::from_secs(10), "the decided update leaves the list", || async {
+                Ok(count(&client, &item).await? == 0)
+            })
+            .await?;
+            Ok(())
+        })
+        .await;
+        let _ = client.close().await;
+        let (_, decided) = call(reqwest::Method::GET, &format!("/api/v1/updates/{id}")).await;
+        assert_eq!(decided["state"], "approved", "{decided}");
+        assert_eq!(decided["approved-digest"], offer["diff-digest"]);
+        let last = decided["audit"].as_array().unwrap().last().unwrap().clone();
+        assert_eq!(last["client"], "dashboard", "{decided}");
+        assert_eq!(last["diff-digest"], offer["diff-digest"]);
+    });
+}

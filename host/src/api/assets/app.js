@@ -135,6 +135,57 @@ function renderStatus(s) {
   $("footer").textContent = "outpost " + s.agent.version + " · running since " + when(s.agent.started_at);
 }
 
+function renderUpdates(offers) {
+  const waiting = offers.filter((o) => o.state === "available");
+  $("updates-card").hidden = waiting.length === 0;
+  const ul = $("updates");
+  ul.replaceChildren();
+  for (const o of waiting) {
+    const li = el("li", "update" + (o["adds-capabilities"] ? " adds" : ""));
+    li.dataset.id = String(o.id);
+    const from = o["from-version"] ? o["from-version"] + " → " : "";
+    li.append(el("div", "title", "“" + o.module + "” " + from + o["to-version"]));
+    if (o["adds-capabilities"]) {
+      li.append(el("div", "", "If you approve, this job also:"));
+    } else {
+      li.append(el("div", "", "This version asks for nothing new."));
+    }
+    const changes = el("ul", "changes");
+    for (const c of o.changes || []) changes.append(el("li", "", c));
+    if ((o.changes || []).length > 0) li.append(changes);
+    li.append(el("div", "meta muted", "Found " + when(o["created-at"]) + " · installs at the agent's next start"));
+    const actions = el("div", "actions");
+    const approve = el("button", "primary approve", "Approve");
+    approve.addEventListener("click", () => decide(approve, o, "approve"));
+    const reject = el("button", "reject", "Reject");
+    reject.addEventListener("click", () => decide(reject, o, "reject"));
+    actions.append(approve, reject);
+    li.append(actions);
+    ul.append(li);
+  }
+}
+
+async function decide(button, offer, what) {
+  button.disabled = true;
+  const error = $("updates-error");
+  error.hidden = true;
+  // An approval names the diff it was shown; if the offer changed since,
+  // the agent refuses it and the list is shown again.
+  let path = "/api/v1/updates/" + offer.id + "/" + what;
+  if (what === "approve" && offer["diff-digest"]) path += "?diff-digest=" + encodeURIComponent(offer["diff-digest"]);
+  try {
+    await api(path, { method: "POST" });
+  } catch (e) {
+    error.textContent = "Not done: the update changed or was decided elsewhere since it was shown. Look at it again below.";
+    error.hidden = false;
+  }
+  refreshUpdates();
+}
+
+async function refreshUpdates() {
+  try { renderUpdates(await api("/api/v1/updates")); } catch (e) { /* shown by api() */ }
+}
+
 async function refreshNotifications() {
   try { renderNotifications(await api("/api/v1/notifications")); } catch (e) { /* shown by api() */ }
 }
@@ -149,6 +200,9 @@ function listen() {
   source.addEventListener("error", () => setLive(false, "reconnecting…"));
   for (const kind of ["notification-raised", "notification-cleared", "notification-acknowledged", "resync"]) {
     source.addEventListener(kind, () => refreshNotifications());
+  }
+  for (const kind of ["update-available", "update-decided", "resync"]) {
+    source.addEventListener(kind, () => refreshUpdates());
   }
   for (const kind of ["module-failed", "module-recovered", "module-quarantined", "module-released", "call-succeeded", "setting-problem", "setting-resolved", "resync"]) {
     source.addEventListener(kind, () => scheduleStatus());
@@ -171,6 +225,7 @@ async function start() {
   $("login").hidden = true;
   $("app").hidden = false;
   await refreshNotifications();
+  await refreshUpdates();
   listen();
   setInterval(refreshStatus, 30000);
 }
