@@ -410,6 +410,23 @@ pub fn fold(word: &str) -> Option<String> {
     Some(out)
 }
 
+/// `f` of the folded form of `word` (see [`fold`]); ASCII words are folded
+/// into a stack buffer, without allocating. False when `word` has a letter
+/// without an ASCII form.
+fn with_folded(word: &str, f: impl FnOnce(&str) -> bool) -> bool {
+    const MAX: usize = 32;
+    if word.is_ascii() && word.len() <= MAX {
+        let mut buf = [0u8; MAX];
+        let mut n = 0;
+        for b in word.bytes().filter(|b| *b != b'\'') {
+            buf[n] = b.to_ascii_uppercase();
+            n += 1;
+        }
+        return std::str::from_utf8(&buf[..n]).is_ok_and(f);
+    }
+    fold(word).is_some_and(|folded| f(&folded))
+}
+
 /// How a word is written.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Case {
@@ -422,30 +439,41 @@ enum Case {
 }
 
 fn case_of(word: &str) -> Case {
-    let mut chars = word.chars().filter(|c| c.is_alphabetic());
+    let mut chars = word.chars();
     let Some(first) = chars.next() else {
         return Case::Other;
     };
     if !first.is_uppercase() {
         return Case::Other;
     }
-    let rest: Vec<char> = chars.collect();
-    if rest.is_empty() {
-        return Case::Other; // one letter: an initial, not a name part here
+    // One pass, no allocation: letters after the first, whether all are
+    // upper case, whether any is lower case, and whether every inner
+    // capital follows an apostrophe or a `Mc`/`Mac` prefix (`O'Brien`,
+    // `McDonald`, `MacLeod`).
+    let (mut letters, mut all_upper, mut any_lower, mut capitals_ok) = (0, true, false, true);
+    let mut prev = first;
+    let mut prev2 = '\0';
+    for (i, c) in chars.enumerate() {
+        let at = i + 1;
+        if c.is_alphabetic() {
+            letters += 1;
+            if c.is_uppercase() {
+                let after_prefix = (at == 2 && first == 'M' && prev == 'c')
+                    || (at == 3 && first == 'M' && prev2 == 'a' && prev == 'c');
+                capitals_ok &= matches!(prev, '\'' | '’') || after_prefix;
+            } else {
+                all_upper = false;
+                any_lower |= c.is_lowercase();
+            }
+        }
+        prev2 = prev;
+        prev = c;
     }
-    if rest.iter().all(|c| c.is_uppercase()) {
-        return Case::Upper;
-    }
-    // `Jane`, and `O'Brien`, `McDonald`, `MacLeod`: an upper-case letter
-    // inside only after an apostrophe or a `Mc`/`Mac` prefix.
-    let letters: Vec<char> = word.chars().collect();
-    let inner_capitals_ok = letters.iter().enumerate().skip(1).all(|(i, c)| {
-        !c.is_uppercase()
-            || matches!(letters[i - 1], '\'' | '’')
-            || (i == 2 && letters[..2] == ['M', 'c'])
-            || (i == 3 && letters[..3] == ['M', 'a', 'c'])
-    });
-    if inner_capitals_ok && rest.iter().any(|c| c.is_lowercase()) {
+    if letters == 0 {
+        Case::Other // one letter: an initial, not a name part here
+    } else if all_upper {
+        Case::Upper
+    } else if any_lower && capitals_ok {
         Case::Title
     } else {
         Case::Other
@@ -510,16 +538,17 @@ pub fn redact_names(text: &str) -> Cow<'_, str> {
             i += 1;
             continue;
         }
-        // Folded only for a word that could be a name part (most are not).
-        let folded = || fold(word(w)).unwrap_or_default();
+
         // A pair: given + surname or surname + given, same case, one space.
         if let Some(next) = ws.get(i + 1) {
             let gap = &text[w.end..next.start];
             if gap == " " && case_of(word(next)) == case && !in_marker(next) {
-                let other = fold(word(next)).unwrap_or_default();
-                let this = folded();
-                let pair = (is_given_name(&this) && is_surname(&other))
-                    || (is_surname(&this) && is_given_name(&other));
+                let pair = with_folded(word(w), |this| {
+                    with_folded(word(next), |other| {
+                        (is_given_name(this) && is_surname(other))
+                            || (is_surname(this) && is_given_name(other))
+                    })
+                });
                 if pair {
                     spans.push((w.start, next.end));
                     i += 2;
@@ -528,12 +557,13 @@ pub fn redact_names(text: &str) -> Cow<'_, str> {
             }
         }
         // A given name after a person cue, with the capitalised word after it.
-        let cue = i
-            .checked_sub(1)
-            .map(|p| &ws[p])
-            .filter(|p| text[p.end..w.start].chars().all(|c| c == ' ' || c == ':'))
-            .is_some_and(|p| CUES.contains(&word(p).to_ascii_lowercase().as_str()));
-        if cue && case == Case::Title && is_given_name(&folded()) {
+        let cue = || {
+            i.checked_sub(1)
+                .map(|p| &ws[p])
+                .filter(|p| text[p.end..w.start].chars().all(|c| c == ' ' || c == ':'))
+                .is_some_and(|p| CUES.iter().any(|c| c.eq_ignore_ascii_case(word(p))))
+        };
+        if case == Case::Title && cue() && with_folded(word(w), is_given_name) {
             let mut end = w.end;
             let mut used = 1;
             if let Some(next) = ws.get(i + 1)
