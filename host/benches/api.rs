@@ -189,6 +189,15 @@ fn idle(config: &Path) {
         "| `outpost run` idle, API + one event stream: RSS (VmRSS) | {:.1} MB |",
         field("VmRSS:") as f64 / 1024.0
     );
+    // Anonymous memory is the host's own; file pages are the binary's code
+    // and the compiled modules mapped from the cache, shared with the page
+    // cache and given back under pressure.
+    println!(
+        "| same, of which anonymous / file-backed / shared memory | {:.1} / {:.1} / {:.1} MB |",
+        field("RssAnon:") as f64 / 1024.0,
+        field("RssFile:") as f64 / 1024.0,
+        field("RssShmem:") as f64 / 1024.0
+    );
     println!(
         "| same, CPU while idle ({idle_secs} s window) | {:.2} % of one core |",
         (cpu1 - cpu0) as f64 / 100.0 / idle_secs as f64 * 100.0

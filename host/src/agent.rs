@@ -82,7 +82,7 @@ pub fn verify_module(
         LoadError::Verify {
             module: m.name.clone(),
             path: m.file.clone(),
-            error,
+            error: Box::new(error),
         }
         .into()
     })

@@ -262,11 +262,22 @@ pub struct SupervisorConfig {
     pub backoff_initial_ms: u64,
     /// Cap of the restart delay.
     pub backoff_max_ms: u64,
+    /// Call a collector soon after one of its granted directories changes
+    /// (the interval stays the fallback).
+    pub watch_directories: bool,
+    /// At most one change-triggered call per this many milliseconds (counted
+    /// from the start of the previous call), however many changes arrive.
+    pub min_change_interval_ms: u64,
     /// While a collector says more input is waiting, it is called again at
     /// once, paced so that its calls take at most this share of one CPU's
     /// time, percent (1..=100; 100: back to back).
     pub drain_cpu_percent: u32,
 }
+
+/// Default of `[supervisor] min-change-interval-ms`.
+pub const DEFAULT_MIN_CHANGE_INTERVAL_MS: u64 = 2_000;
+/// The smallest `min-change-interval-ms` accepted.
+pub const MIN_CHANGE_INTERVAL_FLOOR_MS: u64 = 100;
 
 impl Default for SupervisorConfig {
     fn default() -> Self {
@@ -275,6 +286,8 @@ impl Default for SupervisorConfig {
             max_consecutive_failures: DEFAULT_MAX_CONSECUTIVE_FAILURES,
             backoff_initial_ms: DEFAULT_BACKOFF_INITIAL_MS,
             backoff_max_ms: DEFAULT_BACKOFF_MAX_MS,
+            watch_directories: true,
+            min_change_interval_ms: DEFAULT_MIN_CHANGE_INTERVAL_MS,
             drain_cpu_percent: DEFAULT_DRAIN_CPU_PERCENT,
         }
     }
@@ -359,6 +372,11 @@ impl Config {
             return Err(invalid(
                 "supervisor: collect-interval-secs, max-consecutive-failures and backoff-initial-ms must be above zero".into(),
             ));
+        }
+        if s.min_change_interval_ms < MIN_CHANGE_INTERVAL_FLOOR_MS {
+            return Err(invalid(format!(
+                "supervisor: min-change-interval-ms must be at least {MIN_CHANGE_INTERVAL_FLOOR_MS}"
+            )));
         }
         if !(1..=100).contains(&s.drain_cpu_percent) {
             return Err(invalid(

@@ -408,9 +408,21 @@ pub fn drain_pause(busy: Duration, percent: u32) -> Duration {
 /// sleeping the interval only once a call ends caught up.
 async fn collector_loop(shared: Arc<Shared>, m: Arc<LoadedModule>) {
     let interval = Duration::from_secs(shared.cfg.collect_interval_secs);
+    let min_gap = Duration::from_millis(shared.cfg.min_change_interval_ms);
+    let mut watch = if shared.cfg.watch_directories && !m.grant().directories().is_empty() {
+        match crate::watch::DirWatch::start(m.grant().directories().values()) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::warn!(module = m.name(), error = %e, "file-change triggers off; the interval still applies");
+                None
+            }
+        }
+    } else {
+        None
+    };
     let mut trigger = Trigger::Startup;
     loop {
-        let started = std::time::Instant::now();
+        let started = tokio::time::Instant::now();
         let res = shared.runtime.collect_reporting_backlog(&m, trigger).await;
         let backlog = matches!(res, Ok((_, true)));
         let res = res.map(|(report, _)| report);
@@ -436,11 +448,34 @@ async fn collector_loop(shared: Arc<Shared>, m: Arc<LoadedModule>) {
                 tokio::time::sleep(pause).await;
             }
             Next::Continue => {
-                trigger = Trigger::Schedule;
-                tokio::time::sleep(interval).await;
+                trigger = next_trigger(watch.as_mut(), interval, started + min_gap).await;
             }
             Next::RetryAfter(d) => tokio::time::sleep(d).await,
             Next::Stop => return,
+        }
+    }
+}
+
+/// Wait for the next collection: the interval, or a change in a granted
+/// directory — then no earlier than [`crate::watch::DEBOUNCE`] after it
+/// and `earliest` (the policy's rate).
+async fn next_trigger(
+    watch: Option<&mut crate::watch::DirWatch>,
+    interval: Duration,
+    earliest: tokio::time::Instant,
+) -> Trigger {
+    let Some(watch) = watch else {
+        tokio::time::sleep(interval).await;
+        return Trigger::Schedule;
+    };
+    // Changes that arrived during the call are read by the next one anyway.
+    tokio::select! {
+        _ = tokio::time::sleep(interval) => Trigger::Schedule,
+        _ = watch.changed() => {
+            let at = (tokio::time::Instant::now() + crate::watch::DEBOUNCE).max(earliest);
+            tokio::time::sleep_until(at).await;
+            watch.drain();
+            Trigger::FileChange
         }
     }
 }
@@ -612,6 +647,7 @@ mod tests {
                 backoff_initial_ms: 100,
                 backoff_max_ms: 250,
                 drain_cpu_percent: 80,
+                ..SupervisorConfig::default()
             },
             health: Mutex::default(),
         };

@@ -77,6 +77,73 @@ impl fmt::Display for Capability {
     }
 }
 
+impl Capability {
+    /// What the capability lets a module do, in words for the person at
+    /// the PC who approves an upgrade.
+    pub fn plain_words(&self) -> String {
+        match self {
+            Capability::Directory(d) => format!("may read the files in the folder `{d}`"),
+            Capability::Endpoint(e) => format!("may connect to {e} over HTTPS"),
+            Capability::UplinkStream(s) => {
+                format!(
+                    "may send `{s}` records to the vendor (instrument data, never patient data)"
+                )
+            }
+            Capability::Notify => "may show notifications on this PC".into(),
+            Capability::State => "may keep a small amount of its own data on this PC".into(),
+            Capability::Permission(Permission::View) => {
+                "may offer screen viewing during remote support".into()
+            }
+            Capability::Permission(Permission::Control) => {
+                "may offer remote control of keyboard and mouse during remote support".into()
+            }
+            Capability::Permission(Permission::FileTransfer) => {
+                "may transfer files during remote support".into()
+            }
+        }
+    }
+}
+
+/// The capability digest of a manifest: SHA-256 (hex) over its world, every
+/// capability (sorted) and its quotas and limits. Two manifests with the
+/// same digest let their module do exactly the same; an update repository
+/// publishes it with each target, and an approval names it.
+pub fn capability_digest(m: &Manifest) -> String {
+    let mut h = Sha256::new();
+    h.update(b"outpost-capabilities-v1\n");
+    h.update(format!("world {}\n", m.world).as_bytes());
+    for c in capabilities(m) {
+        h.update(format!("{c}\n").as_bytes());
+    }
+    h.update(
+        format!(
+            "state-quota-bytes {}\nmemory-mib {}\ncpu-ms-per-call {}\nwall-ms-per-call {}\n",
+            m.capabilities.state_quota_bytes,
+            m.limits.memory_mib,
+            m.limits.cpu_ms_per_call,
+            m.limits.wall_ms_per_call
+        )
+        .as_bytes(),
+    );
+    hex(&h.finalize())
+}
+
+/// The digest of an upgrade from `old` to `new` (hex): what a person's
+/// approval is bound to. It covers both capability sets, so a diff that
+/// changed in any way needs approval again.
+pub fn diff_digest(old: &Manifest, new: &Manifest) -> String {
+    let mut h = Sha256::new();
+    h.update(b"outpost-capability-diff-v1\n");
+    h.update(capability_digest(old).as_bytes());
+    h.update(b"\n");
+    h.update(capability_digest(new).as_bytes());
+    hex(&h.finalize())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// A numeric request that changed between two manifests.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LimitChange {
@@ -183,6 +250,27 @@ pub fn capability_diff(old: &Manifest, new: &Manifest) -> CapabilityDiff {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn digests_name_the_capability_set_and_the_diff() {
+        let a = manifest("directories = [\"logs\"]");
+        let same = manifest("directories = [\"logs\"]");
+        let wider = manifest("directories = [\"logs\"]\nendpoints = [\"api.v.example:443\"]");
+        assert_eq!(capability_digest(&a), capability_digest(&same));
+        assert_ne!(capability_digest(&a), capability_digest(&wider));
+        assert_eq!(capability_digest(&a).len(), 64);
+        assert_ne!(diff_digest(&a, &wider), diff_digest(&wider, &a));
+        assert_eq!(diff_digest(&a, &wider), diff_digest(&same, &wider));
+        let added = capability_diff(&a, &wider).added;
+        assert_eq!(
+            added[0].plain_words(),
+            "may connect to api.v.example:443 over HTTPS"
+        );
+        assert_eq!(
+            Capability::Permission(Permission::FileTransfer).plain_words(),
+            "may transfer files during remote support"
+        );
+    }
 
     fn manifest(extra: &str) -> Manifest {
         Manifest::from_toml(&format!(

@@ -132,7 +132,7 @@ pub mod verify;
 pub use ed25519_dalek::{SigningKey, VerifyingKey};
 pub use inspect::{
     Capability, CapabilityDiff, LimitChange, UnverifiedInspection, capability_diff,
-    inspect_unverified,
+    capability_digest, diff_digest, inspect_unverified,
 };
 pub use keys::{
     KeyError, KeyId, generate_signing_key, key_id, load_public_key, load_signing_key,

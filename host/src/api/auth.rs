@@ -122,16 +122,8 @@ impl ApiToken {
             error,
         };
         let text = std::fs::read_to_string(&path).map_err(io)?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(&path).map_err(io)?.permissions().mode();
-            if mode & 0o077 != 0 {
-                return Err(TokenError::Exposed {
-                    path,
-                    mode: mode & 0o777,
-                });
-            }
+        if let Some(mode) = crate::secret_file::exposed_mode(&path).map_err(io)? {
+            return Err(TokenError::Exposed { path, mode });
         }
         let text = text.trim().to_owned();
         if text.len() != 64 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {

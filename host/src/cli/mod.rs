@@ -11,6 +11,7 @@ mod keygen;
 mod notifications;
 mod release;
 mod run;
+mod service;
 mod sign;
 mod status;
 mod uplink;
@@ -65,6 +66,8 @@ enum Command {
     Doctor(doctor::Args),
     /// Print the outbound allowlist (host patterns, port) as text, JSON, nftables or PowerShell.
     FirewallRules(firewall_rules::Args),
+    /// Install, remove, start, stop the host as a service (Linux: systemd).
+    Service(service::Args),
 }
 
 /// Entry point of the `outpost` binary.
@@ -88,6 +91,7 @@ pub fn main() -> ExitCode {
         Command::Uplink(a) => uplink::exec(a),
         Command::Doctor(a) => doctor::exec(a),
         Command::FirewallRules(a) => firewall_rules::exec(a),
+        Command::Service(a) => service::exec(a),
     };
     match result {
         Ok(code) => code,

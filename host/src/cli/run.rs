@@ -90,9 +90,7 @@ pub async fn serve(
     let stop = async {
         match seconds {
             Some(s) => tokio::time::sleep(std::time::Duration::from_secs(s)).await,
-            None => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
+            None => shutdown_signal().await,
         }
     };
     tokio::pin!(stop);
@@ -107,6 +105,48 @@ pub async fn serve(
         }
     }
     Ok(())
+}
+
+/// Ctrl-C, or what a service manager sends to stop the host: SIGTERM on
+/// Unix (systemd's `KillSignal`), console close and shutdown on Windows.
+/// After it the supervisor is dropped: calls in progress end at their
+/// deadline, and the process leaves within [`super::EXIT_GRACE_MS`].
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => tracing::info!("SIGTERM: stopping"),
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(windows)]
+    {
+        use tokio::signal::windows::{ctrl_close, ctrl_shutdown};
+        match (ctrl_close(), ctrl_shutdown()) {
+            (Ok(mut close), Ok(mut shutdown)) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = close.recv() => {}
+                    _ = shutdown.recv() => {}
+                }
+            }
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(any(unix, windows)))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
 
 fn print_event(ev: &HostEvent, json: bool) -> anyhow::Result<()> {

@@ -50,6 +50,13 @@ impl Cache {
         std::fs::create_dir_all(dir)?;
         let key_path = dir.join("cache.key");
         let key = match std::fs::read(&key_path) {
+            Ok(_) if let Some(mode) = crate::secret_file::exposed_mode(&key_path)? => {
+                return Err(std::io::Error::other(crate::secret_file::exposed_message(
+                    "the compiled-cache key",
+                    &key_path,
+                    mode,
+                )));
+            }
             Ok(k) if k.len() == 32 => k.try_into().expect("length checked"),
             Ok(_) => {
                 return Err(std::io::Error::other(format!(

@@ -166,8 +166,9 @@ pub enum LoadError {
         module: String,
         /// File.
         path: PathBuf,
-        /// The verifier's reason.
-        error: outpost_signing::verify::VerifyError,
+        /// The verifier's reason (boxed: it is large, and this error is
+        /// on every load path).
+        error: Box<outpost_signing::verify::VerifyError>,
     },
     /// Not a valid component for this engine.
     #[error("module `{module}` is not a valid component: {message}")]

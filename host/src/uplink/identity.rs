@@ -91,6 +91,17 @@ impl Identity {
             path: path.clone(),
             message,
         };
+        match crate::secret_file::exposed_mode(&path) {
+            Ok(None) => {}
+            Ok(Some(mode)) => {
+                return Err(bad(crate::secret_file::exposed_message(
+                    "the device key in",
+                    &path,
+                    mode,
+                )));
+            }
+            Err(e) => return Err(bad(e.to_string())),
+        }
         let f: File = serde_json::from_str(&text)
             .map_err(|e| bad(format!("not a device identity (line {})", e.line())))?;
         let key =
@@ -172,6 +183,16 @@ mod tests {
                 .permissions()
                 .mode();
             assert_eq!(mode & 0o777, 0o600);
+            // Readable by others: refused, naming the fix, never the key.
+            let path = Identity::path(dir.path());
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+            let err = Identity::load(dir.path()).unwrap_err().to_string();
+            assert!(
+                err.contains("mode 644") && err.contains("chmod 600"),
+                "{err}"
+            );
+            assert!(!err.contains(&id.key.to_hex()));
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
         }
         std::fs::write(
             Identity::path(dir.path()),

@@ -9,21 +9,26 @@ use std::time::{Duration, Instant};
 
 /// A running `outpost run` with the example config on `logs`, its API on a
 /// free loopback port, enrolled offline (uploads go nowhere).
-struct Host {
+pub(super) struct Host {
     child: Child,
     config: PathBuf,
     state: PathBuf,
-    addr: std::net::SocketAddr,
-    token: String,
+    pub(super) addr: std::net::SocketAddr,
+    pub(super) token: String,
 }
 
-fn site(dir: &Path, logs: &Path) -> PathBuf {
+pub(super) fn site(dir: &Path, logs: &Path) -> PathBuf {
+    site_with_interval(dir, logs, 1)
+}
+
+/// [`site`] with the collector's interval set to `interval_secs`.
+pub(super) fn site_with_interval(dir: &Path, logs: &Path, interval_secs: u64) -> PathBuf {
     let state = dir.join("state");
     let sample = Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .unwrap()
         .join("examples/sample-data/instrument-logs");
-    let text = outpost_artifacts::example_config(&state, 1)
+    let text = outpost_artifacts::example_config(&state, interval_secs)
         .replace(&format!("{sample:?}"), &format!("{logs:?}"))
         .replace("listen = \"127.0.0.1:8787\"", "listen = \"127.0.0.1:0\"")
         .replace(
@@ -42,7 +47,7 @@ fn site(dir: &Path, logs: &Path) -> PathBuf {
 }
 
 impl Host {
-    fn start(config: &Path) -> Host {
+    pub(super) fn start(config: &Path) -> Host {
         let state = config.parent().unwrap().join("state");
         let _ = std::fs::remove_file(state.join("api.addr"));
         let child = Command::new(env!("CARGO_BIN_EXE_outpost"))
@@ -74,16 +79,20 @@ impl Host {
         }
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(super) fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.addr.port())
     }
 
-    fn client() -> reqwest::Client {
+    pub(super) fn client() -> reqwest::Client {
         outpost_host::api::client::plain_http_client().unwrap()
     }
 
     /// `method path` with the token, as JSON.
-    async fn call(&self, method: reqwest::Method, path: &str) -> (u16, serde_json::Value) {
+    pub(super) async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+    ) -> (u16, serde_json::Value) {
         let res = Self::client()
             .request(method, self.url(path))
             .bearer_auth(&self.token)
@@ -97,13 +106,35 @@ impl Host {
         (status, v)
     }
 
+    /// The host's process id.
+    #[cfg(unix)]
+    pub(super) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Wait for the host to exit by itself (it is killed after `limit`).
+    #[cfg(unix)]
+    pub(super) fn wait_exit(mut self, limit: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the host did not exit within {limit:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     fn kill(mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 
     /// The `outpost` CLI against this host's config.
-    fn cli(&self, args: &[&str]) -> std::process::Output {
+    pub(super) fn cli(&self, args: &[&str]) -> std::process::Output {
         Command::new(env!("CARGO_BIN_EXE_outpost"))
             .args(args)
             .arg("--config")
@@ -122,7 +153,7 @@ impl Drop for Host {
 }
 
 /// Events of `/api/v1/events` as (kind, JSON), read by a task.
-async fn subscribe(
+pub(super) async fn subscribe(
     host: &Host,
 ) -> tokio::sync::mpsc::UnboundedReceiver<(String, serde_json::Value)> {
     let mut res = Host::client()
@@ -161,7 +192,7 @@ async fn subscribe(
     rx
 }
 
-async fn next_of(
+pub(super) async fn next_of(
     rx: &mut tokio::sync::mpsc::UnboundedReceiver<(String, serde_json::Value)>,
     kind: &str,
     pred: impl Fn(&serde_json::Value) -> bool,

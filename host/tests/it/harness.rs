@@ -178,7 +178,8 @@ impl Env {
     }
 
     /// The escapes fixture under `name` with logical directories `dirs`,
-    /// set to try `escape` with `arg`.
+    /// set to try `escape` with `arg`. (Only the Unix FIFO tests use it.)
+    #[cfg(unix)]
     pub fn escape_in(
         &self,
         name: &str,

@@ -1,4 +1,5 @@
 mod api;
+mod browser;
 mod cli;
 mod collector;
 mod deadletters;
@@ -10,6 +11,8 @@ mod loading;
 mod modules;
 mod network;
 mod sandbox;
+mod service;
 mod signed;
 mod supervisor;
 mod uplink;
+mod watch;
