@@ -16,6 +16,7 @@ pub mod astm;
 pub mod csvjson;
 pub mod hl7;
 pub mod logs;
+pub mod names;
 /// The source text of the redaction patterns.
 ///
 /// This file is compiled twice: as the module `patterns` of

@@ -18,7 +18,9 @@
 //!    codes and `, ST 12345` state-plus-ZIP shapes (`address`);
 //! 7. person names (`name`): after a context word (pt, patient, name, Dr, Mr, Mrs,
 //!    Ms, Miss, nurse, physician, operator, user, tech...), and the shapes
-//!    `LAST, FIRST`, `LAST,^FIRST` and `LAST^FIRST` anywhere.
+//!    `LAST, FIRST`, `LAST,^FIRST` and `LAST^FIRST` anywhere;
+//! 8. person names written plainly (`for Jane Roe`, `MÜLLER ANNA`), by the
+//!    public-domain census name lists ([`crate::names`]).
 //!
 //! **Date rule.** In free text a date without a time of day is always redacted,
 //! whatever its format (`3/4/1950`, `1950-03-04`, `04.03.1950`, `19500304`,
@@ -1282,7 +1284,11 @@ fn redact_with(text: &str, scratch: &mut Scratch) -> String {
             todo = shape.passes() & later;
         }
     }
-    let out = s.clone();
+    // Person names the patterns cannot see, by dictionary.
+    let out = match crate::names::redact_names(&s) {
+        Cow::Borrowed(_) => s.clone(),
+        Cow::Owned(named) => named,
+    };
     (scratch.text, scratch.next) = (s, next);
     scratch.trim();
     out
@@ -1677,7 +1683,7 @@ mod tests {
                 s = next;
             }
         }
-        s
+        crate::names::redact_names(&s).into_owned()
     }
 
     #[test]

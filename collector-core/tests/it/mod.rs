@@ -5,6 +5,7 @@ mod corpus;
 mod csvjson;
 mod hl7;
 mod logs;
+mod names;
 mod redact;
 
 /// Serialises records to JSON: the form the PHI checks look at.
