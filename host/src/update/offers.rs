@@ -313,19 +313,7 @@ impl Offers {
                 "UPDATE update_offers SET state = ?2, approved_digest = ?3, reason = NULL, updated_at = ?4 WHERE id = ?1",
                 params![id, state.as_str(), digest, now],
             )?;
-            tx.execute(
-                "INSERT INTO update_audit (offer_id, module, to_version, decision, diff_digest, client, at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![
-                    id,
-                    offer.module,
-                    offer.to_version,
-                    state.as_str(),
-                    offer.diff_digest,
-                    client,
-                    now
-                ],
-            )?;
+            audit(&tx, &offer, state, client, now)?;
             tx.commit()?;
         }
         self.get(id)?.ok_or(DecisionError::NotFound(id))
@@ -349,19 +337,7 @@ impl Offers {
                 "UPDATE update_offers SET state = ?2, reason = ?3, updated_at = ?4 WHERE id = ?1",
                 params![id, state.as_str(), reason, now],
             )?;
-            tx.execute(
-                "INSERT INTO update_audit (offer_id, module, to_version, decision, diff_digest, client, at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![
-                    id,
-                    offer.module,
-                    offer.to_version,
-                    state.as_str(),
-                    offer.diff_digest,
-                    client,
-                    now
-                ],
-            )?;
+            audit(&tx, &offer, state, client, now)?;
             tx.commit()?;
         }
         self.get(id)?.ok_or(DecisionError::NotFound(id))
@@ -434,4 +410,28 @@ impl Offers {
         )?;
         Ok(t)
     }
+}
+
+/// The audit row of a decision or state change of `offer`, with its diff
+/// digest, in the caller's transaction.
+fn audit(
+    tx: &rusqlite::Transaction<'_>,
+    offer: &Offer,
+    state: OfferState,
+    client: &str,
+    now: i64,
+) -> rusqlite::Result<usize> {
+    tx.execute(
+        "INSERT INTO update_audit (offer_id, module, to_version, decision, diff_digest, client, at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![
+            offer.id,
+            offer.module,
+            offer.to_version,
+            state.as_str(),
+            offer.diff_digest,
+            client,
+            now
+        ],
+    )
 }

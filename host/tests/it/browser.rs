@@ -253,18 +253,48 @@ where
     }
 }
 
+/// A running host on an empty `logs` folder, chromedriver beside it, and
+/// the host's loopback origin; `None` (after saying why) without a browser.
+struct Dashboard {
+    dir: tempfile::TempDir,
+    logs: PathBuf,
+    host: Host,
+    driver: Driver,
+    origin: String,
+}
+
+impl Dashboard {
+    fn start() -> Option<Dashboard> {
+        let (chromium, chromedriver) = browser()?;
+        let dir = tempfile::tempdir().unwrap();
+        let logs = dir.path().join("logs");
+        std::fs::create_dir_all(&logs).unwrap();
+        let host = Host::start(&site(dir.path(), &logs));
+        let driver = Driver::start(chromium, &chromedriver);
+        let origin = format!("http://127.0.0.1:{}", host.addr.port());
+        Some(Dashboard {
+            dir,
+            logs,
+            host,
+            driver,
+            origin,
+        })
+    }
+}
+
 #[test]
 fn the_dashboard_logs_in_once_shows_a_new_notification_live_and_acknowledges_it() {
-    let Some((chromium, chromedriver)) = browser() else {
+    let Some(Dashboard {
+        dir: _dir,
+        logs,
+        host,
+        driver,
+        origin,
+    }) = Dashboard::start()
+    else {
         return;
     };
     let e = env();
-    let dir = tempfile::tempdir().unwrap();
-    let logs = dir.path().join("logs");
-    std::fs::create_dir_all(&logs).unwrap();
-    let host = Host::start(&site(dir.path(), &logs));
-    let driver = Driver::start(chromium, &chromedriver);
-    let origin = format!("http://127.0.0.1:{}", host.addr.port());
     e.rt.block_on(async {
         let client = driver.session().await;
         with_screenshot("dashboard", &client, async {
@@ -392,16 +422,17 @@ fn the_dashboard_logs_in_once_shows_a_new_notification_live_and_acknowledges_it(
 
 #[test]
 fn a_used_or_foreign_login_link_shows_the_hint_not_the_data() {
-    let Some((chromium, chromedriver)) = browser() else {
+    let Some(Dashboard {
+        dir: _dir,
+        logs: _,
+        host,
+        driver,
+        origin,
+    }) = Dashboard::start()
+    else {
         return;
     };
     let e = env();
-    let dir = tempfile::tempdir().unwrap();
-    let logs = dir.path().join("logs");
-    std::fs::create_dir_all(&logs).unwrap();
-    let host = Host::start(&site(dir.path(), &logs));
-    let driver = Driver::start(chromium, &chromedriver);
-    let origin = format!("http://127.0.0.1:{}", host.addr.port());
     e.rt.block_on(async {
         // The link is used once, by someone else.
         let (_, code) = host

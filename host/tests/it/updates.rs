@@ -873,58 +873,10 @@ fn the_running_host_checks_and_the_local_api_decides_offers() {
     // Published before the host starts; the host's own scheduled check
     // (at start) finds it.
     site.publish_module(&signed_by(&env().key, &collector("2.0.0", V2_CAPS)));
-    let state = site.config.state_dir.clone();
-    struct Running(std::process::Child);
-    impl Drop for Running {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let _child = Running(
-        Command::new(env!("CARGO_BIN_EXE_outpost"))
-            .args(["run", "--config"])
-            .arg(site.dir.path().join("outpost.toml"))
-            .env("OUTPOST_LOG", "error")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    // The real `outpost run` with its API (kept alive to the end).
+    let host = super::api::Host::start(&site.dir.path().join("outpost.toml"));
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    let addr = loop {
-        if let Some(a) = outpost_host::api::published_addr(&state) {
-            break a;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the API did not start"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    };
-    let token = std::fs::read_to_string(state.join("api.token"))
-        .unwrap()
-        .trim()
-        .to_owned();
-    let call = |method: reqwest::Method, p: &str| {
-        let url = format!("http://127.0.0.1:{}{p}", addr.port());
-        env().rt.block_on(async {
-            let res = outpost_host::api::client::plain_http_client()
-                .unwrap()
-                .request(method, url)
-                .bearer_auth(&token)
-                .header("x-outpost-client", "test")
-                .send()
-                .await
-                .unwrap();
-            let status = res.status().as_u16();
-            let body = res.bytes().await.unwrap();
-            (
-                status,
-                serde_json::from_slice::<serde_json::Value>(&body).unwrap_or_default(),
-            )
-        })
-    };
+    let call = |method: reqwest::Method, p: &str| env().rt.block_on(host.call(method, p));
     let list = loop {
         let (status, list) = call(reqwest::Method::GET, "/api/v1/updates");
         assert_eq!(status, 200, "{list}");
@@ -963,7 +915,7 @@ fn the_running_host_checks_and_the_local_api_decides_offers() {
     assert_eq!(status, 409, "a decided offer is not decided again");
     assert_eq!(call(reqwest::Method::GET, "/api/v1/updates/999").0, 404);
     // Without the token: refused.
-    let url = format!("http://127.0.0.1:{}/api/v1/updates", addr.port());
+    let url = format!("http://127.0.0.1:{}/api/v1/updates", host.addr.port());
     let anonymous = env().rt.block_on(async {
         outpost_host::api::client::plain_http_client()
             .unwrap()
@@ -1100,66 +1052,13 @@ fn the_dashboard_shows_what_an_update_adds_and_approves_that_diff() {
     };
     let site = Site::new();
     site.publish_module(&signed_by(&env().key, &collector("2.0.0", V2_CAPS)));
-    let state = site.config.state_dir.clone();
-    let _ = std::fs::remove_file(state.join("api.addr"));
-    struct Running(std::process::Child);
-    impl Drop for Running {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let _host = Running(
-        Command::new(env!("CARGO_BIN_EXE_outpost"))
-            .args(["run", "--config"])
-            .arg(site.dir.path().join("outpost.toml"))
-            .env("OUTPOST_LOG", "error")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let host = super::api::Host::start(&site.dir.path().join("outpost.toml"));
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    let addr = loop {
-        if let Some(a) = outpost_host::api::published_addr(&state) {
-            break a;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the API did not start"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let token = std::fs::read_to_string(state.join("api.token"))
-        .unwrap()
-        .trim()
-        .to_owned();
-    let origin = format!("http://127.0.0.1:{}", addr.port());
-    let call = |method: reqwest::Method, p: &str| {
-        let url = format!("{origin}{p}");
-        let token = token.clone();
-        async move {
-            let res = outpost_host::api::client::plain_http_client()
-                .unwrap()
-                .request(method, url)
-                .bearer_auth(token)
-                .header("x-outpost-client", "test")
-                .send()
-                .await
-                .unwrap();
-            let status = res.status().as_u16();
-            let body = res.bytes().await.unwrap();
-            (
-                status,
-                serde_json::from_slice::<serde_json::Value>(&body).unwrap_or_default(),
-            )
-        }
-    };
     let driver = Driver::start(chromium, &chromedriver);
     env().rt.block_on(async {
         // The host's own check at start finds the offer.
         let offer = loop {
-            let (_, list) = call(reqwest::Method::GET, "/api/v1/updates").await;
+            let (_, list) = host.call(reqwest::Method::GET, "/api/v1/updates").await;
             if let Some(o) = list.as_array().and_then(|l| l.first()) {
                 break o.clone();
             }
@@ -1168,13 +1067,13 @@ fn the_dashboard_shows_what_an_update_adds_and_approves_that_diff() {
         };
         let id = offer["id"].as_i64().unwrap();
         // An approval naming another diff than the offer's is refused.
-        let (status, body) = call(
+        let (status, body) = host.call(
             reqwest::Method::POST,
             &format!("/api/v1/updates/{id}/approve?diff-digest={}", "0".repeat(64)),
         )
         .await;
         assert_eq!((status, &body["error"]), (409, &serde_json::json!("diff-changed")));
-        let (_, login) = call(reqwest::Method::POST, "/api/v1/login-codes").await;
+        let (_, login) = host.call(reqwest::Method::POST, "/api/v1/login-codes").await;
         let url = login["url"].as_str().unwrap().to_owned();
         let client = driver.session().await;
         with_screenshot("update-approval", &client, async {
@@ -1203,7 +1102,7 @@ fn the_dashboard_shows_what_an_update_adds_and_approves_that_diff() {
         })
         .await;
         let _ = client.close().await;
-        let (_, decided) = call(reqwest::Method::GET, &format!("/api/v1/updates/{id}")).await;
+        let (_, decided) = host.call(reqwest::Method::GET, &format!("/api/v1/updates/{id}")).await;
         assert_eq!(decided["state"], "approved", "{decided}");
         assert_eq!(decided["approved-digest"], offer["diff-digest"]);
         let last = decided["audit"].as_array().unwrap().last().unwrap().clone();
