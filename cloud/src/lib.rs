@@ -11,6 +11,8 @@
 //!   [`EnrollmentToken`], or — asked for by name — anyone.
 //! * [`repo`] makes and re-signs the TUF repository of module updates
 //!   (`tough`) and serves it read-only under `/v1/updates/`.
+//! * [`relay`] pairs a PC and a support engineer by session id and
+//!   forwards their end-to-end encrypted frames, bytes only (#16).
 //! * [`limits`] bounds what one client may cost: connection caps (global and
 //!   per source address), slow-client timeouts, the lock-out of addresses
 //!   that guess enrolment tokens.
@@ -31,6 +33,7 @@
 mod atrest;
 pub mod limits;
 pub mod pki;
+pub mod relay;
 pub mod repo;
 pub mod server;
 pub mod store;
@@ -38,6 +41,7 @@ pub mod token;
 
 pub use limits::{ConnectionLimits, EnrollGuessLimit};
 pub use pki::TestPki;
+pub use relay::{Relay, RelayConfig, RelayLimits, RunningRelay};
 pub use server::{RunningServer, Server, ServerConfig, tls_config};
 pub use store::{
     DeviceInfo, DeviceStatus, HeartbeatOutcome, InsertOutcome, NewDevice, Store, StoredBatch,

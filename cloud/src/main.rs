@@ -30,6 +30,9 @@ struct Cli {
     cmd: Cmd,
 }
 
+// `Serve` carries two socket addresses, which are larger on Windows; the
+// command is parsed once at start-up, so its size does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Cmd {
     /// Serve enrolment, ingest and heartbeats over HTTPS until Ctrl-C.
@@ -98,6 +101,13 @@ enum Cmd {
         /// read-only at /v1/updates/metadata/ and /v1/updates/targets/.
         #[arg(long, value_name = "DIR")]
         updates_repo: Option<PathBuf>,
+        /// Also run the remote-support relay (#16) on this address, e.g.
+        /// 0.0.0.0:8444, with the same certificate: PCs register support
+        /// sessions there (proving their enrolment), engineers connect with
+        /// `outpost-support`, and the relay forwards their end-to-end
+        /// encrypted frames only.
+        #[arg(long, value_name = "ADDR")]
+        relay_listen: Option<SocketAddr>,
     },
     /// The TUF repository of module updates: keys, init, add, publish.
     #[command(subcommand)]
@@ -438,6 +448,7 @@ fn main() -> anyhow::Result<()> {
             body_min_bytes_per_sec,
             body_max_time_ms,
             updates_repo,
+            relay_listen,
         } => {
             tracing_subscriber::fmt()
                 .with_env_filter(
@@ -475,10 +486,26 @@ fn main() -> anyhow::Result<()> {
                 body_max_time: Duration::from_millis(body_max_time_ms),
             };
             cfg.updates_repo = updates_repo;
+            let relay_tls = outpost_cloud::tls_config(&cfg.cert_chain_pem, &cfg.key_pem)?;
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(async {
                 let server = Server::start(cfg).await?;
                 println!("listening on https://{}", server.addr());
+                let _relay = match relay_listen {
+                    Some(listen) => {
+                        let relay = outpost_cloud::Relay::start(outpost_cloud::RelayConfig {
+                            listen,
+                            tls: relay_tls,
+                            store: server.store().clone(),
+                            limits: outpost_cloud::RelayLimits::default(),
+                            tap: None,
+                        })
+                        .await?;
+                        println!("support relay listening on {}", relay.addr());
+                        Some(relay)
+                    }
+                    None => None,
+                };
                 server
                     .run_until(async {
                         let _ = tokio::signal::ctrl_c().await;
@@ -512,13 +539,19 @@ fn main() -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string_pretty(&devices)?);
             } else {
                 println!(
-                    "{:<32}  {:>11}  {:<16}  {:<16}  {:<24}  email",
-                    "device", "created_at", "model", "serial", "name"
+                    "{:<32}  {:>11}  {:<16}  {:<16}  {:<24}  {:<64}  email",
+                    "device", "created_at", "model", "serial", "name", "support_key"
                 );
                 for d in devices {
                     println!(
-                        "{:<32}  {:>11}  {:<16}  {:<16}  {:<24}  {}",
-                        d.device_id, d.created_at, d.instrument_model, d.serial, d.name, d.email
+                        "{:<32}  {:>11}  {:<16}  {:<16}  {:<24}  {:<64}  {}",
+                        d.device_id,
+                        d.created_at,
+                        d.instrument_model,
+                        d.serial,
+                        d.name,
+                        d.support_key,
+                        d.email
                     );
                 }
             }

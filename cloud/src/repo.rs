@@ -34,7 +34,7 @@ use axum::extract::{Path as UrlPath, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use chrono::{DateTime, Duration as ChronoDuration, Utc};
+use chrono::{DateTime, Duration as ChronoDuration, Timelike, Utc};
 use ring::rand::SystemRandom;
 use ring::signature::{Ed25519KeyPair, KeyPair};
 use serde::{Deserialize, Serialize};
@@ -99,6 +99,13 @@ pub struct ModuleTarget {
     pub capability_digest: String,
     /// Instrument models the module applies to (empty: all).
     pub models: Vec<String>,
+}
+
+/// `t` without its fraction of a second. The TUF specification writes
+/// `expires` as `YYYY-MM-DDTHH:MM:SSZ`; other clients (python-tuf) refuse a
+/// fraction, so every expiry is computed from whole seconds.
+fn whole_seconds(t: DateTime<Utc>) -> DateTime<Utc> {
+    t.with_nanosecond(0).unwrap_or(t)
 }
 
 /// The target name of a module version.
@@ -252,6 +259,7 @@ pub fn init(
     expiry: Expiry,
     now: DateTime<Utc>,
 ) -> anyhow::Result<()> {
+    let now = whole_seconds(now);
     let meta = repo.join("metadata");
     ensure!(
         !meta.join("1.root.json").exists(),
@@ -437,6 +445,7 @@ pub fn publish(
     expiry: Expiry,
     now: DateTime<Utc>,
 ) -> anyhow::Result<Published> {
+    let now = whole_seconds(now);
     let meta = repo.join("metadata");
     let (root_path, _) = latest_root(&meta)?;
     let cur = current(&meta)?;
@@ -545,6 +554,7 @@ pub fn publish_timestamp(
     expiry: Expiry,
     now: DateTime<Utc>,
 ) -> anyhow::Result<Published> {
+    let now = whole_seconds(now);
     let meta = repo.join("metadata");
     let (root_path, _) = latest_root(&meta)?;
     let root: Signed<Root> = read_json(&root_path)?;

@@ -75,6 +75,11 @@ pub struct DeviceInfo {
     pub instrument_id: String,
     /// Instrument serial.
     pub serial: String,
+    /// The device's remote-support public key (64 hex digits): the Ed25519
+    /// key derived from its envelope key that signs its end of every
+    /// support channel (`outpost_support_proto::pc::device_identity_key`).
+    /// Support engineers pass it as `outpost-support --device-key`.
+    pub support_key: String,
 }
 
 impl std::fmt::Debug for DeviceInfo {
@@ -355,6 +360,13 @@ impl Store {
                     instrument_model: d.instrument_model.clone(),
                     instrument_id: d.instrument_id.clone(),
                     serial: d.serial.clone(),
+                    support_key: hex::encode(
+                        outpost_support_proto::pc::device_identity_key(&DeviceKey::from_hex(
+                            &d.device_key,
+                        )?)
+                        .verifying_key()
+                        .to_bytes(),
+                    ),
                 })
             })
             .collect()

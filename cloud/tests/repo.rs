@@ -115,6 +115,19 @@ fn published_modules_load_with_tough_and_carry_our_metadata() {
             .is_none(),
         "staging is emptied by publish"
     );
+    // Every expiry in the TUF form `YYYY-MM-DDTHH:MM:SSZ` (python-tuf, for
+    // one, refuses a fraction of a second).
+    for e in std::fs::read_dir(dir.path().join("repo/metadata")).unwrap() {
+        let v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(e.unwrap().path()).unwrap()).unwrap();
+        let exp = v["signed"]["expires"].as_str().unwrap();
+        assert!(
+            exp.len() == 20
+                && exp.ends_with('Z')
+                && chrono::NaiveDateTime::parse_from_str(exp, "%Y-%m-%dT%H:%M:%SZ").is_ok(),
+            "{exp}"
+        );
+    }
     // The same version again is refused: published versions are immutable.
     let err = repo::add(&dir.path().join("repo"), &f, &[]).unwrap_err();
     assert!(err.to_string().contains("already published"), "{err}");

@@ -142,9 +142,19 @@ async fn demo(work: PathBuf, args: Args) -> anyhow::Result<()> {
             Err(e) => eprintln!("dashboard: not available ({e})"),
         }
     }
+    // The claims the broker presents after verifying a credential (the demo
+    // asks the policy directly; `outpost support request` starts the real flow).
     let request = SupportRequest {
-        requester: "support.engineer@vendor.example".into(),
-        region: "eu".into(),
+        engineer_id: "support.engineer@vendor.example".into(),
+        engineer_name: "Demo Engineer".into(),
+        engineer_regions: vec!["eu".into()],
+        certifications: vec!["privacy-training".into()],
+        credential_expires: outpost_host::store::now_secs() + 3600,
+        pc_region: "eu".into(),
+        instrument_models: config.instruments.iter().map(|i| i.model.clone()).collect(),
+        now: outpost_host::store::now_secs(),
+        local_minute_of_day: 12 * 60,
+        local_weekday: 0,
         permissions: vec![
             Permission::View,
             Permission::Control,
@@ -172,7 +182,13 @@ async fn demo(work: PathBuf, args: Args) -> anyhow::Result<()> {
             }
         }
     });
-    let result = outpost_host::cli::serve(rx, args.json, args.seconds).await;
+    let output = if args.json {
+        outpost_host::cli::Output::Json
+    } else {
+        outpost_host::cli::Output::Text
+    };
+    let result =
+        outpost_host::cli::serve(rx, output, outpost_host::cli::stop_signal(args.seconds)).await;
     report.abort();
     if let Some(api) = api {
         api.shutdown().await;

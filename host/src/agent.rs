@@ -88,6 +88,29 @@ pub fn verify_module(
     })
 }
 
+/// Verify, grant and load module `name` as [`Agent::build`] does (the file
+/// an installed update put in place, else the config's `file`), and move the
+/// version ledger up to it: for the supervisor's reload of an installed or
+/// rolled-back update in a running host. Blocking (compiles).
+pub fn load_named(config: &Config, runtime: &Runtime, name: &str) -> anyhow::Result<LoadedModule> {
+    let m = config
+        .modules
+        .iter()
+        .find(|m| m.name == name)
+        .with_context(|| format!("module `{name}` is not configured"))?;
+    let m = crate::update::install::effective(config, m);
+    let versions = Versions::new(runtime.services().db.clone());
+    let verified = verify_module(config, &versions, &m)?;
+    let grant = grant_for(config, &m, &verified)?;
+    let loaded = runtime.load(&verified, grant)?;
+    versions.record(
+        &m.name,
+        verified.manifest().semver(),
+        &verified.file_sha256_hex(),
+    )?;
+    Ok(loaded)
+}
+
 /// The PEM bytes of `config`'s `[network] extra-ca-files`, in order.
 pub fn extra_ca_pems(config: &Config) -> anyhow::Result<Vec<Vec<u8>>> {
     config

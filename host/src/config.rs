@@ -77,6 +77,9 @@ pub struct Config {
     /// Module updates over TUF (none: this PC never looks for updates).
     #[serde(default)]
     pub updates: Option<crate::update::UpdatesConfig>,
+    /// Remote support (`[support]`): trusted authorities, region, timeouts.
+    #[serde(default)]
+    pub support: crate::support::SupportConfig,
     /// Modules to run.
     #[serde(default, rename = "module")]
     pub modules: Vec<ModuleConfig>,
@@ -394,6 +397,7 @@ impl Config {
         if let Some(u) = &cfg.updates {
             u.validate(&cfg.uplink.endpoints()).map_err(invalid)?;
         }
+        cfg.support.validate().map_err(invalid)?;
         crate::api::check_listen(cfg.api.listen).map_err(|e| invalid(e.to_string()))?;
         for m in &cfg.modules {
             if let Some(p) = &m.policy {

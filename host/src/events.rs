@@ -321,6 +321,8 @@ pub enum HostEvent {
         to_version: String,
         /// Whether it asks for anything more (then it needs approval).
         adds_capabilities: bool,
+        /// Each change of its capabilities in plain words.
+        changes: Vec<String>,
     },
     /// The person approved or rejected an update offer.
     UpdateDecided {
@@ -334,6 +336,75 @@ pub enum HostEvent {
         decision: String,
         /// The client through which it was decided.
         client: String,
+    },
+    /// The person at the PC asked for remote support (a session id and a
+    /// one-time password were made; the password is never in an event).
+    SupportRequested {
+        /// The session id.
+        session: String,
+        /// Open for an engineer until (Unix ms).
+        expires_at_ms: i64,
+    },
+    /// An engineer authenticated; the person must accept or refuse each
+    /// offered permission.
+    SupportApprovalNeeded {
+        /// The session id.
+        session: String,
+        /// The engineer's verified id.
+        engineer: String,
+        /// The engineer's name.
+        display_name: String,
+        /// The engineer's regions.
+        regions: Vec<String>,
+        /// The permissions offered (`view`, `control`, `file-transfer`).
+        offered: Vec<String>,
+    },
+    /// A support session started with the approved permissions.
+    SupportSessionStarted {
+        /// The session id.
+        session: String,
+        /// The engineer's verified id.
+        engineer: String,
+        /// The granted permissions.
+        permissions: Vec<String>,
+    },
+    /// A support session ended.
+    SupportSessionEnded {
+        /// The session id.
+        session: String,
+        /// Why (`ended`, `idle-timeout`, `total-timeout`, a refusal code).
+        reason: String,
+    },
+    /// A support connection attempt was refused.
+    SupportRefused {
+        /// The session id it named.
+        session: String,
+        /// The refusal code (`wrong-password`, `locked`, `region-refused`...).
+        reason: String,
+    },
+    /// A module update was installed; the running host loads it in place of
+    /// the old version at that module's next call.
+    UpdateInstalled {
+        /// The offer's id.
+        offer: i64,
+        /// Module name.
+        module: String,
+        /// The installed version.
+        to_version: String,
+    },
+    /// An installed update failed in service before completing its probation
+    /// and the version before it runs again.
+    UpdateRolledBack {
+        /// The failed update's offer id.
+        offer: i64,
+        /// Module name.
+        module: String,
+        /// The version that failed.
+        failed_version: String,
+        /// The version that runs again.
+        restored_version: String,
+        /// The failure (from the host's call record; no module text beyond it).
+        reason: String,
     },
     /// An outbound request was refused by the network grant.
     RequestRefused {
@@ -377,6 +448,13 @@ impl HostEvent {
             HostEvent::DeadLettered { .. } => "dead-lettered",
             HostEvent::UpdateAvailable { .. } => "update-available",
             HostEvent::UpdateDecided { .. } => "update-decided",
+            HostEvent::SupportRequested { .. } => "support-requested",
+            HostEvent::SupportApprovalNeeded { .. } => "support-approval-needed",
+            HostEvent::SupportSessionStarted { .. } => "support-session-started",
+            HostEvent::SupportSessionEnded { .. } => "support-session-ended",
+            HostEvent::SupportRefused { .. } => "support-refused",
+            HostEvent::UpdateInstalled { .. } => "update-installed",
+            HostEvent::UpdateRolledBack { .. } => "update-rolled-back",
         }
     }
 
@@ -396,12 +474,18 @@ impl HostEvent {
             | HostEvent::ModuleReleased { module }
             | HostEvent::RequestRefused { module, .. }
             | HostEvent::DeadLettered { module, .. } => Some(module),
-            HostEvent::UpdateAvailable { module, .. } | HostEvent::UpdateDecided { module, .. } => {
-                Some(module)
-            }
+            HostEvent::UpdateAvailable { module, .. }
+            | HostEvent::UpdateDecided { module, .. }
+            | HostEvent::UpdateInstalled { module, .. }
+            | HostEvent::UpdateRolledBack { module, .. } => Some(module),
             HostEvent::SettingProblem { .. }
             | HostEvent::SettingResolved { .. }
-            | HostEvent::InstrumentAlert { .. } => None,
+            | HostEvent::InstrumentAlert { .. }
+            | HostEvent::SupportRequested { .. }
+            | HostEvent::SupportApprovalNeeded { .. }
+            | HostEvent::SupportSessionStarted { .. }
+            | HostEvent::SupportSessionEnded { .. }
+            | HostEvent::SupportRefused { .. } => None,
         }
     }
 }

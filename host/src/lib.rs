@@ -11,6 +11,8 @@ pub mod api;
 pub mod cli;
 pub mod config;
 pub mod diagnose;
+#[cfg(windows)]
+pub mod dpapi;
 pub mod events;
 pub mod grants;
 pub mod metrics;
@@ -20,6 +22,7 @@ pub mod secret_file;
 pub mod service;
 pub mod store;
 pub mod supervisor;
+pub mod support;
 pub mod untrusted;
 pub mod update;
 pub mod uplink;

@@ -1,8 +1,9 @@
 //! Files that hold secrets (the device identity, the compiled-cache key, the
 //! API token): readable only by their owner. On Unix a file that others may
 //! read is refused when it is loaded, naming the file, its mode and the
-//! fix; on Windows the state directory's ACL protects them (DPAPI for the
-//! device key is issue #17's, not built yet).
+//! fix; on Windows the device key is sealed with DPAPI (`crate::dpapi`) and
+//! the state directory's ACL protects the rest (an ACL check here is not
+//! built yet).
 
 use std::path::Path;
 

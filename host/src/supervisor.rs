@@ -17,6 +17,7 @@ use crate::runtime::bindings::session_policy::exports::outpost::agent::policy::{
 use crate::runtime::bindings::types::{Instrument, Severity};
 use crate::runtime::{CallError, LoadedModule, Runtime};
 use crate::store::quarantine::Quarantine;
+use crate::update::install::Authorisation;
 use crate::uplink::sender::{Sender, SenderConfig};
 use outpost_signing::manifest::World;
 use serde::Serialize;
@@ -55,9 +56,134 @@ struct Shared {
     events: Events,
     cfg: SupervisorConfig,
     health: Mutex<BTreeMap<String, ModuleHealth>>,
+    /// The host's configuration (for reloading a module in place).
+    config: crate::config::Config,
+    enrolled: bool,
+    /// The loaded modules; a reload or rollback replaces one, and its loop
+    /// takes the new one at its next call.
+    modules: Mutex<Vec<Arc<LoadedModule>>>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// On a PC holding patient data: whether the person authorised file
+    /// transfer by approving the running session policy's update that added
+    /// it (recomputed whenever the session policy is loaded).
+    file_transfer: Mutex<Authorisation>,
 }
 
+/// An installed update is on probation until it has completed this many
+/// successful calls since it was loaded: quarantined before that, it is
+/// rolled back to the version before it, which is loaded in its place.
+pub const PROBATION_CALLS: u64 = 10;
+
 impl Shared {
+    fn module(&self, name: &str) -> Option<Arc<LoadedModule>> {
+        self.modules
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .find(|m| m.name() == name)
+            .cloned()
+    }
+
+    /// The module loaded under `m`'s name now, if it is not `m` (a reload
+    /// or rollback replaced it).
+    fn newer(&self, m: &Arc<LoadedModule>) -> Option<Arc<LoadedModule>> {
+        self.module(m.name()).filter(|n| !Arc::ptr_eq(n, m))
+    }
+
+    /// Load module `name` again from its effective file (an installed or
+    /// restored update) and put it in place of the running one, with fresh
+    /// health. Returns the new module and whether the old one was
+    /// quarantined (its loop has ended).
+    async fn reload(self: &Arc<Self>, name: &str) -> anyhow::Result<(Arc<LoadedModule>, bool)> {
+        let me = self.clone();
+        let owned = name.to_owned();
+        let loaded = tokio::task::spawn_blocking(move || {
+            crate::agent::load_named(&me.config, &me.runtime, &owned)
+        })
+        .await??;
+        let loaded = Arc::new(loaded);
+        {
+            let mut all = self.modules.lock().unwrap_or_else(|p| p.into_inner());
+            all.retain(|m| m.name() != name);
+            all.push(loaded.clone());
+        }
+        if loaded.world() == World::SessionPolicy {
+            *self.file_transfer.lock().unwrap_or_else(|p| p.into_inner()) =
+                file_transfer_authorisation(&self.config, &self.runtime, &loaded);
+        }
+        let was_quarantined = {
+            let mut all = self.health.lock().unwrap_or_else(|p| p.into_inner());
+            let old = all.insert(name.to_owned(), ModuleHealth::default());
+            old.is_some_and(|h| h.quarantined)
+        };
+        if was_quarantined {
+            self.events.emit(HostEvent::SettingResolved {
+                setting: Setting::Quarantined(name.to_owned()),
+            });
+        }
+        self.events.emit(HostEvent::ModuleReady {
+            module: name.to_owned(),
+            world: loaded.world().to_string(),
+        });
+        tracing::info!(module = name, file_sha256 = %loaded.file_sha256, "module reloaded in place");
+        Ok((loaded, was_quarantined))
+    }
+
+    /// `m` was quarantined: if it is an installed update still on probation
+    /// ([`PROBATION_CALLS`]), roll it back and return the version before it,
+    /// loaded in its place.
+    async fn roll_back(self: &Arc<Self>, m: &LoadedModule) -> Option<Arc<LoadedModule>> {
+        let (calls_ok, reason) = {
+            let all = self.health.lock().unwrap_or_else(|p| p.into_inner());
+            let h = all.get(m.name()).cloned().unwrap_or_default();
+            (h.calls_ok, h.last_error.unwrap_or_default())
+        };
+        let running_update = crate::update::install::installed_file(&self.config, m.name())
+            .and_then(|f| f.file_stem().map(|s| s.to_string_lossy().into_owned()))
+            .is_some_and(|sha| sha == m.file_sha256);
+        if calls_ok >= PROBATION_CALLS || !running_update {
+            return None;
+        }
+        let db = self.runtime.services().db.clone();
+        if let Err(e) = crate::update::install::roll_back(
+            &self.config,
+            &db,
+            &self.events,
+            m.name(),
+            &m.file_sha256,
+            &reason,
+        ) {
+            tracing::error!(module = m.name(), error = %e, "rolling back the failed update failed; the module stays quarantined");
+            return None;
+        }
+        match self.reload(m.name()).await {
+            Ok((new, _)) => Some(new),
+            Err(e) => {
+                tracing::error!(module = m.name(), error = %e, "the rolled-back version does not load; it loads at the next start");
+                None
+            }
+        }
+    }
+
+    /// Start the loop that runs `m` (collectors once enrolled, notifiers).
+    fn spawn_loop(self: &Arc<Self>, m: Arc<LoadedModule>, startup: Vec<HostEvent>) {
+        let task = match m.world() {
+            // Before enrolment there is no key to seal with: collectors
+            // wait (their cursors stay put; a setting problem says why).
+            World::Collector if !self.enrolled => None,
+            World::Collector => Some(tokio::spawn(collector_loop(self.clone(), m))),
+            World::Notifier => {
+                // Subscribe now so no event published after start is missed.
+                let rx = self.events.subscribe();
+                Some(tokio::spawn(notifier_loop(self.clone(), m, startup, rx)))
+            }
+            World::SessionPolicy => None,
+        };
+        if let Some(t) = task {
+            self.tasks.lock().unwrap_or_else(|p| p.into_inner()).push(t);
+        }
+    }
+
     /// The back-off before retry number `n` (1-based): initial × 2^(n-1), capped.
     fn backoff(&self, n: u32) -> Duration {
         let ms = self
@@ -155,14 +281,17 @@ impl Shared {
 pub struct Supervisor {
     shared: Arc<Shared>,
     holds_patient_data: bool,
-    enrolled: bool,
-    modules: Vec<Arc<LoadedModule>>,
-    tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl Drop for Supervisor {
     fn drop(&mut self) {
-        for t in self.tasks.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+        for t in self
+            .shared
+            .tasks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
             t.abort();
         }
     }
@@ -183,6 +312,16 @@ impl Supervisor {
     /// Start supervising `agent`'s modules. Must run inside a tokio runtime.
     pub fn start(agent: &Agent, events: Events) -> Supervisor {
         let quarantine = Quarantine::new(agent.runtime.services().db.clone());
+        let services = agent.runtime.services();
+        let enrolled = services.uplink.identity().is_some();
+        let file_transfer = agent
+            .modules
+            .iter()
+            .find(|m| m.world() == World::SessionPolicy)
+            .map(|m| file_transfer_authorisation(&agent.config, &agent.runtime, m))
+            .unwrap_or(Authorisation::Refused(
+                "no session-policy module is installed",
+            ));
         let shared = Arc::new(Shared {
             runtime: agent.runtime.clone(),
             quarantine: quarantine.clone(),
@@ -195,10 +334,13 @@ impl Supervisor {
                     .map(|m| (m.name().to_owned(), ModuleHealth::default()))
                     .collect(),
             ),
+            config: agent.config.clone(),
+            enrolled,
+            modules: Mutex::new(agent.modules.clone()),
+            tasks: Mutex::new(Vec::new()),
+            file_transfer: Mutex::new(file_transfer),
         });
         let mut tasks = Vec::new();
-        let services = agent.runtime.services();
-        let enrolled = services.uplink.identity().is_some();
         if enrolled {
             match Sender::new(
                 services.uplink.clone(),
@@ -236,33 +378,37 @@ impl Supervisor {
                     tracing::error!(module = m.name(), error = %e, "cannot read the quarantine list")
                 }
             }
-            match m.world() {
-                // Before enrolment there is no key to seal with: collectors
-                // wait (their cursors stay put; a setting problem says why).
-                World::Collector if !enrolled => {}
-                World::Collector => {
-                    tasks.push(tokio::spawn(collector_loop(shared.clone(), m.clone())))
-                }
-                World::Notifier => {
-                    // Subscribe now so no event published after start is missed.
-                    let rx = shared.events.subscribe();
-                    let startup = agent.startup_problems.clone();
-                    tasks.push(tokio::spawn(notifier_loop(
-                        shared.clone(),
-                        m.clone(),
-                        startup,
-                        rx,
-                    )));
-                }
-                World::SessionPolicy => {}
-            }
+            shared.spawn_loop(m.clone(), agent.startup_problems.clone());
         }
+        // An update installed while the host runs (the scheduled automatic
+        // install, or through the local API) is loaded in place.
+        let mut rx = shared.events.subscribe();
+        let weak = Arc::downgrade(&shared);
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let module = match rx.recv().await {
+                    Ok(HostEvent::UpdateInstalled { module, .. }) => module,
+                    Ok(_) | Err(RecvError::Lagged(_)) => continue,
+                    Err(RecvError::Closed) => return,
+                };
+                let Some(shared) = weak.upgrade() else { return };
+                match shared.reload(&module).await {
+                    Ok((m, true)) => shared.spawn_loop(m, Vec::new()),
+                    Ok((_, false)) => {}
+                    Err(e) => {
+                        tracing::error!(module, error = %e, "the installed update does not load in place; it loads at the next start")
+                    }
+                }
+            }
+        }));
+        shared
+            .tasks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(tasks);
         Supervisor {
             shared,
             holds_patient_data: agent.config.site.holds_patient_data,
-            enrolled,
-            modules: agent.modules.clone(),
-            tasks: Mutex::new(tasks),
         }
     }
 
@@ -270,11 +416,7 @@ impl Supervisor {
     /// at once. Returns whether it was quarantined. Must run inside the
     /// tokio runtime the supervisor started on.
     pub fn release(&self, module: &str) -> Result<bool, ReleaseError> {
-        let m = self
-            .modules
-            .iter()
-            .find(|m| m.name() == module)
-            .ok_or(ReleaseError::Unknown)?;
+        let m = self.shared.module(module).ok_or(ReleaseError::Unknown)?;
         let persisted = self.shared.quarantine.release(module)?;
         let was = {
             let mut all = self.shared.health.lock().unwrap_or_else(|p| p.into_inner());
@@ -294,25 +436,14 @@ impl Supervisor {
         self.shared.events.emit(HostEvent::SettingResolved {
             setting: Setting::Quarantined(module.to_owned()),
         });
-        let task = match m.world() {
-            World::Collector if self.enrolled => {
-                Some(tokio::spawn(collector_loop(self.shared.clone(), m.clone())))
-            }
-            World::Notifier => {
-                let rx = self.shared.events.subscribe();
-                Some(tokio::spawn(notifier_loop(
-                    self.shared.clone(),
-                    m.clone(),
-                    Vec::new(),
-                    rx,
-                )))
-            }
-            _ => None,
-        };
-        if let Some(t) = task {
-            self.tasks.lock().unwrap_or_else(|p| p.into_inner()).push(t);
-        }
+        self.shared.spawn_loop(m, Vec::new());
         Ok(true)
+    }
+
+    /// The module loaded under `name` now (a reload or rollback replaces
+    /// the one loaded at start).
+    pub fn loaded(&self, name: &str) -> Option<Arc<LoadedModule>> {
+        self.shared.module(name)
     }
 
     /// Health of every module.
@@ -327,8 +458,11 @@ impl Supervisor {
     /// Route a support request to the session-policy module. Fails closed: with
     /// no policy module, or one that is quarantined or failing, the answer is
     /// "no". Whether the PC holds patient data comes from the host config, not
-    /// from the request, and on such a PC file transfer is removed from the
-    /// offer whatever the policy module said.
+    /// from the request. On such a PC file transfer is removed from the offer
+    /// whatever the policy module said, unless the running session policy was
+    /// installed by an update that added `permission file-transfer` and the
+    /// person at this PC approved that diff (#15's authorised-install rule,
+    /// [`crate::update::install::authorisation`]).
     pub async fn evaluate_support_request(&self, mut request: SupportRequest) -> Decision {
         request.pc_holds_patient_data = self.holds_patient_data;
         let deny = |reason: String| Decision {
@@ -336,27 +470,84 @@ impl Supervisor {
             offer: Vec::new(),
             reason,
         };
-        let Some(m) = self
+        let policy = self
+            .shared
             .modules
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
             .iter()
             .find(|m| m.world() == World::SessionPolicy)
-        else {
+            .cloned();
+        let Some(m) = policy else {
             return deny("no session-policy module is installed".into());
         };
         if self.shared.is_quarantined(m.name()) {
             return deny(format!("session policy `{}` is quarantined", m.name()));
         }
-        let res = self.shared.runtime.evaluate(m, request).await.map(|mut d| {
-            if self.holds_patient_data {
-                d.offer.retain(|p| *p != Permission::FileTransfer);
-            }
-            d
-        });
+        let file_transfer = self
+            .shared
+            .file_transfer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let res = self
+            .shared
+            .runtime
+            .evaluate(&m, request)
+            .await
+            .map(|mut d| {
+                if let (true, Authorisation::Refused(why)) =
+                    (self.holds_patient_data, &file_transfer)
+                    && d.offer.contains(&Permission::FileTransfer)
+                {
+                    d.offer.retain(|p| *p != Permission::FileTransfer);
+                    d.reason = format!(
+                        "{}; file transfer is off: this PC holds patient data and {why}",
+                        d.reason
+                    );
+                }
+                d
+            });
         self.shared
             .record(m.name(), &m.file_sha256, "evaluate", &res, |d| {
                 format!("allow={} offer={}", d.allow, d.offer.len())
             });
         res.unwrap_or_else(|e| deny(format!("session policy failed: {e}")))
+    }
+}
+
+/// Whether the person authorised file transfer for the session policy `m`
+/// (see [`Shared::file_transfer`]).
+fn file_transfer_authorisation(
+    config: &crate::config::Config,
+    runtime: &Runtime,
+    m: &LoadedModule,
+) -> Authorisation {
+    let db = &runtime.services().db;
+    match crate::update::install::authorisation(
+        config,
+        db,
+        m.name(),
+        &m.file_sha256,
+        "permission file-transfer",
+    ) {
+        Ok(a) => {
+            if let (true, Authorisation::Approved { offer, version }) =
+                (config.site.holds_patient_data, &a)
+            {
+                tracing::info!(
+                    module = m.name(),
+                    offer,
+                    version = version.as_str(),
+                    "file transfer on this patient-data PC was authorised when this session policy was installed"
+                );
+            }
+            a
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read the install records; file transfer stays off");
+            Authorisation::Refused("the install records could not be read")
+        }
     }
 }
 
@@ -406,7 +597,7 @@ pub fn drain_pause(busy: Duration, percent: u32) -> Duration {
 /// waiting (`uplink.backlog-waiting`), again at once — paced to the
 /// policy's drain CPU share and yielding to the other tasks between calls —
 /// sleeping the interval only once a call ends caught up.
-async fn collector_loop(shared: Arc<Shared>, m: Arc<LoadedModule>) {
+async fn collector_loop(shared: Arc<Shared>, mut m: Arc<LoadedModule>) {
     let interval = Duration::from_secs(shared.cfg.collect_interval_secs);
     let min_gap = Duration::from_millis(shared.cfg.min_change_interval_ms);
     let mut watch = if shared.cfg.watch_directories && !m.grant().directories().is_empty() {
@@ -422,6 +613,11 @@ async fn collector_loop(shared: Arc<Shared>, m: Arc<LoadedModule>) {
     };
     let mut trigger = Trigger::Startup;
     loop {
+        // A reload (installed update) or rollback replaced the module.
+        if let Some(newer) = shared.newer(&m) {
+            m = newer;
+            trigger = Trigger::Startup;
+        }
         let started = tokio::time::Instant::now();
         let res = shared.runtime.collect_reporting_backlog(&m, trigger).await;
         let backlog = matches!(res, Ok((_, true)));
@@ -451,7 +647,13 @@ async fn collector_loop(shared: Arc<Shared>, m: Arc<LoadedModule>) {
                 trigger = next_trigger(watch.as_mut(), interval, started + min_gap).await;
             }
             Next::RetryAfter(d) => tokio::time::sleep(d).await,
-            Next::Stop => return,
+            Next::Stop => match shared.roll_back(&m).await {
+                Some(previous) => {
+                    m = previous;
+                    trigger = Trigger::Startup;
+                }
+                None => return,
+            },
         }
     }
 }
@@ -543,13 +745,41 @@ fn to_wit(e: &HostEvent) -> Option<wit::HostEvent> {
             code: code.clone(),
             text: text.clone(),
         }),
+        HostEvent::UpdateAvailable {
+            offer,
+            module,
+            from_version,
+            to_version,
+            adds_capabilities,
+            changes,
+        } => wit::HostEvent::UpdateAvailable(wit::UpdateOffer {
+            offer: u64::try_from(*offer).ok()?,
+            module: module.clone(),
+            from_version: from_version.clone(),
+            to_version: to_version.clone(),
+            changes: changes.clone(),
+            needs_approval: *adds_capabilities,
+        }),
+        HostEvent::UpdateDecided { module, .. } | HostEvent::UpdateInstalled { module, .. } => {
+            wit::HostEvent::UpdateSettled(module.clone())
+        }
+        HostEvent::UpdateRolledBack {
+            module,
+            failed_version,
+            restored_version,
+            ..
+        } => wit::HostEvent::UpdateRolledBack(wit::UpdateRollback {
+            module: module.clone(),
+            failed_version: failed_version.clone(),
+            restored_version: restored_version.clone(),
+        }),
         _ => return None,
     })
 }
 
 async fn notifier_loop(
     shared: Arc<Shared>,
-    m: Arc<LoadedModule>,
+    mut m: Arc<LoadedModule>,
     startup: Vec<HostEvent>,
     mut rx: tokio::sync::broadcast::Receiver<HostEvent>,
 ) {
@@ -579,13 +809,19 @@ async fn notifier_loop(
         let Some(wit_event) = to_wit(&event) else {
             continue;
         };
+        if let Some(newer) = shared.newer(&m) {
+            m = newer;
+        }
         let res = shared.runtime.on_event(&m, wit_event).await;
         match shared.record(m.name(), &m.file_sha256, "on-event", &res, |_| {
             event.kind().to_owned()
         }) {
             Next::Continue => {}
             Next::RetryAfter(d) => tokio::time::sleep(d).await,
-            Next::Stop => return,
+            Next::Stop => match shared.roll_back(&m).await {
+                Some(previous) => m = previous,
+                None => return,
+            },
         }
     }
 }
@@ -623,6 +859,57 @@ mod tests {
     }
 
     #[test]
+    fn update_offers_decisions_and_rollbacks_reach_the_notifier() {
+        let offer = HostEvent::UpdateAvailable {
+            offer: 4,
+            module: "collector".into(),
+            from_version: "1.0.0".into(),
+            to_version: "1.1.0".into(),
+            adds_capabilities: true,
+            changes: vec!["may read the directory “qc”".into()],
+        };
+        let Some(wit::HostEvent::UpdateAvailable(o)) = to_wit(&offer) else {
+            panic!("not an offer");
+        };
+        assert_eq!((o.offer, o.module.as_str()), (4, "collector"));
+        assert!(o.needs_approval);
+        assert_eq!(o.changes, ["may read the directory “qc”"]);
+        for settled in [
+            HostEvent::UpdateDecided {
+                offer: 4,
+                module: "collector".into(),
+                to_version: "1.1.0".into(),
+                decision: "rejected".into(),
+                client: "dashboard".into(),
+            },
+            HostEvent::UpdateInstalled {
+                offer: 4,
+                module: "collector".into(),
+                to_version: "1.1.0".into(),
+            },
+        ] {
+            assert!(
+                matches!(to_wit(&settled), Some(wit::HostEvent::UpdateSettled(m)) if m == "collector"),
+                "{settled:?}"
+            );
+        }
+        let back = HostEvent::UpdateRolledBack {
+            offer: 4,
+            module: "collector".into(),
+            failed_version: "1.1.0".into(),
+            restored_version: "1.0.0".into(),
+            reason: "trap".into(),
+        };
+        let Some(wit::HostEvent::UpdateRolledBack(r)) = to_wit(&back) else {
+            panic!("not a rollback");
+        };
+        assert_eq!(
+            (r.failed_version.as_str(), r.restored_version.as_str()),
+            ("1.1.0", "1.0.0")
+        );
+    }
+
+    #[test]
     fn backoff_doubles_and_is_capped() {
         let dir = tempfile::tempdir().unwrap();
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -650,6 +937,15 @@ mod tests {
                 ..SupervisorConfig::default()
             },
             health: Mutex::default(),
+            config: crate::config::Config::parse(
+                "state-dir = \"state\"\n",
+                &dir.path().join("outpost.toml"),
+            )
+            .unwrap(),
+            enrolled: false,
+            modules: Mutex::default(),
+            tasks: Mutex::default(),
+            file_transfer: Mutex::new(Authorisation::Refused("test")),
         };
         let ms = |n| shared.backoff(n).as_millis();
         assert_eq!((ms(1), ms(2), ms(3), ms(40)), (100, 200, 250, 250));

@@ -17,7 +17,7 @@ pub mod wasi {
         inline: "
             package outpost:sdk-wasi;
             world wasi-imports {
-                include outpost:agent/sandbox@0.2.0;
+                include outpost:agent/sandbox@0.3.0;
                 import wasi:http/outgoing-handler@0.2.12;
             }
         ",
@@ -33,9 +33,9 @@ pub mod agent {
         inline: "
             package outpost:sdk-agent;
             world agent-imports {
-                import outpost:agent/host-info@0.2.0;
-                import outpost:agent/log@0.2.0;
-                import outpost:agent/state@0.2.0;
+                import outpost:agent/host-info@0.3.0;
+                import outpost:agent/log@0.3.0;
+                import outpost:agent/state@0.3.0;
             }
         ",
         world: "outpost:sdk-agent/agent-imports",
@@ -74,10 +74,10 @@ macro_rules! generate_world {
                 "wasi:sockets/udp-create-socket@0.2.12": crate::bindings::wasi::wasi::sockets::udp_create_socket,
                 "wasi:sockets/udp@0.2.12": crate::bindings::wasi::wasi::sockets::udp,
                 "wasi:sockets/ip-name-lookup@0.2.12": crate::bindings::wasi::wasi::sockets::ip_name_lookup,
-                "outpost:agent/types@0.2.0": crate::bindings::agent::outpost::agent::types,
-                "outpost:agent/host-info@0.2.0": crate::bindings::agent::outpost::agent::host_info,
-                "outpost:agent/log@0.2.0": crate::bindings::agent::outpost::agent::log,
-                "outpost:agent/state@0.2.0": crate::bindings::agent::outpost::agent::state,
+                "outpost:agent/types@0.3.0": crate::bindings::agent::outpost::agent::types,
+                "outpost:agent/host-info@0.3.0": crate::bindings::agent::outpost::agent::host_info,
+                "outpost:agent/log@0.3.0": crate::bindings::agent::outpost::agent::log,
+                "outpost:agent/state@0.3.0": crate::bindings::agent::outpost::agent::state,
                 $($extra)*
             },
             generate_all,
@@ -92,7 +92,7 @@ macro_rules! generate_world {
 /// Bindings of the `collector` world.
 #[cfg(feature = "collector")]
 pub mod collector {
-    generate_world!("outpost:agent/collector@0.2.0", "export_collector_world", "outpost_sdk::bindings::collector", {
+    generate_world!("outpost:agent/collector@0.3.0", "export_collector_world", "outpost_sdk::bindings::collector", {
         "wasi:http/types@0.2.12": crate::bindings::wasi::wasi::http::types,
         "wasi:http/outgoing-handler@0.2.12": crate::bindings::wasi::wasi::http::outgoing_handler,
     });
@@ -102,7 +102,7 @@ pub mod collector {
 #[cfg(feature = "notifier")]
 pub mod notifier {
     generate_world!(
-        "outpost:agent/notifier@0.2.0",
+        "outpost:agent/notifier@0.3.0",
         "export_notifier_world",
         "outpost_sdk::bindings::notifier",
         {}
@@ -112,7 +112,7 @@ pub mod notifier {
 /// Bindings of the `session-policy` world.
 #[cfg(feature = "session-policy")]
 pub mod session_policy {
-    generate_world!("outpost:agent/session-policy@0.2.0", "export_session_policy_world", "outpost_sdk::bindings::session_policy", {
+    generate_world!("outpost:agent/session-policy@0.3.0", "export_session_policy_world", "outpost_sdk::bindings::session_policy", {
         "wasi:http/types@0.2.12": crate::bindings::wasi::wasi::http::types,
         "wasi:http/outgoing-handler@0.2.12": crate::bindings::wasi::wasi::http::outgoing_handler,
     });

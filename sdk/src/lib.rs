@@ -56,7 +56,10 @@ mod notifier;
 #[cfg(feature = "notifier")]
 pub mod notify;
 #[cfg(feature = "notifier")]
-pub use notifier::{HostEvent, InstrumentAlert, ModuleFailure, Notifier, SettingProblem};
+pub use notifier::{
+    HostEvent, InstrumentAlert, ModuleFailure, Notifier, SettingProblem, UpdateOffer,
+    UpdateRollback,
+};
 
 #[cfg(feature = "session-policy")]
 mod session_policy;

@@ -14,6 +14,12 @@ pub use wit::SettingProblem;
 /// An instrument event worth telling the user about.
 pub use wit::InstrumentAlert;
 
+/// A module update that can be installed.
+pub use wit::UpdateOffer;
+
+/// An update the host took back.
+pub use wit::UpdateRollback;
+
 /// A notifier module: turns host events into notifications. Export an
 /// implementation with [`export_notifier!`](crate::export_notifier).
 pub trait Notifier {

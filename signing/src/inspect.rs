@@ -170,11 +170,18 @@ impl CapabilityDiff {
     /// with a domain tag: the exact difference a person approves. Two diffs
     /// have the same digest only if they list the same changes.
     pub fn digest(&self) -> String {
-        let mut h = Sha256::new();
-        h.update(b"outpost-capability-diff-v1\n");
-        h.update(self.canonical_text().as_bytes());
-        crate::hex::encode(&h.finalize())
+        diff_text_digest(&self.canonical_text())
     }
+}
+
+/// The digest [`CapabilityDiff::digest`] gives for a diff whose
+/// [`CapabilityDiff::canonical_text`] is `text`: lets a stored diff text be
+/// checked against the digest a person approved.
+pub fn diff_text_digest(text: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(b"outpost-capability-diff-v1\n");
+    h.update(text.as_bytes());
+    crate::hex::encode(&h.finalize())
 }
 
 /// SHA-256 (lowercase hex) of everything a manifest may do: its world,

@@ -126,13 +126,14 @@ pub mod inspect;
 pub mod keys;
 pub mod manifest;
 pub mod sign;
+pub mod support;
 pub mod trust;
 pub mod verify;
 
 pub use ed25519_dalek::{SigningKey, VerifyingKey};
 pub use inspect::{
     Capability, CapabilityDiff, LimitChange, UnverifiedInspection, capability_diff,
-    capability_digest, inspect_unverified,
+    capability_digest, diff_text_digest, inspect_unverified,
 };
 pub use keys::{
     KeyError, KeyId, generate_signing_key, key_id, load_public_key, load_signing_key,
@@ -144,5 +145,9 @@ pub use manifest::{
     Permission, RequestHost, World,
 };
 pub use sign::{SignError, embed_manifest, sign};
+pub use support::{
+    CredentialClaims, CredentialError, VerifiedCredential, issue_credential, sign_challenge,
+    verify_credential,
+};
 pub use trust::{TrustStore, TrustStoreError, TrustedKey};
 pub use verify::{Expectation, Signer, VerifiedModule, VerifyError, verify};

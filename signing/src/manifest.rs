@@ -62,20 +62,31 @@ impl fmt::Display for World {
     }
 }
 
-/// A remote-support permission a session-policy module may offer.
+/// A remote-support permission: what a session-policy module may offer (in
+/// its manifest), what an engineer asks for and what the person at the PC
+/// approves one by one. The one definition of the workspace (re-exported by
+/// [`crate::support`], `outpost-support-proto` and the host).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Permission {
-    /// See the screen.
+    /// See the screen (the screen backend runs view-only).
     View,
-    /// Use keyboard and mouse.
+    /// See the screen and use keyboard and mouse.
     Control,
-    /// Move files to or from the PC.
+    /// Move files into, or fetch them from, the one granted folder.
     FileTransfer,
 }
 
 impl Permission {
-    /// The permission's manifest name.
+    /// Every permission.
+    pub const ALL: [Permission; 3] = [
+        Permission::View,
+        Permission::Control,
+        Permission::FileTransfer,
+    ];
+
+    /// The permission's manifest, wire and display name (`view`, `control`,
+    /// `file-transfer`).
     pub fn as_str(self) -> &'static str {
         match self {
             Permission::View => "view",
@@ -83,11 +94,25 @@ impl Permission {
             Permission::FileTransfer => "file-transfer",
         }
     }
+
+    /// Parse a name.
+    pub fn parse(s: &str) -> Option<Permission> {
+        Permission::ALL.into_iter().find(|p| p.as_str() == s)
+    }
 }
 
 impl fmt::Display for Permission {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Permission {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Permission::parse(s).ok_or_else(|| {
+            format!("unknown permission {s:?} (expected view, control or file-transfer)")
+        })
     }
 }
 

@@ -55,6 +55,11 @@ const GUESTS: &[(&str, &str, &str)] = &[
         "outpost-fixture-hostile-notifier",
         "tests/fixtures/hostile-notifier",
     ),
+    (
+        "FIXTURE_HOSTILE_POLICY",
+        "outpost-fixture-hostile-policy",
+        "tests/fixtures/hostile-policy",
+    ),
 ];
 
 /// Components written by hand in WebAssembly text: (env suffix, directory
@@ -92,6 +97,10 @@ fn main() {
     }
 
     ensure_target(&rustc, &root);
+    println!(
+        "cargo:rustc-env=OUTPOST_WORKSPACE_ROOT={}",
+        target_path(&root)
+    );
 
     let target_dir = out_dir.join("guests");
     let mut cmd = Command::new(&cargo);
@@ -123,7 +132,7 @@ fn main() {
     let dev_public = dev_key.verifying_key();
     println!(
         "cargo:rustc-env=OUTPOST_DEV_SIGNING_KEY={}",
-        dev_key_path.display()
+        target_path(&dev_key_path)
     );
     println!(
         "cargo:rustc-env=OUTPOST_DEV_PUBLIC_KEY_HEX={}",
@@ -144,14 +153,17 @@ fn main() {
         );
         let manifest = root.join(dir).join("manifest.toml");
         assert!(manifest.is_file(), "missing {}", manifest.display());
-        println!("cargo:rustc-env=OUTPOST_WASM_{var}={}", wasm.display());
+        println!("cargo:rustc-env=OUTPOST_WASM_{var}={}", target_path(&wasm));
         println!(
             "cargo:rustc-env=OUTPOST_MANIFEST_{var}={}",
-            manifest.display()
+            target_path(&manifest)
         );
         let signed = wasm.with_extension("signed.wasm");
         sign_guest(&bytes, &wasm, &manifest, &dev_key, &signed);
-        println!("cargo:rustc-env=OUTPOST_SIGNED_{var}={}", signed.display());
+        println!(
+            "cargo:rustc-env=OUTPOST_SIGNED_{var}={}",
+            target_path(&signed)
+        );
     }
 
     let wat_dir = out_dir.join("wat-guests");
@@ -170,14 +182,32 @@ fn main() {
         fs::write(&wasm, &bytes)
             .unwrap_or_else(|e| panic!("while writing {}: {e}", wasm.display()));
         let manifest = root.join(dir).join("manifest.toml");
-        println!("cargo:rustc-env=OUTPOST_WASM_{var}={}", wasm.display());
+        println!("cargo:rustc-env=OUTPOST_WASM_{var}={}", target_path(&wasm));
         println!(
             "cargo:rustc-env=OUTPOST_MANIFEST_{var}={}",
-            manifest.display()
+            target_path(&manifest)
         );
         let signed = wasm.with_extension("signed.wasm");
         sign_guest(&bytes, &wasm, &manifest, &dev_key, &signed);
-        println!("cargo:rustc-env=OUTPOST_SIGNED_{var}={}", signed.display());
+        println!(
+            "cargo:rustc-env=OUTPOST_SIGNED_{var}={}",
+            target_path(&signed)
+        );
+    }
+}
+
+/// `path` (absolute, on the machine running this script) as the program
+/// being built must spell it. The same path, except when a Unix machine
+/// builds for Windows: those programs run under Wine, which shows the Unix
+/// root as drive `Z:` (its default), while a bare `/work/...` would be
+/// taken relative to whatever drive the current directory is on.
+fn target_path(path: &Path) -> String {
+    let text = path.display().to_string();
+    let for_windows = env::var("CARGO_CFG_TARGET_OS").is_ok_and(|os| os == "windows");
+    if cfg!(unix) && for_windows {
+        format!("Z:{}", text.replace('/', "\\"))
+    } else {
+        text
     }
 }
 

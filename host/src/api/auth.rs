@@ -283,14 +283,15 @@ pub fn session_from_cookie(header: &str) -> Option<&str> {
     })
 }
 
-/// A client name as recorded with acknowledgements: `[a-z0-9-]`, at most
-/// 32 characters; `api` when nothing usable is given.
+/// A client name as recorded with acknowledgements and decisions:
+/// `[a-z0-9-:_.]` (so the CLI's `cli:<user>`), at most 64 characters; `api`
+/// when nothing usable is given.
 pub fn client_name(given: Option<&str>) -> String {
     let name: String = given
         .unwrap_or("")
         .chars()
-        .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
-        .take(32)
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | ':' | '_' | '.'))
+        .take(64)
         .collect::<String>()
         .to_ascii_lowercase();
     if name.is_empty() { "api".into() } else { name }
@@ -351,5 +352,7 @@ mod tests {
         assert_eq!(client_name(Some("CLI")), "cli");
         assert_eq!(client_name(Some("x\ny<script>")), "xyscript");
         assert_eq!(client_name(None), "api");
+        assert_eq!(client_name(Some("cli:Lab_Tech.2")), "cli:lab_tech.2");
+        assert_eq!(client_name(Some(&"a".repeat(100))).len(), 64);
     }
 }

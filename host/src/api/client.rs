@@ -63,13 +63,13 @@ pub fn plain_http_client() -> Result<reqwest::Client, String> {
 pub struct ApiClient {
     addr: SocketAddr,
     token: ApiToken,
-    client_name: &'static str,
+    client_name: String,
     http: reqwest::Client,
 }
 
 impl ApiClient {
     /// A client of the service `config` describes, naming itself `client_name`.
-    pub fn new(config: &Config, client_name: &'static str) -> Result<ApiClient, ClientError> {
+    pub fn new(config: &Config, client_name: impl Into<String>) -> Result<ApiClient, ClientError> {
         let addr = super::published_addr(&config.state_dir).unwrap_or(config.api.listen);
         let token = ApiToken::load(&config.state_dir).map_err(|e| match e {
             TokenError::Io { ref error, .. } if error.kind() == std::io::ErrorKind::NotFound => {
@@ -81,7 +81,7 @@ impl ApiClient {
         Ok(ApiClient {
             addr,
             token,
-            client_name,
+            client_name: client_name.into(),
             http,
         })
     }
@@ -94,7 +94,7 @@ impl ApiClient {
         self.http
             .request(method, self.url(path))
             .bearer_auth(self.token.secret())
-            .header(CLIENT_HEADER, self.client_name)
+            .header(CLIENT_HEADER, self.client_name.as_str())
     }
 
     fn failed(&self, e: reqwest::Error) -> ClientError {
@@ -143,6 +143,23 @@ impl ApiClient {
     /// `POST path` (no body) as JSON.
     pub async fn post<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
         self.send(self.request(reqwest::Method::POST, path)).await
+    }
+
+    /// `POST path` with a JSON body, answer as JSON.
+    pub async fn post_json<T: DeserializeOwned, B: serde::Serialize>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, ClientError> {
+        let body = serde_json::to_vec(body).map_err(|e| ClientError::Other {
+            addr: self.addr,
+            message: e.to_string(),
+        })?;
+        let req = self
+            .request(reqwest::Method::POST, path)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body);
+        self.send(req).await
     }
 
     /// Follow `/api/v1/events`, calling `f(kind, json)` for each event until

@@ -14,6 +14,7 @@ pub mod auth;
 pub mod client;
 mod dashboard;
 mod routes;
+mod support;
 
 pub use routes::{AgentFacts, ModuleFacts};
 
@@ -82,6 +83,10 @@ pub struct ApiContext {
     pub events: Events,
     /// Facts about the agent fixed at start.
     pub agent: routes::AgentFacts,
+    /// The remote-support broker (`/api/v1/support/...`); None answers 503.
+    pub support: Option<Arc<crate::support::Broker>>,
+    /// The host's configuration (installing updates).
+    pub config: crate::config::Config,
 }
 
 /// Settings of a running API that tests may change.

@@ -50,6 +50,19 @@ pub struct ModuleFacts {
     pub grant: GrantSummary,
 }
 
+impl ModuleFacts {
+    /// The facts of a loaded module.
+    pub fn of(m: &crate::runtime::LoadedModule) -> ModuleFacts {
+        ModuleFacts {
+            name: m.name().to_owned(),
+            world: m.world().to_string(),
+            version: m.grant().version().to_owned(),
+            file_sha256: m.file_sha256.clone(),
+            grant: GrantSummary::from(m.grant()),
+        }
+    }
+}
+
 impl AgentFacts {
     /// The facts of `agent`, started now.
     pub fn of(agent: &crate::agent::Agent) -> AgentFacts {
@@ -92,6 +105,8 @@ pub(super) fn routes() -> Router<Arc<Shared>> {
         .route("/api/v1/updates/{id}", get(update_show))
         .route("/api/v1/updates/{id}/approve", post(update_approve))
         .route("/api/v1/updates/{id}/reject", post(update_reject))
+        .route("/api/v1/updates/{id}/install", post(update_install))
+        .merge(super::support::routes())
 }
 
 fn update_offers(s: &Shared) -> crate::update::offers::Offers {
@@ -133,6 +148,47 @@ async fn update_show(State(s): State<Arc<Shared>>, Path(id): Path<i64>) -> Respo
     match update_offers(&s).get(id) {
         Ok(Some(o)) => update_view(&s, o),
         Ok(None) => no_offer(id),
+        Err(e) => server_error(e),
+    }
+}
+
+/// Install an offer now (approved, or adding nothing where the operator's
+/// policy allows): staged, health-checked, switched; the running host then
+/// loads it in place (`update-installed`).
+async fn update_install(
+    State(s): State<Arc<Shared>>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<i64>,
+) -> Response {
+    use crate::update::install::InstallError as E;
+    let (config, db, events, client) = (
+        s.ctx.config.clone(),
+        s.ctx.services.db.clone(),
+        s.ctx.events.clone(),
+        caller.client.clone(),
+    );
+    let res = tokio::task::spawn_blocking(move || {
+        crate::update::install::install(&config, &db, &events, id, &client)
+    })
+    .await;
+    match res {
+        Ok(Ok(o)) => {
+            tracing::info!(target: "outpost.api", offer = id, module = %o.module, client = %caller.client, "update installed");
+            update_view(&s, o)
+        }
+        Ok(Err(E::NotFound(id))) => no_offer(id),
+        Ok(Err(e @ (E::NotInstallable { .. } | E::NeedsApproval(_)))) => {
+            refuse(StatusCode::CONFLICT, "not-installable", e.to_string())
+        }
+        Ok(Err(e @ E::ApprovalVoid(_))) => {
+            refuse(StatusCode::CONFLICT, "diff-changed", e.to_string())
+        }
+        Ok(Err(e @ (E::File { .. } | E::HealthCheck { .. }))) => refuse(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "install-failed",
+            e.to_string(),
+        ),
+        Ok(Err(e)) => server_error(e),
         Err(e) => server_error(e),
     }
 }
@@ -350,7 +406,7 @@ struct NotificationCounts {
     by_severity: BTreeMap<String, usize>,
 }
 
-fn server_error(e: impl std::fmt::Display) -> Response {
+pub(super) fn server_error(e: impl std::fmt::Display) -> Response {
     tracing::error!(target: "outpost.api", error = %e, "request failed");
     refuse(
         StatusCode::INTERNAL_SERVER_ERROR,
@@ -363,8 +419,20 @@ async fn status(State(s): State<Arc<Shared>>) -> Response {
     let facts = &s.ctx.agent;
     let services = &s.ctx.services;
     let health = s.ctx.supervisor.health();
-    let modules = facts
+    // The modules running now: an update installed in place or rolled back
+    // replaces the one loaded at start.
+    let live: Vec<ModuleFacts> = facts
         .modules
+        .iter()
+        .map(|m| {
+            s.ctx
+                .supervisor
+                .loaded(&m.name)
+                .map(|l| ModuleFacts::of(&l))
+                .unwrap_or_else(|| m.clone())
+        })
+        .collect();
+    let modules = live
         .iter()
         .map(|m| {
             let h = health.get(&m.name).cloned().unwrap_or_default();

@@ -23,6 +23,10 @@ pub struct Args {
 #[derive(Serialize)]
 struct ModuleCheck {
     module: String,
+    /// The file checked: an installed update's, else the config's `file`.
+    file: PathBuf,
+    /// Whether `file` is an installed update rather than the config's.
+    installed_update: bool,
     ok: bool,
     error: Option<String>,
     grant: Option<GrantSummary>,
@@ -41,6 +45,13 @@ pub fn exec(a: Args) -> anyhow::Result<ExitCode> {
             println!("  directory {name} = {}{note}", path.display());
         }
         for c in &checks {
+            if c.installed_update {
+                println!(
+                    "  module {}: checking the installed update {}",
+                    c.module,
+                    c.file.display()
+                );
+            }
             match (&c.grant, &c.error) {
                 (Some(g), None) => println!(
                     "  module {}: ok ({} world; dirs [{}], endpoints [{}], streams [{}], notify {}, state {} B, permissions [{}]; {} MiB, {} ms cpu, {} ms wall)",
@@ -90,6 +101,10 @@ async fn check(config: &Config) -> anyhow::Result<Vec<ModuleCheck>> {
         .map_err(|e| anyhow::anyhow!("{e:#}"))?;
     let mut out = Vec::new();
     for m in &config.modules {
+        // What the host would load: an installed update's file if there is one.
+        let configured = &m.file;
+        let m = &crate::update::install::effective(config, m);
+        let (file, installed_update) = (m.file.clone(), &m.file != configured);
         let res = verify_module(config, &versions, m).and_then(|verified| {
             let grant = grant_for(config, m, &verified)?;
             let summary = GrantSummary::from(&grant);
@@ -99,12 +114,16 @@ async fn check(config: &Config) -> anyhow::Result<Vec<ModuleCheck>> {
         out.push(match res {
             Ok(g) => ModuleCheck {
                 module: m.name.clone(),
+                file,
+                installed_update,
                 ok: true,
                 error: None,
                 grant: Some(g),
             },
             Err(e) => ModuleCheck {
                 module: m.name.clone(),
+                file,
+                installed_update,
                 ok: false,
                 error: Some(format!("{e:#}")),
                 grant: None,

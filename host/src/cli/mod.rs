@@ -1,6 +1,7 @@
 //! The `outpost` command line: argument parsing and calls into the library.
 //! Errors print as `outpost: {:#}` with the chain of what was being attempted.
 
+mod audit;
 mod check_config;
 mod dashboard;
 mod doctor;
@@ -10,15 +11,17 @@ mod inspect;
 mod keygen;
 mod notifications;
 mod release;
-mod run;
+pub(crate) mod run;
 mod service;
 mod sign;
 mod status;
+mod support;
+mod tuf_client;
 mod updates;
 mod uplink;
 mod verify;
 
-pub use run::{run, serve, start_api};
+pub use run::{Output, run, run_until, serve, start_api, stop_signal};
 
 use clap::{Parser, Subcommand};
 use std::io::Write;
@@ -71,12 +74,24 @@ enum Command {
     Service(service::Args),
     /// Module updates: check the repository, list, show, approve, reject.
     Updates(updates::Args),
+    /// Remote support: request a session, see it, approve or refuse what
+    /// the engineer asks for, end it.
+    Support(support::Args),
+    /// The hash-chained audit of remote support: show, verify.
+    Audit(audit::Args),
+    /// The host's TUF client behind the TUF conformance suite's client
+    /// protocol (init, refresh, download); not used by the service.
+    #[command(hide = true)]
+    TufClient(tuf_client::Args),
 }
 
 /// Entry point of the `outpost` binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing();
+    // The Windows service logs to files of its own (it has no console).
+    if !matches!(&cli.command, Command::Service(a) if a.is_service_run()) {
+        init_tracing();
+    }
     let result = match cli.command {
         Command::Run(a) => run::exec(a),
         Command::Inspect(a) => inspect::exec(a),
@@ -94,8 +109,11 @@ pub fn main() -> ExitCode {
         Command::Uplink(a) => uplink::exec(a),
         Command::Doctor(a) => doctor::exec(a),
         Command::FirewallRules(a) => firewall_rules::exec(a),
+        Command::TufClient(a) => tuf_client::exec(a),
         Command::Service(a) => service::exec(a),
         Command::Updates(a) => updates::exec(a),
+        Command::Support(a) => support::exec(a),
+        Command::Audit(a) => audit::exec(a),
     };
     match result {
         Ok(code) => code,
@@ -152,6 +170,29 @@ fn init_tracing() {
         .try_init();
 }
 
+/// Log to files in `dir` rotated daily (`outpost.YYYY-MM-DD.log`, JSON
+/// lines, the newest `keep` kept) instead of standard error: the Windows
+/// service has no console. The level is `OUTPOST_LOG` (default `info`), with
+/// the payload-logging targets capped as everywhere.
+#[cfg(windows)]
+pub(crate) fn log_to_files(dir: &std::path::Path, keep: usize) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let appender = tracing_appender::rolling::Builder::new()
+        .rotation(tracing_appender::rolling::Rotation::DAILY)
+        .filename_prefix("outpost")
+        .filename_suffix("log")
+        .max_log_files(keep)
+        .build(dir)?;
+    let spec = std::env::var("OUTPOST_LOG").unwrap_or_else(|_| "info".to_owned());
+    tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(log_filter(&spec))
+        .with_writer(appender)
+        .try_init()
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(())
+}
+
 /// Print `value` as pretty JSON on stdout.
 fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
@@ -167,7 +208,7 @@ pub const EXIT_GRACE_MS: u64 = 2_000;
 /// Run `fut` on a fresh multi-threaded runtime, then shut the runtime down
 /// without waiting more than [`EXIT_GRACE_MS`] for its blocking threads: a
 /// dropped runtime would wait for them forever.
-fn block_on<F: std::future::Future>(fut: F) -> anyhow::Result<F::Output> {
+pub(crate) fn block_on<F: std::future::Future>(fut: F) -> anyhow::Result<F::Output> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -34,6 +34,43 @@ pub fn exec(a: Args) -> anyhow::Result<ExitCode> {
 /// Run a host from `config`, printing its events to stdout, until Ctrl-C or
 /// `seconds` elapse.
 pub async fn run(config: Config, json: bool, seconds: Option<u64>) -> anyhow::Result<()> {
+    run_until(
+        config,
+        if json { Output::Json } else { Output::Text },
+        stop_signal(seconds),
+    )
+    .await
+}
+
+/// Completes after `seconds`, or (without) at Ctrl-C or what a service
+/// manager sends to stop a console process.
+pub async fn stop_signal(seconds: Option<u64>) {
+    match seconds {
+        Some(s) => tokio::time::sleep(std::time::Duration::from_secs(s)).await,
+        None => shutdown_signal().await,
+    }
+}
+
+/// Where a running host's events go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// One line per event on stdout, for a person.
+    Text,
+    /// One JSON object per event on stdout.
+    Json,
+    /// The host log (a service without a console): JSON at info level,
+    /// target `outpost.event`.
+    Log,
+}
+
+/// Run a host from `config` until `stop` completes (a signal, the Windows
+/// service manager's stop, a timer); then calls in progress end at their
+/// deadline and the spool stays consistent.
+pub async fn run_until(
+    config: Config,
+    output: Output,
+    stop: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
     let events = Events::default();
     let rx = events.subscribe();
     let path = config.path.clone();
@@ -46,7 +83,7 @@ pub async fn run(config: Config, json: bool, seconds: Option<u64>) -> anyhow::Re
         agent.runtime.services().db.clone(),
         events.clone(),
     );
-    let result = serve(rx, json, seconds).await;
+    let result = serve(rx, output, stop).await;
     if let Some(u) = updates {
         u.abort();
     }
@@ -69,11 +106,47 @@ pub async fn start_api(
     if !api.enabled {
         return None;
     }
+    let support = match crate::support::Broker::new(
+        &agent.config,
+        agent.runtime.services().db.clone(),
+        supervisor.clone(),
+        events.clone(),
+        Arc::new(crate::support::SystemClock),
+    ) {
+        Ok(b) => {
+            let b = match agent.runtime.services().uplink.identity() {
+                Some(id) => {
+                    b.with_checkpoint_key(crate::support::audit::checkpoint_key(id.key.as_bytes()))
+                }
+                None => b,
+            };
+            let b = Arc::new(b);
+            b.spawn_timer();
+            match crate::support::link::Link::from_config(
+                &agent.config.support,
+                agent.runtime.services().tls.clone(),
+                agent.runtime.services().uplink.clone(),
+            ) {
+                Ok(Some(link)) => {
+                    b.spawn_link(link);
+                }
+                Ok(None) => {}
+                Err(e) => tracing::error!(error = %e, "remote support relay not usable"),
+            }
+            Some(b)
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "remote support not available");
+            None
+        }
+    };
     let ctx = crate::api::ApiContext {
+        support,
         supervisor: supervisor.clone(),
         services: agent.runtime.services().clone(),
         events: events.clone(),
         agent: crate::api::AgentFacts::of(agent),
+        config: agent.config.clone(),
     };
     match crate::api::start(ctx, api.listen, &agent.config.state_dir, Default::default()).await {
         Ok(running) => Some(running),
@@ -88,31 +161,141 @@ pub async fn start_api(
     }
 }
 
-/// Print events from `rx` until Ctrl-C or `seconds` elapse (the caller keeps
-/// its supervisor alive meanwhile).
+/// Hand events from `rx` to their output until `stop` completes (the caller
+/// keeps its supervisor alive meanwhile). Lines are written by a thread of
+/// their own: a stdout nobody reads (a full pipe) never stalls the host;
+/// what cannot be written then is counted and said once it can.
 pub async fn serve(
     mut rx: broadcast::Receiver<HostEvent>,
-    json: bool,
-    seconds: Option<u64>,
+    output: Output,
+    stop: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let stop = async {
-        match seconds {
-            Some(s) => tokio::time::sleep(std::time::Duration::from_secs(s)).await,
-            None => shutdown_signal().await,
-        }
-    };
     tokio::pin!(stop);
+    let printer = Printer::start(output);
     loop {
         tokio::select! {
             _ = &mut stop => break,
             ev = rx.recv() => match ev {
-                Ok(ev) => print_event(&ev, json)?,
-                Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                Ok(ev) => {
+                    // The output was closed (`outpost run | head`): stop.
+                    if !printer.print(&ev) {
+                        break;
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(n)) => printer.lost(n),
                 Err(_) => break,
             },
         }
     }
-    Ok(())
+    printer.finish()
+}
+
+/// Lines waiting for the output thread at most.
+const PRINT_QUEUE: usize = 4096;
+
+/// Writes event lines on a thread of its own.
+struct Printer {
+    output: Output,
+    tx: Option<std::sync::mpsc::SyncSender<String>>,
+    thread: Option<std::thread::JoinHandle<std::io::Result<()>>>,
+    skipped: std::cell::Cell<u64>,
+}
+
+impl Printer {
+    fn start(output: Output) -> Printer {
+        let (tx, thread) = if output == Output::Log {
+            (None, None)
+        } else {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<String>(PRINT_QUEUE);
+            let thread = std::thread::Builder::new()
+                .name("outpost-print".into())
+                .spawn(move || -> std::io::Result<()> {
+                    for line in rx {
+                        let mut out = std::io::stdout().lock();
+                        writeln!(out, "{line}")?;
+                        out.flush()?;
+                    }
+                    Ok(())
+                })
+                .ok();
+            (Some(tx), thread)
+        };
+        Printer {
+            output,
+            tx,
+            thread,
+            skipped: std::cell::Cell::new(0),
+        }
+    }
+
+    /// Queue `ev`; false once the output is closed.
+    fn print(&self, ev: &HostEvent) -> bool {
+        let line = match self.output {
+            Output::Log => {
+                let json = serde_json::to_string(ev).unwrap_or_default();
+                tracing::info!(target: "outpost.event", kind = ev.kind(), event = %json);
+                return true;
+            }
+            Output::Json => serde_json::to_string(ev).unwrap_or_default(),
+            Output::Text => event_line(ev),
+        };
+        self.send(line)
+    }
+
+    fn lost(&self, n: u64) {
+        self.skipped.set(self.skipped.get() + n);
+    }
+
+    fn send(&self, line: String) -> bool {
+        use std::sync::mpsc::TrySendError;
+        let Some(tx) = &self.tx else { return true };
+        let skipped = self.skipped.get();
+        if skipped > 0 {
+            let note = match self.output {
+                Output::Json => {
+                    format!("{{\"event\":\"output-skipped\",\"events\":{skipped}}}")
+                }
+                _ => format!("skipped     {skipped} event(s): the output was not read fast enough"),
+            };
+            match tx.try_send(note) {
+                Ok(()) => self.skipped.set(0),
+                Err(TrySendError::Full(_)) => {
+                    self.skipped.set(skipped + 1);
+                    return true;
+                }
+                Err(TrySendError::Disconnected(_)) => return false,
+            }
+        }
+        match tx.try_send(line) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_)) => {
+                self.skipped.set(self.skipped.get() + 1);
+                true
+            }
+            Err(TrySendError::Disconnected(_)) => false,
+        }
+    }
+
+    /// Wait for the lines queued (at most [`super::EXIT_GRACE_MS`]); an
+    /// output that was closed (a broken pipe) is an error.
+    fn finish(mut self) -> anyhow::Result<()> {
+        drop(self.tx.take());
+        let Some(thread) = self.thread.take() else {
+            return Ok(());
+        };
+        let deadline =
+            std::time::Instant::now() + std::time::Duration::from_millis(super::EXIT_GRACE_MS);
+        while !thread.is_finished() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        if thread.is_finished() {
+            match thread.join() {
+                Ok(r) => r?,
+                Err(_) => anyhow::bail!("the output thread panicked"),
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Ctrl-C, or what a service manager sends to stop the host: SIGTERM on
@@ -157,14 +340,9 @@ async fn shutdown_signal() {
     }
 }
 
-fn print_event(ev: &HostEvent, json: bool) -> anyhow::Result<()> {
-    let mut out = std::io::stdout().lock();
-    if json {
-        serde_json::to_writer(&mut out, ev)?;
-        writeln!(out)?;
-        return Ok(());
-    }
-    let line = match ev {
+/// One event for a person.
+fn event_line(ev: &HostEvent) -> String {
+    match ev {
         HostEvent::ModuleReady { module, world } => format!("ready       {module} ({world})"),
         HostEvent::ModuleRefused { module, reason } => format!("REFUSED     {module}: {reason}"),
         HostEvent::CallSucceeded {
@@ -226,6 +404,7 @@ fn print_event(ev: &HostEvent, json: bool) -> anyhow::Result<()> {
             from_version,
             to_version,
             adds_capabilities,
+            ..
         } => format!(
             "update      {module} {from_version} -> {to_version}{} (outpost updates show {offer})",
             if *adds_capabilities {
@@ -241,6 +420,18 @@ fn print_event(ev: &HostEvent, json: bool) -> anyhow::Result<()> {
             client,
             ..
         } => format!("update      {module} {to_version} {decision} (via {client})"),
+        HostEvent::UpdateInstalled {
+            module, to_version, ..
+        } => format!("update      {module} {to_version} installed; loaded at its next call"),
+        HostEvent::UpdateRolledBack {
+            module,
+            failed_version,
+            restored_version,
+            reason,
+            ..
+        } => format!(
+            "ROLLED BACK {module} {failed_version} failed in service ({reason}); {restored_version} runs again"
+        ),
         HostEvent::RequestRefused {
             module,
             authority,
@@ -266,7 +457,31 @@ fn print_event(ev: &HostEvent, json: bool) -> anyhow::Result<()> {
                 "DEAD-LETTER {id} {module}/{stream} refused by the {source}: {reason}{field}{again}"
             )
         }
-    };
-    writeln!(out, "{line}")?;
-    Ok(())
+        HostEvent::SupportRequested { session, .. } => {
+            format!("support     request {session} waiting for an engineer")
+        }
+        HostEvent::SupportApprovalNeeded {
+            session,
+            engineer,
+            offered,
+            ..
+        } => format!(
+            "support     {session}: {engineer} asks for {} (outpost support approve {session} ...)",
+            offered.join(", ")
+        ),
+        HostEvent::SupportSessionStarted {
+            session,
+            engineer,
+            permissions,
+        } => format!(
+            "support     {session} started: {engineer} with {}",
+            permissions.join(", ")
+        ),
+        HostEvent::SupportSessionEnded { session, reason } => {
+            format!("support     {session} ended: {reason}")
+        }
+        HostEvent::SupportRefused { session, reason } => {
+            format!("support     {session} attempt refused: {reason}")
+        }
+    }
 }

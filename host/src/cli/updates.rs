@@ -1,10 +1,14 @@
 //! `outpost updates check|list|show|approve|reject|install`: module updates
 //! over TUF.
 //!
-//! Reads and writes the state database directly (SQLite in WAL mode: safe
-//! beside the running service); decisions are recorded with the client
-//! `cli:<user>`.
+//! `approve`, `reject` and `install` go through the running service's
+//! local API when it runs (so the service announces the decision and loads
+//! an installed update at once); without a running service they write the
+//! state database directly (SQLite in WAL mode) and an install takes effect
+//! at the next start. `check`, `list` and `show` read the database. Decisions
+//! are recorded with the client `cli:<user>`.
 
+use crate::api::client::{ApiClient, ClientError};
 use crate::config::Config;
 use crate::store::Db;
 use crate::update::offers::{Offer, Offers};
@@ -34,8 +38,8 @@ enum Cmd {
     /// Reject an offer.
     Reject(One),
     /// Install an approved offer (or one adding nothing, where the policy
-    /// allows): staged, health-checked, switched atomically; the host loads
-    /// it at its next start.
+    /// allows): staged, health-checked, switched atomically; a running
+    /// service loads it at once, a stopped one at its next start.
     Install(One),
 }
 
@@ -187,15 +191,24 @@ pub fn exec(a: Args) -> anyhow::Result<ExitCode> {
         }
         Cmd::Install(one) => {
             let config = Config::load(&one.common.config)?;
-            let db = Db::open(&config.state_dir)?;
-            let events = crate::events::Events::default();
-            let o = crate::update::install::install(&config, &db, &events, one.id, &client())?;
-            let view = OfferView::of(&Offers::new(db), o)?;
+            let (view, when) = match through_service(&config, one.id, "install")? {
+                Some(view) => (view, "installed; the running service loaded it"),
+                None => {
+                    let db = Db::open(&config.state_dir)?;
+                    let events = crate::events::Events::default();
+                    let o =
+                        crate::update::install::install(&config, &db, &events, one.id, &client())?;
+                    (
+                        OfferView::of(&Offers::new(db), o)?,
+                        "installed; the host loads it at its next start",
+                    )
+                }
+            };
             if one.common.json {
                 super::print_json(&view)?;
             } else {
                 print_view(&view);
-                println!("installed; the host loads it at its next start");
+                println!("{when}");
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -204,11 +217,32 @@ pub fn exec(a: Args) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// `POST /api/v1/updates/{id}/{action}` on the running service; `None`
+/// when no service runs (the caller then works on the database).
+fn through_service(config: &Config, id: i64, action: &str) -> anyhow::Result<Option<OfferView>> {
+    let api = match ApiClient::new(config, client()) {
+        Ok(api) => api,
+        Err(ClientError::NotRunning(_)) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    match super::block_on(api.post::<OfferView>(&format!("/api/v1/updates/{id}/{action}")))? {
+        Ok(view) => Ok(Some(view)),
+        Err(ClientError::NotRunning(_)) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
 fn decide(one: One, approve: bool) -> anyhow::Result<ExitCode> {
     let config = Config::load(&one.common.config)?;
-    let offers = Offers::new(Db::open(&config.state_dir)?);
-    let o = offers.decide(one.id, approve, &client())?;
-    let view = OfferView::of(&offers, o)?;
+    let action = if approve { "approve" } else { "reject" };
+    let view = match through_service(&config, one.id, action)? {
+        Some(view) => view,
+        None => {
+            let offers = Offers::new(Db::open(&config.state_dir)?);
+            let o = offers.decide(one.id, approve, &client())?;
+            OfferView::of(&offers, o)?
+        }
+    };
     if one.common.json {
         super::print_json(&view)?;
     } else {

@@ -94,7 +94,8 @@ pub fn existing_db(config: &Config) -> Option<Result<Db, crate::store::DbError>>
         .then(|| Db::open(&config.state_dir))
 }
 
-/// Verify every configured module against the trust store and the installed
+/// Verify every configured module (the file an installed update put in place,
+/// else the config's `file`) against the trust store and the installed
 /// versions, and compute its grant, as `Agent::build` does before compiling.
 pub fn modules(config: &Config) -> Vec<ModuleInfo> {
     let refuse_all = |reason: String| {
@@ -132,7 +133,10 @@ pub fn modules(config: &Config) -> Vec<ModuleInfo> {
     config
         .modules
         .iter()
+        // What the host would load: an installed update's file if there is one.
+        .map(|m| crate::update::install::effective(config, m))
         .map(|m| {
+            let m = &m;
             let outcome = verify_module(config, &versions, m)
                 .and_then(|verified| {
                     let grant = grant_for(config, m, &verified)?;

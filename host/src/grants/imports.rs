@@ -114,7 +114,7 @@ fn split(name: &str) -> Option<(&str, &str, Option<&str>)> {
 
 /// The version of the `outpost:agent` WIT package this host links (the
 /// `package` line of every file in `wit/`; a test holds them together).
-pub const AGENT_PACKAGE_VERSION: &str = "0.2.0";
+pub const AGENT_PACKAGE_VERSION: &str = "0.3.0";
 
 /// Whether `ver` is semver-compatible with the version this host links
 /// (for 0.x versions: the same minor version).
@@ -250,8 +250,9 @@ mod tests {
                 );
             }
         }
-        assert!(version_ok("outpost:agent", Some("0.2.0")));
-        assert!(version_ok("outpost:agent", Some("0.2.7")));
+        assert!(version_ok("outpost:agent", Some("0.3.0")));
+        assert!(version_ok("outpost:agent", Some("0.3.7")));
+        assert!(!version_ok("outpost:agent", Some("0.2.0")));
         assert!(!version_ok("outpost:agent", Some("0.1.0")));
         assert!(!version_ok("outpost:agent", Some("0.20.0")));
         assert!(!version_ok("outpost:agent", None));
@@ -263,9 +264,9 @@ mod tests {
         let err = check_imports(
             [
                 "wasi:cli/environment@0.2.3",
-                "outpost:agent/log@0.2.0",
-                "outpost:agent/uplink@0.2.0",
-                "outpost:agent/notify@0.2.0",
+                "outpost:agent/log@0.3.0",
+                "outpost:agent/uplink@0.3.0",
+                "outpost:agent/notify@0.3.0",
                 "wasi:http/outgoing-handler@0.2.0",
                 "wasi:cli/environment@0.3.0",
                 "outpost:agent/host-info@0.1.0",
@@ -275,11 +276,11 @@ mod tests {
         .unwrap_err();
         let text = err.to_string();
         assert!(
-            text.contains("`outpost:agent/uplink@0.2.0` (not in the notifier world)"),
+            text.contains("`outpost:agent/uplink@0.3.0` (not in the notifier world)"),
             "{text}"
         );
         assert!(
-            text.contains("`outpost:agent/notify@0.2.0` (the notification right is not granted)"),
+            text.contains("`outpost:agent/notify@0.3.0` (the notification right is not granted)"),
             "{text}"
         );
         assert!(
@@ -299,6 +300,6 @@ mod tests {
         );
         assert_eq!(err.refused.len(), 5);
         g.notify = true;
-        check_imports(["outpost:agent/notify@0.2.0", "wasi:io/streams@0.2.0"], &g).unwrap();
+        check_imports(["outpost:agent/notify@0.3.0", "wasi:io/streams@0.2.0"], &g).unwrap();
     }
 }

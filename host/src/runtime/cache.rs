@@ -10,8 +10,9 @@
 //! Entry contents: `HMAC-SHA256(cache key, entry name ‖ code)` (32 bytes) ‖ code,
 //! where code is `Component::serialize()`. The cache key is 32 random bytes in
 //! `cache.key` beside the entries, created on first use (0600 on Unix; on
-//! Windows the state directory's ACL, which the installer restricts to the
-//! service account and administrators, protects it).
+//! Windows sealed with DPAPI in machine scope, so a copy does not open on
+//! another PC and is refused, and the state directory's ACL, which the
+//! installer restricts to the service account and administrators).
 
 use hmac::{Hmac, Mac};
 use outpost_signing::verify::VerifiedModule;
@@ -57,17 +58,25 @@ impl Cache {
                     mode,
                 )));
             }
-            Ok(k) if k.len() == 32 => k.try_into().expect("length checked"),
-            Ok(_) => {
-                return Err(std::io::Error::other(format!(
-                    "cache key {} is not 32 bytes",
-                    key_path.display()
-                )));
-            }
+            Ok(stored) => match open_key(&stored) {
+                Ok(k) if k.len() == 32 => k.as_slice().try_into().expect("length checked"),
+                Ok(_) => {
+                    return Err(std::io::Error::other(format!(
+                        "cache key {} is not 32 bytes",
+                        key_path.display()
+                    )));
+                }
+                Err(e) => {
+                    return Err(std::io::Error::other(format!(
+                        "cache key {}: {e}",
+                        key_path.display()
+                    )));
+                }
+            },
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let mut k = [0u8; 32];
                 rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut k);
-                write_private(&key_path, &k)?;
+                write_private(&key_path, &seal_key(&k)?)?;
                 k
             }
             Err(e) => return Err(e),
@@ -177,6 +186,31 @@ fn write_atomically(path: &Path, data: &[u8]) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
+/// The cache key as `cache.key` holds it: the bytes on Unix, sealed with
+/// DPAPI (machine scope) on Windows.
+fn seal_key(key: &[u8; 32]) -> std::io::Result<Vec<u8>> {
+    #[cfg(windows)]
+    {
+        crate::dpapi::protect(key).map_err(std::io::Error::other)
+    }
+    #[cfg(not(windows))]
+    {
+        Ok(key.to_vec())
+    }
+}
+
+/// The cache key from `cache.key`'s contents; on Windows an error if the
+/// blob does not open on this PC.
+#[cfg(windows)]
+fn open_key(stored: &[u8]) -> Result<zeroize::Zeroizing<Vec<u8>>, crate::dpapi::DpapiError> {
+    crate::dpapi::unprotect(stored)
+}
+
+#[cfg(not(windows))]
+fn open_key(stored: &[u8]) -> Result<zeroize::Zeroizing<Vec<u8>>, std::convert::Infallible> {
+    Ok(zeroize::Zeroizing::new(stored.to_vec()))
+}
+
 fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     let mut opts = std::fs::OpenOptions::new();
@@ -189,4 +223,26 @@ fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
     let mut f = opts.open(path)?;
     f.write_all(data)?;
     f.sync_all()
+}
+
+#[cfg(all(test, windows))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cache_key_is_sealed_and_a_foreign_one_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = Cache::open(dir.path()).unwrap().key;
+        let path = dir.path().join("cache.key");
+        let stored = std::fs::read(&path).unwrap();
+        assert_ne!(stored.len(), 32, "stored in clear");
+        assert!(!stored.windows(32).any(|w| w == first));
+        assert_eq!(Cache::open(dir.path()).unwrap().key, first);
+        let mut altered = stored.clone();
+        let last = altered.len() - 2;
+        altered[last] ^= 0x01;
+        std::fs::write(&path, &altered).unwrap();
+        let err = Cache::open(dir.path()).err().unwrap().to_string();
+        assert!(err.contains("another machine"), "{err}");
+    }
 }

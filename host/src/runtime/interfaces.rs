@@ -9,7 +9,7 @@ use wasmparser::{Encoding, Parser, Payload, Validator, WasmFeatures};
 pub struct Interfaces {
     /// Top-level import names, e.g. `wasi:cli/environment@0.2.12`.
     pub imports: Vec<String>,
-    /// Top-level export names, e.g. `outpost:agent/collect@0.2.0`.
+    /// Top-level export names, e.g. `outpost:agent/collect@0.3.0`.
     pub exports: Vec<String>,
 }
 

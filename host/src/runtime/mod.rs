@@ -714,8 +714,16 @@ impl Runtime {
                 .evaluate(
                     m,
                     SupportRequest {
-                        requester: "outpost-health-check".into(),
-                        region: String::new(),
+                        engineer_id: "outpost-health-check".into(),
+                        engineer_name: String::new(),
+                        engineer_regions: Vec::new(),
+                        certifications: Vec::new(),
+                        credential_expires: 0,
+                        pc_region: String::new(),
+                        instrument_models: Vec::new(),
+                        now: 0,
+                        local_minute_of_day: 0,
+                        local_weekday: 0,
                         permissions: Vec::new(),
                         pc_holds_patient_data: true,
                     },

@@ -3,11 +3,14 @@
 //!
 //! On Linux the host runs as a systemd unit (`systemd.rs`) under its own
 //! system user, with the sandboxing options systemd offers switched on and
-//! only the state directory writable. The Windows service (the
-//! `windows-service` crate, a virtual service account, DPAPI for secrets)
-//! is not built yet; `outpost service` says so there.
+//! only the state directory writable. On Windows (`windows.rs`) it is a
+//! service of the service manager under the virtual account
+//! `NT SERVICE\outpost`, restarted after a failure, its state directory
+//! closed to everyone but that account, SYSTEM and Administrators.
 
 pub mod systemd;
+#[cfg(windows)]
+pub mod windows;
 
 use crate::config::Config;
 use std::path::{Path, PathBuf};
@@ -70,9 +73,11 @@ pub enum ServiceError {
         /// The path.
         path: PathBuf,
     },
-    /// A path holds characters a unit file cannot carry safely.
+    /// A path holds characters the service manager's configuration cannot
+    /// carry safely.
     #[error(
-        "{what} {path} holds a character a unit file cannot carry (whitespace, quote, backslash, `%`, `$` or a control character)"
+        "{what} {path} holds a character the service configuration cannot carry ({})",
+        if cfg!(windows) { "a quote or a control character" } else { "whitespace, quote, backslash, `%`, `$` or a control character" }
     )]
     UnsafePath {
         /// Which path.
@@ -136,8 +141,17 @@ impl ServiceSpec {
                     path: path.clone(),
                 });
             };
+            // A unit file's quoting and specifiers make these unsafe; the
+            // Windows service manager gets each argument quoted, so there
+            // only a quote or a control character is refused.
             let unsafe_char = |c: char| {
-                c.is_whitespace() || c.is_control() || matches!(c, '"' | '\'' | '\\' | '%' | '$')
+                if cfg!(windows) {
+                    c.is_control() || c == '"'
+                } else {
+                    c.is_whitespace()
+                        || c.is_control()
+                        || matches!(c, '"' | '\'' | '\\' | '%' | '$')
+                }
             };
             if text.chars().any(unsafe_char) {
                 return Err(ServiceError::UnsafePath {

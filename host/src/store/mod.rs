@@ -133,6 +133,8 @@ impl Db {
             .and_then(|_| conn.execute_batch(SCHEMA))
             .and_then(|_| conn.execute_batch(deadletter::SCHEMA))
             .and_then(|_| conn.execute_batch(crate::update::offers::SCHEMA))
+            .and_then(|_| conn.execute_batch(crate::support::SCHEMA))
+            .and_then(|_| conn.execute_batch(crate::support::audit::SCHEMA))
             .and_then(|_| migrate(&conn))
             .map_err(|e| open_err(e.to_string()))?;
         Ok(Db {

@@ -53,6 +53,29 @@ impl Versions {
     }
 }
 
+impl Versions {
+    /// Set `module`'s entry to `version` (file `sha256_hex`) even if lower:
+    /// only for the host's own rollback of an update that failed in service
+    /// to the exact file that ran before it
+    /// ([`crate::update::install::roll_back`]); nothing else lowers the ledger.
+    pub fn roll_back_to(
+        &self,
+        module: &str,
+        version: (u64, u64, u64),
+        sha256_hex: &str,
+    ) -> Result<(), DbError> {
+        let (a, b, c) = (version.0 as i64, version.1 as i64, version.2 as i64);
+        self.db.lock().execute(
+            "INSERT INTO installed_versions (module, major, minor, patch, file_sha256, installed_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT (module) DO UPDATE SET major = excluded.major, minor = excluded.minor,
+                 patch = excluded.patch, file_sha256 = excluded.file_sha256, installed_at = excluded.installed_at",
+            params![module, a, b, c, sha256_hex, now_secs()],
+        )?;
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -88,6 +88,14 @@ pub enum InstallError {
         /// Why.
         reason: String,
     },
+    /// A rollback found nothing it may roll back to.
+    #[error("cannot roll back module `{module}`: {reason}")]
+    NoRollback {
+        /// Module name.
+        module: String,
+        /// Why.
+        reason: String,
+    },
     /// The database.
     #[error(transparent)]
     Db(#[from] DbError),
@@ -338,7 +346,115 @@ pub fn install(
     )?;
     let done = offers.mark(id, OfferState::Installed, None, client)?;
     crash_point("recorded");
+    events.emit(crate::events::HostEvent::UpdateInstalled {
+        offer: id,
+        module: offer.module.clone(),
+        to_version: offer.to_version.clone(),
+    });
     Ok(done)
+}
+
+/// What [`roll_back`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RolledBack {
+    /// The file that runs again (the previous installed file, or the
+    /// config's `file` when the failed update was the first).
+    pub file: PathBuf,
+    /// Its version.
+    pub version: String,
+}
+
+/// Roll back `module`, whose running file (SHA-256 `failed_sha256`, an
+/// installed update) failed in service: the version ledger returns to the
+/// version before it (first, so that a crash between the two steps leaves
+/// the failed version loadable and the rollback repeatable), then `current`
+/// names the previous file again by an atomic rename (or is removed when the
+/// previous version was the config's `file`); the update's offer becomes
+/// `failed` with `reason` (audit entry) and an `update-rolled-back` event
+/// says so. Only the exact file that ran before is restored, verified again
+/// against the trust store.
+pub fn roll_back(
+    config: &Config,
+    db: &Db,
+    events: &crate::events::Events,
+    module: &str,
+    failed_sha256: &str,
+    reason: &str,
+) -> Result<RolledBack, InstallError> {
+    let refuse = |reason: &str| InstallError::NoRollback {
+        module: module.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let m = config
+        .modules
+        .iter()
+        .find(|m| m.name == module)
+        .ok_or_else(|| InstallError::UnknownModule(module.to_owned()))?;
+    let dir = module_dir(config, module);
+    let running = installed_file(config, module)
+        .ok_or_else(|| refuse("the running version is not an installed update"))?;
+    if running.file_stem().and_then(|s| s.to_str()) != Some(failed_sha256) {
+        return Err(refuse("the failed file is no longer the installed one"));
+    }
+    let previous = std::fs::read_to_string(dir.join("previous")).unwrap_or_default();
+    let previous = previous.trim();
+    let restored = if previous.is_empty() {
+        m.file.clone()
+    } else {
+        dir.join(previous)
+    };
+    let offers = Offers::new(db.clone());
+    let failed = offers
+        .list()?
+        .into_iter()
+        .find(|o| o.module == module && o.file_sha256 == failed_sha256);
+    let bytes = std::fs::read(&restored).map_err(io("reading", &restored))?;
+    // Verified as at load, except for the ledger, which names the failed version.
+    let expect = Expectation {
+        name: module,
+        highest_installed: None,
+        now: std::time::SystemTime::now(),
+    };
+    let verified = verify(bytes, &config.trust, &expect)
+        .map_err(|e| refuse(&format!("the previous version does not verify: {e}")))?;
+    let versions = Versions::new(db.clone());
+    versions.roll_back_to(
+        module,
+        verified.manifest().semver(),
+        &verified.file_sha256_hex(),
+    )?;
+    crash_point("rollback-ledger");
+    let cur = dir.join("current");
+    if previous.is_empty() {
+        std::fs::remove_file(&cur).map_err(io("removing", &cur))?;
+    } else {
+        write_atomic(&cur, format!("{previous}\n").as_bytes()).map_err(io("switching", &cur))?;
+        let _ = std::fs::remove_file(dir.join("previous"));
+    }
+    let failed_version = failed
+        .as_ref()
+        .map(|o| o.to_version.clone())
+        .unwrap_or_default();
+    if let Some(o) = &failed {
+        offers.mark(
+            o.id,
+            OfferState::Failed,
+            Some(&format!("failed in service and rolled back: {reason}")),
+            "host",
+        )?;
+    }
+    let version = verified.manifest().version.clone();
+    events.emit(crate::events::HostEvent::UpdateRolledBack {
+        offer: failed.as_ref().map(|o| o.id).unwrap_or(0),
+        module: module.to_owned(),
+        failed_version,
+        restored_version: version.clone(),
+        reason: reason.to_owned(),
+    });
+    Ok(RolledBack {
+        file: restored,
+        version,
+    })
 }
 
 /// Grant under the operator's policy, compile and link in a fresh runtime
@@ -386,5 +502,84 @@ fn health_check(
         })
         .join()
         .map_err(|_| "the health check panicked".to_owned())?
+    })
+}
+
+/// Whether the person at this PC authorised a capability for the module
+/// file that runs now (see [`authorisation`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Authorisation {
+    /// Offer `offer` (version `version`) added it, the person approved that
+    /// exact diff, and every version installed since kept it.
+    Approved {
+        /// The offer whose approval covers it.
+        offer: i64,
+        /// Its version.
+        version: String,
+    },
+    /// Not authorised; why, in words for the audit trail and the person.
+    Refused(&'static str),
+}
+
+/// Whether `item` (a capability diff item such as `permission
+/// file-transfer`) was authorised on this PC for `module`, whose running file
+/// has SHA-256 `running_sha256`. Yes only when that file is the one an
+/// update installed (`current`), it has an install record, and the latest
+/// installed version whose diff mentions `item` added it with an approval
+/// of exactly that diff (the stored diff text hashes to the approved digest).
+/// A file installed by hand (the config's `file`) is never authorised.
+pub fn authorisation(
+    config: &Config,
+    db: &Db,
+    module: &str,
+    running_sha256: &str,
+    item: &str,
+) -> Result<Authorisation, DbError> {
+    let current = installed_file(config, module);
+    let current_sha = current
+        .as_deref()
+        .and_then(|p| p.file_stem())
+        .and_then(|s| s.to_str());
+    if current_sha != Some(running_sha256) {
+        return Ok(Authorisation::Refused(
+            "the running version was not installed through an update authorised on this PC",
+        ));
+    }
+    let mut installed: Vec<Offer> = Offers::new(db.clone())
+        .list()?
+        .into_iter()
+        .filter(|o| o.module == module && o.state == OfferState::Installed)
+        .collect();
+    installed.sort_by_key(|o| (semver(&o.to_version), o.id));
+    let Some(pos) = installed
+        .iter()
+        .position(|o| o.file_sha256 == running_sha256)
+    else {
+        return Ok(Authorisation::Refused(
+            "there is no install record for the running version",
+        ));
+    };
+    let (added, removed) = (format!("+ {item}"), format!("- {item}"));
+    let last = installed[..=pos].iter().rev().find_map(|o| {
+        let text = o.diff_text.as_deref()?;
+        text.lines()
+            .find(|l| *l == added || *l == removed)
+            .map(|l| (o, l == added))
+    });
+    Ok(match last {
+        Some((o, true))
+            if o.approved_digest.as_deref().is_some_and(|d| {
+                d == outpost_signing::diff_text_digest(o.diff_text.as_deref().unwrap_or(""))
+            }) =>
+        {
+            Authorisation::Approved {
+                offer: o.id,
+                version: o.to_version.clone(),
+            }
+        }
+        Some((_, true)) => Authorisation::Refused(
+            "the update that added it was installed without the person approving that diff",
+        ),
+        _ => Authorisation::Refused("no update authorised on this PC added it"),
     })
 }

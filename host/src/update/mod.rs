@@ -179,6 +179,46 @@ pub enum UpdateError {
     },
 }
 
+/// Load and verify a repository as the updater does: tough from the trusted
+/// `root` over `transport` with [`LIMITS`], the datastore `store` (rollback
+/// protection), `enforcement` of expiry against the system clock, then every
+/// top-level role's expiry once more against `clock` (seconds since the
+/// epoch: the update clock, which never goes backwards). Shared with the
+/// conformance client (`outpost tuf-client`).
+pub async fn load_repository(
+    root: &[u8],
+    metadata: url::Url,
+    targets: url::Url,
+    transport: HttpsTransport,
+    store: &Path,
+    clock: i64,
+    enforcement: ExpirationEnforcement,
+) -> Result<tough::Repository, UpdateError> {
+    let repo = RepositoryLoader::new(&root, metadata, targets)
+        .transport(transport)
+        .limits(LIMITS)
+        .datastore(store)
+        .expiration_enforcement(enforcement)
+        .load()
+        .await
+        .map_err(|e| UpdateError::Repository(error_chain(&e)))?;
+    for (role, expires) in [
+        ("root", repo.root().signed.expires),
+        ("targets", repo.targets().signed.expires),
+        ("snapshot", repo.snapshot().signed.expires),
+        ("timestamp", repo.timestamp().signed.expires),
+    ] {
+        if expires.timestamp() <= clock {
+            return Err(UpdateError::Expired {
+                role,
+                expires: expires.to_rfc3339(),
+                clock: rfc3339(clock),
+            });
+        }
+    }
+    Ok(repo)
+}
+
 /// What one check found.
 #[derive(Debug, Default)]
 pub struct CheckReport {
@@ -300,32 +340,16 @@ impl Updater {
             path: store.clone(),
             error,
         })?;
-        let repo = RepositoryLoader::new(
+        let repo = load_repository(
             &root,
             parse(format!("{base}/metadata/"))?,
             parse(format!("{base}/targets/"))?,
+            transport,
+            &store,
+            clock,
+            ExpirationEnforcement::Safe,
         )
-        .transport(transport)
-        .limits(LIMITS)
-        .datastore(&store)
-        .expiration_enforcement(ExpirationEnforcement::Safe)
-        .load()
-        .await
-        .map_err(|e| UpdateError::Repository(error_chain(&e)))?;
-        for (role, expires) in [
-            ("root", repo.root().signed.expires),
-            ("targets", repo.targets().signed.expires),
-            ("snapshot", repo.snapshot().signed.expires),
-            ("timestamp", repo.timestamp().signed.expires),
-        ] {
-            if expires.timestamp() <= clock {
-                return Err(UpdateError::Expired {
-                    role,
-                    expires: expires.to_rfc3339(),
-                    clock: rfc3339(clock),
-                });
-            }
-        }
+        .await?;
         let models: Vec<&str> = self
             .config
             .instruments
@@ -479,6 +503,7 @@ impl Updater {
                 from_version: installed.version.clone(),
                 to_version: offer.to_version.clone(),
                 adds_capabilities: offer.adds_capabilities,
+                changes: diff_text.lines().map(describe).collect(),
             });
         }
         Ok(offer)
@@ -546,7 +571,7 @@ pub fn spawn_schedule(
 }
 
 /// An offer with its diff in plain words and its decisions.
-#[derive(Debug, serde::Serialize)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct OfferView {
     /// The stored offer.

@@ -12,7 +12,7 @@
 
 use crate::store::{Db, DbError, now_secs};
 use rusqlite::{OptionalExtension, params};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// The tables (part of the store's schema, created if missing).
 pub const SCHEMA: &str = "
@@ -51,7 +51,7 @@ CREATE TABLE IF NOT EXISTS update_clock (
 ";
 
 /// The state of an offer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum OfferState {
     /// Verified and waiting for a decision.
@@ -95,7 +95,7 @@ impl OfferState {
 }
 
 /// One offer as stored.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct Offer {
     /// Row id.
@@ -131,7 +131,7 @@ pub struct Offer {
 }
 
 /// One decision about an offer.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct AuditEntry {
     /// `approved`, `rejected`, `approval-void`, `installed`, `failed`.

@@ -1,7 +1,9 @@
 //! tough's [`Transport`] over the host's own HTTPS client: the rustls
 //! configuration of `[network]` (TLS 1.2/1.3, ring, built-in and extra CAs),
 //! the system proxy as reqwest reads it (as the uplink), no redirects,
-//! HTTPS only, a connect and a whole-request timeout, and a byte cap on every
+//! HTTPS only (plain HTTP to loopback only in the conformance client's
+//! [`HttpsTransport::with_loopback_http`]), a connect and a whole-request
+//! timeout, and a byte cap on every
 //! answer (tough's own caps — metadata sizes, a target's length — come on
 //! top).
 
@@ -21,6 +23,9 @@ pub struct HttpsTransport {
     base: String,
     /// Largest answer body accepted, whatever tough asks for.
     max_bytes: u64,
+    /// Plain HTTP to a loopback host is allowed (the conformance client
+    /// only; the updater never sets it).
+    loopback_http: bool,
 }
 
 /// Why a fetch was refused before or while talking to the server.
@@ -57,9 +62,39 @@ impl HttpsTransport {
         timeout: Duration,
         max_bytes: u64,
     ) -> Result<HttpsTransport, reqwest::Error> {
-        let client = reqwest::Client::builder()
-            .use_preconfigured_tls(tls.clone())
-            .https_only(true)
+        Self::build(tls, base, timeout, max_bytes, false)
+    }
+
+    /// A transport that also speaks plain HTTP, to loopback hosts only
+    /// (`localhost`, `127.0.0.0/8`, `::1`): for `outpost tuf-client`, which
+    /// the TUF conformance suite drives against its own HTTP server on
+    /// loopback. The updater never uses it.
+    pub fn with_loopback_http(
+        tls: &rustls::ClientConfig,
+        base: &str,
+        timeout: Duration,
+        max_bytes: u64,
+    ) -> Result<HttpsTransport, reqwest::Error> {
+        Self::build(tls, base, timeout, max_bytes, true)
+    }
+
+    /// The one client setup: no redirects, timeouts, our user agent; HTTPS
+    /// only with the system proxy, or (`loopback_http`) no proxy and plain
+    /// HTTP allowed by [`Transport::fetch`] to loopback hosts only.
+    fn build(
+        tls: &rustls::ClientConfig,
+        base: &str,
+        timeout: Duration,
+        max_bytes: u64,
+        loopback_http: bool,
+    ) -> Result<HttpsTransport, reqwest::Error> {
+        let builder = reqwest::Client::builder().use_preconfigured_tls(tls.clone());
+        let builder = if loopback_http {
+            builder.no_proxy()
+        } else {
+            builder.https_only(true)
+        };
+        let client = builder
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(timeout.min(Duration::from_secs(15)))
             .timeout(timeout)
@@ -73,7 +108,17 @@ impl HttpsTransport {
             client,
             base,
             max_bytes,
+            loopback_http,
         })
+    }
+}
+
+fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(a)) => a.is_loopback(),
+        Some(url::Host::Ipv6(a)) => a.is_loopback(),
+        None => false,
     }
 }
 
@@ -84,7 +129,8 @@ fn other(url: &Url, e: FetchError) -> TransportError {
 #[async_trait::async_trait]
 impl Transport for HttpsTransport {
     async fn fetch(&self, url: Url) -> Result<TransportStream, TransportError> {
-        if url.scheme() != "https" {
+        let plain_ok = self.loopback_http && url.scheme() == "http" && is_loopback(&url);
+        if url.scheme() != "https" && !plain_ok {
             return Err(TransportError::new(
                 TransportErrorKind::UnsupportedUrlScheme,
                 url,
@@ -174,5 +220,38 @@ mod tests {
                 "{e}"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn the_conformance_transport_speaks_plain_http_to_loopback_only() {
+        let tls = crate::net::tls_config(&[], false).unwrap();
+        let t = HttpsTransport::with_loopback_http(
+            &tls,
+            "http://updates.example/repo",
+            Duration::from_secs(5),
+            1024,
+        )
+        .unwrap();
+        let e = t
+            .fetch(Url::parse("http://updates.example/repo/metadata/1.root.json").unwrap())
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(e.kind(), TransportErrorKind::UnsupportedUrlScheme);
+        let t = HttpsTransport::with_loopback_http(
+            &tls,
+            "http://127.0.0.1:9/repo",
+            Duration::from_secs(5),
+            1024,
+        )
+        .unwrap();
+        // Allowed: it is loopback; nothing listens on port 9 (discard), so
+        // the connection fails rather than the scheme check.
+        let e = t
+            .fetch(Url::parse("http://127.0.0.1:9/repo/metadata/1.root.json").unwrap())
+            .await
+            .err()
+            .unwrap();
+        assert_ne!(e.kind(), TransportErrorKind::UnsupportedUrlScheme);
     }
 }

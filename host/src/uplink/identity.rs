@@ -3,11 +3,12 @@
 //!
 //! The file is written once by `outpost enroll`, atomically (temporary file,
 //! fsync, rename) and, on Unix, with mode 0600 (owner read/write only) from
-//! the moment it is created. Windows plan (not implemented yet): keep the key
-//! under DPAPI (`CryptProtectData`, machine scope, with the state directory's
-//! ACL limited to SYSTEM and Administrators), storing only the protected blob
-//! in this file. Until then the state directory's ACL is what protects it on
-//! Windows — the installer must create it restricted.
+//! the moment it is created. On Windows the key is sealed with DPAPI in
+//! machine scope (`crate::dpapi`): the file holds `dpapi:<hex blob>`, which
+//! opens only on this PC; a file copied from another PC, or holding a key
+//! in clear, is refused. The ACL that limits the file to the service
+//! account, SYSTEM and Administrators is not built yet (the installer must
+//! create the state directory restricted).
 //!
 //! The key never leaves the host: modules never see it, it is never logged
 //! (`DeviceKey`'s `Debug` is redacted), and it was sent exactly once, to the
@@ -104,14 +105,43 @@ impl Identity {
         }
         let f: File = serde_json::from_str(&text)
             .map_err(|e| bad(format!("not a device identity (line {})", e.line())))?;
-        let key =
-            DeviceKey::from_hex(&f.key).map_err(|_| bad("the key is not 64 hex digits".into()))?;
+        #[cfg(windows)]
+        let key_hex = match crate::dpapi::open_text(&f.key) {
+            Some(Ok(plain)) => zeroize::Zeroizing::new(
+                String::from_utf8(plain.to_vec())
+                    .map_err(|_| bad("the sealed key is not 64 hex digits".into()))?,
+            ),
+            Some(Err(e)) => return Err(bad(e.to_string())),
+            None => {
+                return Err(bad(
+                    "the key is not sealed with DPAPI on this PC (a key in clear is refused on Windows); enrol this PC again".into(),
+                ));
+            }
+        };
+        #[cfg(not(windows))]
+        let key_hex = f.key;
+        let key = DeviceKey::from_hex(&key_hex)
+            .map_err(|_| bad("the key is not 64 hex digits".into()))?;
         Ok(Identity {
             device_id: f.device_id,
             key,
             server: f.server,
             enrolled_at: f.enrolled_at,
         })
+    }
+
+    /// The key as `device.json` holds it: hex on Unix, sealed with DPAPI on
+    /// Windows.
+    fn stored_key(&self) -> std::io::Result<String> {
+        #[cfg(windows)]
+        {
+            let hex = zeroize::Zeroizing::new(self.key.to_hex());
+            crate::dpapi::seal_to_text(hex.as_bytes()).map_err(std::io::Error::other)
+        }
+        #[cfg(not(windows))]
+        {
+            Ok(self.key.to_hex())
+        }
     }
 
     /// Write the identity to `state_dir` (atomically; 0600 on Unix).
@@ -124,7 +154,7 @@ impl Identity {
         std::fs::create_dir_all(state_dir).map_err(err)?;
         let f = File {
             device_id: self.device_id.clone(),
-            key: self.key.to_hex(),
+            key: self.stored_key().map_err(err)?,
             server: self.server.clone(),
             enrolled_at: self.enrolled_at,
         };
@@ -200,6 +230,29 @@ mod tests {
         )
         .unwrap();
         let e = Identity::load(dir.path()).unwrap_err().to_string();
+        #[cfg(not(windows))]
         assert!(e.contains("not 64 hex digits"), "{e}");
+        #[cfg(windows)]
+        assert!(e.contains("not sealed with DPAPI"), "{e}");
+        #[cfg(windows)]
+        {
+            // Sealed, then altered (as a copy from another PC would fail).
+            id.save(dir.path()).unwrap();
+            let path = Identity::path(dir.path());
+            let text = std::fs::read_to_string(&path).unwrap();
+            assert!(text.contains("\"key\": \"dpapi:"), "{text}");
+            assert!(!text.contains(&id.key.to_hex()));
+            let start = text.find("dpapi:").unwrap();
+            // In the blob's last bytes: its MAC.
+            let at = start + text[start..].find('"').unwrap() - 3;
+            let flipped = if &text[at..at + 1] == "0" { "1" } else { "0" };
+            std::fs::write(
+                &path,
+                format!("{}{flipped}{}", &text[..at], &text[at + 1..]),
+            )
+            .unwrap();
+            let e = Identity::load(dir.path()).unwrap_err().to_string();
+            assert!(e.contains("another machine"), "{e}");
+        }
     }
 }

@@ -24,10 +24,8 @@ pub(super) fn site(dir: &Path, logs: &Path) -> PathBuf {
 /// [`site`] with the collector's interval set to `interval_secs`.
 pub(super) fn site_with_interval(dir: &Path, logs: &Path, interval_secs: u64) -> PathBuf {
     let state = dir.join("state");
-    let sample = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .join("examples/sample-data/instrument-logs");
+    let sample =
+        Path::new(outpost_artifacts::WORKSPACE_ROOT).join("examples/sample-data/instrument-logs");
     let text = outpost_artifacts::example_config(&state, interval_secs)
         .replace(&format!("{sample:?}"), &format!("{logs:?}"))
         .replace("listen = \"127.0.0.1:8787\"", "listen = \"127.0.0.1:0\"")
@@ -48,13 +46,18 @@ pub(super) fn site_with_interval(dir: &Path, logs: &Path, interval_secs: u64) ->
 
 impl Host {
     pub(super) fn start(config: &Path) -> Host {
+        Self::start_with_stdout(config, Stdio::null())
+    }
+
+    /// [`Host::start`] with its standard output going to `stdout`.
+    pub(super) fn start_with_stdout(config: &Path, stdout: Stdio) -> Host {
         let state = config.parent().unwrap().join("state");
         let _ = std::fs::remove_file(state.join("api.addr"));
         let child = Command::new(env!("CARGO_BIN_EXE_outpost"))
             .args(["run", "--json", "--config"])
             .arg(config)
             .env("OUTPOST_LOG", "error")
-            .stdout(Stdio::null())
+            .stdout(stdout)
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
@@ -546,4 +549,80 @@ fn a_non_loopback_listen_address_is_refused_naming_it() {
             "{cmd}: {err}"
         );
     }
+}
+
+/// `outpost run` whose standard output nobody reads (a full pipe) keeps
+/// collecting and answering; what it could not print is counted and said
+/// once the output is read again.
+#[test]
+fn a_stdout_nobody_reads_does_not_stall_the_host() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    // Thousands of events: far more than a pipe and the output queue hold.
+    let mut text = String::new();
+    for i in 0..6000 {
+        text.push_str(&format!(
+            "2026-12-04 10:00:00 ERROR XN-550 SN-20431 E-{:04} Aspiration error on sampler {i}\n",
+            1000 + i % 50
+        ));
+    }
+    std::fs::write(logs.join("analyzer.log"), text).unwrap();
+    let config = site(dir.path(), &logs);
+    let mut host = Host::start_with_stdout(&config, Stdio::piped());
+    let stdout = host.child.stdout.take().unwrap();
+    let calls = |host: &Host| -> u64 {
+        let (status, s) = env()
+            .rt
+            .block_on(host.call(reqwest::Method::GET, "/api/v1/status"));
+        assert_eq!(status, 200, "{s}");
+        s["modules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"] == "collector")
+            .and_then(|m| m["calls_ok"].as_u64())
+            .unwrap_or(0)
+    };
+    // The file is read and queued, and the collector goes on being called
+    // on its interval (1 s) while nobody reads the output.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let first = loop {
+        let (_, s) = env()
+            .rt
+            .block_on(host.call(reqwest::Method::GET, "/api/v1/status"));
+        if s["uplink"]["waiting_batches"].as_u64().unwrap_or(0) > 0 {
+            break calls(&host);
+        }
+        assert!(Instant::now() < deadline, "nothing was queued: {s}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    while calls(&host) < first + 3 {
+        assert!(
+            Instant::now() < deadline,
+            "the collector stopped being called while the output was full"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Read again: the host says how many events it could not print.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let skipped = loop {
+        let line = rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("no line saying what was skipped");
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        if v["event"] == "output-skipped" {
+            break v["events"].as_u64().unwrap();
+        }
+    };
+    assert!(skipped > 0);
 }

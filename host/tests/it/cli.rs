@@ -441,7 +441,7 @@ fn inspect_reads_a_component_the_engine_would_not_compile() {
     // engine refuses to compile it. inspect compiles nothing, so it shows
     // the file anyway.
     let run = outpost(["inspect", outpost_artifacts::FIXTURE_TWO_MEMORIES_SIGNED]).ok();
-    for want in ["fixture-two-memories 0.1.0", "outpost:agent/collect@0.2.0"] {
+    for want in ["fixture-two-memories 0.1.0", "outpost:agent/collect@0.3.0"] {
         assert!(run.stdout.contains(want), "{want:?} not in\n{}", run.stdout);
     }
 }

@@ -846,7 +846,11 @@ fn firewall_rules(config: &Path, format: &str, extra: &[&str], code: i32) -> Str
         "stdout:\n{}\nstderr:\n{}",
         run.stdout, run.stderr
     );
-    run.stdout.replace(&config.display().to_string(), "CONFIG")
+    let shown = config.display().to_string();
+    // JSON escapes the backslashes of a Windows path.
+    run.stdout
+        .replace(&shown.replace('\\', "\\\\"), "CONFIG")
+        .replace(&shown, "CONFIG")
 }
 
 const EXAMPLE_TEXT: &str = "\

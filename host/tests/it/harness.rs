@@ -302,8 +302,10 @@ impl TestCa {
     }
 }
 
+/// `p` as the inside of a TOML basic string.
 pub fn path(p: &Path) -> String {
-    p.to_string_lossy().into_owned()
+    // Windows paths hold backslashes, which a TOML basic string escapes.
+    p.to_string_lossy().replace('\\', "\\\\")
 }
 
 /// The plaintext JSON of spooled batch `seq` (opened with the test device key).

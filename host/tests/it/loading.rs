@@ -14,7 +14,7 @@ fn a_component_importing_outside_its_world_is_refused_naming_the_import() {
     let text = err.to_string();
     assert!(matches!(err, LoadError::Imports(_)), "{text}");
     assert!(
-        text.contains("`outpost:agent/uplink@0.2.0` (not in the notifier world)"),
+        text.contains("`outpost:agent/uplink@0.3.0` (not in the notifier world)"),
         "{text}"
     );
 }
@@ -38,7 +38,7 @@ fn an_import_the_grant_does_not_cover_is_refused() {
         .expect("refused")
         .to_string();
     assert!(
-        err.contains("`outpost:agent/uplink@0.2.0` (no uplink stream is granted)"),
+        err.contains("`outpost:agent/uplink@0.3.0` (no uplink stream is granted)"),
         "{err}"
     );
 }

@@ -14,6 +14,8 @@ mod sandbox;
 mod service;
 mod signed;
 mod supervisor;
+mod support;
 mod updates;
 mod uplink;
 mod watch;
+mod windows_service;

@@ -102,26 +102,37 @@ fn notifier_turns_host_events_into_notifications() {
     );
 }
 
+/// The module decides from the request; the patient-data rule is the
+/// host's (`it::supervisor`, `it::updates::patient_data_*`), so the module
+/// itself offers what was asked either way.
 #[test]
-fn session_policy_never_offers_file_transfer_on_a_pc_with_patient_data() {
+fn session_policy_offers_what_was_asked_and_denies_an_anonymous_request() {
     let e = env();
     let m = load_own(
         outpost_artifacts::SESSION_POLICY,
         outpost_artifacts::SESSION_POLICY_MANIFEST,
     );
     let ask = |holds: bool| SupportRequest {
-        requester: "engineer@vendor.example".into(),
-        region: "eu".into(),
+        engineer_id: "engineer@vendor.example".into(),
+        engineer_name: "Ada".into(),
+        engineer_regions: vec!["eu".into()],
+        certifications: vec!["privacy-training".into()],
+        credential_expires: i64::MAX,
+        pc_region: "eu".into(),
+        instrument_models: Vec::new(),
+        now: 0,
+        local_minute_of_day: 600,
+        local_weekday: 0,
         permissions: vec![Permission::View, Permission::FileTransfer],
         pc_holds_patient_data: holds,
     };
-    let d = e.rt.block_on(e.runtime.evaluate(&m, ask(true))).unwrap();
-    assert!(d.allow);
-    assert_eq!(d.offer, vec![Permission::View]);
-    let d = e.rt.block_on(e.runtime.evaluate(&m, ask(false))).unwrap();
-    assert_eq!(d.offer, vec![Permission::View, Permission::FileTransfer]);
+    for holds in [true, false] {
+        let d = e.rt.block_on(e.runtime.evaluate(&m, ask(holds))).unwrap();
+        assert!(d.allow, "{}", d.reason);
+        assert_eq!(d.offer, vec![Permission::View, Permission::FileTransfer]);
+    }
     let anonymous = SupportRequest {
-        requester: String::new(),
+        engineer_id: String::new(),
         ..ask(false)
     };
     let d = e.rt.block_on(e.runtime.evaluate(&m, anonymous)).unwrap();

@@ -2,7 +2,7 @@
 //! other modules carry on. Each denial has a positive control so the test can
 //! fail if the sandbox were open.
 
-use super::harness::{DEFAULT_LIMITS, env, host_log, path};
+use super::harness::{DEFAULT_LIMITS, env, host_log};
 use outpost_host::runtime::CallError;
 use outpost_host::runtime::bindings::collector::exports::outpost::agent::collect::Trigger;
 
@@ -34,13 +34,59 @@ fn reading_outside_the_granted_directory_fails() {
     for (i, arg) in [
         "/instrument-logs/../secret.txt".to_string(),
         "/secret.txt".to_string(),
-        path(&e.root.join("secret.txt")),
+        e.root.join("secret.txt").to_string_lossy().into_owned(),
         "/etc/passwd".to_string(),
     ]
     .iter()
     .enumerate()
     {
         assert_denied(attempt(&format!("sbx-read-{i}"), "read-outside", arg), arg);
+    }
+}
+
+/// Windows path forms (issue #17), on every platform: a guest path is a WASI
+/// path, so none of them may reach beyond the grant however the host's file
+/// system would read it. On Linux they are odd file names that do not exist.
+#[test]
+fn windows_path_forms_do_not_leave_the_granted_directory() {
+    let e = env();
+    let secret = e.root.join("secret.txt").to_string_lossy().into_owned();
+    let verbatim = format!(r"\\?\{secret}");
+    for (i, arg) in [
+        r"/instrument-logs/..\secret.txt".to_string(),
+        r"/instrument-logs\..\secret.txt".to_string(),
+        r"/instrument-logs/..\..\..\..\..\..\windows\win.ini".to_string(),
+        format!("/instrument-logs/{secret}"),
+        r"C:\windows\win.ini".to_string(),
+        r"C:secret.txt".to_string(),
+        r"\\127.0.0.1\C$\windows\win.ini".to_string(),
+        r"//127.0.0.1/C$/windows/win.ini".to_string(),
+        verbatim.clone(),
+        format!("/instrument-logs/{verbatim}"),
+        r"\\.\C:\windows\win.ini".to_string(),
+        "/instrument-logs/sample.log:hidden".to_string(),
+        "/instrument-logs/CON".to_string(),
+        "/instrument-logs/nul".to_string(),
+        "/instrument-logs/COM1.txt".to_string(),
+        "/instrument-logs/CONIN$".to_string(),
+    ]
+    .iter()
+    .enumerate()
+    {
+        assert_denied(attempt(&format!("sbx-win-{i}"), "read-outside", arg), arg);
+    }
+    // A differently cased name of the granted file reads that file (NTFS
+    // is case-insensitive) or nothing (Linux; also under Wine 8, where it
+    // was not found), never anything else.
+    match attempt(
+        "sbx-win-case",
+        "read-outside",
+        "/INSTRUMENT-LOGS/SAMPLE.LOG",
+    ) {
+        Ok(n) => assert_eq!(n as usize, "2026-11-01 10:00:00 INFO ready\n".len()),
+        denied => {
+            assert_denied(denied, "case");
+        }
     }
 }
 

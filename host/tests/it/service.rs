@@ -1,6 +1,10 @@
 //! The host as a service (issue #17): the systemd unit `outpost service
 //! install` writes, checked by systemd's own tools where they exist, and a
 //! clean stop on the signal the service manager sends.
+//!
+//! Unix only: both tests are about systemd and SIGTERM (on Windows the
+//! binary's path holds backslashes, which a unit file cannot carry).
+#![cfg(unix)]
 
 use super::api::site;
 use std::path::Path;

@@ -224,8 +224,16 @@ fn support_requests_take_the_patient_data_flag_from_the_host_config() {
         // The requester claims the PC holds no patient data; the host knows better.
         let d = sup
             .evaluate_support_request(SupportRequest {
-                requester: "engineer@vendor.example".into(),
-                region: "eu".into(),
+                engineer_id: "engineer@vendor.example".into(),
+                engineer_name: "Ada".into(),
+                engineer_regions: vec!["eu".into()],
+                certifications: vec!["privacy-training".into()],
+                credential_expires: i64::MAX,
+                pc_region: "eu".into(),
+                instrument_models: Vec::new(),
+                now: 0,
+                local_minute_of_day: 600,
+                local_weekday: 0,
                 permissions: vec![Permission::View, Permission::FileTransfer],
                 pc_holds_patient_data: false,
             })

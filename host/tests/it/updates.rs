@@ -56,6 +56,16 @@ impl Site {
 
     /// The repository created (and first published) at `t`.
     fn new_at(t: chrono::DateTime<Utc>) -> Site {
+        Self::build(
+            t,
+            "collector",
+            &signed_by(&env().key, &collector("1.0.0", V1_CAPS)),
+        )
+    }
+
+    /// The repository created at `t`, and a host with version 1.0.0 of
+    /// `module` (the signed file `v1`) installed by hand.
+    fn build(t: chrono::DateTime<Utc>, module: &str, v1: &[u8]) -> Site {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         repo::keygen(&d.join("keys")).unwrap();
@@ -88,11 +98,8 @@ impl Site {
         cfg.updates_repo = Some(d.join("repo"));
         let server = env().rt.block_on(Server::start(cfg)).unwrap();
         let url = format!("https://127.0.0.1:{}", server.addr().port());
-        std::fs::write(
-            d.join("collector-1.0.0.wasm"),
-            signed_by(&env().key, &collector("1.0.0", V1_CAPS)),
-        )
-        .unwrap();
+        let file = d.join(format!("{module}-1.0.0.wasm"));
+        std::fs::write(&file, v1).unwrap();
         let text = format!(
             "state-dir = \"{state}\"\n\
              [[instrument]]\nmodel = \"XN-550\"\nserial = \"SN-1\"\n\
@@ -102,18 +109,19 @@ impl Site {
              [api]\nlisten = \"127.0.0.1:0\"\n\
              [updates]\nroot = \"{root}\"\nrepository = \"{url}/v1/updates\"\nrequest-timeout-secs = 10\n\
              [directories]\ninstrument-logs = \"{logs}\"\n\
-             [policy]\ndirectories = [\"instrument-logs\"]\n\
+             [policy]\ndirectories = [\"instrument-logs\"]\nnotify = true\n\
              endpoints = [\"api.vendor.example:443\", \"files.vendor.example:443\"]\n\
              uplink-streams = [\"heartbeat\", \"events\", \"qc\", \"maintenance\", \"software\"]\n\
              max-state-quota-bytes = 65536\n\
+             permissions = [\"view\", \"control\", \"file-transfer\"]\n\
              max-memory-mib = 256\nmax-cpu-ms-per-call = 60000\nmax-wall-ms-per-call = 60000\n\
-             [[module]]\nname = \"collector\"\nfile = \"{file}\"\n",
+             [[module]]\nname = \"{module}\"\nfile = \"{file}\"\n",
             logs = path(&env().root.join("instrument-logs")),
             state = path(&d.join("state")),
             key = outpost_signing::public_key_to_hex(&env().key.verifying_key()),
             ca = path(&d.join("pki/ca.pem")),
             root = path(&d.join("repo/metadata/1.root.json")),
-            file = path(&d.join("collector-1.0.0.wasm")),
+            file = path(&file),
         );
         std::fs::write(d.join("outpost.toml"), &text).unwrap();
         let config = Config::load(&d.join("outpost.toml")).unwrap();
@@ -559,7 +567,12 @@ fn update_available_event_is_published_once_per_offer() {
             from_version,
             to_version,
             adds_capabilities,
+            changes,
         } => {
+            assert!(
+                changes.iter().any(|c| c.starts_with("may ")),
+                "the added capabilities in plain words: {changes:?}"
+            );
             assert_eq!(
                 (
                     offer,
@@ -627,6 +640,110 @@ fn cli_checks_shows_in_plain_words_and_approves() {
     assert_eq!(v.as_array().unwrap().len(), 1);
     let missing = run(&["show", "999"]);
     assert!(!missing.status.success());
+}
+
+/// The CLI in another process while the service runs: its decisions go
+/// through the service, which announces them (the real notifier shows the
+/// offer, then clears it) and loads an installed update at once.
+#[test]
+fn cli_decisions_reach_the_running_service_and_the_notifier_shows_the_offer() {
+    use std::time::{Duration, Instant};
+    let site = Site::new();
+    let cfg = site.dir.path().join("outpost.toml");
+    let nfile = site.dir.path().join("notifier-1.0.0.wasm");
+    std::fs::write(&nfile, notifier("1.0.0", false)).unwrap();
+    let mut text = std::fs::read_to_string(&cfg).unwrap();
+    text.push_str(&format!(
+        "[[module]]\nname = \"notifier\"\nfile = \"{}\"\n",
+        path(&nfile)
+    ));
+    std::fs::write(&cfg, text).unwrap();
+    site.publish_module(&signed_by(&env().key, &collector("2.0.0", V2_CAPS)));
+    let host = super::api::Host::start(&cfg);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let call = |p: &str| env().rt.block_on(host.call(reqwest::Method::GET, p));
+    let shown = |key: &str| -> Option<serde_json::Value> {
+        let (status, list) = call("/api/v1/notifications");
+        assert_eq!(status, 200, "{list}");
+        list["active"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["key"] == key)
+            .cloned()
+    };
+    // The scheduled check at start finds the offer; the notifier shows it.
+    let n = loop {
+        if let Some(n) = shown("update:collector") {
+            break n;
+        }
+        assert!(Instant::now() < deadline, "the offer was not shown");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let id = call("/api/v1/updates").1[0]["id"].as_i64().unwrap();
+    let title = n["title"].as_str().unwrap();
+    let body = n["body"].as_str().unwrap();
+    assert!(title.contains("1.0.0 → 2.0.0"), "{title}");
+    assert!(title.contains("needs your approval"), "{title}");
+    assert!(
+        body.contains("may connect to files.vendor.example:443 over HTTPS"),
+        "{body}"
+    );
+    assert!(
+        body.contains(&format!("outpost updates show {id}")),
+        "{body}"
+    );
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_outpost"))
+            .arg("updates")
+            .args(args)
+            .arg("--config")
+            .arg(&cfg)
+            .env("USER", "lab-tech")
+            .env("OUTPOST_LOG", "error")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    // Approved through the service: recorded for the CLI's user, announced,
+    // and the notification cleared.
+    let approved: serde_json::Value =
+        serde_json::from_str(&run(&["approve", &id.to_string(), "--json"])).unwrap();
+    assert_eq!(approved["state"], "approved", "{approved}");
+    assert_eq!(approved["audit"][0]["client"], "cli:lab-tech");
+    while shown("update:collector").is_some() {
+        assert!(
+            Instant::now() < deadline,
+            "the decided offer is still shown"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Installed through the service: loaded at once, no restart.
+    let out = run(&["install", &id.to_string()]);
+    assert!(out.contains("the running service loaded it"), "{out}");
+    loop {
+        let (_, s) = call("/api/v1/status");
+        let m = s["modules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"] == "collector")
+            .cloned()
+            .unwrap();
+        if m["version"] == "2.0.0" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the running service did not load the update: {s}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 #[test]
@@ -722,6 +839,48 @@ fn approved_update_installs_atomically_and_the_host_loads_it() {
         site.install(id),
         Err(InstallError::NotInstallable { .. })
     ));
+}
+
+#[test]
+fn check_config_and_firewall_rules_look_at_the_installed_update() {
+    let site = Site::new();
+    let cfg = site.dir.path().join("outpost.toml");
+    let outpost = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_outpost"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let cfg_s = path(&cfg);
+    let rules = || outpost(&["firewall-rules", "--config", &cfg_s]);
+    assert!(!rules().contains("files.vendor.example"));
+    let id = site.offer_for("2.0.0", V2_CAPS);
+    site.updater()
+        .offers()
+        .decide(id, true, "cli:test")
+        .unwrap();
+    site.install(id).unwrap();
+    let installed = install::installed_file(&site.config, "collector").unwrap();
+    // The endpoint the approved update added is on the firewall list now.
+    assert!(rules().contains("files.vendor.example"), "{}", rules());
+    let v: serde_json::Value =
+        serde_json::from_str(&outpost(&["check-config", &cfg_s, "--json"])).unwrap();
+    assert_eq!(v[0]["installed_update"], true, "{v}");
+    assert_eq!(v[0]["file"], installed.to_str().unwrap());
+    assert!(
+        v[0]["grant"]["endpoints"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e.as_str().unwrap().contains("files.vendor.example")),
+        "{v}"
+    );
 }
 
 #[test]
@@ -899,6 +1058,16 @@ fn the_running_host_checks_and_the_local_api_decides_offers() {
         (status, &one["to-version"]),
         (200, &serde_json::json!("2.0.0"))
     );
+    // It asks for more: not installed before the person approves.
+    let (status, refused) = call(
+        reqwest::Method::POST,
+        &format!("/api/v1/updates/{id}/install"),
+    );
+    assert_eq!(
+        (status, &refused["error"]),
+        (409, &serde_json::json!("not-installable")),
+        "{refused}"
+    );
     let (status, approved) = call(
         reqwest::Method::POST,
         &format!("/api/v1/updates/{id}/approve"),
@@ -914,6 +1083,27 @@ fn the_running_host_checks_and_the_local_api_decides_offers() {
     );
     assert_eq!(status, 409, "a decided offer is not decided again");
     assert_eq!(call(reqwest::Method::GET, "/api/v1/updates/999").0, 404);
+    // Installed through the API, the running host loads it in place.
+    let (status, installed) = call(
+        reqwest::Method::POST,
+        &format!("/api/v1/updates/{id}/install"),
+    );
+    assert_eq!(status, 200, "{installed}");
+    assert_eq!(installed["state"], "installed");
+    loop {
+        let (status, s) = call(reqwest::Method::GET, "/api/v1/status");
+        assert_eq!(status, 200, "{s}");
+        let m = &s["modules"][0];
+        if m["version"] == "2.0.0" {
+            assert_eq!(m["state"], "running", "{s}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the running host did not load the installed update: {s}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
     // Without the token: refused.
     let url = format!("http://127.0.0.1:{}/api/v1/updates", host.addr.port());
     let anonymous = env().rt.block_on(async {
@@ -1094,7 +1284,13 @@ fn the_dashboard_shows_what_an_update_adds_and_approves_that_diff() {
                 "shown: {shown}"
             );
             click(&client, &format!("{item} button.approve")).await?;
-            until(Duration::from_secs(10), "the decided update leaves the list", || async {
+            // Approved, it waits for the person to install it.
+            until(Duration::from_secs(10), "the install button", || async {
+                Ok(count(&client, &format!("{item} button.install")).await? == 1)
+            })
+            .await?;
+            click(&client, &format!("{item} button.install")).await?;
+            until(Duration::from_secs(60), "the installed update leaves the list", || async {
                 Ok(count(&client, &item).await? == 0)
             })
             .await?;
@@ -1103,10 +1299,573 @@ fn the_dashboard_shows_what_an_update_adds_and_approves_that_diff() {
         .await;
         let _ = client.close().await;
         let (_, decided) = host.call(reqwest::Method::GET, &format!("/api/v1/updates/{id}")).await;
-        assert_eq!(decided["state"], "approved", "{decided}");
+        assert_eq!(decided["state"], "installed", "{decided}");
         assert_eq!(decided["approved-digest"], offer["diff-digest"]);
-        let last = decided["audit"].as_array().unwrap().last().unwrap().clone();
-        assert_eq!(last["client"], "dashboard", "{decided}");
-        assert_eq!(last["diff-digest"], offer["diff-digest"]);
+        let audit: Vec<(String, String)> = decided["audit"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| {
+                assert_eq!(a["diff-digest"], offer["diff-digest"]);
+                (
+                    a["decision"].as_str().unwrap().to_owned(),
+                    a["client"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
+        let dashboard = || "dashboard".to_owned();
+        assert_eq!(
+            audit,
+            [("approved".into(), dashboard()), ("installed".into(), dashboard())],
+            "{decided}"
+        );
+        // The running host loads it in place.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let (_, status) = host.call(reqwest::Method::GET, "/api/v1/status").await;
+            if status["modules"][0]["version"] == "2.0.0" {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "not reloaded: {status}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     });
+}
+
+// ---- the file-transfer rule on a PC holding patient data (#15) ------------
+
+use outpost_host::runtime::bindings::session_policy::exports::outpost::agent::policy::{
+    Decision, Permission, SupportRequest,
+};
+
+/// A session-policy manifest of `version` offering `permissions`.
+fn session_policy(version: &str, permissions: &[&str]) -> Vec<u8> {
+    let list: Vec<String> = permissions.iter().map(|p| format!("\"{p}\"")).collect();
+    let caps = format!(
+        "permissions = [{}]\nstate-quota-bytes = 65536",
+        list.join(", ")
+    );
+    let mut m = manifest("session-policy", "session-policy", &caps, DEFAULT_LIMITS);
+    m.version = version.into();
+    outpost_signing::sign::sign(
+        &env().raw(outpost_artifacts::SESSION_POLICY),
+        &m,
+        &[&env().key],
+    )
+    .unwrap()
+}
+
+impl Site {
+    /// A site whose host runs session policy 1.0.0 offering `permissions`,
+    /// on a PC holding patient data (the config has no `[site]` table).
+    fn session_policy(permissions: &[&str]) -> Site {
+        Self::build(
+            Utc::now(),
+            "session-policy",
+            &session_policy("1.0.0", permissions),
+        )
+    }
+
+    /// Publish `bytes`, check, and return the offer of `version`.
+    fn offer_of(&self, bytes: &[u8], version: &str) -> i64 {
+        self.publish_module(bytes);
+        let report = self.check().unwrap();
+        report
+            .offers
+            .iter()
+            .find(|o| o.to_version == version)
+            .unwrap_or_else(|| panic!("no offer of {version}: {report:?}"))
+            .id
+    }
+
+    /// What the running host answers an engineer asking for view and file
+    /// transfer (the policy module allows every request it may).
+    fn ask_for_file_transfer(&self) -> Decision {
+        env().rt.block_on(async {
+            let events = outpost_host::events::Events::default();
+            let agent =
+                outpost_host::agent::Agent::build(self.config.clone(), events.clone()).unwrap();
+            assert!(agent.refused.is_empty(), "{:?}", agent.refused);
+            let sup = outpost_host::supervisor::Supervisor::start(&agent, events);
+            sup.evaluate_support_request(SupportRequest {
+                engineer_id: "engineer@vendor.example".into(),
+                engineer_name: "Ada".into(),
+                engineer_regions: vec!["eu".into()],
+                certifications: vec!["privacy-training".into()],
+                credential_expires: i64::MAX,
+                pc_region: "eu".into(),
+                instrument_models: Vec::new(),
+                now: 0,
+                local_minute_of_day: 600,
+                local_weekday: 0,
+                permissions: vec![Permission::View, Permission::FileTransfer],
+                pc_holds_patient_data: false,
+            })
+            .await
+        })
+    }
+}
+
+#[test]
+fn patient_data_pc_refuses_file_transfer_from_a_policy_installed_by_hand() {
+    // The module's manifest offers file transfer and the operator's policy
+    // allows it, but nobody at this PC authorised it through an update.
+    let site = Site::session_policy(&["view", "control", "file-transfer"]);
+    let d = site.ask_for_file_transfer();
+    assert!(d.allow, "{}", d.reason);
+    assert_eq!(d.offer, vec![Permission::View]);
+    assert!(
+        d.reason.contains("holds patient data")
+            && d.reason.contains("not installed through an update"),
+        "{}",
+        d.reason
+    );
+}
+
+#[test]
+fn patient_data_pc_refuses_file_transfer_from_an_update_nobody_approved_it_in() {
+    // 1.0.0 (by hand) already offers file transfer; 1.0.1 adds nothing and
+    // installs automatically under the operator's policy. The running file
+    // came through an update, but no person ever approved file transfer.
+    let mut site = Site::session_policy(&["view", "control", "file-transfer"]);
+    site.config
+        .updates
+        .as_mut()
+        .unwrap()
+        .auto_install_without_new_capabilities = true;
+    let id = site.offer_of(
+        &session_policy("1.0.1", &["view", "control", "file-transfer"]),
+        "1.0.1",
+    );
+    assert_eq!(site.install(id).unwrap().state, OfferState::Installed);
+    assert_eq!(site.loaded_version(), "1.0.1");
+    let d = site.ask_for_file_transfer();
+    assert_eq!(d.offer, vec![Permission::View], "{}", d.reason);
+    assert!(
+        d.reason
+            .contains("no update authorised on this PC added it")
+    );
+}
+
+#[test]
+fn patient_data_pc_allows_file_transfer_once_the_person_approved_the_update_adding_it() {
+    let mut site = Site::session_policy(&["view", "control"]);
+    assert_eq!(site.ask_for_file_transfer().offer, vec![Permission::View]);
+    let id = site.offer_of(
+        &session_policy("2.0.0", &["view", "control", "file-transfer"]),
+        "2.0.0",
+    );
+    // Asks for more: not without the person.
+    assert!(matches!(
+        site.install(id),
+        Err(InstallError::NeedsApproval(_))
+    ));
+    let offer = site.updater().offers().get(id).unwrap().unwrap();
+    assert_eq!(
+        offer.diff_text.as_deref(),
+        Some("+ permission file-transfer\n")
+    );
+    site.updater()
+        .offers()
+        .decide(id, true, "api:test")
+        .unwrap();
+    site.install(id).unwrap();
+    let d = site.ask_for_file_transfer();
+    assert_eq!(
+        d.offer,
+        vec![Permission::View, Permission::FileTransfer],
+        "{}",
+        d.reason
+    );
+    // A later version that keeps it (adds nothing, installed automatically)
+    // keeps the authorisation; one that drops it ends it, and bringing it
+    // back needs a new approval.
+    site.config
+        .updates
+        .as_mut()
+        .unwrap()
+        .auto_install_without_new_capabilities = true;
+    let keep = site.offer_of(
+        &session_policy("2.0.1", &["view", "control", "file-transfer"]),
+        "2.0.1",
+    );
+    site.install(keep).unwrap();
+    assert_eq!(
+        site.ask_for_file_transfer().offer,
+        vec![Permission::View, Permission::FileTransfer]
+    );
+    let drop = site.offer_of(&session_policy("2.1.0", &["view", "control"]), "2.1.0");
+    site.install(drop).unwrap();
+    assert_eq!(site.ask_for_file_transfer().offer, vec![Permission::View]);
+    // Hand-editing the config to load an older file that has the permission
+    // does not bring it back: the running file is not the installed one.
+    let hand = site.dir.path().join("by-hand.wasm");
+    std::fs::write(
+        &hand,
+        session_policy("3.0.0", &["view", "control", "file-transfer"]),
+    )
+    .unwrap();
+    std::fs::remove_file(site.config.state_dir.join("modules/session-policy/current")).unwrap();
+    site.config.modules[0].file = hand;
+    let d = site.ask_for_file_transfer();
+    assert_eq!(d.offer, vec![Permission::View], "{}", d.reason);
+}
+
+// ---- interoperability with python-tuf (#15) -------------------------------
+
+const PYTUF: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/pytuf.py");
+
+/// `python3 pytuf.py`, when python-tuf (PyPI `tuf`) is installed. Without
+/// it the interop tests say so and pass, unless `OUTPOST_REQUIRE_PYTUF=1`
+/// (CI installs it and sets that).
+fn pytuf() -> Option<Command> {
+    let found = Command::new("python3")
+        .args([
+            "-c",
+            "import tuf.ngclient, securesystemslib.signer, urllib3",
+        ])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        assert!(
+            std::env::var("OUTPOST_REQUIRE_PYTUF").as_deref() != Ok("1"),
+            "OUTPOST_REQUIRE_PYTUF=1 but python3 cannot import tuf (pip install tuf)"
+        );
+        eprintln!("skipped: python-tuf is not installed (pip install tuf)");
+        return None;
+    }
+    let mut c = Command::new("python3");
+    c.arg(PYTUF);
+    Some(c)
+}
+
+fn run_ok(mut c: Command) -> String {
+    let out = c.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{c:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn python_tuf_accepts_the_repository_our_publisher_writes() {
+    let Some(mut client) = pytuf() else { return };
+    let site = Site::new();
+    let module = signed_by(&env().key, &collector("2.0.0", V2_CAPS));
+    site.publish_module_at(&module, &["XN-550"], Utc::now(), Expiry::default());
+    let url = format!(
+        "https://127.0.0.1:{}",
+        site.server.as_ref().unwrap().addr().port()
+    );
+    let out = site.dir.path().join("pytuf-client");
+    client
+        .arg("client")
+        .arg("--root")
+        .arg(site.meta("1.root.json"))
+        .arg("--metadata-url")
+        .arg(format!("{url}/v1/updates/metadata/"))
+        .arg("--targets-url")
+        .arg(format!("{url}/v1/updates/targets/"))
+        .arg("--ca")
+        .arg(site.dir.path().join("pki/ca.pem"))
+        .args(["--target", "collector-2.0.0.wasm", "--out"])
+        .arg(&out);
+    let v: serde_json::Value = serde_json::from_str(&run_ok(client)).unwrap();
+    assert_eq!(v["length"], module.len());
+    let sha: String = <sha2::Sha256 as sha2::Digest>::digest(&module)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(v["sha256"], sha.as_str());
+    assert_eq!(v["custom"]["outpost"]["module"], "collector");
+    assert_eq!(v["custom"]["outpost"]["version"], "2.0.0");
+    assert_eq!(
+        v["custom"]["outpost"]["models"],
+        serde_json::json!(["XN-550"])
+    );
+}
+
+#[test]
+fn our_updater_accepts_a_repository_python_tuf_writes() {
+    let Some(mut publish) = pytuf() else { return };
+    let site = Site::new();
+    // The same directory the cloud serves, rewritten by python-tuf with its
+    // own keys; the host trusts python-tuf's root.
+    for d in ["metadata", "targets"] {
+        std::fs::remove_dir_all(site.repo().join(d)).unwrap();
+    }
+    let manifest = collector("2.0.0", V2_CAPS);
+    let file = site.dir.path().join("python-upload.wasm");
+    std::fs::write(&file, signed_by(&env().key, &manifest)).unwrap();
+    let custom = serde_json::json!({
+        "module": "collector",
+        "version": "2.0.0",
+        "capability-digest": outpost_signing::capability_digest(&manifest),
+        "models": [],
+    });
+    publish
+        .arg("publish")
+        .arg("--repo")
+        .arg(site.repo())
+        .arg("--module")
+        .arg(&file)
+        .args(["--name", "collector-2.0.0.wasm", "--custom"])
+        .arg(custom.to_string());
+    run_ok(publish);
+    let report = site.check().unwrap();
+    assert_eq!(report.offers.len(), 1, "{report:?}");
+    let offer = &report.offers[0];
+    assert_eq!(offer.to_version, "2.0.0");
+    assert_eq!(offer.state, OfferState::Available, "{offer:?}");
+    assert_eq!(
+        offer.diff_text.as_deref(),
+        Some("+ endpoint files.vendor.example:443\n")
+    );
+}
+
+// ---- the TUF conformance client (#15) --------------------------------------
+
+/// A plain HTTP server on loopback serving the files under `dir`, as the TUF
+/// conformance suite serves its repositories.
+async fn serve_dir(dir: PathBuf) -> std::net::SocketAddr {
+    use axum::http::StatusCode;
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let app = axum::Router::new().fallback(move |uri: axum::http::Uri| {
+        let dir = dir.clone();
+        async move {
+            let rel = uri.path().trim_start_matches('/');
+            if rel.split('/').any(|c| c == ".." || c.is_empty()) {
+                return (StatusCode::NOT_FOUND, Vec::new());
+            }
+            match std::fs::read(dir.join(rel)) {
+                Ok(b) => (StatusCode::OK, b),
+                Err(_) => (StatusCode::NOT_FOUND, Vec::new()),
+            }
+        }
+    });
+    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    addr
+}
+
+#[test]
+fn the_conformance_client_refreshes_downloads_and_refuses_what_tough_refuses() {
+    let site = Site::new();
+    let module = signed_by(&env().key, &collector("2.0.0", V2_CAPS));
+    site.publish_module(&module);
+    let addr = env().rt.block_on(serve_dir(site.repo()));
+    let meta = site.dir.path().join("tuf-client/metadata");
+    let out = site.dir.path().join("tuf-client/targets");
+    let tuf = |extra: &[&str], op: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_outpost"))
+            .arg("tuf-client")
+            .arg("--metadata-dir")
+            .arg(&meta)
+            .args(extra)
+            .args(op)
+            .output()
+            .unwrap()
+    };
+    let ok = |o: std::process::Output| {
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    };
+    let failed = |o: std::process::Output| -> String {
+        assert_eq!(o.status.code(), Some(1), "must fail with exit code 1");
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    };
+    let root = path(&site.meta("1.root.json"));
+    ok(tuf(&[], &["init", &root]));
+    let meta_url = format!("http://{addr}/metadata");
+    let targets_url = format!("http://{addr}/targets");
+    ok(tuf(&["--metadata-url", &meta_url], &["refresh"]));
+    for f in [
+        "root.json",
+        "timestamp.json",
+        "snapshot.json",
+        "targets.json",
+    ] {
+        assert!(meta.join(f).is_file(), "{f} is kept, unversioned");
+    }
+    let download = |name: &str| {
+        tuf(
+            &[
+                "--metadata-url",
+                &meta_url,
+                "--target-name",
+                name,
+                "--target-base-url",
+                &targets_url,
+                "--target-dir",
+                &path(&out),
+            ],
+            &["download"],
+        )
+    };
+    ok(download("collector-2.0.0.wasm"));
+    assert_eq!(
+        std::fs::read(out.join("collector-2.0.0.wasm")).unwrap(),
+        module
+    );
+    let err = failed(download("collector-9.9.9.wasm"));
+    assert!(err.contains("not in the repository"), "{err}");
+    // Two days ahead the timestamp (one day) has expired.
+    let err = failed(tuf(
+        &["--metadata-url", &meta_url, "--days-in-future", "2"],
+        &["refresh"],
+    ));
+    assert!(err.contains("expired"), "{err}");
+    // A served target that is not the one the metadata describes.
+    let served = site.target_file("collector-2.0.0.wasm");
+    let mut bytes = std::fs::read(&served).unwrap();
+    let n = bytes.len() / 2;
+    bytes[n] ^= 1;
+    std::fs::write(&served, bytes).unwrap();
+    std::fs::remove_file(out.join("collector-2.0.0.wasm")).unwrap();
+    failed(download("collector-2.0.0.wasm"));
+    assert!(
+        !out.join("collector-2.0.0.wasm").exists(),
+        "nothing unverified is written"
+    );
+    // Plain HTTP to anything but loopback is refused before connecting.
+    let err = failed(tuf(
+        &["--metadata-url", "http://updates.example/metadata"],
+        &["refresh"],
+    ));
+    assert!(
+        err.contains("scheme") || err.contains("Unsupported"),
+        "{err}"
+    );
+}
+
+// ---- hot swap and rollback in service (#15) --------------------------------
+
+/// The notifier world signed as module `notifier` of `version`: the real
+/// notifier, or the hostile fixture (which traps on a host problem whose
+/// text is `trap`, and passes the install health check).
+fn notifier(version: &str, hostile: bool) -> Vec<u8> {
+    let mut m = manifest(
+        "notifier",
+        "notifier",
+        "notify = true\nstate-quota-bytes = 65536",
+        DEFAULT_LIMITS,
+    );
+    m.version = version.into();
+    let wasm = if hostile {
+        outpost_artifacts::FIXTURE_HOSTILE_NOTIFIER
+    } else {
+        outpost_artifacts::NOTIFIER
+    };
+    outpost_signing::sign::sign(&env().raw(wasm), &m, &[&env().key]).unwrap()
+}
+
+#[test]
+fn an_update_installed_while_the_host_runs_is_loaded_and_rolled_back_when_it_traps() {
+    use outpost_host::events::{Events, HostEvent, Setting};
+    let mut site = Site::build(Utc::now(), "notifier", &notifier("1.0.0", false));
+    site.config.supervisor.max_consecutive_failures = 2;
+    site.config.supervisor.backoff_initial_ms = 10;
+    site.config
+        .updates
+        .as_mut()
+        .unwrap()
+        .auto_install_without_new_capabilities = true;
+    let id = site.offer_of(&notifier("2.0.0", true), "2.0.0");
+    env().rt.block_on(async {
+        let events = Events::default();
+        let mut rx = events.subscribe();
+        let agent = outpost_host::agent::Agent::build(site.config.clone(), events.clone()).unwrap();
+        let sup = outpost_host::supervisor::Supervisor::start(&agent, events.clone());
+        // Wait for an event matching `pred`, for at most 60 s.
+        let mut wait_for = async |what: &str, pred: &dyn Fn(&HostEvent) -> bool| -> HostEvent {
+            let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+            loop {
+                match tokio::time::timeout_at(deadline, rx.recv()).await {
+                    Ok(Ok(e)) if pred(&e) => return e,
+                    Ok(_) => {}
+                    Err(_) => panic!("no {what} within 60 s"),
+                }
+            }
+        };
+        // Installed while the host runs (the health check passes: the
+        // fixture ignores it) → loaded in place.
+        let (config, db, ev) = (site.config.clone(), site.db(), events.clone());
+        tokio::task::spawn_blocking(move || install::install(&config, &db, &ev, id, "test"))
+            .await
+            .unwrap()
+            .unwrap();
+        wait_for(
+            "the install",
+            &|e| matches!(e, HostEvent::UpdateInstalled { module, .. } if module == "notifier"),
+        )
+        .await;
+        wait_for(
+            "the reload",
+            &|e| matches!(e, HostEvent::ModuleReady { module, .. } if module == "notifier"),
+        )
+        .await;
+        // In service it traps: quarantined after two failures, then rolled
+        // back to 1.0.0, which runs again.
+        for _ in 0..2 {
+            events.emit(HostEvent::problem(Setting::UplinkDisabled, "trap"));
+        }
+        let e = wait_for("rollback", &|e| {
+            matches!(e, HostEvent::UpdateRolledBack { .. })
+        })
+        .await;
+        let HostEvent::UpdateRolledBack {
+            offer,
+            failed_version,
+            restored_version,
+            reason,
+            ..
+        } = e
+        else {
+            unreachable!()
+        };
+        assert_eq!(
+            (offer, failed_version.as_str(), restored_version.as_str()),
+            (id, "2.0.0", "1.0.0")
+        );
+        assert!(
+            reason.contains("trap") || reason.contains("panic"),
+            "{reason}"
+        );
+        wait_for(
+            "the old version loaded",
+            &|e| matches!(e, HostEvent::ModuleReady { module, .. } if module == "notifier"),
+        )
+        .await;
+        // 1.0.0 handles the next problem (the real notifier raises it).
+        events.emit(HostEvent::problem(Setting::UplinkDisabled, "trap"));
+        wait_for(
+            "a call of 1.0.0",
+            &|e| matches!(e, HostEvent::CallSucceeded { module, .. } if module == "notifier"),
+        )
+        .await;
+        let h = sup.health()["notifier"].clone();
+        assert!(!h.quarantined && h.consecutive_failures == 0, "{h:?}");
+    });
+    // On disk: the config's file again, the ledger back at 1.0.0, the offer
+    // failed with the reason and an audit entry; the next start loads 1.0.0.
+    assert_eq!(install::installed_file(&site.config, "notifier"), None);
+    let ledger = outpost_host::store::versions::Versions::new(site.db());
+    assert_eq!(ledger.highest("notifier").unwrap(), Some((1, 0, 0)));
+    let offer = site.updater().offers().get(id).unwrap().unwrap();
+    assert_eq!(offer.state, OfferState::Failed);
+    assert!(offer.reason.unwrap().contains("rolled back"));
+    let audit = site.updater().offers().audit(id).unwrap();
+    let decisions: Vec<&str> = audit.iter().map(|a| a.decision.as_str()).collect();
+    assert_eq!(decisions, ["installed", "failed"]);
+    assert_eq!(site.loaded_version(), "1.0.0");
+    // The same file is not offered again.
+    let report = site.check().unwrap();
+    assert!(
+        report
+            .offers
+            .iter()
+            .all(|o| o.state != OfferState::Available),
+        "{report:?}"
+    );
 }

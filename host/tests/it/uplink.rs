@@ -74,10 +74,8 @@ impl Drop for Cloud {
 /// to `cloud`, trusting only its CA; enrolled with it.
 fn enrolled_site(dir: &Path, logs: &Path, cloud: &Cloud, interval: u64) -> PathBuf {
     let state = dir.join("state");
-    let sample = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .join("examples/sample-data/instrument-logs");
+    let sample =
+        Path::new(outpost_artifacts::WORKSPACE_ROOT).join("examples/sample-data/instrument-logs");
     let text = outpost_artifacts::example_config(&state, interval)
         .replace(&format!("{sample:?}"), &format!("{logs:?}"))
         .replace(
@@ -763,10 +761,8 @@ fn a_collector_waits_without_failing_while_the_host_cannot_queue() {
         "2026-11-29 10:00:00 WARN W-0001 one\n2026-11-29 10:00:01 WARN W-0002 two\n",
     )
     .unwrap();
-    let sample = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .join("examples/sample-data/instrument-logs");
+    let sample =
+        Path::new(outpost_artifacts::WORKSPACE_ROOT).join("examples/sample-data/instrument-logs");
     let path = site.path().join("outpost.toml");
     std::fs::write(
         &path,

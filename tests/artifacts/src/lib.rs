@@ -35,6 +35,9 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+/// The workspace root, spelled for the target (under Wine, through its
+/// `Z:` drive), like every path below.
+pub const WORKSPACE_ROOT: &str = env!("OUTPOST_WORKSPACE_ROOT");
 /// The collector module component.
 pub const COLLECTOR: &str = env!("OUTPOST_WASM_COLLECTOR");
 /// The notifier module component.
@@ -47,6 +50,8 @@ pub const FIXTURE_ESCAPES: &str = env!("OUTPOST_WASM_FIXTURE_ESCAPES");
 pub const FIXTURE_FOREIGN_IMPORT: &str = env!("OUTPOST_WASM_FIXTURE_FOREIGN_IMPORT");
 /// The adversarial notifier: echoes host text into notifications, floods, fails.
 pub const FIXTURE_HOSTILE_NOTIFIER: &str = env!("OUTPOST_WASM_FIXTURE_HOSTILE_NOTIFIER");
+/// The hostile-policy fixture component (session-policy world: traps, spins, loosens).
+pub const FIXTURE_HOSTILE_POLICY: &str = env!("OUTPOST_WASM_FIXTURE_HOSTILE_POLICY");
 /// The hand-written collector with eight memories and eight tables.
 pub const FIXTURE_MULTI_MEMORY: &str = env!("OUTPOST_WASM_FIXTURE_MULTI_MEMORY");
 /// A valid component whose core module has two memories (the host's engine
@@ -81,6 +86,10 @@ pub const SESSION_POLICY_SIGNED: &str = env!("OUTPOST_SIGNED_SESSION_POLICY");
 pub const FIXTURE_ESCAPES_SIGNED: &str = env!("OUTPOST_SIGNED_FIXTURE_ESCAPES");
 /// The foreign-import fixture signed with the development key.
 pub const FIXTURE_FOREIGN_IMPORT_SIGNED: &str = env!("OUTPOST_SIGNED_FIXTURE_FOREIGN_IMPORT");
+/// Default `manifest.toml` of the hostile-policy fixture.
+pub const FIXTURE_HOSTILE_POLICY_MANIFEST: &str = env!("OUTPOST_MANIFEST_FIXTURE_HOSTILE_POLICY");
+/// The hostile-policy fixture signed with the development key.
+pub const FIXTURE_HOSTILE_POLICY_SIGNED: &str = env!("OUTPOST_SIGNED_FIXTURE_HOSTILE_POLICY");
 /// The hostile-notifier fixture signed with the development key.
 pub const FIXTURE_HOSTILE_NOTIFIER_SIGNED: &str = env!("OUTPOST_SIGNED_FIXTURE_HOSTILE_NOTIFIER");
 /// The multi-memory fixture signed with the development key.
@@ -154,6 +163,12 @@ pub const ALL: &[Artifact] = &[
         signed: FIXTURE_HOSTILE_NOTIFIER_SIGNED,
     },
     Artifact {
+        name: "fixture-hostile-policy",
+        wasm: FIXTURE_HOSTILE_POLICY,
+        manifest: FIXTURE_HOSTILE_POLICY_MANIFEST,
+        signed: FIXTURE_HOSTILE_POLICY_SIGNED,
+    },
+    Artifact {
         name: "fixture-multi-memory",
         wasm: FIXTURE_MULTI_MEMORY,
         manifest: FIXTURE_MULTI_MEMORY_MANIFEST,
@@ -183,10 +198,7 @@ pub fn manifest(name: &str) -> Option<std::path::PathBuf> {
 /// trusted (`allow-development-key = true`, so the host warns at start). Used
 /// by the demo and the benchmarks.
 pub fn example_config(state_dir: &std::path::Path, collect_interval_secs: u64) -> String {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .and_then(|p| p.parent())
-        .expect("tests/artifacts lives two levels below the workspace root");
+    let root = std::path::Path::new(WORKSPACE_ROOT);
     let example = std::fs::read_to_string(root.join("examples/outpost.toml"))
         .expect("examples/outpost.toml is readable");
     let mut text = String::new();

@@ -38,7 +38,15 @@ async function api(path, options) {
     showLogin();
     throw new Error("not logged in");
   }
-  if (!res.ok) throw new Error(path + ": " + res.status);
+  if (!res.ok) {
+    // The agent's errors carry a sentence for people (`message`).
+    let message = path + ": " + res.status;
+    try {
+      const body = await res.json();
+      if (body && body.message) message = body.message;
+    } catch (_) { /* not JSON */ }
+    throw new Error(message);
+  }
   return res.json();
 }
 
@@ -136,7 +144,7 @@ function renderStatus(s) {
 }
 
 function renderUpdates(offers) {
-  const waiting = offers.filter((o) => o.state === "available");
+  const waiting = offers.filter((o) => o.state === "available" || o.state === "approved");
   $("updates-card").hidden = waiting.length === 0;
   const ul = $("updates");
   ul.replaceChildren();
@@ -145,7 +153,9 @@ function renderUpdates(offers) {
     li.dataset.id = String(o.id);
     const from = o["from-version"] ? o["from-version"] + " → " : "";
     li.append(el("div", "title", "“" + o.module + "” " + from + o["to-version"]));
-    if (o["adds-capabilities"]) {
+    if (o.state === "approved") {
+      li.append(el("div", "", "Approved. Once installed, this job also:"));
+    } else if (o["adds-capabilities"]) {
       li.append(el("div", "", "If you approve, this job also:"));
     } else {
       li.append(el("div", "", "This version asks for nothing new."));
@@ -153,13 +163,19 @@ function renderUpdates(offers) {
     const changes = el("ul", "changes");
     for (const c of o.changes || []) changes.append(el("li", "", c));
     if ((o.changes || []).length > 0) li.append(changes);
-    li.append(el("div", "meta muted", "Found " + when(o["created-at"]) + " · installs at the agent's next start"));
+    li.append(el("div", "meta muted", "Found " + when(o["created-at"]) + " · installing switches the job to the new version at once; if it fails, the version before comes back"));
     const actions = el("div", "actions");
-    const approve = el("button", "primary approve", "Approve");
-    approve.addEventListener("click", () => decide(approve, o, "approve"));
-    const reject = el("button", "reject", "Reject");
-    reject.addEventListener("click", () => decide(reject, o, "reject"));
-    actions.append(approve, reject);
+    if (o.state === "approved") {
+      const install = el("button", "primary install", "Install now");
+      install.addEventListener("click", () => decide(install, o, "install"));
+      actions.append(install);
+    } else {
+      const approve = el("button", "primary approve", "Approve");
+      approve.addEventListener("click", () => decide(approve, o, "approve"));
+      const reject = el("button", "reject", "Reject");
+      reject.addEventListener("click", () => decide(reject, o, "reject"));
+      actions.append(approve, reject);
+    }
     li.append(actions);
     ul.append(li);
   }
@@ -176,10 +192,125 @@ async function decide(button, offer, what) {
   try {
     await api(path, { method: "POST" });
   } catch (e) {
-    error.textContent = "Not done: the update changed or was decided elsewhere since it was shown. Look at it again below.";
+    error.textContent = what === "install"
+      ? "Not installed: " + (e && e.message ? e.message : "the agent refused it") + ". The version before keeps running."
+      : "Not done: the update changed or was decided elsewhere since it was shown. Look at it again below.";
     error.hidden = false;
   }
   refreshUpdates();
+}
+
+// What each support permission lets the engineer do, in plain words.
+const PERMISSION_WORDS = {
+  view: "SEE your screen",
+  control: "CONTROL your keyboard and mouse",
+  "file-transfer": "TRANSFER FILES to and from this PC",
+};
+
+function engineerWords(s) {
+  const regions = (s.regions || []).join(", ");
+  return (s.display_name || s.engineer) + " (" + s.engineer + (regions ? ", region " + regions : "") + ")";
+}
+
+function renderSupport(list) {
+  const ul = $("support-sessions");
+  ul.replaceChildren();
+  for (const s of list) {
+    if (s.state !== "awaiting-approval" && s.state !== "active") continue;
+    const li = el("li", "support-session " + s.state);
+    li.dataset.id = s.id;
+    const actions = el("div", "actions");
+    if (s.state === "awaiting-approval") {
+      li.append(el("div", "title", "A support engineer, " + engineerWords(s) + ", asks to:"));
+      const asks = el("ul", "asks");
+      for (const p of s.offered) {
+        const row = el("li");
+        const label = el("label");
+        const box = el("input", "perm");
+        box.type = "checkbox";
+        box.value = p;
+        label.append(box, document.createTextNode(" " + (PERMISSION_WORDS[p] || p)));
+        row.append(label);
+        asks.append(row);
+      }
+      li.append(asks);
+      li.append(el("div", "muted", "Tick what you allow. Anything not ticked is refused. If you do not answer in time, everything is refused."));
+      const allow = el("button", "primary allow", "Allow what is ticked");
+      allow.addEventListener("click", () => {
+        const accept = Array.from(li.querySelectorAll("input.perm:checked")).map((b) => b.value);
+        answerSupport(allow, s.id, accept);
+      });
+      const refuse = el("button", "refuse", "Refuse all");
+      refuse.addEventListener("click", () => answerSupport(refuse, s.id, []));
+      actions.append(allow, refuse);
+    } else {
+      li.append(el("div", "title", "Support session with " + engineerWords(s) + " is running"));
+      li.append(el("div", "", "The engineer may: " + s.permissions.map((p) => PERMISSION_WORDS[p] || p).join("; ") + "."));
+      const end = el("button", "primary end", "End the session now");
+      end.addEventListener("click", () => endSupport(end, s.id));
+      actions.append(end);
+    }
+    li.append(actions);
+    ul.append(li);
+  }
+}
+
+function supportError(text) {
+  const error = $("support-error");
+  error.textContent = text;
+  error.hidden = !text;
+}
+
+async function answerSupport(button, id, accept) {
+  button.disabled = true;
+  supportError("");
+  try {
+    await api("/api/v1/support/sessions/" + encodeURIComponent(id) + "/approvals", {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ accept: accept }),
+    });
+  } catch (e) {
+    supportError("Not done: the engineer is no longer waiting for an answer.");
+  }
+  refreshSupport();
+}
+
+async function endSupport(button, id) {
+  button.disabled = true;
+  try {
+    await api("/api/v1/support/sessions/" + encodeURIComponent(id) + "/end", { method: "POST" });
+  } catch (e) {
+    supportError("Not done: the session had already ended.");
+  }
+  refreshSupport();
+}
+
+async function requestSupport() {
+  const button = $("support-request");
+  button.disabled = true;
+  supportError("");
+  try {
+    const made = await api("/api/v1/support/sessions", { method: "POST" });
+    $("support-id").textContent = made.session.id;
+    $("support-password").textContent = made.password;
+    $("support-until").textContent = new Date(made.session.expires_at_ms).toLocaleString();
+    $("support-new").hidden = false;
+  } catch (e) {
+    supportError("Remote support is not available on this PC.");
+  }
+  button.disabled = false;
+}
+
+async function refreshSupport() {
+  try {
+    const list = await api("/api/v1/support/sessions");
+    // The password box goes once its session is no longer waiting.
+    const shown = $("support-id").textContent;
+    const s = list.find((x) => x.id === shown);
+    if (!s || s.state !== "open") $("support-new").hidden = true;
+    renderSupport(list);
+  } catch (e) { /* shown by api() */ }
 }
 
 async function refreshUpdates() {
@@ -201,10 +332,13 @@ function listen() {
   for (const kind of ["notification-raised", "notification-cleared", "notification-acknowledged", "resync"]) {
     source.addEventListener(kind, () => refreshNotifications());
   }
-  for (const kind of ["update-available", "update-decided", "resync"]) {
+  for (const kind of ["update-available", "update-decided", "update-installed", "update-rolled-back", "resync"]) {
     source.addEventListener(kind, () => refreshUpdates());
   }
-  for (const kind of ["module-failed", "module-recovered", "module-quarantined", "module-released", "call-succeeded", "setting-problem", "setting-resolved", "resync"]) {
+  for (const kind of ["support-requested", "support-approval-needed", "support-session-started", "support-session-ended", "resync"]) {
+    source.addEventListener(kind, () => refreshSupport());
+  }
+  for (const kind of ["module-failed", "module-recovered", "module-quarantined", "module-released", "module-ready", "call-succeeded", "setting-problem", "setting-resolved", "resync"]) {
     source.addEventListener(kind, () => scheduleStatus());
   }
 }
@@ -226,6 +360,8 @@ async function start() {
   $("app").hidden = false;
   await refreshNotifications();
   await refreshUpdates();
+  await refreshSupport();
+  $("support-request").addEventListener("click", requestSupport);
   listen();
   setInterval(refreshStatus, 30000);
 }

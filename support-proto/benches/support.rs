@@ -1,0 +1,243 @@
+//! Remote-support benchmark through the real relay on loopback: session
+//! set-up time (relay registration to the PC's decision at the engineer),
+//! file-transfer throughput, and relay memory per idle (pending) session.
+//! Prints a table. `cargo bench -p outpost-support-proto --bench support`
+//! (BENCH_MB sets the file size, default 200).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+use outpost_cloud::relay::{RelayConfig, RelayLimits};
+use outpost_cloud::{NewDevice, Relay, Store, TestPki};
+use outpost_protocol::DeviceKey;
+use outpost_support_proto::channel::EngineerAuth;
+use outpost_support_proto::files::{FileAudit, FileBackend};
+use outpost_support_proto::pc::{self, Backends, PcConfig};
+use outpost_support_proto::relay_wire::{RelayTarget, client_tls, register_pc};
+use outpost_support_proto::{
+    Authorizer, ConnectAttempt, Grant, Permission, Refusal, RefusalCode, challenge_message,
+    engineer,
+};
+use rand_core::{OsRng, RngCore};
+
+/// Approves file transfer for a credential that is the engineer's public key.
+struct Approve {
+    challenges: std::sync::Mutex<std::collections::HashMap<String, [u8; 32]>>,
+}
+
+#[async_trait::async_trait]
+impl Authorizer for Approve {
+    fn challenge(&self, session_id: &str) -> Result<[u8; 32], Refusal> {
+        let mut c = [0u8; 32];
+        OsRng.fill_bytes(&mut c);
+        self.challenges.lock().unwrap().insert(session_id.into(), c);
+        Ok(c)
+    }
+    async fn connect(&self, a: ConnectAttempt) -> Result<Grant, Refusal> {
+        let c = self.challenges.lock().unwrap().remove(&a.session_id);
+        let bad = || Refusal::new(RefusalCode::BadCredential, "bad");
+        let key = VerifyingKey::from_bytes(&a.credential[..32].try_into().map_err(|_| bad())?)
+            .map_err(|_| bad())?;
+        let sig = Signature::from_slice(&a.challenge_signature).map_err(|_| bad())?;
+        key.verify_strict(
+            &challenge_message(&a.session_id, &c.ok_or_else(bad)?, &a.channel_binding),
+            &sig,
+        )
+        .map_err(|_| bad())?;
+        Ok(Grant {
+            permissions: a.requested,
+            engineer: "bench".into(),
+            idle_timeout: Duration::from_secs(600),
+            total_timeout: Duration::from_secs(3600),
+        })
+    }
+}
+
+fn rss_kib() -> Option<u64> {
+    #[cfg(target_os = "linux")]
+    {
+        let s = std::fs::read_to_string("/proc/self/status").ok()?;
+        let line = s.lines().find(|l| l.starts_with("VmRSS:"))?;
+        line.split_whitespace().nth(1)?.parse().ok()
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        None
+    }
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(run());
+}
+
+async fn run() {
+    let mb: usize = std::env::var("BENCH_MB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
+    let dir = tempfile::tempdir().unwrap();
+    let pki = TestPki::generate(&["localhost"]).unwrap();
+    let store = Store::open(&dir.path().join("cloud")).unwrap();
+    let relay_key = DeviceKey::generate();
+    let device_id = store
+        .enroll(&NewDevice {
+            email: "b@example.org".into(),
+            name: "B".into(),
+            instrument_model: "M".into(),
+            instrument_id: "I".into(),
+            serial: "S".into(),
+            device_key: relay_key.clone(),
+        })
+        .unwrap();
+    let relay = Relay::start(RelayConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        tls: outpost_cloud::tls_config(&pki.server_cert_pem, &pki.server_key_pem).unwrap(),
+        store,
+        limits: RelayLimits {
+            max_pending_per_device: 100_000,
+            max_pending: 100_000,
+            max_handshakes: 1024,
+            ..RelayLimits::default()
+        },
+        tap: None,
+    })
+    .await
+    .unwrap();
+    let target = RelayTarget::new(
+        relay.addr().to_string(),
+        "localhost",
+        client_tls(&pki.ca_cert_pem).unwrap(),
+    )
+    .unwrap();
+    let device_key = SigningKey::generate(&mut OsRng);
+    let eng_key = SigningKey::generate(&mut OsRng);
+    let folder = dir.path().join("folder");
+    std::fs::create_dir_all(&folder).unwrap();
+    let authz: Arc<dyn Authorizer> = Arc::new(Approve {
+        challenges: Default::default(),
+    });
+    let auth = EngineerAuth {
+        credential: eng_key.verifying_key().to_bytes().to_vec(),
+        key: eng_key.clone(),
+        password: zeroize::Zeroizing::new("pw".into()),
+        requested: vec![Permission::FileTransfer],
+    };
+    let _ = eng_key.sign(b"warm-up");
+
+    // Session set-up: from the PC's registration to the grant at the engineer.
+    let rounds = 20;
+    let mut setups = Vec::new();
+    let mut transfer = None;
+    for i in 0..rounds {
+        let session = format!("bench-{i}");
+        let cfg = PcConfig {
+            relay: target.clone(),
+            device_id: device_id.clone(),
+            relay_key: relay_key.clone(),
+            device_key: device_key.clone(),
+            session_id: session.clone(),
+        };
+        let backends = Backends {
+            vnc: None,
+            files: Some(
+                FileBackend::new(&folder, Arc::new(|_: &FileAudit| {}))
+                    .with_max_file_bytes(u64::MAX),
+            ),
+            events: None,
+            screen: None,
+        };
+        let registered = relay
+            .stats()
+            .registered
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let t0 = Instant::now();
+        let a = authz.clone();
+        let pc_task =
+            tokio::spawn(async move { pc::serve(&cfg, a, backends, std::future::pending()).await });
+        while relay
+            .stats()
+            .registered
+            .load(std::sync::atomic::Ordering::Relaxed)
+            == registered
+        {
+            tokio::task::yield_now().await;
+        }
+        let s = engineer::connect(&target, &session, &device_key.verifying_key(), &auth)
+            .await
+            .unwrap();
+        setups.push(t0.elapsed());
+        if i == rounds - 1 {
+            let mut data = vec![0u8; mb * 1024 * 1024];
+            OsRng.fill_bytes(&mut data);
+            let local = dir.path().join("big.bin");
+            std::fs::write(&local, &data).unwrap();
+            drop(data);
+            let t = Instant::now();
+            s.send_file(&local, "big.bin").await.unwrap();
+            let up = t.elapsed();
+            let t = Instant::now();
+            s.fetch_file("big.bin", &dir.path().join("back.bin"))
+                .await
+                .unwrap();
+            transfer = Some((up, t.elapsed()));
+        }
+        s.end("bench").await.unwrap();
+        pc_task.await.unwrap().unwrap();
+    }
+    setups.sort();
+
+    // Relay memory per idle session: pending registrations held open.
+    let idle = 500;
+    let before = rss_kib();
+    let mut held = Vec::new();
+    for i in 0..idle {
+        held.push(
+            register_pc(&target, &device_id, &relay_key, &format!("idle-{i}"))
+                .await
+                .unwrap(),
+        );
+    }
+    let after = rss_kib();
+
+    println!("remote support through the relay on loopback ({rounds} sessions, {mb} MiB file)");
+    println!("{:<44} {:>12}", "measure", "value");
+    println!(
+        "{:<44} {:>9.1} ms",
+        "session set-up, median",
+        setups[rounds / 2].as_secs_f64() * 1e3
+    );
+    println!(
+        "{:<44} {:>9.1} ms",
+        "session set-up, slowest",
+        setups[rounds - 1].as_secs_f64() * 1e3
+    );
+    if let Some((up, down)) = transfer {
+        let mbs = |d: Duration| mb as f64 * 1.048_576 / d.as_secs_f64();
+        println!(
+            "{:<44} {:>8.1} MB/s",
+            "file transfer engineer → PC",
+            mbs(up)
+        );
+        println!(
+            "{:<44} {:>8.1} MB/s",
+            "file transfer PC → engineer",
+            mbs(down)
+        );
+    }
+    match (before, after) {
+        (Some(b), Some(a)) => println!(
+            "{:<44} {:>9.1} KiB",
+            format!("RSS per idle session (both ends, {idle})"),
+            a.saturating_sub(b) as f64 / idle as f64
+        ),
+        _ => println!("{:<44} {:>12}", "RSS per idle session", "n/a"),
+    }
+    drop(held);
+    relay.shutdown().await;
+}

@@ -1,0 +1,6 @@
+mod cli;
+pub mod common;
+mod flow;
+mod hostile;
+mod relay;
+mod vnc;
