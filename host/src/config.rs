@@ -278,7 +278,14 @@ pub struct SupervisorConfig {
     /// once, paced so that its calls take at most this share of one CPU's
     /// time, percent (1..=100; 100: back to back).
     pub drain_cpu_percent: u32,
+    /// After a period of this many seconds in which the host used under 1 %
+    /// of a CPU, it hands back memory it does not need to wait (`trim.rs`):
+    /// once per idle stretch. 0: never.
+    pub idle_trim_secs: u64,
 }
+
+/// Default of `[supervisor] idle-trim-secs`.
+pub const DEFAULT_IDLE_TRIM_SECS: u64 = 30;
 
 /// Default of `[supervisor] min-change-interval-ms`.
 pub const DEFAULT_MIN_CHANGE_INTERVAL_MS: u64 = 2_000;
@@ -295,6 +302,7 @@ impl Default for SupervisorConfig {
             watch_directories: true,
             min_change_interval_ms: DEFAULT_MIN_CHANGE_INTERVAL_MS,
             drain_cpu_percent: DEFAULT_DRAIN_CPU_PERCENT,
+            idle_trim_secs: DEFAULT_IDLE_TRIM_SECS,
         }
     }
 }

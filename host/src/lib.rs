@@ -2,8 +2,9 @@
 //!
 //! See ARCHITECTURE.md at the repository root for the bird's-eye view.
 #![deny(missing_docs)]
-// The one exception is `runtime::cache::deserialize_own`, whose comment states
-// the invariant that makes it sound.
+// The exceptions are `runtime::cache::deserialize_own`, `dpapi` (Windows
+// calls) and `trim` (madvise, malloc_trim, process counters); each says the
+// invariant that makes it sound.
 #![deny(unsafe_code)]
 
 pub mod agent;
@@ -23,6 +24,7 @@ pub mod service;
 pub mod store;
 pub mod supervisor;
 pub mod support;
+pub mod trim;
 pub mod untrusted;
 pub mod update;
 pub mod uplink;

@@ -3,8 +3,8 @@
 //! time, API requests; and, read at each scrape, the spool's depth and its
 //! counters (bytes sent, delivered, dropped, PHI-guard refusals), the dead
 //! letters held (`uplink_dead_letters{source}`), active
-//! notifications and module text withheld. Names and labels only — never a
-//! payload.
+//! notifications, module text withheld, idle trims and the process's
+//! resident memory. Names and labels only — never a payload.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -62,6 +62,8 @@ pub struct Metrics {
     dead_letters: Family<SourceLabels, Gauge>,
     notifications_active: Gauge,
     module_text_withheld: Gauge,
+    idle_trims: Gauge,
+    resident_bytes: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -142,6 +144,18 @@ impl Metrics {
             "Module texts (errors, log lines, notification texts) the PHI guard withheld since start",
             module_text_withheld.clone(),
         );
+        let idle_trims = Gauge::default();
+        registry.register(
+            "idle_trims",
+            "Times the idle host handed back memory it did not need (trim.rs) since start",
+            idle_trims.clone(),
+        );
+        let resident_bytes = Gauge::default();
+        registry.register(
+            "process_resident_bytes",
+            "Resident memory of the host process (VmRSS on Linux, the working set on Windows)",
+            resident_bytes.clone(),
+        );
         Metrics {
             registry,
             calls,
@@ -154,6 +168,8 @@ impl Metrics {
             dead_letters,
             notifications_active,
             module_text_withheld,
+            idle_trims,
+            resident_bytes,
         }
     }
 
@@ -212,6 +228,10 @@ impl Metrics {
         }
         self.module_text_withheld
             .set(crate::untrusted::withheld_total() as i64);
+        self.idle_trims.set(crate::trim::trims_total() as i64);
+        if let Some(b) = crate::trim::resident_bytes() {
+            self.resident_bytes.set(b as i64);
+        }
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);

@@ -136,7 +136,23 @@ pub fn compress(plaintext: &[u8]) -> Result<Vec<u8>, ProtocolError> {
             limit: MAX_PLAINTEXT_BYTES,
         });
     }
-    zstd::stream::encode_all(plaintext, ZSTD_LEVEL).map_err(|_| ProtocolError::Decompress)
+    // One compression context per thread, reused: a fresh one per batch
+    // costs an allocation and a clear of its tables; and the one-shot API
+    // knows the input's size, so a small batch gets small tables (and the
+    // frame names its content size).
+    thread_local! {
+        static COMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Compressor<'static>>> =
+            const { std::cell::RefCell::new(None) };
+    }
+    COMPRESSOR
+        .with(|c| {
+            let mut c = c.borrow_mut();
+            if c.is_none() {
+                *c = Some(zstd::bulk::Compressor::new(ZSTD_LEVEL)?);
+            }
+            c.as_mut().expect("set above").compress(plaintext)
+        })
+        .map_err(|_| ProtocolError::Decompress)
 }
 
 /// Decompress zstd data, refusing (with

@@ -83,6 +83,12 @@ pub async fn run_until(
         agent.runtime.services().db.clone(),
         events.clone(),
     );
+    let idle_trim = agent.config.supervisor.idle_trim_secs;
+    if idle_trim > 0
+        && let Err(e) = crate::trim::spawn(std::time::Duration::from_secs(idle_trim))
+    {
+        tracing::warn!(error = %e, "cannot start the idle trim; memory is not handed back when idle");
+    }
     let result = serve(rx, output, stop).await;
     if let Some(u) = updates {
         u.abort();

@@ -68,6 +68,44 @@ fn alert(r: &uplink::Record) -> Option<HostEvent> {
     })
 }
 
+/// One alert per instrument and event code of a batch, in order of first
+/// appearance: the most severe, the latest of equal severity. The records
+/// of a batch were read at the same moment; a log that repeats one error
+/// thousands of times is one thing for the person at the PC to see (the
+/// notifier keys its notification by instrument and code), and each record
+/// still goes to the cloud.
+fn coalesce(alerts: impl Iterator<Item = HostEvent>) -> Vec<HostEvent> {
+    let mut out: Vec<HostEvent> = Vec::new();
+    for a in alerts {
+        let HostEvent::InstrumentAlert {
+            model,
+            serial,
+            code,
+            severity,
+            ..
+        } = &a
+        else {
+            out.push(a);
+            continue;
+        };
+        let same = out.iter_mut().find(|b| {
+            matches!(b, HostEvent::InstrumentAlert { model: m, serial: s, code: c, .. }
+                if m == model && s == serial && c == code)
+        });
+        match same {
+            Some(b) => {
+                if let HostEvent::InstrumentAlert { severity: kept, .. } = b
+                    && severity >= kept
+                {
+                    *b = a;
+                }
+            }
+            None => out.push(a),
+        }
+    }
+    out
+}
+
 impl HostState {
     fn state(&self) -> ModuleState {
         ModuleState::new(
@@ -192,8 +230,9 @@ impl HostState {
             return Err(uplink::UplinkError::BatchTooLarge(MAX_BATCH_RECORDS as u32));
         }
         // Alerts for the warnings and errors in the batch, raised once it is
-        // queued; the records themselves are moved, not copied.
-        let alerts: Vec<HostEvent> = batch.iter().filter_map(alert).collect();
+        // queued, one per instrument and code; the records themselves are
+        // moved, not copied.
+        let alerts = coalesce(batch.iter().filter_map(alert));
         let records: Vec<_> = batch
             .into_iter()
             .map(crate::uplink::convert::record)
@@ -304,19 +343,27 @@ impl notify::Host for HostState {
             .notifications
             .raise(&self.module.name, &n.key, severity, &title, &body);
         Ok(match res {
-            Ok((stored, _new)) => {
-                services.report_notification(
-                    &stored,
-                    outpost_protocol::NotificationState::Raised,
-                    "module",
-                );
-                services.events.emit(HostEvent::NotificationRaised {
-                    id: stored.id,
-                    module: self.module.name.to_string(),
-                    key: n.key,
-                    severity: host_severity(n.severity),
-                    title: title.into_owned(),
-                });
+            Ok((stored, change)) => {
+                use crate::store::notifications::RaiseChange as Change;
+                // The cloud hears of a new notification or a new severity or
+                // title (what its status holds); the person's clients of
+                // any change; nobody of a raise that changed nothing.
+                if matches!(change, Change::New | Change::Updated { status: true }) {
+                    services.report_notification(
+                        &stored,
+                        outpost_protocol::NotificationState::Raised,
+                        "module",
+                    );
+                }
+                if change != Change::Unchanged {
+                    services.events.emit(HostEvent::NotificationRaised {
+                        id: stored.id,
+                        module: self.module.name.to_string(),
+                        key: n.key,
+                        severity: host_severity(n.severity),
+                        title: title.into_owned(),
+                    });
+                }
                 Ok(())
             }
             Err(e) => Err(notify_err(e)),
@@ -371,5 +418,58 @@ impl notify::Host for HostState {
                 updated_at: ts(n.updated_at),
             })
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::coalesce;
+    use crate::events::{HostEvent, Severity};
+
+    fn alert(serial: &str, code: &str, severity: Severity, text: &str) -> HostEvent {
+        HostEvent::InstrumentAlert {
+            model: "XN-550".into(),
+            serial: serial.into(),
+            severity,
+            code: code.into(),
+            text: text.into(),
+        }
+    }
+
+    #[test]
+    fn a_batch_alerts_once_per_instrument_and_code_most_severe_then_latest() {
+        use Severity::*;
+        let got = coalesce(
+            [
+                alert("S1", "E-1203", Error, "sampler 1"),
+                alert("S1", "W-0412", Warning, "reagent low"),
+                alert("S1", "E-1203", Warning, "sampler 2"),
+                alert("S2", "E-1203", Error, "other analyzer"),
+                alert("S1", "E-1203", Error, "sampler 3"),
+                alert("S1", "E-1203", Warning, "sampler 4"),
+            ]
+            .into_iter(),
+        );
+        let texts: Vec<(&str, &str, Severity, &str)> = got
+            .iter()
+            .map(|e| match e {
+                HostEvent::InstrumentAlert {
+                    serial,
+                    code,
+                    severity,
+                    text,
+                    ..
+                } => (serial.as_str(), code.as_str(), *severity, text.as_str()),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            texts,
+            [
+                ("S1", "E-1203", Error, "sampler 3"),
+                ("S1", "W-0412", Warning, "reagent low"),
+                ("S2", "E-1203", Error, "other analyzer"),
+            ]
+        );
     }
 }

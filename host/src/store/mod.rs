@@ -127,6 +127,9 @@ impl Db {
         };
         std::fs::create_dir_all(state_dir).map_err(|e| open_err(e.to_string()))?;
         let conn = Connection::open(&path).map_err(|e| open_err(e.to_string()))?;
+        // The spool's, the state's and the notifications' statements are
+        // prepared once and kept (a batch runs about ten of them).
+        conn.set_prepared_statement_cache_capacity(64);
         conn.pragma_update(None, "journal_mode", "WAL")
             .and_then(|_| conn.pragma_update(None, "synchronous", "FULL"))
             .and_then(|_| conn.busy_timeout(std::time::Duration::from_secs(5)))
@@ -173,6 +176,46 @@ impl Db {
     pub(crate) fn lock(&self) -> MutexGuard<'_, Connection> {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
+
+    /// Lock the connection for writes whose loss to a power cut costs
+    /// nothing but a repeat: their commits do not wait for the disk
+    /// (`synchronous = NORMAL` until the guard drops; WAL keeps the file
+    /// consistent either way, and the next commit that does wait makes them
+    /// durable too). Used for a delivered batch's removal (lost: the batch
+    /// is sent again and the cloud answers `duplicate`) and a notification's
+    /// raise (lost: the next event raises it again). Every other write waits.
+    pub(crate) fn lock_relaxed(&self) -> Relaxed<'_> {
+        let conn = self.lock();
+        let _ = conn.pragma_update(None, "synchronous", "NORMAL");
+        Relaxed(conn)
+    }
+}
+
+/// The connection with relaxed commits (see [`Db::lock_relaxed`]); back to
+/// `synchronous = FULL` when dropped.
+pub(crate) struct Relaxed<'a>(MutexGuard<'a, Connection>);
+
+impl std::ops::Deref for Relaxed<'_> {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Relaxed<'_> {
+    fn deref_mut(&mut self) -> &mut Connection {
+        &mut self.0
+    }
+}
+
+impl Drop for Relaxed<'_> {
+    fn drop(&mut self) {
+        if let Err(e) = self.0.pragma_update(None, "synchronous", "FULL") {
+            // Leaving it relaxed would let the spool's commits skip the
+            // disk: better to stop than to lose a record to a power cut.
+            panic!("cannot set the database back to synchronous commits: {e}");
+        }
+    }
 }
 
 /// Bring a database written by an earlier version up to date, in one
@@ -202,4 +245,43 @@ pub fn now_secs() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Db;
+
+    fn synchronous(conn: &rusqlite::Connection) -> i64 {
+        conn.query_row("PRAGMA synchronous", [], |r| r.get(0))
+            .unwrap()
+    }
+
+    #[test]
+    fn relaxed_commits_end_with_their_guard() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path()).unwrap();
+        assert_eq!(synchronous(&db.lock()), 2, "FULL");
+        {
+            let mut relaxed = db.lock_relaxed();
+            assert_eq!(synchronous(&relaxed), 1, "NORMAL");
+            let tx = relaxed.transaction().unwrap();
+            tx.execute(
+                "INSERT INTO uplink_counters (name, value) VALUES ('x', 1)",
+                [],
+            )
+            .unwrap();
+            tx.commit().unwrap();
+        }
+        assert_eq!(synchronous(&db.lock()), 2, "FULL again");
+        // Even when the relaxed write failed half-way.
+        {
+            let mut relaxed = db.lock_relaxed();
+            let tx = relaxed.transaction().unwrap();
+            assert!(
+                tx.execute("INSERT INTO no_such_table VALUES (1)", [])
+                    .is_err()
+            );
+        }
+        assert_eq!(synchronous(&db.lock()), 2);
+    }
 }

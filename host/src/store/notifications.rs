@@ -128,6 +128,25 @@ fn by_id(tx: &rusqlite::Connection, id: i64) -> rusqlite::Result<Notification> {
     )
 }
 
+/// An active notification raised again unchanged has its time refreshed
+/// (one write) at most this often.
+pub const REFRESH_SECS: i64 = 60;
+
+/// What a [`Notifications::raise`] changed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RaiseChange {
+    /// A new active notification.
+    New,
+    /// An active one changed: its body, and, if `status`, its severity or
+    /// title (what the device status sent to the cloud holds).
+    Updated {
+        /// Severity or title changed.
+        status: bool,
+    },
+    /// Raised again as it was (at most its time refreshed).
+    Unchanged,
+}
+
 impl Notifications {
     /// The centre over `db`.
     pub fn new(db: Db) -> Self {
@@ -135,7 +154,11 @@ impl Notifications {
     }
 
     /// Raise or update `key` for `module`. Returns the notification as
-    /// stored, and whether it is new.
+    /// stored, and what changed. Raising an active notification again with
+    /// the same severity, title and body changes nothing — no write, not
+    /// even its time, unless that is [`REFRESH_SECS`] old (a log replaying
+    /// one instrument error thousands of times is one notification, not
+    /// thousands of durable writes).
     pub fn raise(
         &self,
         module: &str,
@@ -143,17 +166,20 @@ impl Notifications {
         severity: &str,
         title: &str,
         body: &str,
-    ) -> Result<(Notification, bool), NotifyError> {
+    ) -> Result<(Notification, RaiseChange), NotifyError> {
         if key.is_empty() || key.len() > MAX_KEY_BYTES {
             return Err(NotifyError::InvalidKey);
         }
-        let mut conn = self.db.lock();
+        // A raise lost to a power cut is raised again by the next event.
+        let mut conn = self.db.lock_relaxed();
         let tx = conn.transaction()?;
-        let existing: Option<i64> = tx
+        let existing: Option<Notification> = tx
             .query_row(
-                "SELECT id FROM notification_log WHERE module = ?1 AND key = ?2 AND active = 1",
+                &format!(
+                    "SELECT {COLUMNS} FROM notification_log WHERE module = ?1 AND key = ?2 AND active = 1"
+                ),
                 params![module, key],
-                |r| r.get(0),
+                row,
             )
             .optional()?;
         let now = now_secs();
@@ -161,35 +187,44 @@ impl Notifications {
             truncate(title, MAX_TITLE_BYTES),
             truncate(body, MAX_BODY_BYTES),
         );
-        let id = match existing {
-            Some(id) => {
-                tx.execute(
+        let (id, change) = match existing {
+            Some(old) => {
+                let status = old.severity != severity || old.title != title;
+                if !status && old.body == body && now - old.updated_at < REFRESH_SECS {
+                    return Ok((old, RaiseChange::Unchanged));
+                }
+                tx.prepare_cached(
                     "UPDATE notification_log SET severity = ?2, title = ?3, body = ?4,
                          updated_at = ?5 WHERE id = ?1",
-                    params![id, severity, title, body, now],
-                )?;
-                id
+                )?
+                .execute(params![old.id, severity, title, body, now])?;
+                let change = if status || old.body != body {
+                    RaiseChange::Updated { status }
+                } else {
+                    RaiseChange::Unchanged
+                };
+                (old.id, change)
             }
             None => {
-                let count: u32 = tx.query_row(
-                    "SELECT COUNT(*) FROM notification_log WHERE module = ?1 AND active = 1",
-                    params![module],
-                    |r| r.get(0),
-                )?;
+                let count: u32 = tx
+                    .prepare_cached(
+                        "SELECT COUNT(*) FROM notification_log WHERE module = ?1 AND active = 1",
+                    )?
+                    .query_row(params![module], |r| r.get(0))?;
                 if count >= MAX_ACTIVE_PER_MODULE {
                     return Err(NotifyError::TooManyActive(MAX_ACTIVE_PER_MODULE));
                 }
-                tx.execute(
+                tx.prepare_cached(
                     "INSERT INTO notification_log (module, key, severity, title, body,
                          raised_at, updated_at, active) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, 1)",
-                    params![module, key, severity, title, body, now],
-                )?;
-                tx.last_insert_rowid()
+                )?
+                .execute(params![module, key, severity, title, body, now])?;
+                (tx.last_insert_rowid(), RaiseChange::New)
             }
         };
         let n = by_id(&tx, id)?;
         tx.commit()?;
-        Ok((n, existing.is_none()))
+        Ok((n, change))
     }
 
     /// Clear `key` of `module` (the module's own clear); returns the ended
@@ -198,11 +233,10 @@ impl Notifications {
         let mut conn = self.db.lock();
         let tx = conn.transaction()?;
         let id: Option<i64> = tx
-            .query_row(
+            .prepare_cached(
                 "SELECT id FROM notification_log WHERE module = ?1 AND key = ?2 AND active = 1",
-                params![module, key],
-                |r| r.get(0),
-            )
+            )?
+            .query_row(params![module, key], |r| r.get(0))
             .optional()?;
         let Some(id) = id else {
             return Ok(None);
@@ -217,11 +251,12 @@ impl Notifications {
         let client = truncate(client, MAX_CLIENT_BYTES);
         let mut conn = self.db.lock();
         let tx = conn.transaction()?;
-        let n = tx.execute(
-            "UPDATE notification_log SET acknowledged_at = ?2, acknowledged_by = ?3
+        let n = tx
+            .prepare_cached(
+                "UPDATE notification_log SET acknowledged_at = ?2, acknowledged_by = ?3
              WHERE id = ?1 AND active = 1",
-            params![id, now_secs(), client],
-        )?;
+            )?
+            .execute(params![id, now_secs(), client])?;
         if n == 0 {
             return Err(NotifyError::NotActive(id));
         }
@@ -238,11 +273,8 @@ impl Notifications {
         let mut conn = self.db.lock();
         let tx = conn.transaction()?;
         let active: bool = tx
-            .query_row(
-                "SELECT active FROM notification_log WHERE id = ?1",
-                params![id],
-                |r| r.get(0),
-            )
+            .prepare_cached("SELECT active FROM notification_log WHERE id = ?1")?
+            .query_row(params![id], |r| r.get(0))
             .optional()?
             .unwrap_or(false);
         if !active {
@@ -283,16 +315,16 @@ impl Notifications {
 
 /// End notification `id` (by `who`) and trim the history.
 fn end(tx: &rusqlite::Connection, id: i64, who: &str) -> Result<Notification, NotifyError> {
-    tx.execute(
+    tx.prepare_cached(
         "UPDATE notification_log SET active = 0, cleared_at = ?2, cleared_by = ?3 WHERE id = ?1",
-        params![id, now_secs(), who],
-    )?;
-    tx.execute(
+    )?
+    .execute(params![id, now_secs(), who])?;
+    tx.prepare_cached(
         "DELETE FROM notification_log WHERE active = 0 AND id NOT IN
              (SELECT id FROM notification_log WHERE active = 0
               ORDER BY cleared_at DESC, id DESC LIMIT ?1)",
-        params![MAX_HISTORY],
-    )?;
+    )?
+    .execute(params![MAX_HISTORY])?;
     Ok(by_id(tx, id)?)
 }
 
@@ -321,11 +353,28 @@ mod tests {
     #[test]
     fn raise_update_clear_scoped_by_module() {
         let (_d, n) = centre();
-        let (first, new) = n.raise("a", "k", "warning", "t", "b").unwrap();
-        assert!(new);
-        let (again, new) = n.raise("a", "k", "error", "t2", "b").unwrap();
-        assert!(!new);
+        let (first, change) = n.raise("a", "k", "warning", "t", "b").unwrap();
+        assert_eq!(change, RaiseChange::New);
+        let (again, change) = n.raise("a", "k", "error", "t2", "b").unwrap();
+        assert_eq!(change, RaiseChange::Updated { status: true });
         assert_eq!(first.id, again.id, "an update keeps its id");
+        let (_, change) = n.raise("a", "k", "error", "t2", "b2").unwrap();
+        assert_eq!(
+            change,
+            RaiseChange::Updated { status: false },
+            "the body only"
+        );
+        // The same again: nothing written, not even the time.
+        let writes = |n: &Notifications| -> i64 {
+            n.db.lock()
+                .query_row("SELECT total_changes()", [], |r| r.get(0))
+                .unwrap()
+        };
+        let before = writes(&n);
+        let (same, change) = n.raise("a", "k", "error", "t2", "b2").unwrap();
+        assert_eq!(change, RaiseChange::Unchanged);
+        assert_eq!(same.id, first.id);
+        assert_eq!(writes(&n), before, "an unchanged raise writes nothing");
         n.raise("b", "k", "info", "other", "").unwrap();
         let a = n.active(Some("a")).unwrap();
         assert_eq!(a.len(), 1);
@@ -365,8 +414,8 @@ mod tests {
             Err(NotifyError::NotActive(_))
         ));
         // Raised again: a new notification, not the dismissed one.
-        let (y, new) = n.raise("m", "k", "warning", "t", "b").unwrap();
-        assert!(new && y.id != x.id);
+        let (y, change) = n.raise("m", "k", "warning", "t", "b").unwrap();
+        assert!(change == RaiseChange::New && y.id != x.id);
     }
 
     #[test]

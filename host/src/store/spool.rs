@@ -164,7 +164,8 @@ impl Spool {
                     max: max_bytes,
                 });
             };
-            tx.execute("DELETE FROM uplink_outbox WHERE seq = ?1", params![vseq])?;
+            tx.prepare_cached("DELETE FROM uplink_outbox WHERE seq = ?1")?
+                .execute(params![vseq])?;
             bump(&tx, &format!("dropped:{vstream}"), 1)?;
             used -= vlen as u64;
             match dropped.iter_mut().find(|(s, _)| *s == vstream) {
@@ -172,15 +173,15 @@ impl Spool {
                 None => dropped.push((vstream, 1)),
             }
         }
-        tx.execute(
-            "INSERT INTO uplink_outbox (seq, module, stream, created_at, records, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        tx.prepare_cached("INSERT INTO uplink_outbox (seq, module, stream, created_at, records, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?
+.execute(
             params![seq as i64, module, stream, now_secs(), records as i64, body],
         )?;
-        tx.execute(
+        tx.prepare_cached(
             "INSERT INTO uplink_meta (key, value) VALUES ('last_seq', ?1)
              ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-            params![seq as i64],
-        )?;
+        )?
+        .execute(params![seq as i64])?;
         set_used_bytes(&tx, used + len)?;
         bump(&tx, "queued", 1)?;
         tx.commit()?;
@@ -199,23 +200,24 @@ impl Spool {
         let mut conn = self.db.lock();
         let tx = conn.transaction()?;
         let (module, stream, created_at, records, body): (String, String, i64, i64, Vec<u8>) = tx
-            .query_row(
-            "SELECT module, stream, created_at, records, body FROM uplink_outbox WHERE seq = ?1",
+            .prepare_cached("SELECT module, stream, created_at, records, body FROM uplink_outbox WHERE seq = ?1")?
+.query_row(
             params![old],
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
         )?;
         let seq = next_seq(&tx)?;
         let new_body = reseal(&body, seq).map_err(SpoolError::Seal)?;
-        tx.execute("DELETE FROM uplink_outbox WHERE seq = ?1", params![old])?;
-        tx.execute(
-            "INSERT INTO uplink_outbox (seq, module, stream, created_at, records, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        tx.prepare_cached("DELETE FROM uplink_outbox WHERE seq = ?1")?
+            .execute(params![old])?;
+        tx.prepare_cached("INSERT INTO uplink_outbox (seq, module, stream, created_at, records, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?
+.execute(
             params![seq as i64, module, stream, created_at, records, new_body],
         )?;
-        tx.execute(
+        tx.prepare_cached(
             "INSERT INTO uplink_meta (key, value) VALUES ('last_seq', ?1)
              ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-            params![seq as i64],
-        )?;
+        )?
+        .execute(params![seq as i64])?;
         let used = used_bytes(&tx)?;
         set_used_bytes(
             &tx,
@@ -261,16 +263,17 @@ impl Spool {
 
     /// The cloud acknowledged `seq`: forget it. Returns whether it was there.
     pub fn ack(&self, seq: i64) -> Result<bool, DbError> {
-        let mut conn = self.db.lock();
+        // A removal lost to a power cut sends the batch again, and the
+        // cloud answers `duplicate`: no need to wait for the disk.
+        let mut conn = self.db.lock_relaxed();
         let tx = conn.transaction()?;
         let len: Option<i64> = tx
-            .query_row(
-                "SELECT LENGTH(body) FROM uplink_outbox WHERE seq = ?1",
-                params![seq],
-                |r| r.get(0),
-            )
+            .prepare_cached("SELECT LENGTH(body) FROM uplink_outbox WHERE seq = ?1")?
+            .query_row(params![seq], |r| r.get(0))
             .optional()?;
-        let n = tx.execute("DELETE FROM uplink_outbox WHERE seq = ?1", params![seq])?;
+        let n = tx
+            .prepare_cached("DELETE FROM uplink_outbox WHERE seq = ?1")?
+            .execute(params![seq])?;
         if let Some(len) = len.filter(|_| n > 0) {
             let used = used_bytes(&tx)?;
             set_used_bytes(&tx, used.saturating_sub(len as u64))?;
@@ -288,21 +291,19 @@ impl Spool {
         let mut conn = self.db.lock();
         let tx = conn.transaction()?;
         let row: Option<(String, i64)> = tx
-            .query_row(
-                "SELECT stream, LENGTH(body) FROM uplink_outbox WHERE seq = ?1",
-                params![seq],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
+            .prepare_cached("SELECT stream, LENGTH(body) FROM uplink_outbox WHERE seq = ?1")?
+            .query_row(params![seq], |r| Ok((r.get(0)?, r.get(1)?)))
             .optional()?;
         let Some((stream, len)) = row else {
             return Ok(None);
         };
-        tx.execute(
-            "INSERT OR REPLACE INTO uplink_deadletter (seq, module, stream, created_at, records, body, reason, moved_at)
-             SELECT seq, module, stream, created_at, records, body, ?2, ?3 FROM uplink_outbox WHERE seq = ?1",
+        tx.prepare_cached("INSERT OR REPLACE INTO uplink_deadletter (seq, module, stream, created_at, records, body, reason, moved_at)
+             SELECT seq, module, stream, created_at, records, body, ?2, ?3 FROM uplink_outbox WHERE seq = ?1")?
+.execute(
             params![seq, reason, now_secs()],
         )?;
-        tx.execute("DELETE FROM uplink_outbox WHERE seq = ?1", params![seq])?;
+        tx.prepare_cached("DELETE FROM uplink_outbox WHERE seq = ?1")?
+            .execute(params![seq])?;
         let used = used_bytes(&tx)?;
         set_used_bytes(&tx, used.saturating_sub(len as u64))?;
         bump(&tx, &format!("dead-letter:{stream}"), 1)?;
@@ -313,7 +314,9 @@ impl Spool {
     /// Batches waiting and their total bytes.
     pub fn pending(&self) -> Result<(u64, u64), DbError> {
         let conn = self.db.lock();
-        let n: i64 = conn.query_row("SELECT COUNT(*) FROM uplink_outbox", [], |r| r.get(0))?;
+        let n: i64 = conn
+            .prepare_cached("SELECT COUNT(*) FROM uplink_outbox")?
+            .query_row([], |r| r.get(0))?;
         Ok((n as u64, used_bytes(&conn)?))
     }
 
@@ -321,11 +324,9 @@ impl Spool {
     /// nothing waits. A batch that waits long means uploads do not go through.
     pub fn oldest_waiting_since(&self) -> Result<Option<i64>, DbError> {
         let conn = self.db.lock();
-        Ok(
-            conn.query_row("SELECT MIN(created_at) FROM uplink_outbox", [], |r| {
-                r.get(0)
-            })?,
-        )
+        Ok(conn
+            .prepare_cached("SELECT MIN(created_at) FROM uplink_outbox")?
+            .query_row([], |r| r.get(0))?)
     }
 
     /// Add `n` to counter `name` (e.g. `guard-refused`).
@@ -349,11 +350,8 @@ impl Spool {
 /// module docs); the caller stores it as `last_seq` in the same transaction.
 pub(super) fn next_seq(conn: &rusqlite::Connection) -> rusqlite::Result<u64> {
     let last: Option<i64> = conn
-        .query_row(
-            "SELECT value FROM uplink_meta WHERE key = 'last_seq'",
-            [],
-            |r| r.get(0),
-        )
+        .prepare_cached("SELECT value FROM uplink_meta WHERE key = 'last_seq'")?
+        .query_row([], |r| r.get(0))
         .optional()?;
     Ok((last.unwrap_or(0) as u64 + 1).max(now_micros()))
 }
@@ -363,36 +361,31 @@ pub(super) fn next_seq(conn: &rusqlite::Connection) -> rusqlite::Result<u64> {
 /// when missing.
 pub(super) fn used_bytes(conn: &rusqlite::Connection) -> rusqlite::Result<u64> {
     let stored: Option<i64> = conn
-        .query_row(
-            "SELECT value FROM uplink_meta WHERE key = 'spool_bytes'",
-            [],
-            |r| r.get(0),
-        )
+        .prepare_cached("SELECT value FROM uplink_meta WHERE key = 'spool_bytes'")?
+        .query_row([], |r| r.get(0))
         .optional()?;
     match stored {
         Some(v) => Ok(v as u64),
-        None => conn.query_row(
-            "SELECT COALESCE(SUM(LENGTH(body)), 0) FROM uplink_outbox",
-            [],
-            |r| Ok(r.get::<_, i64>(0)? as u64),
-        ),
+        None => conn
+            .prepare_cached("SELECT COALESCE(SUM(LENGTH(body)), 0) FROM uplink_outbox")?
+            .query_row([], |r| Ok(r.get::<_, i64>(0)? as u64)),
     }
 }
 
 pub(super) fn set_used_bytes(conn: &rusqlite::Connection, bytes: u64) -> rusqlite::Result<()> {
-    conn.execute(
+    conn.prepare_cached(
         "INSERT INTO uplink_meta (key, value) VALUES ('spool_bytes', ?1)
          ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-        params![bytes as i64],
-    )?;
+    )?
+    .execute(params![bytes as i64])?;
     Ok(())
 }
 
 pub(super) fn bump(conn: &rusqlite::Connection, name: &str, n: u64) -> rusqlite::Result<()> {
-    conn.execute(
+    conn.prepare_cached(
         "INSERT INTO uplink_counters (name, value) VALUES (?1, ?2)
          ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
-        params![name, n as i64],
-    )?;
+    )?
+    .execute(params![name, n as i64])?;
     Ok(())
 }

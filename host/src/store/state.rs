@@ -38,8 +38,8 @@ pub(crate) fn write_in(
     value: &[u8],
 ) -> Result<(), StateError> {
     check_key(key)?;
-    let used: i64 = conn.query_row(
-        "SELECT COALESCE(SUM(LENGTH(CAST(key AS BLOB)) + LENGTH(value)), 0) FROM module_state WHERE module = ?1 AND key != ?2",
+    let used: i64 = conn.prepare_cached("SELECT COALESCE(SUM(LENGTH(CAST(key AS BLOB)) + LENGTH(value)), 0) FROM module_state WHERE module = ?1 AND key != ?2")?
+.query_row(
         params![module, key],
         |r| r.get(0),
     )?;
@@ -47,11 +47,11 @@ pub(crate) fn write_in(
     if needed > quota {
         return Err(StateError::QuotaExceeded(quota));
     }
-    conn.execute(
+    conn.prepare_cached(
         "INSERT INTO module_state (module, key, value) VALUES (?1, ?2, ?3)
          ON CONFLICT (module, key) DO UPDATE SET value = excluded.value",
-        params![module, key, value],
-    )?;
+    )?
+    .execute(params![module, key, value])?;
     Ok(())
 }
 
@@ -77,11 +77,8 @@ impl ModuleState {
     pub fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StateError> {
         let conn = self.db.lock();
         Ok(conn
-            .query_row(
-                "SELECT value FROM module_state WHERE module = ?1 AND key = ?2",
-                params![self.module, key],
-                |r| r.get(0),
-            )
+            .prepare_cached("SELECT value FROM module_state WHERE module = ?1 AND key = ?2")?
+            .query_row(params![self.module, key], |r| r.get(0))
             .optional()?)
     }
 

@@ -626,3 +626,70 @@ fn a_stdout_nobody_reads_does_not_stall_the_host() {
     };
     assert!(skipped > 0);
 }
+
+/// An idle host hands back memory (#14: idle RSS) and goes on working:
+/// after the trim, a line written into the collector's folder is read and
+/// queued, and the API answers. (Linux: on Windows the trim is
+/// `SetProcessWorkingSetSize`, which Wine does not implement.)
+#[cfg(target_os = "linux")]
+#[test]
+fn an_idle_host_hands_back_memory_and_goes_on_working() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let config = site_with_interval(dir.path(), &logs, 3600);
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert!(text.contains("idle-trim-secs = 30\n"));
+    std::fs::write(
+        &config,
+        text.replace("idle-trim-secs = 30\n", "idle-trim-secs = 1\n"),
+    )
+    .unwrap();
+    let host = Host::start(&config);
+    let metric = |name: &str| -> u64 {
+        let text = env().rt.block_on(async {
+            Host::client()
+                .get(host.url("/metrics"))
+                .bearer_auth(&host.token)
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+        });
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .unwrap_or_else(|| panic!("{name} not in\n{text}"))
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while metric("outpost_idle_trims") == 0 {
+        assert!(Instant::now() < deadline, "the idle host never trimmed");
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    assert!(metric("outpost_process_resident_bytes") > 0);
+    // After the trim: the collector's code and the host's run as before.
+    std::fs::write(
+        logs.join("analyzer.log"),
+        "2026-12-04 10:00:00 ERROR XN-550 SN-20431 E-1203 Aspiration error on sampler 2\n",
+    )
+    .unwrap();
+    loop {
+        let (status, s) = env()
+            .rt
+            .block_on(host.call(reqwest::Method::GET, "/api/v1/status"));
+        assert_eq!(status, 200, "{s}");
+        if s["uplink"]["waiting_batches"].as_u64().unwrap_or(0) > 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the line written after the trim was not queued: {s}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    host.kill();
+}

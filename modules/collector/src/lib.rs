@@ -67,7 +67,7 @@ pub const MAX_RECORDS_PER_CALL: usize = 20_000;
 /// Most records the host accepts in one batch.
 pub const MAX_BATCH_RECORDS: usize = 1000;
 /// Records per `uplink.enqueue` batch (a batch may run over by one unit).
-pub const RECORDS_PER_BATCH: usize = 100;
+pub const RECORDS_PER_BATCH: usize = 500;
 /// Most bytes parsed by one call, over all files (bounds a call's CPU time:
 /// about half a second at the module's measured scrubbing speed). A backlog
 /// drains over several calls.
@@ -794,8 +794,12 @@ mod tests {
         let buf = long.repeat(5);
         let ends = line_unit_ends(buf.as_bytes(), 100);
         assert_eq!(ends, [80_002, 160_004, 200_005]);
-        let many = "INFO x\n".repeat(250);
-        assert_eq!(line_unit_ends(many.as_bytes(), 1000), [700, 1400, 1750]);
+        let r = RECORDS_PER_BATCH;
+        let many = "INFO x\n".repeat(2 * r + r / 2);
+        assert_eq!(
+            line_unit_ends(many.as_bytes(), 10 * r),
+            [7 * r, 14 * r, 7 * (2 * r + r / 2)]
+        );
         let csv = b"a,b\n1,\"x\ny\"\n2,z\n3,";
         assert_eq!(row_unit_ends(csv, 10), [16]);
         assert_eq!(row_unit_ends(csv, 2), [12]);
