@@ -145,6 +145,7 @@ async fn run() {
         };
         let backends = Backends {
             vnc: None,
+            vnc_password: None,
             files: Some(
                 FileBackend::new(&folder, Arc::new(|_: &FileAudit| {}))
                     .with_max_file_bytes(u64::MAX),

@@ -4,3 +4,4 @@ mod flow;
 mod hostile;
 mod relay;
 mod vnc;
+mod rfb;
