@@ -41,6 +41,7 @@ pub mod link;
 pub mod lockout;
 pub mod password;
 pub mod screen;
+pub mod upload;
 
 use crate::events::{Events, HostEvent};
 use crate::runtime::bindings::session_policy::exports::outpost::agent::policy as wit;
