@@ -287,13 +287,18 @@ struct PasswordFile {
 
 impl PasswordFile {
     /// Write `password` (one line) to a new file only this user can read,
-    /// in a directory only this user can enter (`tempfile` makes it 0700 on
-    /// Unix; on Windows the temporary folder is the user's own).
+    /// in a directory only this user can enter (0700 on Unix, set before
+    /// the file is made; on Windows the temporary folder is the user's own).
     fn write(password: VncPassword) -> std::io::Result<PasswordFile> {
         use std::io::Write;
         let dir = tempfile::Builder::new()
             .prefix("outpost-screen-")
             .tempdir()?;
+        #[cfg(unix)]
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o700),
+        )?;
         let path = dir.path().join("passwd");
         let mut o = std::fs::OpenOptions::new();
         o.write(true).create_new(true);
