@@ -25,7 +25,7 @@ use crate::channel::{ChannelError, OpenReader, SealWriter, msg_name, respond};
 use crate::files::{Direction, FileAudit, FileBackend, PutSink};
 use crate::msg::{MAX_DATA_BYTES, Msg};
 use crate::relay_wire::{self, RelayError, RelayTarget};
-use crate::rfb::{self, VncPassword, ViewerHandshake};
+use crate::rfb::{self, ViewerHandshake, VncPassword};
 
 /// Most TCP streams open at once in one session.
 pub const MAX_TCP_STREAMS: usize = 16;

@@ -344,7 +344,8 @@ impl ViewerHandshake {
                         fed.reply.extend_from_slice(&[1, SECURITY_NONE]);
                         self.stage = ViewerStage::Choice { minor };
                     } else {
-                        fed.reply.extend_from_slice(&u32::from(SECURITY_NONE).to_be_bytes());
+                        fed.reply
+                            .extend_from_slice(&u32::from(SECURITY_NONE).to_be_bytes());
                         self.stage = ViewerStage::Done;
                     }
                 }
@@ -461,7 +462,9 @@ mod tests {
         h.feed(b"RFB 003.008\n").unwrap();
         let e = h.feed(&[2]).unwrap_err();
         assert!(e.to_string().contains("security type 2"), "{e}");
-        let e = ViewerHandshake::new().feed(b"GET / HTTP/1.1\r\n").unwrap_err();
+        let e = ViewerHandshake::new()
+            .feed(b"GET / HTTP/1.1\r\n")
+            .unwrap_err();
         assert!(matches!(e, RfbError::NotRfb { peer: "viewer", .. }), "{e}");
         let e = ViewerHandshake::new().feed(b"RFB 004.000\n").unwrap_err();
         assert!(matches!(e, RfbError::NotRfb { .. }), "{e}");

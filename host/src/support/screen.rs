@@ -165,7 +165,9 @@ impl ScreenCommand {
 
     /// Whether the backend is given a password (`{passwdfile}`).
     pub fn uses_password(&self) -> bool {
-        self.argv.iter().any(|a| a.contains(PASSWD_FILE_PLACEHOLDER))
+        self.argv
+            .iter()
+            .any(|a| a.contains(PASSWD_FILE_PLACEHOLDER))
     }
 
     /// The arguments (after the program) for `port` and the password file
@@ -329,11 +331,23 @@ mod tests {
 
     #[test]
     fn view_only_unless_control_was_approved() {
-        let c = cmd(&["x11vnc", "-rfbport", "{port}", "-passwdfile", "rm:{passwdfile}"]);
+        let c = cmd(&[
+            "x11vnc",
+            "-rfbport",
+            "{port}",
+            "-passwdfile",
+            "rm:{passwdfile}",
+        ]);
         assert!(c.uses_password());
         assert_eq!(
             c.args(5901, "/tmp/p/passwd", false),
-            ["-rfbport", "5901", "-passwdfile", "rm:/tmp/p/passwd", "-viewonly"]
+            [
+                "-rfbport",
+                "5901",
+                "-passwdfile",
+                "rm:/tmp/p/passwd",
+                "-viewonly"
+            ]
         );
         assert_eq!(
             c.args(5901, "/tmp/p/passwd", true),
@@ -353,7 +367,10 @@ mod tests {
         assert!(v(&[" ", "{port}", "{passwdfile}"], false).is_err());
         assert!(v(&["vnc", "-p={port}", "-f={passwdfile}"], false).is_ok());
         let e = v(&["vnc", "-p={port}"], false).unwrap_err();
-        assert!(e.contains("{passwdfile}") && e.contains("screen-without-password"), "{e}");
+        assert!(
+            e.contains("{passwdfile}") && e.contains("screen-without-password"),
+            "{e}"
+        );
         assert!(v(&["vnc", "-p={port}"], true).is_ok());
         assert!(v(&["vnc", "-p={port}", "{passwdfile}"], true).is_err());
         // The default passes its own check.
@@ -371,7 +388,8 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+            let mode =
+                |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
             assert_eq!(mode(&f.path), 0o600);
             assert_eq!(mode(f.dir.path()), 0o700);
         }

@@ -28,8 +28,8 @@
 //! the hash); the signed checkpoints stay local.
 
 use super::audit::{AuditChain, AuditEntry};
-use crate::store::state::ModuleState;
 use crate::store::spool::StateWrite;
+use crate::store::state::ModuleState;
 use crate::store::{Db, DbError};
 use crate::uplink::{EnqueueError, Uplink};
 use hmac::{Hmac, Mac};

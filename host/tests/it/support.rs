@@ -1667,13 +1667,20 @@ mod screen {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        let e = no_password.expect("the backend never answered").unwrap_err();
+        let e = no_password
+            .expect("the backend never answered")
+            .unwrap_err();
         assert!(
             matches!(&e, RfbError::PasswordNeeded(t) if !t.contains(&1)),
             "the backend let a client in without a password: {e}"
         );
-        let e = wrong_password.expect("the backend never answered").unwrap_err();
-        assert!(matches!(e, RfbError::AuthFailed(_)), "a wrong password: {e}");
+        let e = wrong_password
+            .expect("the backend never answered")
+            .unwrap_err();
+        assert!(
+            matches!(e, RfbError::AuthFailed(_)),
+            "a wrong password: {e}"
+        );
         let (types, rest) = insisting.expect("the backend never answered");
         assert!(!types.contains(&1), "{types:?}");
         assert!(
@@ -1696,15 +1703,26 @@ mod screen {
             .split('\0')
             .map(str::to_owned)
             .collect();
-        assert!(!argv.iter().any(|a| a == "-nopw" || a == "-passwd" || a == "-rfbauth"), "{argv:?}");
-        let i = argv.iter().position(|a| a == "-passwdfile").expect("-passwdfile");
+        assert!(
+            !argv
+                .iter()
+                .any(|a| a == "-nopw" || a == "-passwd" || a == "-rfbauth"),
+            "{argv:?}"
+        );
+        let i = argv
+            .iter()
+            .position(|a| a == "-passwdfile")
+            .expect("-passwdfile");
         let file = argv[i + 1].strip_prefix("rm:").expect("rm:FILE");
         assert!(
             !std::path::Path::new(file).exists(),
             "x11vnc did not remove the password file {file}"
         );
         if let Some(pw) = password {
-            assert!(!argv.iter().any(|a| a.contains(pw)), "the password is on the command line");
+            assert!(
+                !argv.iter().any(|a| a.contains(pw)),
+                "the password is on the command line"
+            );
         }
     }
 
@@ -1722,9 +1740,22 @@ mod screen {
             };
             let cfg = SupportConfig {
                 screen_command: Some(
-                    ["x11vnc", "-display", &format!(":{n}"), "-localhost", "-rfbport", "{port}", "-once", "-shared", "-passwdfile", "rm:{passwdfile}", "-quiet", "-norc"]
-                        .map(String::from)
-                        .to_vec(),
+                    [
+                        "x11vnc",
+                        "-display",
+                        &format!(":{n}"),
+                        "-localhost",
+                        "-rfbport",
+                        "{port}",
+                        "-once",
+                        "-shared",
+                        "-passwdfile",
+                        "rm:{passwdfile}",
+                        "-quiet",
+                        "-norc",
+                    ]
+                    .map(String::from)
+                    .to_vec(),
                 ),
                 ..SupportConfig::default()
             };

@@ -1008,7 +1008,10 @@ fn the_support_audit_arrives_in_order_once_without_file_names() {
         chain.append(at, kind, session, &detail).unwrap()
     };
     add("support-request", json!({ "by": "local-api" }));
-    add("auth-failed", json!({ "engineer": "eng-0001", "failures": 1 }));
+    add(
+        "auth-failed",
+        json!({ "engineer": "eng-0001", "failures": 1 }),
+    );
     add("approval", json!({ "permissions": "view,file-transfer" }));
     add(
         "file-transfer",
@@ -1052,7 +1055,10 @@ fn the_support_audit_arrives_in_order_once_without_file_names() {
     assert_eq!(up.run_once().unwrap(), 2);
     // An entry the PHI guard refuses is kept as a dead letter; the cursor
     // passes it and the next entry goes.
-    add("session-ended", json!({ "reason": "the patient's SSN is 123-45-6789" }));
+    add(
+        "session-ended",
+        json!({ "reason": "the patient's SSN is 123-45-6789" }),
+    );
     add("support-request", json!({ "by": "local-api" }));
     assert_eq!(up.run_once().unwrap(), 2);
     assert_eq!(up.cursor().unwrap(), 9);
@@ -1080,7 +1086,10 @@ fn the_support_audit_arrives_in_order_once_without_file_names() {
         "in order, once (8 is a dead letter)"
     );
     for (a, l) in got.iter().zip(local.iter().filter(|l| l.seq != 8)) {
-        assert_eq!((a.seq, a.at_ms, &a.entry_kind, &a.hash, &a.prev), (l.seq, l.at_ms, &l.kind, &l.hash, &l.prev));
+        assert_eq!(
+            (a.seq, a.at_ms, &a.entry_kind, &a.hash, &a.prev),
+            (l.seq, l.at_ms, &l.kind, &l.hash, &l.prev)
+        );
         if l.kind == "file-transfer" {
             assert_eq!(a.detail, "{}");
         } else {
@@ -1094,7 +1103,10 @@ fn the_support_audit_arrives_in_order_once_without_file_names() {
     assert_eq!(files[0].name_hmac, files[1].name_hmac);
     assert_eq!(files[0].name_hmac.len(), 64);
     assert!((files[0].done, files[1].done) == (true, false));
-    assert_eq!((files[0].size, files[0].direction.as_str()), (1234, "to-pc"));
+    assert_eq!(
+        (files[0].size, files[0].direction.as_str()),
+        (1234, "to-pc")
+    );
     for b in &batches {
         let text = serde_json::to_string(&b.body).unwrap();
         assert!(!text.contains("Smith"), "a file name left the PC: {text}");

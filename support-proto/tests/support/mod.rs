@@ -3,5 +3,5 @@ pub mod common;
 mod flow;
 mod hostile;
 mod relay;
-mod vnc;
 mod rfb;
+mod vnc;

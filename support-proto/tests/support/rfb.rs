@@ -10,7 +10,11 @@ use tokio::net::{TcpListener, TcpStream};
 
 /// A fake backend running `script` on the one connection it accepts;
 /// returns the PC's result and what the script returned.
-async fn against<F, Fut, T>(password: Option<&VncPassword>, limit: Duration, script: F) -> (Result<(), RfbError>, T)
+async fn against<F, Fut, T>(
+    password: Option<&VncPassword>,
+    limit: Duration,
+    script: F,
+) -> (Result<(), RfbError>, T)
 where
     F: FnOnce(TcpStream) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = T> + Send,
@@ -31,7 +35,9 @@ where
 const LIMIT: Duration = Duration::from_secs(10);
 
 async fn reason(s: &mut TcpStream, text: &str) {
-    s.write_all(&(text.len() as u32).to_be_bytes()).await.unwrap();
+    s.write_all(&(text.len() as u32).to_be_bytes())
+        .await
+        .unwrap();
     s.write_all(text.as_bytes()).await.unwrap();
 }
 
@@ -77,7 +83,10 @@ async fn a_wrong_password_fails_with_the_servers_reason() {
         matches!(&e, RfbError::AuthFailed(m) if m == "Authentication failed, too many tries"),
         "{e}"
     );
-    assert!(e.to_string().contains("refused the session's password"), "{e}");
+    assert!(
+        e.to_string().contains("refused the session's password"),
+        "{e}"
+    );
 }
 
 #[tokio::test]
@@ -95,7 +104,11 @@ async fn a_backend_that_asks_for_no_password_is_refused_when_one_was_set() {
     assert_eq!(chose, None, "the PC must not choose None");
     let e = r.unwrap_err();
     assert!(matches!(&e, RfbError::NoVncAuth(t) if t == &[1]), "{e}");
-    assert!(e.to_string().contains("no VNC Authentication (security type 2)"), "{e}");
+    assert!(
+        e.to_string()
+            .contains("no VNC Authentication (security type 2)"),
+        "{e}"
+    );
 }
 
 #[tokio::test]
@@ -109,7 +122,10 @@ async fn a_backend_refusing_the_connection_names_its_reason() {
     })
     .await;
     let e = r.unwrap_err();
-    assert!(matches!(&e, RfbError::Refused(m) if m == "Too many security failures"), "{e}");
+    assert!(
+        matches!(&e, RfbError::Refused(m) if m == "Too many security failures"),
+        "{e}"
+    );
 }
 
 #[tokio::test]
@@ -137,9 +153,19 @@ async fn a_stalling_backend_times_out_naming_what_it_waited_for() {
     })
     .await;
     let e = r.unwrap_err();
-    assert!(matches!(e, RfbError::Timeout { stage: "security result" }), "{e}");
     assert!(
-        e.to_string().contains("did not finish the VNC security handshake") && e.to_string().contains("security result"),
+        matches!(
+            e,
+            RfbError::Timeout {
+                stage: "security result"
+            }
+        ),
+        "{e}"
+    );
+    assert!(
+        e.to_string()
+            .contains("did not finish the VNC security handshake")
+            && e.to_string().contains("security result"),
         "{e}"
     );
 }
@@ -174,7 +200,10 @@ async fn older_servers_and_no_password() {
     })
     .await;
     let e = r.unwrap_err();
-    assert!(matches!(&e, RfbError::PasswordNeeded(t) if t == &[2]), "{e}");
+    assert!(
+        matches!(&e, RfbError::PasswordNeeded(t) if t == &[2]),
+        "{e}"
+    );
     // Something that is not RFB.
     let (r, ()) = against(None, LIMIT, |mut s| async move {
         s.write_all(b"SSH-2.0-Open").await.unwrap();
@@ -182,5 +211,14 @@ async fn older_servers_and_no_password() {
     })
     .await;
     let e = r.unwrap_err();
-    assert!(matches!(e, RfbError::NotRfb { peer: "screen backend", .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            RfbError::NotRfb {
+                peer: "screen backend",
+                ..
+            }
+        ),
+        "{e}"
+    );
 }
