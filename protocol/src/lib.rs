@@ -139,5 +139,6 @@ pub use error::ProtocolError;
 pub use identity::{DeviceId, DeviceKey, MAX_STREAM_LEN, validate_stream};
 pub use records::{
     BatchBody, Heartbeat, InstallState, Instrument, InstrumentEvent, MaintenanceEvent,
-    NotificationState, NotificationStatus, QcResult, Record, Severity, SoftwareStatus, Timestamp,
+    NotificationState, NotificationStatus, QcResult, Record, Severity, SoftwareStatus,
+    SupportAuditEntry, SupportAuditFile, Timestamp,
 };

@@ -174,9 +174,55 @@ pub struct NotificationStatus {
     pub time: Timestamp,
 }
 
+/// One entry of the PC's remote-support audit chain, uploaded by the host
+/// on its own stream `support-audit` (never from a module), in chain order.
+/// `hash` and `prev` are the local chain's (SHA-256, hex). A file transfer
+/// carries [`SupportAuditFile`] instead of its detail (`detail` is `{}`):
+/// the file's name stays on the PC, only its keyed hash is sent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct SupportAuditEntry {
+    /// Position in the chain (1, 2, 3 ...).
+    pub seq: i64,
+    /// When, Unix milliseconds.
+    pub at_ms: i64,
+    /// What happened (`support-request`, `auth-failed`, `approval`,
+    /// `file-transfer`, `session-ended` ...).
+    pub entry_kind: String,
+    /// The support session ("" if none).
+    pub session: String,
+    /// Details as JSON text (ids, reasons, permissions; never secrets).
+    pub detail: String,
+    /// The previous entry's hash.
+    pub prev: String,
+    /// This entry's hash (over the local entry, whose detail a file
+    /// transfer's upload leaves out).
+    pub hash: String,
+    /// A file transfer's facts without its name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<SupportAuditFile>,
+}
+
+/// A support file transfer as uploaded: no name, no free text.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct SupportAuditFile {
+    /// HMAC-SHA256 of the file's name under a key only the PC holds (hex).
+    pub name_hmac: String,
+    /// Bytes moved.
+    pub size: u64,
+    /// SHA-256 of the content (hex; "" if it did not complete).
+    pub sha256: String,
+    /// `to-pc` or `from-pc`.
+    pub direction: String,
+    /// Whether it completed.
+    pub done: bool,
+}
+
 /// One record of a batch (WIT `record`, plus the host's own notification
-/// status). JSON: the arm's fields plus `"kind": "qc" | "maintenance" |
-/// "event" | "software" | "heartbeat" | "notification"`.
+/// status and support audit). JSON: the arm's fields plus `"kind": "qc" |
+/// "maintenance" | "event" | "software" | "heartbeat" | "notification" |
+/// "support-audit"`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum Record {
@@ -192,6 +238,9 @@ pub enum Record {
     Heartbeat(Heartbeat),
     /// A notification change (from the host, never from a module).
     Notification(NotificationStatus),
+    /// An entry of the support audit chain (from the host, never from a
+    /// module).
+    SupportAudit(SupportAuditEntry),
 }
 
 impl Record {
@@ -204,6 +253,7 @@ impl Record {
             Record::Software(_) => "software",
             Record::Heartbeat(_) => "heartbeat",
             Record::Notification(_) => "notification",
+            Record::SupportAudit(_) => "support-audit",
         }
     }
 }

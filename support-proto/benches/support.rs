@@ -1,8 +1,12 @@
 //! Remote-support benchmark through the real relay on loopback: session
 //! set-up time (relay registration to the PC's decision at the engineer),
-//! file-transfer throughput, and relay memory per idle (pending) session.
-//! Prints a table. `cargo bench -p outpost-support-proto --bench support`
-//! (BENCH_MB sets the file size, default 200).
+//! file-transfer throughput, the latency a small screen frame gains through
+//! PC ↔ relay ↔ engineer (round trips of 64 bytes through the engineer's
+//! local VNC port to an RFB echo backend, against the same bytes over
+//! plain loopback TCP to the same echo), and relay memory per idle
+//! (pending) session. Prints a table. `cargo bench -p
+//! outpost-support-proto --bench support` (BENCH_MB sets the file size,
+//! default 200; BENCH_FRAMES the round trips, default 2000).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,6 +24,74 @@ use outpost_support_proto::{
     engineer,
 };
 use rand_core::{OsRng, RngCore};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// The small frame of the latency measure (a pointer event is 6 bytes, a
+/// small framebuffer update a few dozen).
+const FRAME_BYTES: usize = 64;
+
+/// An echo server on loopback; with `rfb`, each connection first passes an
+/// RFB 3.8 handshake offering security type None (what `pc::serve` expects
+/// of a backend given no password), then echoes.
+async fn echo_server(rfb: bool) -> std::net::SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let _ = s.set_nodelay(true);
+                if rfb {
+                    let mut v = [0u8; 12];
+                    if s.write_all(b"RFB 003.008\n").await.is_err()
+                        || s.read_exact(&mut v).await.is_err()
+                        || s.write_all(&[1, 1]).await.is_err()
+                        || s.read_u8().await.is_err()
+                        || s.write_all(&0u32.to_be_bytes()).await.is_err()
+                    {
+                        return;
+                    }
+                }
+                let mut buf = vec![0u8; 16 * 1024];
+                loop {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => {
+                            if s.write_all(&buf[..n]).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// `n` round trips of one [`FRAME_BYTES`] frame on `s`, sorted.
+async fn round_trips(s: &mut TcpStream, n: usize) -> Vec<Duration> {
+    let frame = [0x5au8; FRAME_BYTES];
+    let mut back = [0u8; FRAME_BYTES];
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n + n / 10 {
+        let t = Instant::now();
+        s.write_all(&frame).await.unwrap();
+        s.read_exact(&mut back).await.unwrap();
+        // The first tenth warms up (not counted).
+        if i >= n / 10 {
+            out.push(t.elapsed());
+        }
+    }
+    assert_eq!(back, frame);
+    out.sort();
+    out
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
 
 /// Approves file transfer for a credential that is the engineer's public key.
 struct Approve {
@@ -145,6 +217,7 @@ async fn run() {
         };
         let backends = Backends {
             vnc: None,
+            vnc_password: None,
             files: Some(
                 FileBackend::new(&folder, Arc::new(|_: &FileAudit| {}))
                     .with_max_file_bytes(u64::MAX),
@@ -192,6 +265,73 @@ async fn run() {
     }
     setups.sort();
 
+    // Added latency per frame: the same echo, once through the channel and
+    // once over plain loopback TCP.
+    let frames: usize = std::env::var("BENCH_FRAMES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2000);
+    let plain_echo = echo_server(false).await;
+    let mut plain = TcpStream::connect(plain_echo).await.unwrap();
+    plain.set_nodelay(true).unwrap();
+    let direct = round_trips(&mut plain, frames).await;
+    drop(plain);
+    let rfb_echo = echo_server(true).await;
+    let session = "bench-latency".to_owned();
+    let cfg = PcConfig {
+        relay: target.clone(),
+        device_id: device_id.clone(),
+        relay_key: relay_key.clone(),
+        device_key: device_key.clone(),
+        session_id: session.clone(),
+    };
+    let backends = Backends {
+        vnc: Some(rfb_echo),
+        ..Backends::default()
+    };
+    let registered = relay
+        .stats()
+        .registered
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let a = authz.clone();
+    let pc_task =
+        tokio::spawn(async move { pc::serve(&cfg, a, backends, std::future::pending()).await });
+    while relay
+        .stats()
+        .registered
+        .load(std::sync::atomic::Ordering::Relaxed)
+        == registered
+    {
+        tokio::task::yield_now().await;
+    }
+    let view = EngineerAuth {
+        credential: auth.credential.clone(),
+        key: auth.key.clone(),
+        password: auth.password.clone(),
+        requested: vec![Permission::View],
+    };
+    let s = engineer::connect(&target, &session, &device_key.verifying_key(), &view)
+        .await
+        .unwrap();
+    let local = s
+        .open_vnc_listener("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let mut viewer = TcpStream::connect(local).await.unwrap();
+    viewer.set_nodelay(true).unwrap();
+    // The viewer's half of the PC's RFB handshake (type None).
+    let mut v = [0u8; 12];
+    viewer.read_exact(&mut v).await.unwrap();
+    viewer.write_all(b"RFB 003.008\n").await.unwrap();
+    let mut types = [0u8; 2];
+    viewer.read_exact(&mut types).await.unwrap();
+    viewer.write_all(&[1]).await.unwrap();
+    assert_eq!(viewer.read_u32().await.unwrap(), 0);
+    let relayed = round_trips(&mut viewer, frames).await;
+    drop(viewer);
+    s.end("bench").await.unwrap();
+    pc_task.await.unwrap().unwrap();
+
     // Relay memory per idle session: pending registrations held open.
     let idle = 500;
     let before = rss_kib();
@@ -228,6 +368,25 @@ async fn run() {
             "{:<44} {:>8.1} MB/s",
             "file transfer PC → engineer",
             mbs(down)
+        );
+    }
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    for (what, p) in [("median", 0.5), ("p99", 0.99)] {
+        let (d, r) = (percentile(&direct, p), percentile(&relayed, p));
+        println!(
+            "{:<44} {:>9.3} ms",
+            format!("{FRAME_BYTES}-byte round trip, loopback TCP, {what}"),
+            ms(d)
+        );
+        println!(
+            "{:<44} {:>9.3} ms",
+            format!("{FRAME_BYTES}-byte round trip, through relay, {what}"),
+            ms(r)
+        );
+        println!(
+            "{:<44} {:>9.3} ms",
+            format!("added latency per frame, {what}"),
+            ms(r.saturating_sub(d))
         );
     }
     match (before, after) {

@@ -13,6 +13,8 @@
 //! * [`pc`]: the PC side ([`pc::serve`]).
 //! * [`engineer`]: the engineer client library behind `outpost-support`.
 //! * [`files`]: file transfer confined to one granted folder.
+//! * [`rfb`]: the VNC security handshake the PC ends on both sides (the
+//!   backend's password never reaches the engineer).
 //!
 //! Never logged: passwords, keys, credentials, file contents or names.
 
@@ -27,6 +29,7 @@ pub mod frame;
 pub mod msg;
 pub mod pc;
 pub mod relay_wire;
+pub mod rfb;
 
 pub use authz::{
     Authorizer, ConnectAttempt, Grant, Permission, Refusal, RefusalCode, challenge_message,

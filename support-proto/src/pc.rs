@@ -25,6 +25,7 @@ use crate::channel::{ChannelError, OpenReader, SealWriter, msg_name, respond};
 use crate::files::{Direction, FileAudit, FileBackend, PutSink};
 use crate::msg::{MAX_DATA_BYTES, Msg};
 use crate::relay_wire::{self, RelayError, RelayTarget};
+use crate::rfb::{self, ViewerHandshake, VncPassword};
 
 /// Most TCP streams open at once in one session.
 pub const MAX_TCP_STREAMS: usize = 16;
@@ -91,6 +92,11 @@ pub struct Backends {
     /// The screen backend's TCP address (a VNC server on loopback started
     /// for this session with the approved rights); `None`: no screen.
     pub vnc: Option<SocketAddr>,
+    /// The screen backend's VNC password; `None`: it asks for none. The PC
+    /// authenticates to the backend itself and offers the engineer's
+    /// viewer security type None ([`crate::rfb`]): the password never
+    /// crosses the channel.
+    pub vnc_password: Option<VncPassword>,
     /// The granted folder; `None`: no file transfer.
     pub files: Option<FileBackend>,
     /// Told of each use or refused use of the screen (for the audit; file
@@ -107,6 +113,7 @@ impl std::fmt::Debug for Backends {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Backends")
             .field("vnc", &self.vnc)
+            .field("vnc_password", &self.vnc_password.is_some())
             .field("files", &self.files)
             .field("events", &self.events.is_some())
             .field("screen", &self.screen.is_some())
@@ -119,6 +126,8 @@ impl std::fmt::Debug for Backends {
 pub struct ScreenBackend {
     /// Where the backend listens (loopback).
     pub addr: SocketAddr,
+    /// Its per-session VNC password (`None`: it was started without one).
+    pub password: Option<VncPassword>,
     /// Stops the backend when dropped (e.g. a child process killed on drop).
     pub guard: Box<dyn Send + Sync>,
 }
@@ -127,6 +136,7 @@ impl std::fmt::Debug for ScreenBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ScreenBackend")
             .field("addr", &self.addr)
+            .field("password", &self.password.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -247,6 +257,7 @@ pub async fn serve(
         match start(&grant).await {
             Ok(b) => {
                 backends.vnc = Some(b.addr);
+                backends.vnc_password = b.password.clone();
                 screen = Some(b);
             }
             Err(r) => {
@@ -297,6 +308,8 @@ struct State<'a> {
     backends: Backends,
     tx: mpsc::Sender<Msg>,
     tcp: HashMap<u32, OwnedWriteHalf>,
+    /// Screen streams whose viewer has not finished its security handshake.
+    viewers: HashMap<u32, ViewerHandshake>,
     puts: HashMap<u32, PutSink>,
     gets: HashMap<u32, tokio::task::JoinHandle<()>>,
 }
@@ -322,6 +335,7 @@ where
         backends,
         tx: tx.clone(),
         tcp: HashMap::new(),
+        viewers: HashMap::new(),
         puts: HashMap::new(),
         gets: HashMap::new(),
     };
@@ -402,6 +416,23 @@ impl State<'_> {
         }
     }
 
+    /// Connect to the screen backend and pass its security handshake with
+    /// the session's password (within
+    /// [`rfb::BACKEND_HANDSHAKE_TIMEOUT_MS`]).
+    async fn connect_backend(&self, addr: SocketAddr) -> Result<TcpStream, Refusal> {
+        let mut s = TcpStream::connect(addr).await.map_err(|e| {
+            Refusal::new(
+                RefusalCode::Internal,
+                format!("the screen backend is not reachable: {e}"),
+            )
+        })?;
+        let _ = s.set_nodelay(true);
+        rfb::authenticate_backend(&mut s, self.backends.vnc_password.as_ref())
+            .await
+            .map_err(|e| Refusal::new(RefusalCode::Internal, e.to_string()))?;
+        Ok(s)
+    }
+
     /// Carry backend stream `s` as TCP stream `id`.
     fn open_stream(&mut self, id: u32, s: TcpStream) {
         let _ = s.set_nodelay(true);
@@ -450,15 +481,18 @@ impl State<'_> {
                     None
                 };
                 let refusal = match (refusal, self.backends.vnc) {
-                    (None, Some(addr)) => match TcpStream::connect(addr).await {
+                    (None, Some(addr)) => match self.connect_backend(addr).await {
                         Ok(s) => {
+                            // The PC's own RFB server half greets the viewer
+                            // before any byte of the backend's (which waits
+                            // for the viewer's ClientInit).
+                            self.send(Msg::TcpData(id, ViewerHandshake::greeting().to_vec()))
+                                .await?;
+                            self.viewers.insert(id, ViewerHandshake::new());
                             self.open_stream(id, s);
                             None
                         }
-                        Err(e) => Some(Refusal::new(
-                            RefusalCode::Internal,
-                            format!("the screen backend is not reachable: {e}"),
-                        )),
+                        Err(r) => Some(r),
                     },
                     (r, _) => r,
                 };
@@ -477,6 +511,29 @@ impl State<'_> {
                 }
             }
             Msg::TcpData(id, data) => {
+                let data = match self.viewers.get_mut(&id) {
+                    None => data,
+                    Some(h) => match h.feed(&data) {
+                        Ok(fed) => {
+                            if fed.done {
+                                self.viewers.remove(&id);
+                            }
+                            if !fed.reply.is_empty() {
+                                self.send(Msg::TcpData(id, fed.reply)).await?;
+                            }
+                            fed.forward
+                        }
+                        Err(e) => {
+                            tracing::warn!(target: "outpost.support", stream = id, error = %e, "screen stream closed");
+                            self.viewers.remove(&id);
+                            self.tcp.remove(&id);
+                            return self.send(Msg::TcpClose(id)).await;
+                        }
+                    },
+                };
+                if data.is_empty() {
+                    return Ok(());
+                }
                 if let Some(w) = self.tcp.get_mut(&id)
                     && w.write_all(&data).await.is_err()
                 {
@@ -486,6 +543,7 @@ impl State<'_> {
                 Ok(())
             }
             Msg::TcpClose(id) => {
+                self.viewers.remove(&id);
                 if let Some(mut w) = self.tcp.remove(&id) {
                     let _ = w.shutdown().await;
                 }

@@ -78,5 +78,6 @@ pub fn stream_of(r: &p::Record) -> &'static str {
         p::Record::Software(_) => "software",
         p::Record::Heartbeat(_) => "heartbeat",
         p::Record::Notification(_) => "notifications",
+        p::Record::SupportAudit(_) => "support-audit",
     }
 }

@@ -128,6 +128,13 @@ pub async fn start_api(
             };
             let b = Arc::new(b);
             b.spawn_timer();
+            // The audit goes to the cloud as the never-dropped stream
+            // `support-audit` (entries wait while not enrolled).
+            crate::support::upload::AuditUpload::new(
+                agent.runtime.services().db.clone(),
+                agent.runtime.services().uplink.clone(),
+            )
+            .spawn();
             match crate::support::link::Link::from_config(
                 &agent.config.support,
                 agent.runtime.services().tls.clone(),

@@ -217,6 +217,17 @@ impl AuditChain {
         Ok(out)
     }
 
+    /// Up to `limit` entries after `seq`, in order (the upload's cursor).
+    pub fn after(&self, seq: i64, limit: u32) -> Result<Vec<AuditEntry>, DbError> {
+        let conn = self.db.lock();
+        let mut st = conn.prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM audit_chain WHERE seq > ?1 ORDER BY seq LIMIT ?2"
+        ))?;
+        Ok(st
+            .query_map(params![seq, limit], row)?
+            .collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
     /// Sign a checkpoint of the latest entry with `key` (nothing if that
     /// entry has one already). Returns the entry's seq.
     pub fn checkpoint(

@@ -280,6 +280,7 @@ fn backends(broker: &Arc<Broker>, link: &Link, key: &str) -> Backends {
     });
     Backends {
         vnc: None,
+        vnc_password: None,
         files,
         events: Some(events),
         screen,

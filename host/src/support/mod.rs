@@ -41,6 +41,7 @@ pub mod link;
 pub mod lockout;
 pub mod password;
 pub mod screen;
+pub mod upload;
 
 use crate::events::{Events, HostEvent};
 use crate::runtime::bindings::session_policy::exports::outpost::agent::policy as wit;
@@ -132,6 +133,11 @@ pub struct SupportConfig {
     /// Appended to `screen-command` when control was not approved
     /// (default `["-viewonly"]`, x11vnc's).
     pub screen_view_only_args: Option<Vec<String>>,
+    /// `screen-command` takes no `{passwdfile}`: the backend runs without
+    /// a password, and any local process may reach its loopback port
+    /// before the engineer (default false: `check-config` refuses such a
+    /// command).
+    pub screen_without_password: bool,
 }
 
 impl Default for SupportConfig {
@@ -149,6 +155,7 @@ impl Default for SupportConfig {
             file_folder: None,
             screen_command: None,
             screen_view_only_args: None,
+            screen_without_password: false,
         }
     }
 }
@@ -173,8 +180,13 @@ impl SupportConfig {
         if self.relay.is_some() {
             self.relay_server_name()?;
         }
-        if let Some(c) = &self.screen_command {
-            screen::ScreenCommand::validate(c)?;
+        match (&self.screen_command, screen::DEFAULT_COMMAND) {
+            (Some(c), _) => screen::ScreenCommand::validate(c, self.screen_without_password)?,
+            (None, Some(d)) => screen::ScreenCommand::validate(
+                &d.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+                self.screen_without_password,
+            )?,
+            (None, None) => {}
         }
         Ok(())
     }

@@ -91,7 +91,7 @@ fn desk(s: Setup) -> Desk {
     let screen = if s.support.contains("screen-command") {
         ""
     } else {
-        "screen-command = [\"vnc-server\", \"-rfbport\", \"{port}\"]\n"
+        "screen-command = [\"vnc-server\", \"-rfbport\", \"{port}\", \"-passwdfile\", \"{passwdfile}\"]\n"
     };
     let text = format!(
         "state-dir = \"state\"\n[site]\nholds-patient-data = {}\n[policy]\nmax-state-quota-bytes = 1048576\npermissions = [\"view\", \"control\", \"file-transfer\"]\n[[trust.keys]]\nname = \"test-publisher\"\npublic-key = \"{}\"\n[support]\nregion = \"eu\"\nauthority-keys = [\"{}\"]\n{screen}{}\n{module}",
@@ -1433,9 +1433,18 @@ mod screen {
             eprintln!("skipped: Xvfb or x11vnc is not installed (apt-get install xvfb x11vnc)");
             return None;
         }
+        // A display of its own per test (two tests of this process run at
+        // once: the counter keeps them from picking the same free one).
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = (400..800)
-            .map(|n| n + std::process::id() % 300)
-            .find(|n| !std::path::Path::new(&format!("/tmp/.X11-unix/X{n}")).exists())
+            .map(|n| {
+                n + std::process::id() % 300
+                    + 7 * NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            })
+            .find(|n| {
+                !std::path::Path::new(&format!("/tmp/.X11-unix/X{n}")).exists()
+                    && !std::path::Path::new(&format!("/tmp/.X{n}-lock")).exists()
+            })
             .unwrap();
         let xvfb = Command::new("Xvfb")
             .args([
@@ -1545,6 +1554,13 @@ mod screen {
         d.broker.decide(&id, accept, "test-person").unwrap();
         let s = eng.await.unwrap().unwrap();
         assert_eq!(s.grant().permissions, accept);
+        // Before the engineer's viewer: a local process straight at the
+        // backend's loopback port is refused, with no password or a wrong
+        // one, and the password is on no command line.
+        let port = started_port(d, &id).await;
+        intruders_are_refused(port).await;
+        #[cfg(target_os = "linux")]
+        no_password_on_the_command_line(port, None);
         let local = s
             .open_vnc_listener("127.0.0.1:0".parse().unwrap())
             .await
@@ -1583,6 +1599,196 @@ mod screen {
         (down, detail["port"].as_u64().unwrap() as u16)
     }
 
+    /// The port of the session's backend, once the audit says it started.
+    async fn started_port(d: &Desk, id: &str) -> u16 {
+        for _ in 0..1000 {
+            if let Some(e) = d
+                .audit()
+                .entries(Some(&id.replace('-', "")), 1000)
+                .unwrap()
+                .into_iter()
+                .find(|e| e.kind == "screen-backend-started")
+            {
+                let detail: serde_json::Value = serde_json::from_str(&e.detail).unwrap();
+                return detail["port"].as_u64().unwrap() as u16;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("the screen backend did not start");
+    }
+
+    /// A local client at the backend's port: choosing no security is
+    /// refused, and so is a wrong password. (x11vnc may still be busy with
+    /// the previous client's close and deny one at once: tried again.)
+    async fn intruders_are_refused(port: u16) {
+        use outpost_support_proto::rfb::{RfbError, VncPassword, authenticate_backend};
+        let connect = || async {
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .unwrap()
+        };
+        let mut no_password = None;
+        let mut wrong_password = None;
+        let mut insisting = None;
+        for _ in 0..100 {
+            if no_password.is_none() {
+                match authenticate_backend(&mut connect().await, None).await {
+                    Err(RfbError::Io(_)) => {}
+                    r => no_password = Some(r),
+                }
+            }
+            if wrong_password.is_none() {
+                let guess = VncPassword::from_text("guess123");
+                match authenticate_backend(&mut connect().await, Some(&guess)).await {
+                    Err(RfbError::Io(_)) => {}
+                    r => wrong_password = Some(r),
+                }
+            }
+            if insisting.is_none() {
+                // Choosing None although it is not offered.
+                let mut c = connect().await;
+                let mut v = [0u8; 12];
+                let mut n = [0u8; 1];
+                if c.read_exact(&mut v).await.is_ok()
+                    && c.write_all(&v).await.is_ok()
+                    && c.read_exact(&mut n).await.is_ok()
+                {
+                    let mut types = vec![0u8; usize::from(n[0])];
+                    c.read_exact(&mut types).await.unwrap();
+                    c.write_all(&[1]).await.unwrap();
+                    let mut rest = Vec::new();
+                    let _ = tokio::time::timeout(Duration::from_secs(10), c.read_to_end(&mut rest))
+                        .await;
+                    insisting = Some((types, rest));
+                }
+            }
+            if no_password.is_some() && wrong_password.is_some() && insisting.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let e = no_password
+            .expect("the backend never answered")
+            .unwrap_err();
+        assert!(
+            matches!(&e, RfbError::PasswordNeeded(t) if !t.contains(&1)),
+            "the backend let a client in without a password: {e}"
+        );
+        let e = wrong_password
+            .expect("the backend never answered")
+            .unwrap_err();
+        assert!(
+            matches!(e, RfbError::AuthFailed(_)),
+            "a wrong password: {e}"
+        );
+        let (types, rest) = insisting.expect("the backend never answered");
+        assert!(!types.contains(&1), "{types:?}");
+        assert!(
+            rest.len() < 4 || rest[..4] != [0, 0, 0, 0],
+            "security type None was accepted: {rest:?}"
+        );
+    }
+
+    /// The x11vnc serving `port`: its command line names a password file
+    /// (removed once read), never a password (nor `password`, if known).
+    #[cfg(target_os = "linux")]
+    fn no_password_on_the_command_line(port: u16, password: Option<&str>) {
+        let needle = format!("\0-rfbport\0{port}\0");
+        let argv: Vec<String> = std::fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(|e| std::fs::read(e.ok()?.path().join("cmdline")).ok())
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .find(|c| c.starts_with("x11vnc\0") && c.contains(&needle))
+            .expect("the backend's process")
+            .split('\0')
+            .map(str::to_owned)
+            .collect();
+        assert!(
+            !argv
+                .iter()
+                .any(|a| a == "-nopw" || a == "-passwd" || a == "-rfbauth"),
+            "{argv:?}"
+        );
+        let i = argv
+            .iter()
+            .position(|a| a == "-passwdfile")
+            .expect("-passwdfile");
+        let file = argv[i + 1].strip_prefix("rm:").expect("rm:FILE");
+        assert!(
+            !std::path::Path::new(file).exists(),
+            "x11vnc did not remove the password file {file}"
+        );
+        if let Some(pw) = password {
+            assert!(
+                !argv.iter().any(|a| a.contains(pw)),
+                "the password is on the command line"
+            );
+        }
+    }
+
+    /// The host's own start of the backend: the password it made opens the
+    /// backend, other passwords and none do not, and it is on no command
+    /// line; after the guard is dropped the backend is gone.
+    #[test]
+    fn support_screen_backend_takes_the_sessions_password_from_a_private_file() {
+        use outpost_host::support::SupportConfig;
+        use outpost_host::support::screen::ScreenCommand;
+        use outpost_support_proto::rfb::authenticate_backend;
+        env().rt.block_on(async {
+            let Some((_x, n)) = display().await else {
+                return;
+            };
+            let cfg = SupportConfig {
+                screen_command: Some(
+                    [
+                        "x11vnc",
+                        "-display",
+                        &format!(":{n}"),
+                        "-localhost",
+                        "-rfbport",
+                        "{port}",
+                        "-once",
+                        "-shared",
+                        "-passwdfile",
+                        "rm:{passwdfile}",
+                        "-quiet",
+                        "-norc",
+                    ]
+                    .map(String::from)
+                    .to_vec(),
+                ),
+                ..SupportConfig::default()
+            };
+            cfg.validate().unwrap();
+            let cmd = ScreenCommand::of(&cfg).unwrap();
+            let b = cmd.start(false).await.unwrap();
+            let pw = b.password.clone().expect("a password");
+            let port = b.addr.port();
+            #[cfg(target_os = "linux")]
+            no_password_on_the_command_line(port, Some(pw.expose()));
+            assert!(!format!("{b:?}").contains(pw.expose()));
+            intruders_are_refused(port).await;
+            // A local process that holds a connection without finishing
+            // the handshake does not shut the PC out (`-shared`).
+            let mut stalled = tokio::net::TcpStream::connect(b.addr).await.unwrap();
+            let mut v = [0u8; 12];
+            stalled.read_exact(&mut v).await.unwrap();
+            let mut c = tokio::net::TcpStream::connect(b.addr).await.unwrap();
+            authenticate_backend(&mut c, Some(&pw)).await.unwrap();
+            c.write_all(&[1]).await.unwrap(); // ClientInit
+            let w = c.read_u16().await.unwrap();
+            assert_eq!(w, 320);
+            drop(c);
+            drop(stalled);
+            // A second start has another password.
+            let b2 = cmd.start(true).await.unwrap();
+            assert_ne!(b2.password.as_ref().unwrap().expose(), pw.expose());
+            drop(b2);
+            drop(b);
+            stopped(port).await;
+        });
+    }
+
     async fn stopped(port: u16) {
         for _ in 0..1000 {
             if tokio::net::TcpStream::connect(("127.0.0.1", port))
@@ -1603,7 +1809,7 @@ mod screen {
                 return;
             };
             let r = relay_desk_with(&format!(
-                "screen-command = [\"x11vnc\", \"-display\", \":{n}\", \"-localhost\", \"-rfbport\", \"{{port}}\", \"-once\", \"-nopw\", \"-quiet\", \"-norc\"]"
+                "screen-command = [\"x11vnc\", \"-display\", \":{n}\", \"-localhost\", \"-rfbport\", \"{{port}}\", \"-once\", \"-shared\", \"-passwdfile\", \"rm:{{passwdfile}}\", \"-quiet\", \"-norc\"]"
             ))
             .await;
             assert_eq!(keys_down(n), 0);
@@ -1693,7 +1899,7 @@ fn support_on_the_running_host_is_served_through_the_relay_and_ended_from_the_cl
     );
     let authority = key(11);
     let support = format!(
-        "[support]\nregion = \"eu\"\nauthority-keys = [\"{}\"]\nrelay = \"{}\"\nrelay-server-name = \"localhost\"\nscreen-command = [\"vnc-server-not-installed\", \"{{port}}\"]\n",
+        "[support]\nregion = \"eu\"\nauthority-keys = [\"{}\"]\nrelay = \"{}\"\nrelay-server-name = \"localhost\"\nscreen-command = [\"vnc-server-not-installed\", \"{{port}}\", \"{{passwdfile}}\"]\n",
         public_key_to_hex(&authority.verifying_key()),
         relay.addr()
     );

@@ -976,3 +976,142 @@ fn a_host_killed_while_draining_a_backlog_loses_and_duplicates_nothing() {
     let counters = Spool::new(Db::open(&state).unwrap()).counters().unwrap();
     assert_eq!(counters.get("guard-refused"), None, "{counters:?}");
 }
+
+/// The support audit through the uplink to the reference cloud: every entry
+/// arrives, in order, once, also after a "restart" (a new upload over the
+/// same database) and after a full spool held it back; a file transfer's
+/// name never leaves the PC (its keyed hash does).
+#[test]
+fn the_support_audit_arrives_in_order_once_without_file_names() {
+    use outpost_host::support::audit::AuditChain;
+    use outpost_host::support::upload::{AuditUpload, STREAM};
+    use serde_json::json;
+    const NAME: &str = "Smith_John_1970-01-01_results.csv";
+
+    assert!(!outpost_host::store::spool::droppable(STREAM));
+    let cloud = Cloud::start();
+    let site = tempfile::tempdir().unwrap();
+    let logs = site.path().join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let config = Config::load(&enrolled_site(site.path(), &logs, &cloud, 300)).unwrap();
+    let tls = outpost_host::agent::tls_for(&config).unwrap();
+    let (db, uplink, _events) = test_uplink(&site.path().join("spool"));
+    uplink.set_identity(Some(
+        outpost_host::uplink::identity::Identity::load(&config.state_dir).unwrap(),
+    ));
+    let uplink = std::sync::Arc::new(uplink);
+    let chain = AuditChain::new(db.clone());
+    let session = "K7QMX3HDRW9P";
+    let mut at = 1_700_000_000_000i64;
+    let mut add = |kind: &str, detail: serde_json::Value| {
+        at += 1;
+        chain.append(at, kind, session, &detail).unwrap()
+    };
+    add("support-request", json!({ "by": "local-api" }));
+    add(
+        "auth-failed",
+        json!({ "engineer": "eng-0001", "failures": 1 }),
+    );
+    add("approval", json!({ "permissions": "view,file-transfer" }));
+    add(
+        "file-transfer",
+        json!({ "name": NAME, "size": 1234, "sha256": "ab".repeat(32), "direction": "to-pc", "outcome": "done" }),
+    );
+    add(
+        "file-transfer",
+        json!({ "name": NAME, "size": 0, "sha256": "", "direction": "from-pc", "outcome": format!("file {NAME:?} not found") }),
+    );
+    let mut sender = Sender::new(
+        uplink.clone(),
+        Events::default(),
+        &tls,
+        sender_config(vec![cloud.url.clone()], Vec::new()),
+    )
+    .unwrap();
+    let mut drain = || {
+        env()
+            .rt
+            .block_on(sender.drain(&mut TokenBucket::new(100 << 20)))
+    };
+
+    let up = AuditUpload::new(db.clone(), uplink.clone());
+    assert_eq!(up.run_once().unwrap(), 5);
+    assert_eq!(up.cursor().unwrap(), 5);
+    assert_eq!(up.run_once().unwrap(), 0, "nothing twice");
+    assert_eq!(drain().0, None);
+
+    // A restart: a new upload over the same database queues nothing again.
+    let up = AuditUpload::new(db.clone(), uplink.clone());
+    assert_eq!(up.run_once().unwrap(), 0);
+    // A full spool holds new entries back (never dropped); they go once
+    // there is room.
+    add("session-ended", json!({ "reason": "ended at the PC" }));
+    uplink.set_max_bytes(1);
+    let e = up.run_once().unwrap_err();
+    assert!(e.to_string().contains("spool full"), "{e}");
+    assert_eq!(up.cursor().unwrap(), 5);
+    uplink.set_max_bytes(1 << 20);
+    add("checkpoint-note", json!({ "n": 7 }));
+    assert_eq!(up.run_once().unwrap(), 2);
+    // An entry the PHI guard refuses is kept as a dead letter; the cursor
+    // passes it and the next entry goes.
+    add(
+        "session-ended",
+        json!({ "reason": "the patient's SSN is 123-45-6789" }),
+    );
+    add("support-request", json!({ "by": "local-api" }));
+    assert_eq!(up.run_once().unwrap(), 2);
+    assert_eq!(up.cursor().unwrap(), 9);
+    let dead = uplink.spool().dead_letters().list().unwrap();
+    assert!(
+        dead.iter().any(|d| d.stream == STREAM && d.reason == "ssn"),
+        "{dead:?}"
+    );
+    assert_eq!(drain().0, None);
+    assert_eq!(uplink.spool().pending().unwrap(), (0, 0));
+
+    let batches = cloud.store().batches(None, Some(STREAM)).unwrap();
+    let got: Vec<p::SupportAuditEntry> = batches
+        .iter()
+        .flat_map(|b| b.body.records.iter())
+        .map(|r| match r {
+            p::Record::SupportAudit(a) => a.clone(),
+            other => panic!("not an audit entry: {other:?}"),
+        })
+        .collect();
+    let local = chain.entries(None, 1000).unwrap();
+    assert_eq!(
+        got.iter().map(|a| a.seq).collect::<Vec<_>>(),
+        [1, 2, 3, 4, 5, 6, 7, 9],
+        "in order, once (8 is a dead letter)"
+    );
+    for (a, l) in got.iter().zip(local.iter().filter(|l| l.seq != 8)) {
+        assert_eq!(
+            (a.seq, a.at_ms, &a.entry_kind, &a.hash, &a.prev),
+            (l.seq, l.at_ms, &l.kind, &l.hash, &l.prev)
+        );
+        if l.kind == "file-transfer" {
+            assert_eq!(a.detail, "{}");
+        } else {
+            assert_eq!(a.detail, l.detail);
+        }
+    }
+    // The file's name: a keyed hash, the same for both transfers; not in
+    // any batch the cloud holds.
+    let files: Vec<&p::SupportAuditFile> = got.iter().filter_map(|a| a.file.as_ref()).collect();
+    assert_eq!(files.len(), 2);
+    assert_eq!(files[0].name_hmac, files[1].name_hmac);
+    assert_eq!(files[0].name_hmac.len(), 64);
+    assert!((files[0].done, files[1].done) == (true, false));
+    assert_eq!(
+        (files[0].size, files[0].direction.as_str()),
+        (1234, "to-pc")
+    );
+    for b in &batches {
+        let text = serde_json::to_string(&b.body).unwrap();
+        assert!(!text.contains("Smith"), "a file name left the PC: {text}");
+    }
+    // The local chain keeps the plain name and still verifies.
+    assert!(local[3].detail.contains(NAME));
+    assert_eq!(chain.verify(None).unwrap().first_bad, None);
+}

@@ -211,6 +211,7 @@ impl World {
         let audit = self.audit.clone();
         Backends {
             vnc: None,
+            vnc_password: None,
             files: Some(FileBackend::new(
                 &self.folder,
                 Arc::new(move |a: &FileAudit| audit.lock().unwrap().push(a.clone())),

@@ -3,4 +3,5 @@ pub mod common;
 mod flow;
 mod hostile;
 mod relay;
+mod rfb;
 mod vnc;
