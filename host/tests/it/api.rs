@@ -560,12 +560,13 @@ fn a_stdout_nobody_reads_does_not_stall_the_host() {
     let dir = tempfile::tempdir().unwrap();
     let logs = dir.path().join("logs");
     std::fs::create_dir_all(&logs).unwrap();
-    // Thousands of events: far more than a pipe and the output queue hold.
+    // Thousands of events: far more than a pipe and the output queue hold
+    // (each line its own code, so that no two alerts of a batch coalesce).
     let mut text = String::new();
     for i in 0..6000 {
         text.push_str(&format!(
             "2026-12-04 10:00:00 ERROR XN-550 SN-20431 E-{:04} Aspiration error on sampler {i}\n",
-            1000 + i % 50
+            1000 + i
         ));
     }
     std::fs::write(logs.join("analyzer.log"), text).unwrap();
