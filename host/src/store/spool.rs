@@ -173,8 +173,10 @@ impl Spool {
                 None => dropped.push((vstream, 1)),
             }
         }
-        tx.prepare_cached("INSERT INTO uplink_outbox (seq, module, stream, created_at, records, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?
-.execute(
+        tx.prepare_cached(
+            "INSERT INTO uplink_outbox (seq, module, stream, created_at, records, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?
+        .execute(
             params![seq as i64, module, stream, now_secs(), records as i64, body],
         )?;
         tx.prepare_cached(
@@ -200,8 +202,8 @@ impl Spool {
         let mut conn = self.db.lock();
         let tx = conn.transaction()?;
         let (module, stream, created_at, records, body): (String, String, i64, i64, Vec<u8>) = tx
-            .prepare_cached("SELECT module, stream, created_at, records, body FROM uplink_outbox WHERE seq = ?1")?
-.query_row(
+            .query_row(
+            "SELECT module, stream, created_at, records, body FROM uplink_outbox WHERE seq = ?1",
             params![old],
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
         )?;
@@ -209,8 +211,10 @@ impl Spool {
         let new_body = reseal(&body, seq).map_err(SpoolError::Seal)?;
         tx.prepare_cached("DELETE FROM uplink_outbox WHERE seq = ?1")?
             .execute(params![old])?;
-        tx.prepare_cached("INSERT INTO uplink_outbox (seq, module, stream, created_at, records, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?
-.execute(
+        tx.prepare_cached(
+            "INSERT INTO uplink_outbox (seq, module, stream, created_at, records, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?
+        .execute(
             params![seq as i64, module, stream, created_at, records, new_body],
         )?;
         tx.prepare_cached(
@@ -297,9 +301,11 @@ impl Spool {
         let Some((stream, len)) = row else {
             return Ok(None);
         };
-        tx.prepare_cached("INSERT OR REPLACE INTO uplink_deadletter (seq, module, stream, created_at, records, body, reason, moved_at)
-             SELECT seq, module, stream, created_at, records, body, ?2, ?3 FROM uplink_outbox WHERE seq = ?1")?
-.execute(
+        tx.prepare_cached(
+            "INSERT OR REPLACE INTO uplink_deadletter (seq, module, stream, created_at, records, body, reason, moved_at)
+             SELECT seq, module, stream, created_at, records, body, ?2, ?3 FROM uplink_outbox WHERE seq = ?1",
+        )?
+        .execute(
             params![seq, reason, now_secs()],
         )?;
         tx.prepare_cached("DELETE FROM uplink_outbox WHERE seq = ?1")?

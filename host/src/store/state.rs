@@ -38,8 +38,10 @@ pub(crate) fn write_in(
     value: &[u8],
 ) -> Result<(), StateError> {
     check_key(key)?;
-    let used: i64 = conn.prepare_cached("SELECT COALESCE(SUM(LENGTH(CAST(key AS BLOB)) + LENGTH(value)), 0) FROM module_state WHERE module = ?1 AND key != ?2")?
-.query_row(
+    let used: i64 = conn.prepare_cached(
+        "SELECT COALESCE(SUM(LENGTH(CAST(key AS BLOB)) + LENGTH(value)), 0) FROM module_state WHERE module = ?1 AND key != ?2",
+    )?
+    .query_row(
         params![module, key],
         |r| r.get(0),
     )?;
