@@ -16,12 +16,17 @@
 //! * [`limits`] bounds what one client may cost: connection caps (global and
 //!   per source address), slow-client timeouts, the lock-out of addresses
 //!   that guess enrolment tokens.
+//! * [`defence`] rate-limits requests per source and per device, blocks
+//!   sources after repeated failures, replays and conflicts, and raises
+//!   [`defence::Alert`]s; [`metrics`] serves the counters and alerts to the
+//!   operator (`/metrics`, `/alerts`).
 //!
 //! The HTTP semantics are those documented in [`outpost_protocol`]. Counters
 //! (see [`store::COUNTER_REASONS`]): `accepted` (batch stored), `heartbeat`
 //! (heartbeat accepted), `replay` (duplicate batch), and one per refusal
-//! reason, among them `slow-client`, `connection-cap`, `address-cap` and
-//! `enrollment-rate-limited` (counted in memory, written every
+//! reason, among them `slow-client`, `connection-cap`, `address-cap`,
+//! `enrollment-rate-limited`, `rate-limited` and `source-blocked` (counted
+//! in memory, written every
 //! [`limits::COUNTER_FLUSH_MS`]). Logs carry device id, stream, sequence,
 //! sizes, reasons and, for refused connections and enrolments, the peer
 //! address — never payloads, keys, tokens, e-mail addresses, names or
@@ -31,7 +36,9 @@
 #![warn(missing_docs)]
 
 mod atrest;
+pub mod defence;
 pub mod limits;
+pub mod metrics;
 pub mod pki;
 pub mod relay;
 pub mod repo;
@@ -39,6 +46,7 @@ pub mod server;
 pub mod store;
 pub mod token;
 
+pub use defence::{Alert, AlertKind, DefenceConfig, Rate};
 pub use limits::{ConnectionLimits, EnrollGuessLimit};
 pub use pki::TestPki;
 pub use relay::{Relay, RelayConfig, RelayLimits, RunningRelay};

@@ -418,6 +418,8 @@ pub(crate) struct RefusalCounters {
     connection_cap: AtomicU64,
     address_cap: AtomicU64,
     enrollment_rate_limited: AtomicU64,
+    rate_limited: AtomicU64,
+    source_blocked: AtomicU64,
     /// Held while flushing or reading, so that a count is never seen twice
     /// or missed between the store and memory.
     flush: Mutex<()>,
@@ -434,15 +436,22 @@ pub(crate) enum Refusal {
     AddressCap,
     /// Enrolment while locked out for wrong tokens (`enrollment-rate-limited`).
     EnrollmentRateLimited,
+    /// A source or device over its request rate (`rate-limited`,
+    /// [`crate::defence`]).
+    RateLimited,
+    /// A request from a blocked source (`source-blocked`).
+    SourceBlocked,
 }
 
 impl RefusalCounters {
-    fn cells(&self) -> [(&'static str, &AtomicU64); 4] {
+    fn cells(&self) -> [(&'static str, &AtomicU64); 6] {
         [
             ("slow-client", &self.slow_client),
             ("connection-cap", &self.connection_cap),
             ("address-cap", &self.address_cap),
             ("enrollment-rate-limited", &self.enrollment_rate_limited),
+            ("rate-limited", &self.rate_limited),
+            ("source-blocked", &self.source_blocked),
         ]
     }
 
@@ -452,6 +461,8 @@ impl RefusalCounters {
             Refusal::ConnectionCap => &self.connection_cap,
             Refusal::AddressCap => &self.address_cap,
             Refusal::EnrollmentRateLimited => &self.enrollment_rate_limited,
+            Refusal::RateLimited => &self.rate_limited,
+            Refusal::SourceBlocked => &self.source_blocked,
         };
         cell.fetch_add(1, Ordering::Relaxed);
     }

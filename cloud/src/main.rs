@@ -15,7 +15,7 @@ use outpost_cloud::limits::{
 };
 use outpost_cloud::token::ENROLLMENT_TOKEN_ENV;
 use outpost_cloud::{
-    ConnectionLimits, Enrollment, EnrollmentToken, Server, ServerConfig, Store, TestPki,
+    ConnectionLimits, Enrollment, EnrollmentToken, Rate, Server, ServerConfig, Store, TestPki,
 };
 use outpost_protocol::{DeviceId, MAX_ENVELOPE_BYTES};
 
@@ -108,6 +108,25 @@ enum Cmd {
         /// encrypted frames only.
         #[arg(long, value_name = "ADDR")]
         relay_listen: Option<SocketAddr>,
+        /// Serve /metrics (Prometheus text) and /alerts (JSON) over plain
+        /// HTTP on this address, e.g. 127.0.0.1:9464. No authentication:
+        /// bind it to loopback or the management network only.
+        #[arg(long, value_name = "ADDR")]
+        metrics_listen: Option<SocketAddr>,
+        /// Ingest and heartbeat requests one source address may make per
+        /// minute (bursts of a tenth of a minute's worth, at least the
+        /// default burst). Behind a load balancer that hides client
+        /// addresses, raise it to the whole fleet's rate and limit clients
+        /// at the balancer.
+        #[arg(long, value_name = "N", default_value_t = outpost_cloud::defence::INGEST_PER_SOURCE.per_minute)]
+        ingest_per_source_per_minute: u32,
+        /// Ingest and heartbeat requests one device may make per minute
+        /// (bursts of up to a sixth of that, at least the default burst).
+        #[arg(long, value_name = "N", default_value_t = outpost_cloud::defence::INGEST_PER_DEVICE.per_minute)]
+        ingest_per_device_per_minute: u32,
+        /// Enrolments one source address may make per minute.
+        #[arg(long, value_name = "N", default_value_t = outpost_cloud::defence::ENROLL_PER_SOURCE.per_minute)]
+        enroll_per_source_per_minute: u32,
     },
     /// The TUF repository of module updates: keys, init, add, publish.
     #[command(subcommand)]
@@ -150,6 +169,19 @@ enum Cmd {
         #[arg(long)]
         stream: Option<String>,
         /// Print the decrypted batches as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the alerts raised for the operator (blocked sources, sources
+    /// and devices over their rate), oldest first.
+    Alerts {
+        /// Data directory.
+        #[arg(long)]
+        data: PathBuf,
+        /// Only the latest N.
+        #[arg(long, default_value_t = 1000)]
+        last: usize,
+        /// Print JSON.
         #[arg(long)]
         json: bool,
     },
@@ -449,6 +481,10 @@ fn main() -> anyhow::Result<()> {
             body_max_time_ms,
             updates_repo,
             relay_listen,
+            metrics_listen,
+            ingest_per_source_per_minute,
+            ingest_per_device_per_minute,
+            enroll_per_source_per_minute,
         } => {
             tracing_subscriber::fmt()
                 .with_env_filter(
@@ -486,11 +522,25 @@ fn main() -> anyhow::Result<()> {
                 body_max_time: Duration::from_millis(body_max_time_ms),
             };
             cfg.updates_repo = updates_repo;
+            cfg.metrics_listen = metrics_listen;
+            let d = outpost_cloud::defence::DefenceConfig::default();
+            let scaled = |per_minute: u32, default: Rate, part: u32| {
+                Rate::new(per_minute, (per_minute / part).max(default.burst))
+            };
+            cfg.defence = outpost_cloud::defence::DefenceConfig {
+                ingest_per_source: scaled(ingest_per_source_per_minute, d.ingest_per_source, 10),
+                ingest_per_device: scaled(ingest_per_device_per_minute, d.ingest_per_device, 6),
+                enroll_per_source: scaled(enroll_per_source_per_minute, d.enroll_per_source, 6),
+                ..d
+            };
             let relay_tls = outpost_cloud::tls_config(&cfg.cert_chain_pem, &cfg.key_pem)?;
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(async {
                 let server = Server::start(cfg).await?;
                 println!("listening on https://{}", server.addr());
+                if let Some(m) = server.metrics_addr() {
+                    println!("metrics on http://{m}/metrics and http://{m}/alerts");
+                }
                 let _relay = match relay_listen {
                     Some(listen) => {
                         let relay = outpost_cloud::Relay::start(outpost_cloud::RelayConfig {
@@ -531,6 +581,29 @@ fn main() -> anyhow::Result<()> {
                 "wrote {0}/ca.pem, {0}/server.pem, {0}/server.key.pem",
                 out.display()
             );
+            Ok(())
+        }
+        Cmd::Alerts { data, last, json } => {
+            let alerts = open_existing(&data)?.alerts(last)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&alerts)?);
+            } else {
+                println!(
+                    "{:>11}  {:<20}  {:<22}  {:<24}  {:>9}  device",
+                    "at", "kind", "reason", "source", "block_s"
+                );
+                for a in alerts {
+                    println!(
+                        "{:>11}  {:<20}  {:<22}  {:<24}  {:>9}  {}",
+                        a.at,
+                        a.kind.as_str(),
+                        a.reason,
+                        a.source,
+                        a.block_secs.map(|s| s.to_string()).unwrap_or_default(),
+                        a.device.map(|d| d.to_string()).unwrap_or_default()
+                    );
+                }
+            }
             Ok(())
         }
         Cmd::Devices { data, json } => {

@@ -31,6 +31,7 @@ use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_rustls::TlsAcceptor;
 
+use crate::defence::{Defence, DefenceConfig, Endpoint, Refused, Strike};
 use crate::limits::{
     COUNTER_FLUSH_MS, ConnRefusal, ConnSlot, ConnTracker, ConnectionLimits, EnrollGuessLimit,
     GuessLimiter, MAX_TRACKED_SOURCES, Refusal, RefusalCounters,
@@ -69,6 +70,11 @@ pub struct ServerConfig {
     /// A TUF repository of module updates to serve read-only under
     /// `/v1/updates/` ([`crate::repo`]); `None`: no update routes.
     pub updates_repo: Option<PathBuf>,
+    /// Request rates, strikes and blocks ([`crate::defence`]).
+    pub defence: DefenceConfig,
+    /// Serve `/metrics` and `/alerts` over plain HTTP on this address
+    /// ([`crate::metrics`]); `None`: not served.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl std::fmt::Debug for ServerConfig {
@@ -81,6 +87,8 @@ impl std::fmt::Debug for ServerConfig {
             .field("limits", &self.limits)
             .field("enroll_guesses", &self.enroll_guesses)
             .field("updates_repo", &self.updates_repo)
+            .field("defence", &self.defence)
+            .field("metrics_listen", &self.metrics_listen)
             .finish_non_exhaustive()
     }
 }
@@ -90,8 +98,9 @@ impl ServerConfig {
     /// `Enrollment::Token(..)`; there is no default, and anonymous enrolment
     /// must be asked for by its name, [`Enrollment::DangerousAnonymous`].
     /// Everything else has its safe default: a body limit of
-    /// [`MAX_ENVELOPE_BYTES`], [`ConnectionLimits::default`] and
-    /// [`EnrollGuessLimit::default`].
+    /// [`MAX_ENVELOPE_BYTES`], [`ConnectionLimits::default`],
+    /// [`EnrollGuessLimit::default`] and [`DefenceConfig::default`]; no
+    /// metrics listener.
     pub fn new(
         data_dir: PathBuf,
         listen: SocketAddr,
@@ -109,6 +118,8 @@ impl ServerConfig {
             limits: ConnectionLimits::default(),
             enroll_guesses: EnrollGuessLimit::default(),
             updates_repo: None,
+            defence: DefenceConfig::default(),
+            metrics_listen: None,
         }
     }
 }
@@ -126,6 +137,8 @@ pub struct RunningServer {
     flusher: JoinHandle<()>,
     refusals: Arc<RefusalCounters>,
     tracker: Arc<ConnTracker>,
+    defence: Arc<Defence>,
+    metrics: Option<(SocketAddr, JoinHandle<()>)>,
 }
 
 impl std::fmt::Debug for RunningServer {
@@ -146,6 +159,7 @@ struct App {
     limits: Arc<ConnectionLimits>,
     guesses: Arc<GuessLimiter>,
     refusals: Arc<RefusalCounters>,
+    defence: Arc<Defence>,
 }
 
 /// The peer of the connection a request came on (a request extension).
@@ -203,6 +217,9 @@ impl Server {
         cfg.limits
             .validate()
             .map_err(|e| anyhow!("connection limits: {e}"))?;
+        cfg.defence
+            .validate()
+            .map_err(|e| anyhow!("defence settings: {e}"))?;
         let tls = tls_config(&cfg.cert_chain_pem, &cfg.key_pem)?;
         if let Some(repo) = &cfg.updates_repo {
             crate::repo::check_servable(repo)?;
@@ -227,6 +244,7 @@ impl Server {
         let limits = Arc::new(cfg.limits.clone());
         let refusals = Arc::new(RefusalCounters::default());
         let tracker = ConnTracker::new(&limits);
+        let defence = Arc::new(Defence::new(cfg.defence.clone()));
         let app = App {
             store: store.clone(),
             token_hash,
@@ -237,8 +255,21 @@ impl Server {
                 MAX_TRACKED_SOURCES,
             )),
             refusals: Arc::clone(&refusals),
+            defence: Arc::clone(&defence),
         };
         let (stop, stop_rx) = watch::channel(false);
+        let metrics = match cfg.metrics_listen {
+            Some(at) => {
+                let view = crate::metrics::MetricsView {
+                    store: store.clone(),
+                    refusals: Arc::clone(&refusals),
+                    defence: Arc::clone(&defence),
+                    tracker: Arc::clone(&tracker),
+                };
+                Some(crate::metrics::serve(at, view, stop_rx.clone()).await?)
+            }
+            None => None,
+        };
         let ctx = ConnCtx {
             acceptor: TlsAcceptor::from(tls),
             router: match &cfg.updates_repo {
@@ -254,7 +285,12 @@ impl Server {
             ctx,
             stop_rx.clone(),
         ));
-        let flusher = tokio::spawn(flush_loop(store.clone(), Arc::clone(&refusals), stop_rx));
+        let flusher = tokio::spawn(flush_loop(
+            store.clone(),
+            Arc::clone(&refusals),
+            Arc::clone(&defence),
+            stop_rx,
+        ));
         tracing::info!(%addr, "outpost-cloud listening");
         Ok(RunningServer {
             addr,
@@ -264,6 +300,8 @@ impl Server {
             flusher,
             refusals,
             tracker,
+            defence,
+            metrics,
         })
     }
 }
@@ -292,14 +330,28 @@ impl RunningServer {
         self.tracker.open()
     }
 
+    /// The address of the metrics listener, when one was configured.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(|(a, _)| *a)
+    }
+
+    /// The alerts of this process, oldest first (all alerts, also of
+    /// earlier runs, are in [`Store::alerts`]).
+    pub fn recent_alerts(&self) -> Vec<crate::defence::Alert> {
+        self.defence.recent_alerts()
+    }
+
     /// Stop accepting, let open requests finish (up to 5 s), write the
     /// counters, then return.
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
         let _ = self.task.await;
         let _ = self.flusher.await;
+        if let Some((_, m)) = self.metrics {
+            let _ = m.await;
+        }
         // After the last connection ended: nothing is counted any more.
-        flush_counters(&self.store, &self.refusals).await;
+        flush_counters(&self.store, &self.refusals, &self.defence).await;
     }
 
     /// Serve until `signal` completes (the CLI passes Ctrl-C), then shut down
@@ -312,22 +364,41 @@ impl RunningServer {
 
 /// Write the in-memory refusal counters every [`COUNTER_FLUSH_MS`] until
 /// the server stops ([`RunningServer::shutdown`] writes the last ones).
-async fn flush_loop(store: Store, refusals: Arc<RefusalCounters>, mut stop: watch::Receiver<bool>) {
+async fn flush_loop(
+    store: Store,
+    refusals: Arc<RefusalCounters>,
+    defence: Arc<Defence>,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut tick = tokio::time::interval(Duration::from_millis(COUNTER_FLUSH_MS));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = stop.changed() => break,
-            _ = tick.tick() => flush_counters(&store, &refusals).await,
+            _ = tick.tick() => flush_counters(&store, &refusals, &defence).await,
         }
     }
 }
 
-async fn flush_counters(store: &Store, refusals: &Arc<RefusalCounters>) {
-    let (s, r) = (store.clone(), Arc::clone(refusals));
-    match tokio::task::spawn_blocking(move || r.flush(&s)).await {
+/// Write the in-memory counters and the alerts raised since the last flush;
+/// what cannot be written stays in memory for the next one.
+async fn flush_counters(store: &Store, refusals: &Arc<RefusalCounters>, defence: &Arc<Defence>) {
+    let (s, r, d) = (store.clone(), Arc::clone(refusals), Arc::clone(defence));
+    let res = tokio::task::spawn_blocking(move || {
+        let counted = r.flush(&s);
+        let alerts = d.take_pending();
+        if !alerts.is_empty()
+            && let Err(e) = s.add_alerts(&alerts)
+        {
+            d.put_back(alerts);
+            return Err(e.context("writing the alerts"));
+        }
+        counted.map_err(|e| e.context("writing the refusal counters"))
+    })
+    .await;
+    match res {
         Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::error!(error = %e, "writing the refusal counters failed"),
+        Ok(Err(e)) => tracing::error!(error = %e, "flush failed"),
         Err(e) => tracing::error!(error = %e, "counter task failed"),
     }
 }
@@ -475,6 +546,31 @@ fn rate_limited(wait: Duration, message: impl Into<String>) -> Response {
     resp
 }
 
+/// Count a refusal of [`crate::defence`] and answer `429` with `Retry-After`.
+fn defence_refusal(app: &App, peer: SocketAddr, why: Refused, endpoint: Endpoint) -> Response {
+    match why {
+        Refused::Blocked(wait) => {
+            app.refusals.count(Refusal::SourceBlocked);
+            tracing::debug!(%peer, endpoint = endpoint.as_str(), reason = "source-blocked", "request refused");
+            rate_limited(
+                wait,
+                "this address is blocked for a while after repeated failed requests; retry after the time in Retry-After",
+            )
+        }
+        Refused::RateLimited(wait) => {
+            app.refusals.count(Refusal::RateLimited);
+            tracing::debug!(%peer, endpoint = endpoint.as_str(), reason = "rate-limited", "request refused");
+            rate_limited(
+                wait,
+                format!(
+                    "too many {} requests; retry after the time in Retry-After",
+                    endpoint.as_str()
+                ),
+            )
+        }
+    }
+}
+
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
 ) -> anyhow::Result<T> {
@@ -596,6 +692,9 @@ async fn enroll(
             "too many wrong enrolment tokens from this address; retry after the time in Retry-After",
         );
     }
+    if let Err(why) = app.defence.admit(peer.ip(), Endpoint::Enroll) {
+        return defence_refusal(&app, peer, why, Endpoint::Enroll);
+    }
     let bytes = match read_body(&headers, body, MAX_ENROLL_BYTES, &app.limits).await {
         Ok(b) => b,
         Err(BodyError::TooLarge) => {
@@ -628,6 +727,8 @@ async fn enroll(
         return api_error(ErrorCode::BadRequest, e.to_string());
     }
     if !token_ok(&app, req.enrollment_token.as_deref()) {
+        app.defence
+            .strike(peer.ip(), Strike::WrongEnrollmentToken, None);
         match app.guesses.wrong(peer.ip(), Instant::now()) {
             Some(lockout) => tracing::warn!(
                 %peer,
@@ -675,6 +776,7 @@ async fn enroll(
 /// response (already counted).
 async fn authenticate(
     app: &App,
+    peer: SocketAddr,
     headers: &HeaderMap,
     body: Body,
     endpoint: &'static str,
@@ -720,6 +822,7 @@ async fn authenticate(
         }
         Err(e) => {
             tracing::warn!(endpoint, reason = "bad-envelope", size = bytes.len(), error = %e, "envelope refused");
+            app.defence.strike(peer.ip(), Strike::BadEnvelope, None);
             return Err(refuse(app, "bad-envelope", ErrorCode::BadEnvelope, e.to_string()).await);
         }
     };
@@ -734,6 +837,7 @@ async fn authenticate(
         Ok(Some(k)) => k,
         Ok(None) => {
             tracing::warn!(endpoint, %device, %stream, sequence, reason = "unknown-device", "envelope refused");
+            app.defence.strike(peer.ip(), Strike::UnknownDevice, None);
             return Err(refuse(
                 app,
                 "unknown-device",
@@ -747,9 +851,17 @@ async fn authenticate(
     let opened =
         tokio::task::spawn_blocking(move || open_compressed(&key, &bytes).map(|(_, c)| c)).await;
     match opened {
-        Ok(Ok(compressed)) => Ok((header, compressed)),
+        Ok(Ok(compressed)) => match app.defence.admit_device(peer.ip(), &device) {
+            Ok(()) => Ok((header, compressed)),
+            Err(why) => {
+                tracing::info!(endpoint, %device, %stream, sequence, reason = "rate-limited", "envelope refused");
+                Err(defence_refusal(app, peer, why, Endpoint::Ingest))
+            }
+        },
         Ok(Err(e)) => {
             tracing::warn!(endpoint, %device, %stream, sequence, reason = "authentication-failed", "envelope refused");
+            app.defence
+                .strike(peer.ip(), Strike::AuthenticationFailed, Some(&device));
             Err(refuse(
                 app,
                 "authentication-failed",
@@ -791,8 +903,16 @@ async fn body_refusal(
     refuse(app, counter, code, e.to_string()).await
 }
 
-async fn ingest(State(app): State<App>, headers: HeaderMap, body: Body) -> Response {
-    let (header, compressed) = match authenticate(&app, &headers, body, "ingest").await {
+async fn ingest(
+    State(app): State<App>,
+    Extension(Peer(peer)): Extension<Peer>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    if let Err(why) = app.defence.admit(peer.ip(), Endpoint::Ingest) {
+        return defence_refusal(&app, peer, why, Endpoint::Ingest);
+    }
+    let (header, compressed) = match authenticate(&app, peer, &headers, body, "ingest").await {
         Ok(x) => x,
         Err(r) => return r,
     };
@@ -828,6 +948,8 @@ async fn ingest(State(app): State<App>, headers: HeaderMap, body: Body) -> Respo
         Ok(InsertOutcome::Duplicate) => {
             tracing::info!(device = %header.device, stream = %header.stream, sequence = header.sequence,
                 reason = "replay", "batch already stored");
+            app.defence
+                .strike(peer.ip(), Strike::Replay, Some(&header.device));
             axum::Json(IngestAck {
                 device_id: header.device,
                 sequence: header.sequence,
@@ -838,6 +960,8 @@ async fn ingest(State(app): State<App>, headers: HeaderMap, body: Body) -> Respo
         Ok(InsertOutcome::Conflict) => {
             tracing::warn!(device = %header.device, stream = %header.stream, sequence = header.sequence,
                 reason = "sequence-conflict", "sequence already stored with other content");
+            app.defence
+                .strike(peer.ip(), Strike::SequenceConflict, Some(&header.device));
             api_error(
                 ErrorCode::SequenceConflict,
                 "this sequence is stored with other content; send the batch under a new sequence",
@@ -847,8 +971,16 @@ async fn ingest(State(app): State<App>, headers: HeaderMap, body: Body) -> Respo
     }
 }
 
-async fn heartbeat(State(app): State<App>, headers: HeaderMap, body: Body) -> Response {
-    let (header, compressed) = match authenticate(&app, &headers, body, "heartbeat").await {
+async fn heartbeat(
+    State(app): State<App>,
+    Extension(Peer(peer)): Extension<Peer>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    if let Err(why) = app.defence.admit(peer.ip(), Endpoint::Ingest) {
+        return defence_refusal(&app, peer, why, Endpoint::Ingest);
+    }
+    let (header, compressed) = match authenticate(&app, peer, &headers, body, "heartbeat").await {
         Ok(x) => x,
         Err(r) => return r,
     };

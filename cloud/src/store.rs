@@ -16,7 +16,8 @@
 //! Unix). Losing `server.key` makes every stored row unreadable.
 //!
 //! Plaintext columns are limited to routing metadata: device id, stream,
-//! sequence, times and record counts.
+//! sequence, times and record counts; and the operator's alerts
+//! ([`crate::defence`]: kind, reason, source address, device id, block length).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -33,6 +34,7 @@ use serde::{Deserialize, Serialize};
 use zeroize::Zeroize;
 
 use crate::atrest::{AAD_BATCH, AAD_DEVICE, AAD_STATUS, ServerKey, aad};
+use crate::defence::{Alert, AlertKind};
 
 /// Name of the database file in the data directory.
 pub const DB_FILE: &str = "cloud.db";
@@ -55,6 +57,8 @@ pub const COUNTER_REASONS: &[&str] = &[
     "connection-cap",
     "address-cap",
     "enrollment-rate-limited",
+    "rate-limited",
+    "source-blocked",
 ];
 
 /// An enrolled device, decrypted.
@@ -249,7 +253,15 @@ impl Store {
                 sealed BLOB NOT NULL);
              CREATE TABLE IF NOT EXISTS counters(
                 reason TEXT PRIMARY KEY,
-                count INTEGER NOT NULL);",
+                count INTEGER NOT NULL);
+             CREATE TABLE IF NOT EXISTS alerts(
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                at INTEGER NOT NULL,
+                kind TEXT NOT NULL,
+                reason TEXT NOT NULL,
+                source TEXT NOT NULL,
+                device_id TEXT,
+                block_secs INTEGER);",
         )?;
         Ok(Store {
             inner: Arc::new(Inner {
@@ -515,6 +527,78 @@ impl Store {
         for row in st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
             let (k, v) = row?;
             m.insert(k, u64::try_from(v).unwrap_or(0));
+        }
+        Ok(m)
+    }
+
+    /// Keep `alerts` (in one transaction).
+    pub fn add_alerts(&self, alerts: &[Alert]) -> anyhow::Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        {
+            let mut st = tx.prepare_cached(
+                "INSERT INTO alerts(at, kind, reason, source, device_id, block_secs)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?;
+            for a in alerts {
+                st.execute(params![
+                    a.at,
+                    a.kind.as_str(),
+                    a.reason,
+                    a.source,
+                    a.device.as_ref().map(DeviceId::as_str),
+                    a.block_secs.map(|s| i64::try_from(s).unwrap_or(i64::MAX)),
+                ])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The latest `limit` alerts, oldest first.
+    pub fn alerts(&self, limit: usize) -> anyhow::Result<Vec<Alert>> {
+        let conn = self.conn();
+        let mut st = conn.prepare(
+            "SELECT at, kind, reason, source, device_id, block_secs FROM alerts
+             ORDER BY id DESC LIMIT ?1",
+        )?;
+        let rows = st.query_map(params![i64::try_from(limit).unwrap_or(i64::MAX)], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, Option<String>>(4)?,
+                r.get::<_, Option<i64>>(5)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (at, kind, reason, source, device, block_secs) = row?;
+            out.push(Alert {
+                at,
+                kind: AlertKind::parse(&kind)
+                    .with_context(|| format!("unknown alert kind {kind:?} in the store"))?,
+                reason,
+                source,
+                device: device.as_deref().map(DeviceId::parse).transpose()?,
+                block_secs: block_secs.map(|s| u64::try_from(s).unwrap_or(0)),
+            });
+        }
+        out.reverse();
+        Ok(out)
+    }
+
+    /// How many alerts of each kind the store holds.
+    pub fn alert_counts(&self) -> anyhow::Result<BTreeMap<AlertKind, u64>> {
+        let conn = self.conn();
+        let mut st = conn.prepare("SELECT kind, count(*) FROM alerts GROUP BY kind")?;
+        let mut m = BTreeMap::new();
+        for row in st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
+            let (k, n) = row?;
+            if let Some(kind) = AlertKind::parse(&k) {
+                m.insert(kind, u64::try_from(n).unwrap_or(0));
+            }
         }
         Ok(m)
     }

@@ -18,6 +18,9 @@ use tokio_rustls::TlsConnector;
 #[path = "api/hardening.rs"]
 mod hardening;
 
+#[path = "api/defence.rs"]
+mod defence;
+
 const EMAIL: &str = "greta.hansen@example-hospital.org";
 const NAME: &str = "Greta Hansen-Lindqvist";
 const MODEL: &str = "XN-550-Hematology";

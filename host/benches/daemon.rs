@@ -111,13 +111,15 @@ mod linux {
             .unwrap();
         let pki = TestPki::generate(&["localhost", "127.0.0.1"]).unwrap();
         pki.write(&d.join("pki")).unwrap();
-        let cfg = ServerConfig::new(
+        let mut cfg = ServerConfig::new(
             d.join("cloud"),
             "127.0.0.1:0".parse().unwrap(),
             pki.server_cert_pem.clone(),
             pki.server_key_pem.clone(),
             Enrollment::Token(EnrollmentToken::new(TOKEN).unwrap()),
         );
+        // The bench measures throughput, not the cloud's rate limits.
+        cfg.defence = outpost_cloud::DefenceConfig::without_rate_limits();
         let server = rt.block_on(Server::start(cfg)).unwrap();
         let url = format!("https://127.0.0.1:{}", server.addr().port());
         let syslog_ng = Command::new("syslog-ng")

@@ -165,13 +165,15 @@ impl<'rt> Lab<'rt> {
         let dir = tempfile::tempdir().unwrap();
         let pki = TestPki::generate(&["localhost", "127.0.0.1"]).unwrap();
         let token = EnrollmentToken::generate();
-        let cfg = ServerConfig::new(
+        let mut cfg = ServerConfig::new(
             dir.path().join("cloud"),
             "127.0.0.1:0".parse().unwrap(),
             pki.server_cert_pem.clone(),
             pki.server_key_pem.clone(),
             Enrollment::Token(token.clone()),
         );
+        // The bench measures throughput, not the cloud's rate limits.
+        cfg.defence = outpost_cloud::DefenceConfig::without_rate_limits();
         let server = rt.block_on(Server::start(cfg)).unwrap();
         let tls =
             outpost_host::net::tls_config(&[pki.ca_cert_pem.clone().into_bytes()], true).unwrap();

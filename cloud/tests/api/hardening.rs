@@ -16,14 +16,14 @@ use tokio_rustls::client::TlsStream;
 
 /// Longest a test waits for something that should happen within a few
 /// seconds; reaching it fails the test.
-const GUARD: Duration = Duration::from_secs(30);
+pub(super) const GUARD: Duration = Duration::from_secs(30);
 /// A body that is declared but never (fully) sent.
 const DECLARED_BODY_BYTES: usize = 100_000;
 
 const ATTACKER: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 1));
 
 /// Wait for `cond`, checking every 20 ms, for at most [`GUARD`].
-async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+pub(super) async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
     let start = Instant::now();
     while !cond() {
         assert!(start.elapsed() < GUARD, "not within {GUARD:?}: {what}");
@@ -32,14 +32,14 @@ async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
 }
 
 /// A TCP connection from `source` (an address of 127.0.0.0/8).
-async fn connect_from(source: IpAddr, addr: SocketAddr) -> std::io::Result<TcpStream> {
+pub(super) async fn connect_from(source: IpAddr, addr: SocketAddr) -> std::io::Result<TcpStream> {
     let sock = tokio::net::TcpSocket::new_v4()?;
     sock.bind(SocketAddr::new(source, 0))?;
     sock.connect(addr).await
 }
 
 /// A TLS connection from `source`, trusting `ca`.
-async fn tls_from(
+pub(super) async fn tls_from(
     ca: &str,
     source: IpAddr,
     addr: SocketAddr,
@@ -52,7 +52,7 @@ async fn tls_from(
 
 /// A request head declaring a [`DECLARED_BODY_BYTES`] body and the first
 /// four bytes of it, then nothing: the slow-body attack.
-async fn slow_body(
+pub(super) async fn slow_body(
     ca: &str,
     source: IpAddr,
     addr: SocketAddr,
@@ -68,7 +68,7 @@ async fn slow_body(
 
 /// Read until the server closes the connection (EOF or an error); what was
 /// read. Fails the test if that takes longer than [`GUARD`].
-async fn read_until_closed(what: &str, mut r: impl AsyncRead + Unpin) -> Vec<u8> {
+pub(super) async fn read_until_closed(what: &str, mut r: impl AsyncRead + Unpin) -> Vec<u8> {
     let mut got = Vec::new();
     let read = async {
         let mut buf = [0u8; 4096];
@@ -85,7 +85,7 @@ async fn read_until_closed(what: &str, mut r: impl AsyncRead + Unpin) -> Vec<u8>
     got
 }
 
-fn enroll_body(key: &DeviceKey, token: Option<&str>) -> Vec<u8> {
+pub(super) fn enroll_body(key: &DeviceKey, token: Option<&str>) -> Vec<u8> {
     serde_json::to_vec(&EnrollRequest {
         email: EMAIL.into(),
         name: NAME.into(),
