@@ -16,6 +16,8 @@
 //! * [`limits`] bounds what one client may cost: connection caps (global and
 //!   per source address), slow-client timeouts, the lock-out of addresses
 //!   that guess enrolment tokens.
+//! * [`scan`] passes every batch through ClamAV's clamd before it is stored;
+//!   [`quarantine`] keeps the flagged ones, sealed, never served (#18).
 //!
 //! The HTTP semantics are those documented in [`outpost_protocol`]. Counters
 //! (see [`store::COUNTER_REASONS`]): `accepted` (batch stored), `heartbeat`
@@ -33,15 +35,19 @@
 mod atrest;
 pub mod limits;
 pub mod pki;
+pub mod quarantine;
 pub mod relay;
 pub mod repo;
+pub mod scan;
 pub mod server;
 pub mod store;
 pub mod token;
 
 pub use limits::{ConnectionLimits, EnrollGuessLimit};
 pub use pki::TestPki;
+pub use quarantine::QuarantineEntry;
 pub use relay::{Relay, RelayConfig, RelayLimits, RunningRelay};
+pub use scan::{ClamdAddr, ClamdConfig, ScanError, Scanner, Verdict};
 pub use server::{RunningServer, Server, ServerConfig, tls_config};
 pub use store::{
     DeviceInfo, DeviceStatus, HeartbeatOutcome, InsertOutcome, NewDevice, Store, StoredBatch,

@@ -35,6 +35,7 @@ use crate::limits::{
     COUNTER_FLUSH_MS, ConnRefusal, ConnSlot, ConnTracker, ConnectionLimits, EnrollGuessLimit,
     GuessLimiter, MAX_TRACKED_SOURCES, Refusal, RefusalCounters,
 };
+use crate::scan::{Scanner, Verdict};
 use crate::store::{HeartbeatOutcome, InsertOutcome, NewDevice, Store};
 use crate::token::Enrollment;
 
@@ -69,6 +70,10 @@ pub struct ServerConfig {
     /// A TUF repository of module updates to serve read-only under
     /// `/v1/updates/` ([`crate::repo`]); `None`: no update routes.
     pub updates_repo: Option<PathBuf>,
+    /// The scanner every batch passes before it is stored ([`crate::scan`]);
+    /// `None`: batches are stored unscanned (the CLI asks for that by name,
+    /// `--dangerous-no-scanner`).
+    pub scanner: Option<Scanner>,
 }
 
 impl std::fmt::Debug for ServerConfig {
@@ -81,6 +86,7 @@ impl std::fmt::Debug for ServerConfig {
             .field("limits", &self.limits)
             .field("enroll_guesses", &self.enroll_guesses)
             .field("updates_repo", &self.updates_repo)
+            .field("scanner", &self.scanner)
             .finish_non_exhaustive()
     }
 }
@@ -91,7 +97,8 @@ impl ServerConfig {
     /// must be asked for by its name, [`Enrollment::DangerousAnonymous`].
     /// Everything else has its safe default: a body limit of
     /// [`MAX_ENVELOPE_BYTES`], [`ConnectionLimits::default`] and
-    /// [`EnrollGuessLimit::default`].
+    /// [`EnrollGuessLimit::default`]. No scanner: set
+    /// [`ServerConfig::scanner`] to scan uploads.
     pub fn new(
         data_dir: PathBuf,
         listen: SocketAddr,
@@ -109,6 +116,7 @@ impl ServerConfig {
             limits: ConnectionLimits::default(),
             enroll_guesses: EnrollGuessLimit::default(),
             updates_repo: None,
+            scanner: None,
         }
     }
 }
@@ -146,6 +154,7 @@ struct App {
     limits: Arc<ConnectionLimits>,
     guesses: Arc<GuessLimiter>,
     refusals: Arc<RefusalCounters>,
+    scanner: Option<Arc<Scanner>>,
 }
 
 /// The peer of the connection a request came on (a request extension).
@@ -237,7 +246,16 @@ impl Server {
                 MAX_TRACKED_SOURCES,
             )),
             refusals: Arc::clone(&refusals),
+            scanner: cfg.scanner.clone().map(Arc::new),
         };
+        match &cfg.scanner {
+            Some(s) => match s.ping().await {
+                Ok(()) => tracing::info!(scanner = %s.describe(), "uploads are scanned"),
+                Err(e) => tracing::warn!(scanner = %s.describe(), error = %e,
+                    "the scanner does not answer; batches are refused with 503 until it does"),
+            },
+            None => tracing::warn!("no scanner: batches are stored unscanned"),
+        }
         let (stop, stop_rx) = watch::channel(false);
         let ctx = ConnCtx {
             acceptor: TlsAcceptor::from(tls),
@@ -765,13 +783,13 @@ async fn authenticate(
 /// Decompress (bounded) and parse an authenticated plaintext off the runtime.
 async fn decode<T: serde::de::DeserializeOwned + Send + 'static>(
     compressed: Vec<u8>,
-) -> Result<(T, Vec<u8>, usize), ProtocolError> {
+) -> Result<(T, Vec<u8>, Vec<u8>), ProtocolError> {
     tokio::task::spawn_blocking(move || {
         let plain = decompress_bounded(&compressed, MAX_PLAINTEXT_BYTES)?;
         let body: T = serde_json::from_slice(&plain).map_err(|e| {
             ProtocolError::BadBody(format!("line {} column {}", e.line(), e.column()))
         })?;
-        Ok((body, compressed, plain.len()))
+        Ok((body, compressed, plain))
     })
     .await
     .unwrap_or(Err(ProtocolError::Decompress))
@@ -796,11 +814,10 @@ async fn ingest(State(app): State<App>, headers: HeaderMap, body: Body) -> Respo
         Ok(x) => x,
         Err(r) => return r,
     };
-    let (batch, compressed, plain_len) =
-        match decode::<outpost_protocol::BatchBody>(compressed).await {
-            Ok(x) => x,
-            Err(e) => return body_refusal(&app, &header, "ingest", e).await,
-        };
+    let (batch, compressed, plain) = match decode::<outpost_protocol::BatchBody>(compressed).await {
+        Ok(x) => x,
+        Err(e) => return body_refusal(&app, &header, "ingest", e).await,
+    };
     if i64::try_from(header.sequence).is_err() {
         return body_refusal(
             &app,
@@ -811,6 +828,12 @@ async fn ingest(State(app): State<App>, headers: HeaderMap, body: Body) -> Respo
         .await;
     }
     let records = batch.records.len();
+    drop(batch);
+    let plain_len = plain.len();
+    let compressed = match scan_batch(&app, &header, plain, compressed, records).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
     let store = app.store.clone();
     let h = header.clone();
     let compressed_len = compressed.len();
@@ -888,5 +911,66 @@ async fn heartbeat(State(app): State<App>, headers: HeaderMap, body: Body) -> Re
             )
         }
         Err(e) => unavailable(&e),
+    }
+}
+
+/// Pass a batch's plaintext through the scanner (#18). Clean, or no
+/// scanner: the compressed plaintext back, to be stored. Otherwise the
+/// answer: an ack for a quarantined batch (the cloud keeps it, the device
+/// may delete it), `409` for a sequence taken by other content, `503` with
+/// `Retry-After` when the scanner gave no verdict (nothing stored; the
+/// device keeps the batch and retries).
+async fn scan_batch(
+    app: &App,
+    header: &EnvelopeHeader,
+    plain: Vec<u8>,
+    compressed: Vec<u8>,
+    records: usize,
+) -> Result<Vec<u8>, Response> {
+    let Some(scanner) = &app.scanner else {
+        return Ok(compressed);
+    };
+    let (device, stream, sequence) = (&header.device, &header.stream, header.sequence);
+    let verdict = scanner.scan(&plain).await;
+    drop(plain);
+    let signature = match verdict {
+        Ok(Verdict::Clean) => return Ok(compressed),
+        Ok(Verdict::Infected { signature }) => signature,
+        Err(e) => {
+            tracing::error!(%device, %stream, sequence, reason = "scanner-unavailable",
+                kind = e.kind(), error = %e, "batch not scanned; refused with retry-later");
+            return Err(refuse(
+                app,
+                "scanner-unavailable",
+                ErrorCode::Unavailable,
+                "the upload scanner is unavailable; retry later".into(),
+            )
+            .await);
+        }
+    };
+    let store = app.store.clone();
+    let h = header.clone();
+    let sig = signature.clone();
+    match blocking(move || store.quarantine_batch(&h, &compressed, records, &sig)).await {
+        Ok(outcome @ (InsertOutcome::Stored | InsertOutcome::Duplicate)) => {
+            let duplicate = outcome == InsertOutcome::Duplicate;
+            tracing::warn!(%device, %stream, sequence, %signature, records, duplicate,
+                reason = "quarantined", "the scanner flagged a batch; quarantined, not stored");
+            Err(axum::Json(IngestAck {
+                device_id: header.device.clone(),
+                sequence,
+                duplicate,
+            })
+            .into_response())
+        }
+        Ok(InsertOutcome::Conflict) => {
+            tracing::warn!(%device, %stream, sequence, %signature,
+                reason = "sequence-conflict", "flagged batch under a sequence taken by other content");
+            Err(api_error(
+                ErrorCode::SequenceConflict,
+                "this sequence is stored with other content; send the batch under a new sequence",
+            ))
+        }
+        Err(e) => Err(unavailable(&e)),
     }
 }
