@@ -24,7 +24,8 @@
 //! (heartbeat accepted), `replay` (duplicate batch), and one per refusal
 //! reason, among them `slow-client`, `connection-cap`, `address-cap` and
 //! `enrollment-rate-limited` (counted in memory, written every
-//! [`limits::COUNTER_FLUSH_MS`]). Logs carry device id, stream, sequence,
+//! [`limits::COUNTER_FLUSH_MS`]), `quarantined` (the scanner flagged a
+//! batch) and `scanner-unavailable` (no verdict: answered 503). Logs carry device id, stream, sequence,
 //! sizes, reasons and, for refused connections and enrolments, the peer
 //! address — never payloads, keys, tokens, e-mail addresses, names or
 //! serial numbers.

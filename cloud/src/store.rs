@@ -10,6 +10,7 @@
 //! | `devices` | JSON of e-mail, name, instrument model/id, serial, device key (hex) | `"outpost-cloud/device/v1"`, u8 len, device id |
 //! | `batches` | the zstd plaintext exactly as it came out of the envelope | `"outpost-cloud/batch/v1"`, u8 len, device id, u8 len, stream, u64 BE sequence |
 //! | `device_status` | JSON of the last heartbeat body | `"outpost-cloud/status/v1"`, u8 len, device id |
+//! | `quarantine` | batches the scanner flagged ([`crate::quarantine`]) | `"outpost-cloud/quarantine/v1"`, as for `batches` |
 //!
 //! Files in the data directory: `cloud.db` (WAL mode, `synchronous=FULL`)
 //! and `server.key` (32 random bytes, created on first open, mode 0600 on

@@ -99,10 +99,16 @@ impl Clamd {
              TemporaryDirectory {}\n\
              StreamMaxLength 64M\n\
              MaxThreads 4\n\
-             SelfCheck 0\n",
+             SelfCheck 0\n\
+             {}",
             db.display(),
             dir.path().join("clamd.log").display(),
             dir.path().display(),
+            if cfg!(unix) {
+                format!("LocalSocket {}\n", dir.path().join("clamd.sock").display())
+            } else {
+                String::new()
+            },
         );
         std::fs::write(dir.path().join("clamd.conf"), conf).unwrap();
         let mut c = Clamd {
@@ -162,6 +168,14 @@ impl Clamd {
             read(&self.dir.path().join("stdout.log")),
             read(&self.dir.path().join("clamd.log"))
         )
+    }
+
+    /// A scanner for its local socket, with the default limits.
+    #[cfg(unix)]
+    pub fn socket_scanner(&self) -> Scanner {
+        Scanner::Clamd(ClamdConfig::new(ClamdAddr::Unix(
+            self.dir.path().join("clamd.sock"),
+        )))
     }
 
     /// A scanner for it, with the default limits.

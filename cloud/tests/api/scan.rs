@@ -354,3 +354,26 @@ fn serve_needs_a_scanner_or_says_it_runs_without_one() {
     ]);
     assert!(!ok && err.contains("both given"), "{err}");
 }
+
+#[cfg(unix)]
+#[tokio::test]
+async fn the_local_socket_reaches_clamd_too() {
+    let Some(clamd) = Clamd::start("scan: local socket") else {
+        return;
+    };
+    let scanner = clamd.socket_scanner();
+    scanner.ping().await.unwrap();
+    let plain = serde_json::to_vec(&infected()).unwrap();
+    match scanner.scan(&plain).await.unwrap() {
+        outpost_cloud::Verdict::Infected { signature } => {
+            assert!(signature.starts_with(SIGNATURE), "{signature}")
+        }
+        v => panic!("{v:?}\n{}", clamd.log()),
+    }
+    let clean = serde_json::to_vec(&batch()).unwrap();
+    assert_eq!(
+        scanner.scan(&clean).await.unwrap(),
+        outpost_cloud::Verdict::Clean
+    );
+    drop(clamd);
+}
