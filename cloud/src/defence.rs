@@ -37,8 +37,9 @@
 //!
 //! # Alerts
 //!
-//! A block, and a source or device first going over a rate in a
-//! [`STRIKE_WINDOW_MS`], raise one [`Alert`] (logged as a warning and written
+//! A block, a source or device first going over a rate in a
+//! [`STRIKE_WINDOW_MS`], and a batch the upload scanner quarantined raise one
+//! [`Alert`] (logged as a warning and written
 //! to the store's `alerts` table by the counter flush). Alerts carry the
 //! source address and the device id when known — never a payload or a token.
 //!
@@ -257,6 +258,9 @@ pub enum AlertKind {
     SourceRateExceeded,
     /// A device went over its ingest rate.
     DeviceRateExceeded,
+    /// The upload scanner flagged a batch, which was quarantined
+    /// ([`crate::quarantine`]); `reason` is the signature's name.
+    BatchQuarantined,
 }
 
 impl AlertKind {
@@ -266,14 +270,16 @@ impl AlertKind {
             AlertKind::SourceBlocked => "source-blocked",
             AlertKind::SourceRateExceeded => "source-rate-exceeded",
             AlertKind::DeviceRateExceeded => "device-rate-exceeded",
+            AlertKind::BatchQuarantined => "batch-quarantined",
         }
     }
 
     /// Every kind, for metrics.
-    pub const ALL: [AlertKind; 3] = [
+    pub const ALL: [AlertKind; 4] = [
         AlertKind::SourceBlocked,
         AlertKind::SourceRateExceeded,
         AlertKind::DeviceRateExceeded,
+        AlertKind::BatchQuarantined,
     ];
 
     /// Parse [`AlertKind::as_str`].
@@ -290,8 +296,9 @@ pub struct Alert {
     pub at: i64,
     /// What happened.
     pub kind: AlertKind,
-    /// Why: the strike that blocked (`source-blocked`) or the endpoint whose
-    /// rate was exceeded.
+    /// Why: the strike that blocked (`source-blocked`), the endpoint whose
+    /// rate was exceeded, or the scanner's signature name
+    /// (`batch-quarantined`).
     pub reason: String,
     /// The source: an IPv4 address, or an IPv6 /64 as `2001:db8:1:2::/64`.
     pub source: String,
@@ -665,6 +672,18 @@ impl Defence {
             .chain(st.sources.overflow.iter())
             .filter(|r| r.blocked_until.is_some_and(|u| u > now))
             .count()
+    }
+
+    /// Raise an alert about a batch the scanner flagged.
+    pub(crate) fn quarantined(&self, ip: IpAddr, device: &DeviceId, signature: &str) {
+        self.raise(Alert {
+            at: unix_now(),
+            kind: AlertKind::BatchQuarantined,
+            reason: signature.to_owned(),
+            source: source_text(ip),
+            device: Some(device.clone()),
+            block_secs: None,
+        });
     }
 
     fn raise(&self, alert: Alert) {

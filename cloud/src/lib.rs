@@ -20,14 +20,17 @@
 //!   sources after repeated failures, replays and conflicts, and raises
 //!   [`defence::Alert`]s; [`metrics`] serves the counters and alerts to the
 //!   operator (`/metrics`, `/alerts`).
+//! * [`scan`] passes every batch through ClamAV's clamd before it is stored;
+//!   [`quarantine`] keeps the flagged ones, sealed, never served (#18).
 //!
 //! The HTTP semantics are those documented in [`outpost_protocol`]. Counters
 //! (see [`store::COUNTER_REASONS`]): `accepted` (batch stored), `heartbeat`
 //! (heartbeat accepted), `replay` (duplicate batch), and one per refusal
 //! reason, among them `slow-client`, `connection-cap`, `address-cap`,
 //! `enrollment-rate-limited`, `rate-limited` and `source-blocked` (counted
-//! in memory, written every
-//! [`limits::COUNTER_FLUSH_MS`]). Logs carry device id, stream, sequence,
+//! in memory, written every [`limits::COUNTER_FLUSH_MS`]), `quarantined`
+//! (the scanner flagged a batch) and `scanner-unavailable` (no verdict:
+//! answered 503). Logs carry device id, stream, sequence,
 //! sizes, reasons and, for refused connections and enrolments, the peer
 //! address — never payloads, keys, tokens, e-mail addresses, names or
 //! serial numbers.
@@ -40,8 +43,10 @@ pub mod defence;
 pub mod limits;
 pub mod metrics;
 pub mod pki;
+pub mod quarantine;
 pub mod relay;
 pub mod repo;
+pub mod scan;
 pub mod server;
 pub mod store;
 pub mod token;
@@ -49,7 +54,9 @@ pub mod token;
 pub use defence::{Alert, AlertKind, DefenceConfig, Rate};
 pub use limits::{ConnectionLimits, EnrollGuessLimit};
 pub use pki::TestPki;
+pub use quarantine::QuarantineEntry;
 pub use relay::{Relay, RelayConfig, RelayLimits, RunningRelay};
+pub use scan::{ClamdAddr, ClamdConfig, ScanError, Scanner, Verdict};
 pub use server::{RunningServer, Server, ServerConfig, tls_config};
 pub use store::{
     DeviceInfo, DeviceStatus, HeartbeatOutcome, InsertOutcome, NewDevice, Store, StoredBatch,

@@ -13,6 +13,7 @@ use outpost_cloud::limits::{
     BODY_MAX_TIME_MS, BODY_MIN_BYTES_PER_SEC, BODY_TIMEOUT_MS, HANDSHAKE_TIMEOUT_MS,
     HEADER_TIMEOUT_MS, MAX_CONNECTIONS, MAX_CONNECTIONS_PER_ADDRESS,
 };
+use outpost_cloud::scan::{CLAMD_REPLY_TIMEOUT_MS, ClamdAddr, ClamdConfig, Scanner};
 use outpost_cloud::token::ENROLLMENT_TOKEN_ENV;
 use outpost_cloud::{
     ConnectionLimits, Enrollment, EnrollmentToken, Rate, Server, ServerConfig, Store, TestPki,
@@ -42,6 +43,10 @@ enum Cmd {
     /// command line, which every user can read in the process list); without
     /// one the server does not start, unless
     /// --dangerous-allow-anonymous-enrollment is given.
+    ///
+    /// Every batch is scanned by ClamAV's clamd before it is stored
+    /// (--clamd-addr or --clamd-socket); without a scanner the server does
+    /// not start, unless --dangerous-no-scanner is given.
     Serve {
         /// Data directory (cloud.db, server.key).
         #[arg(long)]
@@ -127,6 +132,23 @@ enum Cmd {
         /// Enrolments one source address may make per minute.
         #[arg(long, value_name = "N", default_value_t = outpost_cloud::defence::ENROLL_PER_SOURCE.per_minute)]
         enroll_per_source_per_minute: u32,
+        /// Scan every batch with clamd at this TCP address (clamd.conf
+        /// TCPSocket/TCPAddr), e.g. 127.0.0.1:3310. Flagged batches are
+        /// quarantined; while clamd does not answer, ingest answers 503.
+        #[arg(long, value_name = "ADDR")]
+        clamd_addr: Option<SocketAddr>,
+        /// Scan every batch with clamd at this local socket (clamd.conf
+        /// LocalSocket; Unix only).
+        #[arg(long, value_name = "PATH")]
+        clamd_socket: Option<PathBuf>,
+        /// Longest a scan may take (sending the batch and clamd's reply), in
+        /// milliseconds; beyond it ingest answers 503.
+        #[arg(long, default_value_t = CLAMD_REPLY_TIMEOUT_MS)]
+        scan_timeout_ms: u64,
+        /// Store batches without scanning them. Dangerous: only for a closed
+        /// test network.
+        #[arg(long)]
+        dangerous_no_scanner: bool,
     },
     /// The TUF repository of module updates: keys, init, add, publish.
     #[command(subcommand)]
@@ -181,6 +203,18 @@ enum Cmd {
         /// Only the latest N.
         #[arg(long, default_value_t = 1000)]
         last: usize,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List quarantined batches (flagged by the scanner; content never shown).
+    Quarantine {
+        /// Data directory.
+        #[arg(long)]
+        data: PathBuf,
+        /// Only this device.
+        #[arg(long)]
+        device: Option<DeviceId>,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -426,6 +460,42 @@ fn enrollment(
     }
 }
 
+/// The upload scanner from the clamd flags and the no-scanner flag: exactly
+/// one of them.
+fn scanner(
+    clamd_addr: Option<SocketAddr>,
+    clamd_socket: Option<PathBuf>,
+    no_scanner: bool,
+    timeout: Duration,
+) -> anyhow::Result<Option<Scanner>> {
+    let addr = match (clamd_addr, clamd_socket, no_scanner) {
+        (None, None, true) => return Ok(None),
+        (None, None, false) => bail!(
+            "no upload scanner: give --clamd-addr HOST:PORT or --clamd-socket PATH (ClamAV's \
+             clamd); to store batches unscanned, give --dangerous-no-scanner"
+        ),
+        (Some(_), Some(_), _) => {
+            bail!("--clamd-addr and --clamd-socket both given; give one")
+        }
+        (Some(_), None, true) | (None, Some(_), true) => bail!(
+            "--dangerous-no-scanner contradicts the scanner given (--clamd-addr or \
+             --clamd-socket); give one or the other"
+        ),
+        (Some(a), None, false) => ClamdAddr::Tcp(a),
+        #[cfg(unix)]
+        (None, Some(p), false) => ClamdAddr::Unix(p),
+        #[cfg(not(unix))]
+        (None, Some(p), false) => bail!(
+            "--clamd-socket {} : local sockets are Unix only; use --clamd-addr",
+            p.display()
+        ),
+    };
+    Ok(Some(Scanner::Clamd(ClamdConfig {
+        reply_timeout: timeout,
+        ..ClamdConfig::new(addr)
+    })))
+}
+
 #[cfg(unix)]
 fn warn_if_readable_by_others(file: &Path) {
     use std::os::unix::fs::PermissionsExt;
@@ -485,6 +555,10 @@ fn main() -> anyhow::Result<()> {
             ingest_per_source_per_minute,
             ingest_per_device_per_minute,
             enroll_per_source_per_minute,
+            clamd_addr,
+            clamd_socket,
+            scan_timeout_ms,
+            dangerous_no_scanner,
         } => {
             tracing_subscriber::fmt()
                 .with_env_filter(
@@ -505,6 +579,12 @@ fn main() -> anyhow::Result<()> {
                 enrollment_token_file.as_deref(),
                 std::env::var_os(ENROLLMENT_TOKEN_ENV),
                 dangerous_allow_anonymous_enrollment,
+            )?;
+            let scanner = scanner(
+                clamd_addr,
+                clamd_socket,
+                dangerous_no_scanner,
+                Duration::from_millis(scan_timeout_ms),
             )?;
             let cert_chain_pem = std::fs::read_to_string(&cert)
                 .with_context(|| format!("reading {}", cert.display()))?;
@@ -533,6 +613,7 @@ fn main() -> anyhow::Result<()> {
                 enroll_per_source: scaled(enroll_per_source_per_minute, d.enroll_per_source, 6),
                 ..d
             };
+            cfg.scanner = scanner;
             let relay_tls = outpost_cloud::tls_config(&cfg.cert_chain_pem, &cfg.key_pem)?;
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(async {
@@ -656,6 +737,24 @@ fn main() -> anyhow::Result<()> {
                         b.received_at,
                         b.body.records.len(),
                         kinds.join(",")
+                    );
+                }
+            }
+            Ok(())
+        }
+        Cmd::Quarantine { data, device, json } => {
+            let entries = open_existing(&data)?.quarantined(device.as_ref())?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&entries)?);
+            } else {
+                println!(
+                    "{:<32}  {:<12}  {:>14}  {:>14}  {:>7}  signature",
+                    "device", "stream", "sequence", "quarantined_at", "records"
+                );
+                for q in entries {
+                    println!(
+                        "{:<32}  {:<12}  {:>14}  {:>14}  {:>7}  {}",
+                        q.device, q.stream, q.sequence, q.quarantined_at, q.records, q.signature
                     );
                 }
             }

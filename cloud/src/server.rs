@@ -36,6 +36,7 @@ use crate::limits::{
     COUNTER_FLUSH_MS, ConnRefusal, ConnSlot, ConnTracker, ConnectionLimits, EnrollGuessLimit,
     GuessLimiter, MAX_TRACKED_SOURCES, Refusal, RefusalCounters,
 };
+use crate::scan::{Scanner, Verdict};
 use crate::store::{HeartbeatOutcome, InsertOutcome, NewDevice, Store};
 use crate::token::Enrollment;
 
@@ -75,6 +76,10 @@ pub struct ServerConfig {
     /// Serve `/metrics` and `/alerts` over plain HTTP on this address
     /// ([`crate::metrics`]); `None`: not served.
     pub metrics_listen: Option<SocketAddr>,
+    /// The scanner every batch passes before it is stored ([`crate::scan`]);
+    /// `None`: batches are stored unscanned (the CLI asks for that by name,
+    /// `--dangerous-no-scanner`).
+    pub scanner: Option<Scanner>,
 }
 
 impl std::fmt::Debug for ServerConfig {
@@ -89,6 +94,7 @@ impl std::fmt::Debug for ServerConfig {
             .field("updates_repo", &self.updates_repo)
             .field("defence", &self.defence)
             .field("metrics_listen", &self.metrics_listen)
+            .field("scanner", &self.scanner)
             .finish_non_exhaustive()
     }
 }
@@ -100,7 +106,8 @@ impl ServerConfig {
     /// Everything else has its safe default: a body limit of
     /// [`MAX_ENVELOPE_BYTES`], [`ConnectionLimits::default`],
     /// [`EnrollGuessLimit::default`] and [`DefenceConfig::default`]; no
-    /// metrics listener.
+    /// metrics listener. No scanner: set [`ServerConfig::scanner`] to scan
+    /// uploads.
     pub fn new(
         data_dir: PathBuf,
         listen: SocketAddr,
@@ -120,6 +127,7 @@ impl ServerConfig {
             updates_repo: None,
             defence: DefenceConfig::default(),
             metrics_listen: None,
+            scanner: None,
         }
     }
 }
@@ -160,6 +168,7 @@ struct App {
     guesses: Arc<GuessLimiter>,
     refusals: Arc<RefusalCounters>,
     defence: Arc<Defence>,
+    scanner: Option<Arc<Scanner>>,
 }
 
 /// The peer of the connection a request came on (a request extension).
@@ -256,7 +265,16 @@ impl Server {
             )),
             refusals: Arc::clone(&refusals),
             defence: Arc::clone(&defence),
+            scanner: cfg.scanner.clone().map(Arc::new),
         };
+        match &cfg.scanner {
+            Some(s) => match s.ping().await {
+                Ok(()) => tracing::info!(scanner = %s.describe(), "uploads are scanned"),
+                Err(e) => tracing::warn!(scanner = %s.describe(), error = %e,
+                    "the scanner does not answer; batches are refused with 503 until it does"),
+            },
+            None => tracing::warn!("no scanner: batches are stored unscanned"),
+        }
         let (stop, stop_rx) = watch::channel(false);
         let metrics = match cfg.metrics_listen {
             Some(at) => {
@@ -877,13 +895,13 @@ async fn authenticate(
 /// Decompress (bounded) and parse an authenticated plaintext off the runtime.
 async fn decode<T: serde::de::DeserializeOwned + Send + 'static>(
     compressed: Vec<u8>,
-) -> Result<(T, Vec<u8>, usize), ProtocolError> {
+) -> Result<(T, Vec<u8>, Vec<u8>), ProtocolError> {
     tokio::task::spawn_blocking(move || {
         let plain = decompress_bounded(&compressed, MAX_PLAINTEXT_BYTES)?;
         let body: T = serde_json::from_slice(&plain).map_err(|e| {
             ProtocolError::BadBody(format!("line {} column {}", e.line(), e.column()))
         })?;
-        Ok((body, compressed, plain.len()))
+        Ok((body, compressed, plain))
     })
     .await
     .unwrap_or(Err(ProtocolError::Decompress))
@@ -916,11 +934,10 @@ async fn ingest(
         Ok(x) => x,
         Err(r) => return r,
     };
-    let (batch, compressed, plain_len) =
-        match decode::<outpost_protocol::BatchBody>(compressed).await {
-            Ok(x) => x,
-            Err(e) => return body_refusal(&app, &header, "ingest", e).await,
-        };
+    let (batch, compressed, plain) = match decode::<outpost_protocol::BatchBody>(compressed).await {
+        Ok(x) => x,
+        Err(e) => return body_refusal(&app, &header, "ingest", e).await,
+    };
     if i64::try_from(header.sequence).is_err() {
         return body_refusal(
             &app,
@@ -931,6 +948,12 @@ async fn ingest(
         .await;
     }
     let records = batch.records.len();
+    drop(batch);
+    let plain_len = plain.len();
+    let compressed = match scan_batch(&app, peer, &header, plain, compressed, records).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
     let store = app.store.clone();
     let h = header.clone();
     let compressed_len = compressed.len();
@@ -1020,5 +1043,70 @@ async fn heartbeat(
             )
         }
         Err(e) => unavailable(&e),
+    }
+}
+
+/// Pass a batch's plaintext through the scanner (#18). Clean, or no
+/// scanner: the compressed plaintext back, to be stored. Otherwise the
+/// answer: an ack for a quarantined batch (the cloud keeps it, the device
+/// may delete it), `409` for a sequence taken by other content, `503` with
+/// `Retry-After` when the scanner gave no verdict (nothing stored; the
+/// device keeps the batch and retries).
+async fn scan_batch(
+    app: &App,
+    peer: SocketAddr,
+    header: &EnvelopeHeader,
+    plain: Vec<u8>,
+    compressed: Vec<u8>,
+    records: usize,
+) -> Result<Vec<u8>, Response> {
+    let Some(scanner) = &app.scanner else {
+        return Ok(compressed);
+    };
+    let (device, stream, sequence) = (&header.device, &header.stream, header.sequence);
+    let verdict = scanner.scan(&plain).await;
+    drop(plain);
+    let signature = match verdict {
+        Ok(Verdict::Clean) => return Ok(compressed),
+        Ok(Verdict::Infected { signature }) => signature,
+        Err(e) => {
+            tracing::error!(%device, %stream, sequence, reason = "scanner-unavailable",
+                kind = e.kind(), error = %e, "batch not scanned; refused with retry-later");
+            return Err(refuse(
+                app,
+                "scanner-unavailable",
+                ErrorCode::Unavailable,
+                "the upload scanner is unavailable; retry later".into(),
+            )
+            .await);
+        }
+    };
+    let store = app.store.clone();
+    let h = header.clone();
+    let sig = signature.clone();
+    match blocking(move || store.quarantine_batch(&h, &compressed, records, &sig)).await {
+        Ok(outcome @ (InsertOutcome::Stored | InsertOutcome::Duplicate)) => {
+            let duplicate = outcome == InsertOutcome::Duplicate;
+            tracing::warn!(%device, %stream, sequence, %signature, records, duplicate,
+                reason = "quarantined", "the scanner flagged a batch; quarantined, not stored");
+            if !duplicate {
+                app.defence.quarantined(peer.ip(), device, &signature);
+            }
+            Err(axum::Json(IngestAck {
+                device_id: header.device.clone(),
+                sequence,
+                duplicate,
+            })
+            .into_response())
+        }
+        Ok(InsertOutcome::Conflict) => {
+            tracing::warn!(%device, %stream, sequence, %signature,
+                reason = "sequence-conflict", "flagged batch under a sequence taken by other content");
+            Err(api_error(
+                ErrorCode::SequenceConflict,
+                "this sequence is stored with other content; send the batch under a new sequence",
+            ))
+        }
+        Err(e) => Err(unavailable(&e)),
     }
 }

@@ -10,6 +10,7 @@
 //! | `devices` | JSON of e-mail, name, instrument model/id, serial, device key (hex) | `"outpost-cloud/device/v1"`, u8 len, device id |
 //! | `batches` | the zstd plaintext exactly as it came out of the envelope | `"outpost-cloud/batch/v1"`, u8 len, device id, u8 len, stream, u64 BE sequence |
 //! | `device_status` | JSON of the last heartbeat body | `"outpost-cloud/status/v1"`, u8 len, device id |
+//! | `quarantine` | batches the scanner flagged ([`crate::quarantine`]) | `"outpost-cloud/quarantine/v1"`, as for `batches` |
 //!
 //! Files in the data directory: `cloud.db` (WAL mode, `synchronous=FULL`)
 //! and `server.key` (32 random bytes, created on first open, mode 0600 on
@@ -59,6 +60,8 @@ pub const COUNTER_REASONS: &[&str] = &[
     "enrollment-rate-limited",
     "rate-limited",
     "source-blocked",
+    "quarantined",
+    "scanner-unavailable",
 ];
 
 /// An enrolled device, decrypted.
@@ -196,18 +199,18 @@ struct Inner {
     dir: PathBuf,
 }
 
-fn now() -> i64 {
+pub(crate) fn now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
         .unwrap_or(0)
 }
 
-fn seq_to_sql(seq: u64) -> anyhow::Result<i64> {
+pub(crate) fn seq_to_sql(seq: u64) -> anyhow::Result<i64> {
     i64::try_from(seq).context("sequence beyond 2^63-1")
 }
 
-fn seq_from_sql(v: i64) -> u64 {
+pub(crate) fn seq_from_sql(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
 }
 
@@ -263,6 +266,7 @@ impl Store {
                 device_id TEXT,
                 block_secs INTEGER);",
         )?;
+        crate::quarantine::create_schema(&conn)?;
         Ok(Store {
             inner: Arc::new(Inner {
                 conn: Mutex::new(conn),
@@ -277,10 +281,15 @@ impl Store {
         &self.inner.dir
     }
 
-    fn conn(&self) -> MutexGuard<'_, Connection> {
+    pub(crate) fn conn(&self) -> MutexGuard<'_, Connection> {
         // A panic while holding the lock leaves SQLite consistent (every
         // write is a transaction): keep going.
         self.inner.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The at-rest key (for the quarantine, [`crate::quarantine`]).
+    pub(crate) fn server_key(&self) -> &ServerKey {
+        &self.inner.key
     }
 
     /// Enrol a device under a fresh random id and return the id.
@@ -404,6 +413,12 @@ impl Store {
         )?;
         let mut conn = self.conn();
         let tx = conn.transaction()?;
+        // A sequence whose batch was quarantined is taken (#18).
+        if crate::quarantine::holds(&tx, &header.device, seq)? {
+            bump(&tx, "sequence-conflict")?;
+            tx.commit()?;
+            return Ok(InsertOutcome::Conflict);
+        }
         let n = tx.execute(
             "INSERT OR IGNORE INTO batches(device_id, sequence, stream, received_at, record_count, sealed)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -680,7 +695,7 @@ fn check_reason(reason: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn bump(conn: &Connection, reason: &str) -> anyhow::Result<()> {
+pub(crate) fn bump(conn: &Connection, reason: &str) -> anyhow::Result<()> {
     check_reason(reason)?;
     conn.execute(
         "INSERT INTO counters(reason, count) VALUES (?1, 1)

@@ -15,8 +15,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
+#[path = "api/clamd.rs"]
+mod clamd;
 #[path = "api/hardening.rs"]
 mod hardening;
+#[path = "api/scan.rs"]
+mod scan;
 
 #[path = "api/defence.rs"]
 mod defence;

@@ -514,6 +514,8 @@ async fn serve_needs_a_token_from_a_file_or_the_environment_never_the_command_li
         pki_dir.join("server.pem").into(),
         "--key".into(),
         pki_dir.join("server.key.pem").into(),
+        // Upload scanning is tested in api/scan.rs.
+        "--dangerous-no-scanner".into(),
     ];
     let with = |extra: &[&std::ffi::OsStr]| -> Vec<OsString> {
         let mut v = base.clone();
