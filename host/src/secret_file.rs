@@ -1,20 +1,38 @@
 //! Files that hold secrets (the device identity, the compiled-cache key, the
-//! API token): readable only by their owner. On Unix a file that others may
-//! read is refused when it is loaded, naming the file, its mode and the
-//! fix; on Windows the device key is sealed with DPAPI (`crate::dpapi`) and
-//! the state directory's ACL protects the rest (an ACL check here is not
-//! built yet).
+//! API token): readable only by their owner. They are created that way
+//! ([`write_private`], [`create_private`]: mode 0600 on Unix), and on Unix a
+//! file others may read is refused when it is loaded ([`exposure`]), naming
+//! the file, its mode and the fix. On Windows the keys are sealed with DPAPI
+//! (`crate::dpapi`) and the state directory's access list, set at install,
+//! protects the files; checking each file's own list when it is loaded is
+//! not built (Wine, on which CI runs the Windows build, does not keep a
+//! file's access list: it maps it onto Unix mode bits and back, so such a
+//! check cannot be tested there — ARCHITECTURE.md, "Not built yet").
 
 use std::path::Path;
 
-/// The permission bits of `path` when users other than its owner may read
-/// or write it (Unix), else `None`.
-pub fn exposed_mode(path: &Path) -> std::io::Result<Option<u32>> {
+/// Who besides the owner may read a secret file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Exposure {
+    /// Unix: its permission bits let the group or others in.
+    Mode(u32),
+}
+
+impl std::fmt::Display for Exposure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Exposure::Mode(mode) => write!(f, "mode {mode:o}"),
+        }
+    }
+}
+
+/// Who besides its owner may read `path`, if anyone.
+pub fn exposure(path: &Path) -> std::io::Result<Option<Exposure>> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(path)?.permissions().mode() & 0o777;
-        Ok((mode & 0o077 != 0).then_some(mode))
+        Ok((mode & 0o077 != 0).then_some(Exposure::Mode(mode)))
     }
     #[cfg(not(unix))]
     {
@@ -23,22 +41,45 @@ pub fn exposed_mode(path: &Path) -> std::io::Result<Option<u32>> {
     }
 }
 
-/// The operator's words for an exposed secret file.
-pub fn exposed_message(what: &str, path: &Path, mode: u32) -> String {
+/// The operator's words for an exposed secret file: what, where, who else
+/// may read it, and the fix.
+pub fn exposed_message(what: &str, path: &Path, exposure: &Exposure) -> String {
     format!(
-        "{what} {} may be read by other users (mode {mode:o}); run `chmod 600 {}` (and check who else could have read it)",
+        "{what} {} may be read by other users ({exposure}); run `chmod 600 {}` (and check who else could have read it)",
         path.display(),
         path.display()
     )
 }
 
-#[cfg(all(test, unix))]
+/// Create `path` (it must not exist) for writing a secret: mode 0600 on
+/// Unix.
+pub fn create_private(path: &Path) -> std::io::Result<std::fs::File> {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    opts.open(path)
+}
+
+/// Write a new secret file: [`create_private`], the bytes, `fsync`.
+pub fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut f = create_private(path)?;
+    f.write_all(data)?;
+    f.sync_all()
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::PermissionsExt;
 
+    #[cfg(unix)]
     #[test]
     fn group_or_other_bits_are_exposed() {
+        use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("secret");
         std::fs::write(&f, b"x").unwrap();
@@ -50,7 +91,31 @@ mod tests {
             (0o620, true),
         ] {
             std::fs::set_permissions(&f, std::fs::Permissions::from_mode(mode)).unwrap();
-            assert_eq!(exposed_mode(&f).unwrap().is_some(), exposed, "{mode:o}");
+            assert_eq!(exposure(&f).unwrap().is_some(), exposed, "{mode:o}");
         }
+    }
+
+    #[test]
+    fn a_written_secret_is_private_and_never_overwritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("secret");
+        write_private(&f, b"key").unwrap();
+        #[cfg(unix)]
+        assert_eq!(exposure(&f).unwrap(), None);
+        assert_eq!(std::fs::read(&f).unwrap(), b"key");
+        assert!(write_private(&f, b"other").is_err());
+        assert_eq!(std::fs::read(&f).unwrap(), b"key");
+    }
+
+    #[test]
+    fn the_message_names_the_file_who_and_the_fix() {
+        let p = Path::new("state/device.json");
+        let m = exposed_message("the device key in", p, &Exposure::Mode(0o644));
+        assert!(
+            m.contains("state/device.json")
+                && m.contains("mode 644")
+                && m.contains("chmod 600 state/device.json"),
+            "{m}"
+        );
     }
 }

@@ -58,15 +58,16 @@ pub enum TokenError {
         "the API token {0} is not 64 hex digits; delete it and restart the service to make a new one"
     )]
     Malformed(PathBuf),
-    /// Others than the owner may read it (Unix).
+    /// Others than the owner may read it.
     #[error(
-        "the API token {path} may be read by other users (mode {mode:o}); run `chmod 600 {path}`"
+        "{}",
+        crate::secret_file::exposed_message("the API token", path, exposure)
     )]
     Exposed {
         /// The token file.
         path: PathBuf,
-        /// Its permission bits.
-        mode: u32,
+        /// Who else may read it.
+        exposure: crate::secret_file::Exposure,
     },
 }
 
@@ -122,8 +123,8 @@ impl ApiToken {
             error,
         };
         let text = std::fs::read_to_string(&path).map_err(io)?;
-        if let Some(mode) = crate::secret_file::exposed_mode(&path).map_err(io)? {
-            return Err(TokenError::Exposed { path, mode });
+        if let Some(exposure) = crate::secret_file::exposure(&path).map_err(io)? {
+            return Err(TokenError::Exposed { path, exposure });
         }
         let text = text.trim().to_owned();
         if text.len() != 64 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -154,20 +155,10 @@ fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
 }
 
 fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
-    let mut f = opts.open(path)?;
-    f.write_all(data)?;
-    f.sync_all()
+    crate::secret_file::write_private(path, data)
 }
 
 fn random_hex(bytes: usize) -> String {

@@ -51,11 +51,11 @@ impl Cache {
         std::fs::create_dir_all(dir)?;
         let key_path = dir.join("cache.key");
         let key = match std::fs::read(&key_path) {
-            Ok(_) if let Some(mode) = crate::secret_file::exposed_mode(&key_path)? => {
+            Ok(_) if let Some(who) = crate::secret_file::exposure(&key_path)? => {
                 return Err(std::io::Error::other(crate::secret_file::exposed_message(
                     "the compiled-cache key",
                     &key_path,
-                    mode,
+                    &who,
                 )));
             }
             Ok(stored) => match open_key(&stored) {
@@ -76,7 +76,7 @@ impl Cache {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let mut k = [0u8; 32];
                 rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut k);
-                write_private(&key_path, &seal_key(&k)?)?;
+                crate::secret_file::write_private(&key_path, &seal_key(&k)?)?;
                 k
             }
             Err(e) => return Err(e),
@@ -209,20 +209,6 @@ fn open_key(stored: &[u8]) -> Result<zeroize::Zeroizing<Vec<u8>>, crate::dpapi::
 #[cfg(not(windows))]
 fn open_key(stored: &[u8]) -> Result<zeroize::Zeroizing<Vec<u8>>, std::convert::Infallible> {
     Ok(zeroize::Zeroizing::new(stored.to_vec()))
-}
-
-fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
-    let mut f = opts.open(path)?;
-    f.write_all(data)?;
-    f.sync_all()
 }
 
 #[cfg(all(test, windows))]

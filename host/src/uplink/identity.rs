@@ -92,13 +92,13 @@ impl Identity {
             path: path.clone(),
             message,
         };
-        match crate::secret_file::exposed_mode(&path) {
+        match crate::secret_file::exposure(&path) {
             Ok(None) => {}
-            Ok(Some(mode)) => {
+            Ok(Some(who)) => {
                 return Err(bad(crate::secret_file::exposed_message(
                     "the device key in",
                     &path,
-                    mode,
+                    &who,
                 )));
             }
             Err(e) => return Err(bad(e.to_string())),
@@ -163,14 +163,7 @@ impl Identity {
         );
         let tmp = state_dir.join(format!("{IDENTITY_FILE}.tmp"));
         let _ = std::fs::remove_file(&tmp);
-        let mut opts = std::fs::OpenOptions::new();
-        opts.write(true).create_new(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            opts.mode(0o600);
-        }
-        let mut file = opts.open(&tmp).map_err(err)?;
+        let mut file = crate::secret_file::create_private(&tmp).map_err(err)?;
         file.write_all(text.as_bytes()).map_err(err)?;
         file.sync_all().map_err(err)?;
         drop(file);
