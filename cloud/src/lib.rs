@@ -16,6 +16,8 @@
 //! * [`limits`] bounds what one client may cost: connection caps (global and
 //!   per source address), slow-client timeouts, the lock-out of addresses
 //!   that guess enrolment tokens.
+//! * [`staff`] is the staff read-back API under `/staff/`: OpenID Connect
+//!   sign-in, claims-based access by region, every access audited (#18).
 //!
 //! The HTTP semantics are those documented in [`outpost_protocol`]. Counters
 //! (see [`store::COUNTER_REASONS`]): `accepted` (batch stored), `heartbeat`
@@ -36,6 +38,7 @@ pub mod pki;
 pub mod relay;
 pub mod repo;
 pub mod server;
+pub mod staff;
 pub mod store;
 pub mod token;
 
@@ -46,4 +49,5 @@ pub use server::{RunningServer, Server, ServerConfig, tls_config};
 pub use store::{
     DeviceInfo, DeviceStatus, HeartbeatOutcome, InsertOutcome, NewDevice, Store, StoredBatch,
 };
+pub use staff::StaffConfig;
 pub use token::{Enrollment, EnrollmentToken, TokenError};

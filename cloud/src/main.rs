@@ -108,6 +108,9 @@ enum Cmd {
         /// encrypted frames only.
         #[arg(long, value_name = "ADDR")]
         relay_listen: Option<SocketAddr>,
+        /// The staff read-back API (#18): region, OpenID Connect sign-in.
+        #[command(flatten)]
+        staff: outpost_cloud::staff::cli::StaffArgs,
     },
     /// The TUF repository of module updates: keys, init, add, publish.
     #[command(subcommand)]
@@ -152,6 +155,29 @@ enum Cmd {
         /// Print the decrypted batches as JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Print the staff audit: every staff sign-in (success or failure),
+    /// sign-out and data access, with who, what, when and from where.
+    StaffAudit {
+        /// Data directory.
+        #[arg(long)]
+        data: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Set the region of an enrolled device (staff see only the devices of
+    /// their regions).
+    DeviceRegion {
+        /// Data directory.
+        #[arg(long)]
+        data: PathBuf,
+        /// The device.
+        #[arg(long)]
+        device: DeviceId,
+        /// Its region.
+        #[arg(long)]
+        region: String,
     },
     /// Show acceptance and refusal counters (among them slow-client,
     /// connection-cap, address-cap and enrollment-rate-limited, which a
@@ -449,6 +475,7 @@ fn main() -> anyhow::Result<()> {
             body_max_time_ms,
             updates_repo,
             relay_listen,
+            staff,
         } => {
             tracing_subscriber::fmt()
                 .with_env_filter(
@@ -486,6 +513,8 @@ fn main() -> anyhow::Result<()> {
                 body_max_time: Duration::from_millis(body_max_time_ms),
             };
             cfg.updates_repo = updates_repo;
+            cfg.region = staff.region.clone();
+            cfg.staff = staff.config()?;
             let relay_tls = outpost_cloud::tls_config(&cfg.cert_chain_pem, &cfg.key_pem)?;
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(async {
@@ -589,6 +618,23 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Repo(cmd) => run_repo(cmd),
+        Cmd::StaffAudit { data, json } => {
+            outpost_cloud::staff::cli::print_audit(&open_existing(&data)?, json)
+        }
+        Cmd::DeviceRegion {
+            data,
+            device,
+            region,
+        } => {
+            outpost_cloud::staff::cli::set_device_region(
+                &open_existing(&data)?,
+                &data,
+                &device,
+                &region,
+            )?;
+            println!("device {device} is now in region {region}");
+            Ok(())
+        }
         Cmd::Stats { data, json } => {
             let counters = open_existing(&data)?.counters()?;
             if json {

@@ -69,6 +69,13 @@ pub struct ServerConfig {
     /// A TUF repository of module updates to serve read-only under
     /// `/v1/updates/` ([`crate::repo`]); `None`: no update routes.
     pub updates_repo: Option<PathBuf>,
+    /// The region devices enrolling here get ([`crate::staff`] shows a
+    /// staff member only the devices of their regions); default
+    /// [`crate::staff::DEFAULT_REGION`].
+    pub region: String,
+    /// The staff read-back API under `/staff/` (OpenID Connect sign-in);
+    /// `None`: no staff routes.
+    pub staff: Option<crate::staff::StaffConfig>,
 }
 
 impl std::fmt::Debug for ServerConfig {
@@ -81,6 +88,8 @@ impl std::fmt::Debug for ServerConfig {
             .field("limits", &self.limits)
             .field("enroll_guesses", &self.enroll_guesses)
             .field("updates_repo", &self.updates_repo)
+            .field("region", &self.region)
+            .field("staff", &self.staff)
             .finish_non_exhaustive()
     }
 }
@@ -109,6 +118,8 @@ impl ServerConfig {
             limits: ConnectionLimits::default(),
             enroll_guesses: EnrollGuessLimit::default(),
             updates_repo: None,
+            region: crate::staff::DEFAULT_REGION.to_owned(),
+            staff: None,
         }
     }
 }
@@ -146,11 +157,13 @@ struct App {
     limits: Arc<ConnectionLimits>,
     guesses: Arc<GuessLimiter>,
     refusals: Arc<RefusalCounters>,
+    /// The region of devices enrolling here.
+    region: Arc<str>,
 }
 
 /// The peer of the connection a request came on (a request extension).
 #[derive(Debug, Clone, Copy)]
-struct Peer(SocketAddr);
+pub(crate) struct Peer(pub(crate) SocketAddr);
 
 /// What a connection task needs besides its socket.
 #[derive(Clone)]
@@ -215,6 +228,16 @@ impl Server {
             .await
             .with_context(|| format!("binding {}", cfg.listen))?;
         let addr = listener.local_addr()?;
+        crate::staff::db::check_region(&cfg.region)?;
+        let staff_router = {
+            let (s, staff) = (store.clone(), cfg.staff.clone());
+            tokio::task::spawn_blocking(move || {
+                crate::staff::db::ensure_schema(&s)?;
+                staff.map(|c| crate::staff::router(&c, s)).transpose()
+            })
+            .await
+            .map_err(|e| anyhow!("staff setup task: {e}"))??
+        };
         let token_hash = match &cfg.enrollment {
             Enrollment::Token(t) => Some(t.digest()),
             Enrollment::DangerousAnonymous => {
@@ -237,13 +260,20 @@ impl Server {
                 MAX_TRACKED_SOURCES,
             )),
             refusals: Arc::clone(&refusals),
+            region: Arc::from(cfg.region.as_str()),
         };
         let (stop, stop_rx) = watch::channel(false);
         let ctx = ConnCtx {
             acceptor: TlsAcceptor::from(tls),
-            router: match &cfg.updates_repo {
-                Some(repo) => router(app).merge(crate::repo::router(repo.clone())),
-                None => router(app),
+            router: {
+                let r = match &cfg.updates_repo {
+                    Some(repo) => router(app).merge(crate::repo::router(repo.clone())),
+                    None => router(app),
+                };
+                match staff_router {
+                    Some(staff) => r.merge(staff),
+                    None => r,
+                }
             },
             limits,
             refusals: Arc::clone(&refusals),
@@ -662,7 +692,14 @@ async fn enroll(
     };
     drop(req);
     let store = app.store.clone();
-    match blocking(move || store.enroll(&new)).await {
+    let region = Arc::clone(&app.region);
+    match blocking(move || {
+        let id = store.enroll(&new)?;
+        crate::staff::set_region(&store, &id, &region)?;
+        Ok(id)
+    })
+    .await
+    {
         Ok(device_id) => {
             tracing::info!(device = %device_id, "device enrolled");
             axum::Json(EnrollResponse { device_id }).into_response()
