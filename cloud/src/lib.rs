@@ -46,8 +46,8 @@ pub use limits::{ConnectionLimits, EnrollGuessLimit};
 pub use pki::TestPki;
 pub use relay::{Relay, RelayConfig, RelayLimits, RunningRelay};
 pub use server::{RunningServer, Server, ServerConfig, tls_config};
+pub use staff::StaffConfig;
 pub use store::{
     DeviceInfo, DeviceStatus, HeartbeatOutcome, InsertOutcome, NewDevice, Store, StoredBatch,
 };
-pub use staff::StaffConfig;
 pub use token::{Enrollment, EnrollmentToken, TokenError};

@@ -17,6 +17,8 @@ use tokio_rustls::TlsConnector;
 
 #[path = "api/hardening.rs"]
 mod hardening;
+#[path = "api/staff.rs"]
+mod staff;
 
 const EMAIL: &str = "greta.hansen@example-hospital.org";
 const NAME: &str = "Greta Hansen-Lindqvist";

@@ -108,10 +108,7 @@ impl ProviderHttp {
             Some("http") if is_loopback(&host) => false,
             _ => return Err(ProviderHttpError::Scheme(url)),
         };
-        let port = req
-            .uri()
-            .port_u16()
-            .unwrap_or(if tls { 443 } else { 80 });
+        let port = req.uri().port_u16().unwrap_or(if tls { 443 } else { 80 });
         let io_err = |why: String| ProviderHttpError::Io {
             url: url.clone(),
             why,
@@ -162,7 +159,9 @@ where
         .path_and_query()
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| "/".into());
-    parts.uri = path.parse().map_err(|e: http::uri::InvalidUri| io_err(e.to_string()))?;
+    parts.uri = path
+        .parse()
+        .map_err(|e: http::uri::InvalidUri| io_err(e.to_string()))?;
     parts.headers.insert(
         http::header::HOST,
         http::HeaderValue::from_str(&authority).map_err(|e| io_err(e.to_string()))?,
@@ -191,7 +190,8 @@ where
 
 impl<'c> AsyncHttpClient<'c> for ProviderHttp {
     type Error = ProviderHttpError;
-    type Future = Pin<Box<dyn Future<Output = Result<HttpResponse, ProviderHttpError>> + Send + 'c>>;
+    type Future =
+        Pin<Box<dyn Future<Output = Result<HttpResponse, ProviderHttpError>> + Send + 'c>>;
 
     fn call(&'c self, request: HttpRequest) -> Self::Future {
         Box::pin(self.send(request))

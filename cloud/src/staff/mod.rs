@@ -350,7 +350,10 @@ async fn login(State(st): State<Staff>, Query(q): Query<LoginQuery>) -> Response
     if let Some(h) = &q.login_hint
         && (h.chars().count() > MAX_LOGIN_HINT_CHARS || h.chars().any(char::is_control))
     {
-        return json_error(StatusCode::BAD_REQUEST, "login_hint is too long or malformed");
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            "login_hint is too long or malformed",
+        );
     }
     let (url, state, pending) = match st.oidc.begin(q.login_hint.as_deref()).await {
         Ok(x) => x,
@@ -518,10 +521,10 @@ async fn finish_sign_in(
         let err: String = err.chars().take(64).filter(|c| !c.is_control()).collect();
         return Err((None, SignInError::ProviderRefused(err)));
     }
-    let code = q
-        .code
-        .as_deref()
-        .ok_or((None, SignInError::Exchange("no code in the callback".into())))?;
+    let code = q.code.as_deref().ok_or((
+        None,
+        SignInError::Exchange("no code in the callback".into()),
+    ))?;
     st.oidc
         .finish(code, pending.pending)
         .await
@@ -544,7 +547,15 @@ async fn logout(
             .remove(&digest(id));
     }
     if let Err(r) = st
-        .audit(st.entry(Some(&who), "sign-out", "/staff/logout", None, peer, "ok", None))
+        .audit(st.entry(
+            Some(&who),
+            "sign-out",
+            "/staff/logout",
+            None,
+            peer,
+            "ok",
+            None,
+        ))
         .await
     {
         return r;

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use openidconnect::core::{
     CoreAuthDisplay, CoreAuthPrompt, CoreAuthenticationFlow, CoreErrorResponseType,
     CoreGenderClaim, CoreJsonWebKey, CoreJsonWebKeySet, CoreJweContentEncryptionAlgorithm,
-    CoreJwsSigningAlgorithm, CoreProviderMetadata, CoreRevocableToken,
-    CoreRevocationErrorResponse, CoreTokenIntrospectionResponse, CoreTokenType,
+    CoreJwsSigningAlgorithm, CoreProviderMetadata, CoreRevocableToken, CoreRevocationErrorResponse,
+    CoreTokenIntrospectionResponse, CoreTokenType,
 };
 use openidconnect::{
     AdditionalClaims, AuthorizationCode, Client, ClientId, ClientSecret, CsrfToken,
@@ -82,8 +82,12 @@ type StaffIdTokenFields = IdTokenFields<
 >;
 type StaffTokenResponse = StandardTokenResponse<StaffIdTokenFields, CoreTokenType>;
 /// An ID token carrying [`ExtraClaims`].
-pub type StaffIdToken =
-    IdToken<ExtraClaims, CoreGenderClaim, CoreJweContentEncryptionAlgorithm, CoreJwsSigningAlgorithm>;
+pub type StaffIdToken = IdToken<
+    ExtraClaims,
+    CoreGenderClaim,
+    CoreJweContentEncryptionAlgorithm,
+    CoreJwsSigningAlgorithm,
+>;
 type StaffClient = Client<
     ExtraClaims,
     CoreAuthDisplay,
@@ -324,7 +328,13 @@ impl Oidc {
             .await
             .map_err(|e| SignInError::Exchange(error_chain(&e)))?;
         let token = openidconnect::TokenResponse::id_token(&resp).ok_or(SignInError::NoIdToken)?;
-        validate_id_token(token, &self.expected, jwks, &pending.nonce, chrono::Utc::now())
+        validate_id_token(
+            token,
+            &self.expected,
+            jwks,
+            &pending.nonce,
+            chrono::Utc::now(),
+        )
     }
 }
 

@@ -6,7 +6,9 @@
 // then prints `ready`. Signing keys are made fresh at each start, so two
 // instances never share keys. The interaction route signs in the user
 // named by `login_hint` and grants consent at once; the tokens are the
-// provider's real, signed ones. Env: ID_TOKEN_TTL (seconds, default 600).
+// provider's real, signed ones. Env: ID_TOKEN_TTL (seconds, default 600);
+// CLOCK_OFFSET_SECS (default 0): the provider's clock runs this far off,
+// e.g. -7200 makes it issue ID tokens that expired an hour ago.
 import crypto from 'node:crypto';
 import http from 'node:http';
 import readline from 'node:readline';
@@ -19,6 +21,12 @@ const USERS = {
   carol: { outpost_role: 'support', outpost_regions: ['eu'], privacy_trained: false },
   dave: { outpost_regions: ['eu'], privacy_trained: true },
 };
+
+const offsetMs = Number(process.env.CLOCK_OFFSET_SECS || 0) * 1000;
+if (offsetMs) {
+  const realNow = Date.now;
+  Date.now = () => realNow() + offsetMs;
+}
 
 const server = http.createServer();
 await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));

@@ -1,0 +1,595 @@
+//! The staff read-back API behind OpenID Connect (#18), against a real
+//! OpenID provider on loopback: node's `oidc-provider` (tests/oidc/). The
+//! browser side is driven by hand: an HTTP client following redirects,
+//! cookies kept per host and port. Without node (or `npm ci --prefix
+//! cloud/tests/oidc`), the tests say they skipped, unless
+//! OUTPOST_REQUIRE_OIDC=1.
+
+use super::*;
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, Command, Stdio};
+
+use outpost_cloud::StaffConfig;
+use serde_json::Value;
+
+const CLIENT_ID: &str = "outpost-staff";
+const CLIENT_SECRET: &str = "staff-client-secret-5d1e0c7b9a";
+
+/// A running `node provider.js`; killed on drop.
+pub struct Provider {
+    child: Child,
+    pub issuer: String,
+}
+
+impl Drop for Provider {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn required() -> bool {
+    std::env::var("OUTPOST_REQUIRE_OIDC").is_ok_and(|v| v == "1")
+}
+
+fn skip(why: &str) -> Option<Provider> {
+    assert!(!required(), "OUTPOST_REQUIRE_OIDC=1 but {why}");
+    eprintln!("skipped: {why} (install node and run `npm ci --prefix cloud/tests/oidc`)");
+    None
+}
+
+impl Provider {
+    /// Start a provider whose client redirects to `redirect_uri`; `None`
+    /// (skipped) when node or the provider's packages are missing.
+    pub fn start(redirect_uri: &str, env: &[(&str, &str)]) -> Option<Provider> {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/oidc");
+        if !dir.join("node_modules/oidc-provider").is_dir() {
+            return skip("cloud/tests/oidc/node_modules/oidc-provider is missing");
+        }
+        let mut cmd = Command::new("node");
+        cmd.arg("provider.js")
+            .current_dir(&dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = match cmd.spawn() {
+            Ok(c) => c,
+            Err(e) => return skip(&format!("node could not be started: {e}")),
+        };
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        let port: u16 = line
+            .trim()
+            .strip_prefix("port=")
+            .unwrap_or_else(|| panic!("provider said {line:?}"))
+            .parse()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        writeln!(stdin, "{redirect_uri} {CLIENT_SECRET}").unwrap();
+        line.clear();
+        out.read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), "ready", "provider did not start");
+        // Keep stdin open (and the pipe drained) for the provider's life.
+        std::thread::spawn(move || {
+            let _stdin = stdin;
+            let mut sink = String::new();
+            while out.read_line(&mut sink).is_ok_and(|n| n > 0) {
+                sink.clear();
+            }
+        });
+        Some(Provider {
+            child,
+            issuer: format!("http://127.0.0.1:{port}"),
+        })
+    }
+}
+
+/// A free loopback port (bound, then released for the server to take).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A response as the browser saw it.
+#[derive(Debug)]
+pub struct Resp {
+    pub status: StatusCode,
+    pub headers: hyper::HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl Resp {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&self.body)))
+    }
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// A browser: cookies by host:port (by hand), the test CA trusted.
+pub struct Browser {
+    ca_pem: String,
+    jar: HashMap<String, HashMap<String, String>>,
+}
+
+impl Browser {
+    pub fn new(ca_pem: &str) -> Browser {
+        Browser {
+            ca_pem: ca_pem.to_owned(),
+            jar: HashMap::new(),
+        }
+    }
+
+    pub async fn request(&mut self, method: &str, url: &str) -> Resp {
+        let u = url::Url::parse(url).unwrap();
+        let host = u.host_str().unwrap().to_owned();
+        let port = u.port_or_known_default().unwrap();
+        let authority = format!("{host}:{port}");
+        let tcp = TcpStream::connect((host.as_str(), port)).await.unwrap();
+        let mut path = u.path().to_owned();
+        if let Some(q) = u.query() {
+            path = format!("{path}?{q}");
+        }
+        let cookies = self
+            .jar
+            .get(&authority)
+            .map(|c| {
+                c.iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            })
+            .unwrap_or_default();
+        let mut req = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", &authority)
+            .header("user-agent", "outpost-staff-test/1");
+        if !cookies.is_empty() {
+            req = req.header("cookie", cookies);
+        }
+        let req = req.body(Full::new(Bytes::new())).unwrap();
+        let resp = if u.scheme() == "https" {
+            let connector = TlsConnector::from(client_config(&self.ca_pem, false));
+            let tls = connector
+                .connect(ServerName::try_from(host.clone()).unwrap(), tcp)
+                .await
+                .unwrap();
+            exchange(tls, req).await
+        } else {
+            exchange(tcp, req).await
+        };
+        for v in resp.headers.get_all("set-cookie") {
+            let v = v.to_str().unwrap();
+            let first = v.split(';').next().unwrap();
+            let (k, val) = first.split_once('=').unwrap();
+            let gone = val.is_empty()
+                || v.to_ascii_lowercase().contains("max-age=0")
+                || v.to_ascii_lowercase().contains("expires=thu, 01 jan 1970");
+            let jar = self.jar.entry(authority.clone()).or_default();
+            if gone {
+                jar.remove(k);
+            } else {
+                jar.insert(k.to_owned(), val.to_owned());
+            }
+        }
+        resp
+    }
+
+    pub async fn get(&mut self, url: &str) -> Resp {
+        self.request("GET", url).await
+    }
+
+    /// Follow redirects from `url` until a response that is not one, or a
+    /// redirect to a URL starting with `stop_at` (returned, not fetched).
+    pub async fn follow(&mut self, url: &str, stop_at: Option<&str>) -> (Resp, String) {
+        let mut url = url::Url::parse(url).unwrap();
+        for _ in 0..20 {
+            let r = self.get(url.as_str()).await;
+            if !r.status.is_redirection() {
+                return (r, url.to_string());
+            }
+            let loc = r.headers["location"].to_str().unwrap();
+            url = url.join(loc).unwrap();
+            if stop_at.is_some_and(|s| url.as_str().starts_with(s)) {
+                return (r, url.to_string());
+            }
+        }
+        panic!("too many redirects");
+    }
+}
+
+async fn exchange<S>(io: S, req: hyper::Request<Full<Bytes>>) -> Resp
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+        .await
+        .unwrap();
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let resp = sender.send_request(req).await.unwrap();
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .unwrap()
+        .to_bytes()
+        .to_vec();
+    Resp {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// A server with the staff API on, its provider, and two devices with one
+/// batch each: `eu_dev` in region `eu`, `us_dev` in region `us`.
+pub struct StaffFixture {
+    pub fx: Fixture,
+    pub provider: Provider,
+    pub base: String,
+    pub eu_dev: DeviceId,
+    pub us_dev: DeviceId,
+}
+
+impl StaffFixture {
+    pub async fn start(provider_env: &[(&str, &str)]) -> Option<StaffFixture> {
+        let port = free_port();
+        let base = format!("https://127.0.0.1:{port}");
+        let provider = Provider::start(&format!("{base}/staff/callback"), provider_env)?;
+        let issuer = provider.issuer.clone();
+        let b = base.clone();
+        let fx = start_with(move |cfg| {
+            cfg.listen = format!("127.0.0.1:{port}").parse().unwrap();
+            cfg.region = "eu".into();
+            cfg.staff = Some(StaffConfig::new(&issuer, CLIENT_ID, CLIENT_SECRET, &b));
+        })
+        .await;
+        let mut devs = Vec::new();
+        for _ in 0..2 {
+            let key = DeviceKey::generate();
+            let dev = fx.enroll(&key).await;
+            let (s, b) = fx
+                .post(INGEST_PATH, seal(&key, &dev, "qc", 1, &batch()).unwrap())
+                .await;
+            assert_eq!(s, StatusCode::OK, "{}", String::from_utf8_lossy(&b));
+            devs.push(dev);
+        }
+        let us_dev = devs.pop().unwrap();
+        let eu_dev = devs.pop().unwrap();
+        outpost_cloud::staff::set_region(fx.server.store(), &us_dev, "us").unwrap();
+        Some(StaffFixture {
+            fx,
+            provider,
+            base,
+            eu_dev,
+            us_dev,
+        })
+    }
+
+    pub fn ca(&self) -> &str {
+        &self.fx.pki.ca_cert_pem
+    }
+
+    /// Sign `user` in with a new browser; the callback's response and the
+    /// browser.
+    pub async fn sign_in(&self, user: &str) -> (Resp, Browser) {
+        let mut b = Browser::new(self.ca());
+        let (r, _) = b
+            .follow(
+                &format!("{}/staff/login?login_hint={user}", self.base),
+                None,
+            )
+            .await;
+        (r, b)
+    }
+
+    pub fn audit(&self) -> Vec<outpost_cloud::staff::db::AuditEntry> {
+        outpost_cloud::staff::audit_entries(self.fx.server.store()).unwrap()
+    }
+}
+
+#[tokio::test]
+async fn staff_sign_in_sees_only_their_region_and_every_access_is_audited() {
+    let Some(sf) = StaffFixture::start(&[]).await else {
+        return;
+    };
+    let base = sf.base.clone();
+
+    // No session: 401 on every data route.
+    let mut anon = Browser::new(sf.ca());
+    for path in [
+        "/staff/devices".to_owned(),
+        format!("/staff/devices/{}/batches", sf.eu_dev),
+        format!("/staff/devices/{}/status", sf.eu_dev),
+    ] {
+        let r = anon.get(&format!("{base}{path}")).await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{path}: {}", r.text());
+        assert!(r.text().contains("no staff session"), "{}", r.text());
+    }
+    // A made-up session cookie is no session either.
+    anon.jar
+        .entry(format!("127.0.0.1:{}", sf.fx.addr().port()))
+        .or_default()
+        .insert("__Host-outpost-staff".into(), "00".repeat(32));
+    let r = anon.get(&format!("{base}/staff/devices")).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+
+    // alice: support, trained, region eu.
+    let (r, mut alice) = sf.sign_in("alice").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(r.json()["subject"], "alice");
+    assert_eq!(r.json()["regions"], serde_json::json!(["eu"]));
+    let cookie = r
+        .headers
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .find(|v| v.starts_with("__Host-outpost-staff="))
+        .unwrap();
+    for attr in ["Secure", "HttpOnly", "SameSite=Strict", "Path=/"] {
+        assert!(
+            cookie.contains(attr),
+            "session cookie lacks {attr}: {cookie}"
+        );
+    }
+
+    let r = alice.get(&format!("{base}/staff/devices")).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let list = r.json();
+    assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
+    assert_eq!(list[0]["device-id"], sf.eu_dev.as_str());
+    assert_eq!(list[0]["region"], "eu");
+    assert_eq!(list[0]["instrument-model"], MODEL);
+    // Only what support needs: no contact data, no serial.
+    for personal in [EMAIL, NAME, SERIAL] {
+        assert!(!r.text().contains(personal), "device list shows {personal}");
+    }
+
+    let r = alice
+        .get(&format!("{base}/staff/devices/{}/batches", sf.eu_dev))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let batches: Vec<outpost_cloud::StoredBatch> = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(batches.len(), 1);
+    assert_eq!(batches[0].body, batch());
+    let r = alice
+        .get(&format!("{base}/staff/devices/{}/status", sf.eu_dev))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+
+    // Another region's device, or one that does not exist: the same 404.
+    for dev in [
+        sf.us_dev.as_str(),
+        "0123456789abcdef0123456789abcdef",
+        "not%20a%20device",
+    ] {
+        for what in ["batches", "status"] {
+            let r = alice
+                .get(&format!("{base}/staff/devices/{dev}/{what}"))
+                .await;
+            assert_eq!(
+                r.status,
+                StatusCode::NOT_FOUND,
+                "{dev}/{what}: {}",
+                r.text()
+            );
+            assert_eq!(r.json()["error"], "no such device");
+        }
+    }
+
+    // bob: region us sees the us device only, and not alice's.
+    let (r, mut bob) = sf.sign_in("bob").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let r = bob.get(&format!("{base}/staff/devices")).await;
+    let list = r.json();
+    assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
+    assert_eq!(list[0]["device-id"], sf.us_dev.as_str());
+    let r = bob
+        .get(&format!("{base}/staff/devices/{}/batches", sf.eu_dev))
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    let r = bob
+        .get(&format!("{base}/staff/devices/{}/batches", sf.us_dev))
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+
+    // Sign-out ends the session at the server, not only in the browser.
+    let stolen = alice.jar.clone();
+    let r = alice.request("POST", &format!("{base}/staff/logout")).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text());
+    let r = alice.get(&format!("{base}/staff/devices")).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    alice.jar = stolen;
+    let r = alice.get(&format!("{base}/staff/devices")).await;
+    assert_eq!(
+        r.status,
+        StatusCode::UNAUTHORIZED,
+        "a signed-out session id still works"
+    );
+
+    // The audit: who, what, when, from where, for each access.
+    let audit = sf.audit();
+    let rows: Vec<(Option<&str>, &str, Option<&str>, &str)> = audit
+        .iter()
+        .map(|e| {
+            (
+                e.subject.as_deref(),
+                e.action.as_str(),
+                e.device.as_deref(),
+                e.outcome.as_str(),
+            )
+        })
+        .collect();
+    let (eu, us) = (Some(sf.eu_dev.as_str()), Some(sf.us_dev.as_str()));
+    let mut want = vec![
+        (Some("alice"), "sign-in", None, "ok"),
+        (Some("alice"), "list-devices", None, "ok"),
+        (Some("alice"), "read-batches", eu, "ok"),
+        (Some("alice"), "read-status", eu, "ok"),
+    ];
+    for dev in [us, Some("0123456789abcdef0123456789abcdef"), None] {
+        want.push((Some("alice"), "read-batches", dev, "not-found"));
+        want.push((Some("alice"), "read-status", dev, "not-found"));
+    }
+    want.extend([
+        (Some("bob"), "sign-in", None, "ok"),
+        (Some("bob"), "list-devices", None, "ok"),
+        (Some("bob"), "read-batches", eu, "not-found"),
+        (Some("bob"), "read-batches", us, "ok"),
+        (Some("alice"), "sign-out", None, "ok"),
+    ]);
+    assert_eq!(rows, want);
+    for e in &audit {
+        assert_eq!(e.issuer.as_deref(), Some(sf.provider.issuer.as_str()));
+        assert_eq!(e.peer, "127.0.0.1");
+        assert!(e.at > 1_700_000_000);
+    }
+    assert_eq!(audit[2].route, "/staff/devices/{device}/batches");
+    sf.fx.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn missing_training_or_role_claim_is_403_naming_it() {
+    let Some(sf) = StaffFixture::start(&[]).await else {
+        return;
+    };
+    let (r, mut carol) = sf.sign_in("carol").await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text());
+    assert!(r.text().contains("privacy_trained"), "{}", r.text());
+    assert!(
+        r.headers
+            .get_all("set-cookie")
+            .iter()
+            .all(|v| !v.to_str().unwrap().starts_with("__Host-outpost-staff="))
+    );
+    let r = carol.get(&format!("{}/staff/devices", sf.base)).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+
+    let (r, _) = sf.sign_in("dave").await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text());
+    assert!(r.text().contains("outpost_role"), "{}", r.text());
+
+    let audit = sf.audit();
+    assert_eq!(audit.len(), 2);
+    for e in &audit {
+        assert_eq!(e.action, "sign-in");
+        assert_eq!(e.outcome, "refused");
+        assert!(e.detail.as_deref().unwrap().contains("access denied"));
+    }
+    sf.fx.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn forged_stolen_or_replayed_callbacks_are_refused() {
+    let Some(sf) = StaffFixture::start(&[]).await else {
+        return;
+    };
+    let cb = format!("{}/staff/callback", sf.base);
+    let mut b = Browser::new(sf.ca());
+    let (_, callback) = b
+        .follow(
+            &format!("{}/staff/login?login_hint=alice", sf.base),
+            Some(&cb),
+        )
+        .await;
+    assert!(callback.contains("code="), "{callback}");
+
+    // The state altered: refused.
+    let u = url::Url::parse(&callback).unwrap();
+    let state = u
+        .query_pairs()
+        .find(|(k, _)| k == "state")
+        .unwrap()
+        .1
+        .into_owned();
+    let forged = callback.replace(&format!("state={state}"), "state=forged");
+    let r = b.get(&forged).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.text());
+    assert!(r.text().contains("state"), "{}", r.text());
+
+    // The right callback in another browser (no login cookie): refused,
+    // and the state is spent.
+    let mut thief = Browser::new(sf.ca());
+    let r = thief.get(&callback).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.text());
+    let r = b.get(&callback).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.text());
+
+    // A fresh sign-in works, and its callback cannot be replayed.
+    let (_, callback) = b
+        .follow(
+            &format!("{}/staff/login?login_hint=alice", sf.base),
+            Some(&cb),
+        )
+        .await;
+    let login_cookies = b.jar.clone();
+    let r = b.get(&callback).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    b.jar = login_cookies;
+    let r = b.get(&callback).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.text());
+
+    let refused = sf
+        .audit()
+        .iter()
+        .filter(|e| e.action == "sign-in" && e.outcome == "refused")
+        .count();
+    assert_eq!(refused, 4);
+    sf.fx.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_code_from_another_provider_is_refused() {
+    let Some(sf) = StaffFixture::start(&[]).await else {
+        return;
+    };
+    // A second provider instance (its own keys), the same client.
+    let other = Provider::start(&format!("{}/staff/callback", sf.base), &[]).unwrap();
+    let mut b = Browser::new(sf.ca());
+    let r = b
+        .get(&format!("{}/staff/login?login_hint=alice", sf.base))
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    let to_real = r.headers["location"].to_str().unwrap();
+    assert!(to_real.starts_with(&sf.provider.issuer));
+    // The browser is sent to the other provider with the same request.
+    let to_other = to_real.replacen(&sf.provider.issuer, &other.issuer, 1);
+    let cb = format!("{}/staff/callback", sf.base);
+    let (_, callback) = b.follow(&to_other, Some(&cb)).await;
+    let r = b.get(&callback).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.text());
+    assert!(r.text().contains("sign-in refused"), "{}", r.text());
+    sf.fx.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_expired_id_token_is_refused() {
+    // The provider's clock runs two hours behind: every ID token it signs
+    // expired an hour before it reaches us (its lifetime is 600 s).
+    let Some(sf) = StaffFixture::start(&[("CLOCK_OFFSET_SECS", "-7200")]).await else {
+        return;
+    };
+    let (r, _) = sf.sign_in("alice").await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.text());
+    assert!(r.text().contains("xpired"), "{}", r.text());
+    let audit = sf.audit();
+    assert_eq!(audit.len(), 1);
+    assert_eq!(audit[0].outcome, "refused");
+    sf.fx.server.shutdown().await;
+}
