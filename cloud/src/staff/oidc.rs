@@ -176,7 +176,7 @@ pub fn validate_id_token(
     .set_time_fn(move || now);
     let claims = token
         .claims(&verifier, nonce)
-        .map_err(|e| SignInError::IdToken(e.to_string()))?;
+        .map_err(|e| SignInError::IdToken(error_chain(&e)))?;
     let extra = &claims.additional_claims().0;
     let names = &expected.claims;
     let has_role = match extra.get(&names.role) {
@@ -347,4 +347,197 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         cur = c.source();
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    //! The token-level refusals with tokens signed here (ES256, ring); the
+    //! whole flow is tested against a real provider in `tests/api/staff.rs`.
+    use super::*;
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+    use ring::rand::SystemRandom;
+    use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair as _};
+    use serde_json::{Value, json};
+
+    const ISS: &str = "https://idp.example.test";
+    const AUD: &str = "outpost-staff";
+    const NOW: i64 = 1_800_000_000;
+    const NONCE: &str = "nonce-4d2f";
+
+    struct Key(EcdsaKeyPair);
+
+    impl Key {
+        fn new() -> Key {
+            let rng = SystemRandom::new();
+            let pkcs8 =
+                EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
+            Key(
+                EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng)
+                    .unwrap(),
+            )
+        }
+
+        fn jwks(&self) -> CoreJsonWebKeySet {
+            let p = self.0.public_key().as_ref();
+            serde_json::from_value(json!({"keys": [{
+                "kty": "EC", "crv": "P-256", "kid": "k1", "use": "sig", "alg": "ES256",
+                "x": B64.encode(&p[1..33]), "y": B64.encode(&p[33..65]),
+            }]}))
+            .unwrap()
+        }
+
+        fn sign(&self, header: &Value, claims: &Value) -> StaffIdToken {
+            let input = format!(
+                "{}.{}",
+                B64.encode(header.to_string()),
+                B64.encode(claims.to_string())
+            );
+            let sig = self.0.sign(&SystemRandom::new(), input.as_bytes()).unwrap();
+            let jwt = format!("{input}.{}", B64.encode(sig.as_ref()));
+            serde_json::from_value(Value::String(jwt)).unwrap()
+        }
+    }
+
+    fn header() -> Value {
+        json!({"alg": "ES256", "kid": "k1", "typ": "JWT"})
+    }
+
+    fn claims() -> Value {
+        json!({
+            "iss": ISS, "aud": AUD, "sub": "staff-7", "iat": NOW - 10, "exp": NOW + 300,
+            "nonce": NONCE, "outpost_role": "support", "outpost_regions": ["eu", "ch"],
+            "privacy_trained": true,
+        })
+    }
+
+    fn with(f: impl FnOnce(&mut serde_json::Map<String, Value>)) -> Value {
+        let mut c = claims();
+        f(c.as_object_mut().unwrap());
+        c
+    }
+
+    fn expected() -> Expected {
+        Expected {
+            issuer: IssuerUrl::new(ISS.into()).unwrap(),
+            client_id: ClientId::new(AUD.into()),
+            claims: ClaimNames::default(),
+        }
+    }
+
+    fn check(
+        key: &Key,
+        token: &StaffIdToken,
+        nonce: &str,
+        now: i64,
+    ) -> Result<Identity, SignInError> {
+        validate_id_token(
+            token,
+            &expected(),
+            key.jwks(),
+            &Nonce::new(nonce.into()),
+            chrono::DateTime::from_timestamp(now, 0).unwrap(),
+        )
+    }
+
+    fn refused(r: Result<Identity, SignInError>, want: &str) {
+        match r {
+            Err(e) => assert!(
+                e.to_string().to_lowercase().contains(want),
+                "want {want:?} in {e}"
+            ),
+            Ok(i) => panic!("accepted {i:?}; want refusal {want:?}"),
+        }
+    }
+
+    #[test]
+    fn a_good_token_names_subject_issuer_and_regions() {
+        let key = Key::new();
+        let id = check(&key, &key.sign(&header(), &claims()), NONCE, NOW).unwrap();
+        assert_eq!(id.subject, "staff-7");
+        assert_eq!(id.issuer, ISS);
+        assert_eq!(id.regions, ["ch".to_owned(), "eu".to_owned()].into());
+        // A role array and a single region string are read too.
+        let c = with(|c| {
+            c.insert("outpost_role".into(), json!(["viewer", "support"]));
+            c.insert("outpost_regions".into(), json!("us"));
+        });
+        let id = check(&key, &key.sign(&header(), &c), NONCE, NOW).unwrap();
+        assert_eq!(id.regions, ["us".to_owned()].into());
+    }
+
+    #[test]
+    fn token_level_refusals() {
+        let key = Key::new();
+        let other = Key::new();
+        // Signed by another key under the same key id.
+        refused(
+            check(&key, &other.sign(&header(), &claims()), NONCE, NOW),
+            "signature",
+        );
+        // Expired (exp is NOW + 300).
+        let t = key.sign(&header(), &claims());
+        refused(check(&key, &t, NONCE, NOW + 301), "expired");
+        // Another audience, another issuer, another nonce.
+        let t = key.sign(
+            &header(),
+            &with(|c| drop(c.insert("aud".into(), json!("other-app")))),
+        );
+        refused(check(&key, &t, NONCE, NOW), "audience");
+        let t = key.sign(
+            &header(),
+            &with(|c| drop(c.insert("iss".into(), json!("https://evil.test")))),
+        );
+        refused(check(&key, &t, NONCE, NOW), "issuer");
+        refused(
+            check(&key, &key.sign(&header(), &claims()), "other-nonce", NOW),
+            "nonce",
+        );
+        let t = key.sign(&header(), &with(|c| drop(c.remove("nonce"))));
+        refused(check(&key, &t, NONCE, NOW), "nonce");
+        // A token altered after signing.
+        let good = key.sign(&header(), &claims());
+        let s = serde_json::to_value(&good).unwrap();
+        let parts: Vec<&str> = s.as_str().unwrap().split('.').collect();
+        let forged_claims = with(|c| drop(c.insert("outpost_regions".into(), json!(["us"]))));
+        let forged = format!(
+            "{}.{}.{}",
+            parts[0],
+            B64.encode(forged_claims.to_string()),
+            parts[2]
+        );
+        let forged: StaffIdToken = serde_json::from_value(Value::String(forged)).unwrap();
+        refused(check(&key, &forged, NONCE, NOW), "signature");
+        // An algorithm this server never accepts (HMAC with the client secret).
+        let t = key.sign(&json!({"alg": "HS256", "kid": "k1"}), &claims());
+        refused(check(&key, &t, NONCE, NOW), "algorithm");
+    }
+
+    #[test]
+    fn missing_claims_are_named() {
+        let key = Key::new();
+        let cases: [(&str, Value, &str); 6] = [
+            ("outpost_role", json!(null), "outpost_role"),
+            ("outpost_role", json!("admin"), "outpost_role"),
+            ("privacy_trained", json!(false), "privacy_trained"),
+            ("privacy_trained", json!("true"), "privacy_trained"),
+            ("outpost_regions", json!([]), "outpost_regions"),
+            ("outpost_regions", json!(["bad region!"]), "outpost_regions"),
+        ];
+        for (claim, value, named) in cases {
+            let c = with(|c| {
+                if value.is_null() {
+                    c.remove(claim);
+                } else {
+                    c.insert(claim.into(), value.clone());
+                }
+            });
+            match check(&key, &key.sign(&header(), &c), NONCE, NOW) {
+                Err(SignInError::Forbidden(m)) => {
+                    assert!(m.contains(named), "{claim}={value}: {m}")
+                }
+                other => panic!("{claim}={value}: {other:?}"),
+            }
+        }
+    }
 }
