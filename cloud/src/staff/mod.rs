@@ -248,15 +248,15 @@ impl Staff {
         })
     }
 
+    /// An audit row: `outcome`, by `who`, no device, no detail (set those
+    /// fields after where they apply).
     fn entry(
         &self,
         who: Option<&Identity>,
         action: &str,
         route: &str,
-        device: Option<&str>,
         peer: SocketAddr,
         outcome: &str,
-        detail: Option<String>,
     ) -> AuditEntry {
         AuditEntry {
             id: 0,
@@ -265,20 +265,20 @@ impl Staff {
             subject: who.map(|w| w.subject.clone()),
             action: action.into(),
             route: route.into(),
-            device: device.map(str::to_owned),
+            device: None,
             peer: peer.ip().to_string(),
             outcome: outcome.into(),
-            detail,
+            detail: None,
         }
     }
 
     /// The signed-in staff member, or the `401`.
-    fn session(&self, headers: &HeaderMap) -> Result<Identity, Response> {
+    fn session(&self, headers: &HeaderMap) -> Result<Identity, Box<Response>> {
         let unauth = || {
-            json_error(
+            Box::new(json_error(
                 StatusCode::UNAUTHORIZED,
                 "no staff session: sign in at /staff/login",
-            )
+            ))
         };
         let id = cookie(headers, SESSION_COOKIE).ok_or_else(unauth)?;
         let key = digest(id);
@@ -287,10 +287,10 @@ impl Staff {
             Some(s) if s.expires > Instant::now() => Ok(s.identity.clone()),
             Some(_) => {
                 sessions.remove(&key);
-                Err(json_error(
+                Err(Box::new(json_error(
                     StatusCode::UNAUTHORIZED,
                     "the staff session expired: sign in again at /staff/login",
-                ))
+                )))
             }
             None => Err(unauth()),
         }
@@ -310,7 +310,7 @@ impl Staff {
         let dev = match DeviceId::parse(raw) {
             Ok(d) => d,
             Err(_) => {
-                self.audit(self.entry(Some(who), action, route, None, peer, "not-found", None))
+                self.audit(self.entry(Some(who), action, route, peer, "not-found"))
                     .await?;
                 return Err(not_found());
             }
@@ -325,15 +325,10 @@ impl Staff {
             })?;
         let visible = region.is_some_and(|r| who.regions.contains(&r));
         if !visible {
-            self.audit(self.entry(
-                Some(who),
-                action,
-                route,
-                Some(dev.as_str()),
-                peer,
-                "not-found",
-                None,
-            ))
+            self.audit(AuditEntry {
+                device: Some(dev.as_str().to_owned()),
+                ..self.entry(Some(who), action, route, peer, "not-found")
+            })
             .await?;
             return Err(not_found());
         }
@@ -444,7 +439,7 @@ async fn callback(
                 );
             }
             if let Err(r) = st
-                .audit(st.entry(Some(&identity), "sign-in", ROUTE, None, peer, "ok", None))
+                .audit(st.entry(Some(&identity), "sign-in", ROUTE, peer, "ok"))
                 .await
             {
                 st.sessions
@@ -476,15 +471,10 @@ async fn callback(
             };
             tracing::warn!(%peer, reason = %e, "staff sign-in refused");
             if let Err(r) = st
-                .audit(st.entry(
-                    who.as_ref(),
-                    "sign-in",
-                    ROUTE,
-                    None,
-                    peer,
-                    "refused",
-                    Some(e.to_string()),
-                ))
+                .audit(AuditEntry {
+                    detail: Some(e.to_string()),
+                    ..st.entry(who.as_ref(), "sign-in", ROUTE, peer, "refused")
+                })
                 .await
             {
                 return r;
@@ -538,7 +528,7 @@ async fn logout(
 ) -> Response {
     let who = match st.session(&headers) {
         Ok(w) => w,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     if let Some(id) = cookie(&headers, SESSION_COOKIE) {
         st.sessions
@@ -547,15 +537,7 @@ async fn logout(
             .remove(&digest(id));
     }
     if let Err(r) = st
-        .audit(st.entry(
-            Some(&who),
-            "sign-out",
-            "/staff/logout",
-            None,
-            peer,
-            "ok",
-            None,
-        ))
+        .audit(st.entry(Some(&who), "sign-out", "/staff/logout", peer, "ok"))
         .await
     {
         return r;
@@ -592,7 +574,7 @@ async fn list_devices(
 ) -> Response {
     let who = match st.session(&headers) {
         Ok(w) => w,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let store = st.store.clone();
     let regions = who.regions.clone();
@@ -625,15 +607,10 @@ async fn list_devices(
         }
     };
     if let Err(r) = st
-        .audit(st.entry(
-            Some(&who),
-            "list-devices",
-            "/staff/devices",
-            None,
-            peer,
-            "ok",
-            Some(format!("{} devices", list.len())),
-        ))
+        .audit(AuditEntry {
+            detail: Some(format!("{} devices", list.len())),
+            ..st.entry(Some(&who), "list-devices", "/staff/devices", peer, "ok")
+        })
         .await
     {
         return r;
@@ -669,7 +646,7 @@ async fn read_device(
 ) -> Response {
     let who = match st.session(&headers) {
         Ok(w) => w,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let route = format!("/staff/devices/{{device}}/{what}");
     let dev = match st.visible_device(&who, &device, action, &route, peer).await {
@@ -691,15 +668,10 @@ async fn read_device(
         }
     };
     if let Err(r) = st
-        .audit(st.entry(
-            Some(&who),
-            action,
-            &route,
-            Some(dev.as_str()),
-            peer,
-            "ok",
-            None,
-        ))
+        .audit(AuditEntry {
+            device: Some(dev.as_str().to_owned()),
+            ..st.entry(Some(&who), action, &route, peer, "ok")
+        })
         .await
     {
         return r;
