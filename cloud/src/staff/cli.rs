@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use outpost_protocol::DeviceId;
 
+use super::newloc::MailConfig;
 use super::oidc::ClaimNames;
 use super::{DEFAULT_SESSION_TTL_SECS, StaffConfig, db};
 use crate::store::Store;
@@ -51,6 +52,26 @@ pub struct StaffArgs {
     /// Staff session lifetime in seconds.
     #[arg(long, default_value_t = DEFAULT_SESSION_TTL_SECS)]
     pub staff_session_secs: u64,
+    /// Turn on the new-location check: a sign-in from a network or browser
+    /// the account has not used is held until the link mailed through this
+    /// SMTP server (STARTTLS required) is opened.
+    #[arg(long, value_name = "HOST", requires = "smtp_from")]
+    pub smtp_host: Option<String>,
+    /// SMTP port.
+    #[arg(long, default_value_t = 587)]
+    pub smtp_port: u16,
+    /// Sender address of the confirmation mail.
+    #[arg(long, value_name = "ADDRESS")]
+    pub smtp_from: Option<String>,
+    /// Extra CA certificates (PEM) to trust for the SMTP server.
+    #[arg(long, value_name = "FILE")]
+    pub smtp_ca_file: Option<PathBuf>,
+    /// SMTP user name (with --smtp-password-file).
+    #[arg(long, requires = "smtp_password_file")]
+    pub smtp_user: Option<String>,
+    /// File holding the SMTP password (never on the command line).
+    #[arg(long, value_name = "FILE")]
+    pub smtp_password_file: Option<PathBuf>,
 }
 
 impl StaffArgs {
@@ -85,6 +106,40 @@ impl StaffArgs {
             privacy_trained: self.oidc_training_claim.clone(),
         };
         cfg.session_ttl = Duration::from_secs(self.staff_session_secs);
+        cfg.new_location = match (&self.smtp_host, &self.smtp_from) {
+            (Some(host), Some(from)) => Some(MailConfig {
+                smtp_host: host.clone(),
+                smtp_port: self.smtp_port,
+                from: from.clone(),
+                smtp_ca_pem: self
+                    .smtp_ca_file
+                    .as_ref()
+                    .map(|f| {
+                        std::fs::read_to_string(f)
+                            .with_context(|| format!("reading {}", f.display()))
+                    })
+                    .transpose()?,
+                credentials: match (&self.smtp_user, &self.smtp_password_file) {
+                    (Some(u), Some(f)) => Some((
+                        u.clone(),
+                        zeroize::Zeroizing::new(
+                            std::fs::read_to_string(f)
+                                .with_context(|| format!("reading {}", f.display()))?
+                                .trim()
+                                .to_owned(),
+                        ),
+                    )),
+                    _ => None,
+                },
+            }),
+            _ => {
+                tracing::warn!(
+                    "the new-location check is off (no --smtp-host): a valid sign-in from \
+                     any network or browser gets a session at once"
+                );
+                None
+            }
+        };
         Ok(Some(cfg))
     }
 }

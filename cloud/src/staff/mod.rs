@@ -21,6 +21,7 @@
 pub mod cli;
 pub mod db;
 pub mod http;
+pub mod newloc;
 pub mod oidc;
 
 use std::collections::{BTreeSet, HashMap};
@@ -63,6 +64,9 @@ pub const SESSION_COOKIE: &str = "__Host-outpost-staff";
 /// The cookie binding a started sign-in to its browser (`SameSite=Lax`: the
 /// provider's redirect back is a cross-site navigation).
 pub const LOGIN_COOKIE: &str = "__Host-outpost-login";
+/// The cookie binding a held sign-in to its browser (`SameSite=Lax`: the
+/// link is opened from a mail program).
+pub const HOLD_COOKIE: &str = "__Host-outpost-hold";
 
 /// Staff sign-in configuration.
 #[derive(Clone)]
@@ -83,6 +87,9 @@ pub struct StaffConfig {
     pub claims: ClaimNames,
     /// Session lifetime.
     pub session_ttl: Duration,
+    /// The new-location check: where to send the confirmation mail;
+    /// `None`: off (every valid sign-in gets a session at once).
+    pub new_location: Option<newloc::MailConfig>,
 }
 
 impl std::fmt::Debug for StaffConfig {
@@ -93,6 +100,7 @@ impl std::fmt::Debug for StaffConfig {
             .field("base_url", &self.base_url)
             .field("claims", &self.claims)
             .field("session_ttl", &self.session_ttl)
+            .field("new_location", &self.new_location)
             .finish_non_exhaustive()
     }
 }
@@ -110,6 +118,7 @@ impl StaffConfig {
             provider_ca_pem: None,
             claims: ClaimNames::default(),
             session_ttl: Duration::from_secs(DEFAULT_SESSION_TTL_SECS),
+            new_location: None,
         }
     }
 }
@@ -133,6 +142,12 @@ struct Staff {
     pending: Arc<Mutex<HashMap<String, PendingLogin>>>,
     /// By SHA-256 of the session id.
     sessions: Arc<Mutex<HashMap<[u8; 32], Session>>>,
+    /// The new-location check's mail settings, if on.
+    mail: Option<Arc<newloc::MailConfig>>,
+    /// Sign-ins held for their e-mail link, by SHA-256 of its token.
+    held: Arc<Mutex<HashMap<[u8; 32], Held>>>,
+    /// This server's public base URL.
+    base_url: String,
 }
 
 /// The `/staff/` routes (they need the [`Peer`] request extension the
@@ -172,16 +187,21 @@ pub(crate) fn router(cfg: &StaffConfig, store: Store) -> anyhow::Result<Router> 
         redirect,
     );
     db::ensure_schema(&store)?;
+    newloc::ensure_schema(&store)?;
     let staff = Staff {
         store,
         oidc: Arc::new(oidc),
         session_ttl: cfg.session_ttl,
         pending: Arc::default(),
         sessions: Arc::default(),
+        mail: cfg.new_location.clone().map(Arc::new),
+        held: Arc::default(),
+        base_url: cfg.base_url.clone(),
     };
     Ok(Router::new()
         .route("/staff/login", get(login))
         .route("/staff/callback", get(callback))
+        .route("/staff/confirm", get(confirm))
         .route("/staff/logout", post(logout))
         .route("/staff/devices", get(list_devices))
         .route("/staff/devices/{device}/batches", get(device_batches))
@@ -413,56 +433,10 @@ async fn callback(
     ))
     .ok();
     let mut resp = match result {
-        Ok(identity) => {
-            let id = random_token();
-            let admitted = {
-                let mut s = st.sessions.lock().unwrap_or_else(|p| p.into_inner());
-                let now = Instant::now();
-                s.retain(|_, v| v.expires > now);
-                if s.len() >= MAX_SESSIONS {
-                    false
-                } else {
-                    s.insert(
-                        digest(&id),
-                        Session {
-                            identity: identity.clone(),
-                            expires: now + st.session_ttl,
-                        },
-                    );
-                    true
-                }
-            };
-            if !admitted {
-                return json_error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "too many staff sessions; retry later",
-                );
-            }
-            if let Err(r) = st
-                .audit(st.entry(Some(&identity), "sign-in", ROUTE, peer, "ok"))
-                .await
-            {
-                st.sessions
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(&digest(&id));
-                return r;
-            }
-            tracing::info!(%peer, "staff sign-in");
-            let mut r = Json(SignedIn {
-                subject: identity.subject.clone(),
-                regions: identity.regions.clone(),
-                expires_in_secs: st.session_ttl.as_secs(),
-            })
-            .into_response();
-            if let Ok(v) = HeaderValue::from_str(&format!(
-                "{SESSION_COOKIE}={id}; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age={}",
-                st.session_ttl.as_secs()
-            )) {
-                r.headers_mut().append(header::SET_COOKIE, v);
-            }
-            r
-        }
+        Ok(identity) => match &st.mail {
+            None => start_session(&st, &identity, peer, ROUTE, None).await,
+            Some(mail) => check_location(&st, mail, identity, peer, &headers).await,
+        },
         Err((who, e)) => {
             let status = match e {
                 SignInError::Forbidden(_) => StatusCode::FORBIDDEN,
@@ -486,6 +460,250 @@ async fn callback(
         resp.headers_mut().append(header::SET_COOKIE, v);
     }
     no_store(resp)
+}
+
+/// Create a session for `identity`, audit the sign-in and answer with the
+/// session cookie.
+async fn start_session(
+    st: &Staff,
+    identity: &Identity,
+    peer: SocketAddr,
+    route: &str,
+    detail: Option<String>,
+) -> Response {
+    let id = random_token();
+    let admitted = {
+        let mut s = st.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        s.retain(|_, v| v.expires > now);
+        if s.len() >= MAX_SESSIONS {
+            false
+        } else {
+            s.insert(
+                digest(&id),
+                Session {
+                    identity: identity.clone(),
+                    expires: now + st.session_ttl,
+                },
+            );
+            true
+        }
+    };
+    if !admitted {
+        return json_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many staff sessions; retry later",
+        );
+    }
+    if let Err(r) = st
+        .audit(AuditEntry {
+            detail,
+            ..st.entry(Some(identity), "sign-in", route, peer, "ok")
+        })
+        .await
+    {
+        st.sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&digest(&id));
+        return r;
+    }
+    tracing::info!(%peer, "staff sign-in");
+    let mut r = Json(SignedIn {
+        subject: identity.subject.clone(),
+        regions: identity.regions.clone(),
+        expires_in_secs: st.session_ttl.as_secs(),
+    })
+    .into_response();
+    if let Ok(v) = HeaderValue::from_str(&format!(
+        "{SESSION_COOKIE}={id}; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age={}",
+        st.session_ttl.as_secs()
+    )) {
+        r.headers_mut().append(header::SET_COOKIE, v);
+    }
+    r
+}
+
+/// A sign-in held for its e-mail confirmation.
+struct Held {
+    identity: Identity,
+    network: String,
+    agent: String,
+    /// SHA-256 of the hold cookie's value.
+    browser: [u8; 32],
+    started: Instant,
+}
+
+fn user_agent(headers: &HeaderMap) -> String {
+    headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned()
+}
+
+/// A validated sign-in: straight to a session from a known network and
+/// user agent, else held and the link mailed (`202`).
+async fn check_location(
+    st: &Staff,
+    mail: &Arc<newloc::MailConfig>,
+    identity: Identity,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+) -> Response {
+    const ROUTE: &str = "/staff/callback";
+    let network = newloc::network_of(peer.ip());
+    let agent = newloc::agent_digest(&user_agent(headers));
+    let (store, who, n, a) = (
+        st.store.clone(),
+        identity.clone(),
+        network.clone(),
+        agent.clone(),
+    );
+    let known = match blocking(move || newloc::is_known(&store, &who, &n, &a)).await {
+        Ok(k) => k,
+        Err(e) => {
+            tracing::error!(error = %e, "reading known staff locations failed");
+            return json_error(StatusCode::SERVICE_UNAVAILABLE, "the store is unavailable");
+        }
+    };
+    if known {
+        return start_session(st, &identity, peer, ROUTE, None).await;
+    }
+    let refuse = |why: &str| AuditEntry {
+        detail: Some(why.to_owned()),
+        ..st.entry(Some(&identity), "sign-in", ROUTE, peer, "refused")
+    };
+    let Some(email) = identity.email.clone() else {
+        let why = "new network or browser, and the ID token has no e-mail address to confirm it";
+        if let Err(r) = st.audit(refuse(why)).await {
+            return r;
+        }
+        return json_error(StatusCode::FORBIDDEN, format!("sign-in refused: {why}"));
+    };
+    let token = random_token();
+    let browser = random_token();
+    {
+        let mut h = st.held.lock().unwrap_or_else(|p| p.into_inner());
+        let ttl = Duration::from_secs(newloc::HOLD_TTL_SECS);
+        h.retain(|_, v| v.started.elapsed() < ttl);
+        if h.len() >= MAX_PENDING_LOGINS {
+            return json_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too many sign-ins waiting for confirmation; retry later",
+            );
+        }
+        h.insert(
+            digest(&token),
+            Held {
+                identity: identity.clone(),
+                network: network.clone(),
+                agent,
+                browser: digest(&browser),
+                started: Instant::now(),
+            },
+        );
+    }
+    let link = format!("{}/staff/confirm?token={token}", st.base_url);
+    if let Err(e) = newloc::send_link(mail, &email, &link, &network).await {
+        st.held
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&digest(&token));
+        tracing::error!(error = %format!("{e:#}"), "sending the sign-in confirmation failed");
+        if let Err(r) = st
+            .audit(refuse("the confirmation mail could not be sent"))
+            .await
+        {
+            return r;
+        }
+        return json_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "sign-in held, but the confirmation mail could not be sent; retry later",
+        );
+    }
+    if let Err(r) = st
+        .audit(AuditEntry {
+            detail: Some(format!("new network or browser ({network}); link mailed")),
+            ..st.entry(Some(&identity), "sign-in", ROUTE, peer, "held")
+        })
+        .await
+    {
+        return r;
+    }
+    tracing::info!(%peer, "staff sign-in held for e-mail confirmation");
+    let mut r = (
+        StatusCode::ACCEPTED,
+        Json(serde_json::json!({
+            "held": "this network or browser is new for the account: open the link sent by e-mail, in this browser"
+        })),
+    )
+        .into_response();
+    if let Ok(v) = HeaderValue::from_str(&format!(
+        "{HOLD_COOKIE}={browser}; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age={}",
+        newloc::HOLD_TTL_SECS
+    )) {
+        r.headers_mut().append(header::SET_COOKIE, v);
+    }
+    r
+}
+
+#[derive(Deserialize)]
+struct ConfirmQuery {
+    token: Option<String>,
+}
+
+async fn confirm(
+    State(st): State<Staff>,
+    Extension(Peer(peer)): Extension<Peer>,
+    headers: HeaderMap,
+    Query(q): Query<ConfirmQuery>,
+) -> Response {
+    const ROUTE: &str = "/staff/confirm";
+    // Taken out whatever happens next: a link works once.
+    let held = q.token.as_deref().and_then(|t| {
+        st.held
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&digest(t))
+    });
+    let ok = held.filter(|h| {
+        h.started.elapsed() < Duration::from_secs(newloc::HOLD_TTL_SECS)
+            && cookie(&headers, HOLD_COOKIE).is_some_and(|c| digest(c) == h.browser)
+    });
+    let Some(h) = ok else {
+        let why = "the confirmation link is wrong, expired, already used or not this browser's";
+        tracing::warn!(%peer, "staff sign-in confirmation refused");
+        if let Err(r) = st
+            .audit(AuditEntry {
+                detail: Some(why.into()),
+                ..st.entry(None, "sign-in", ROUTE, peer, "refused")
+            })
+            .await
+        {
+            return r;
+        }
+        return json_error(StatusCode::UNAUTHORIZED, format!("sign-in refused: {why}"));
+    };
+    let (store, who, n, a) = (st.store.clone(), h.identity.clone(), h.network, h.agent);
+    if let Err(e) = blocking(move || newloc::remember(&store, &who, &n, &a)).await {
+        tracing::error!(error = %e, "storing a known staff location failed");
+        return json_error(StatusCode::SERVICE_UNAVAILABLE, "the store is unavailable");
+    }
+    let mut r = start_session(
+        &st,
+        &h.identity,
+        peer,
+        ROUTE,
+        Some("confirmed by e-mail".into()),
+    )
+    .await;
+    if let Ok(v) = HeaderValue::from_str(&format!(
+        "{HOLD_COOKIE}=; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age=0"
+    )) {
+        r.headers_mut().append(header::SET_COOKIE, v);
+    }
+    no_store(r)
 }
 
 async fn finish_sign_in(

@@ -137,7 +137,7 @@ pub enum SignInError {
 }
 
 /// Who signed in and what they may see.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Identity {
     /// The provider's issuer URL.
     pub issuer: String,
@@ -145,6 +145,19 @@ pub struct Identity {
     pub subject: String,
     /// Regions whose devices this staff member sees.
     pub regions: BTreeSet<String>,
+    /// The `email` claim, if any: where the new-location check sends its
+    /// link. Never logged (not in `Debug`).
+    pub email: Option<String>,
+}
+
+impl std::fmt::Debug for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Identity")
+            .field("issuer", &self.issuer)
+            .field("subject", &self.subject)
+            .field("regions", &self.regions)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What the ID token must say.
@@ -218,6 +231,7 @@ pub fn validate_id_token(
         issuer: claims.issuer().as_str().to_owned(),
         subject: claims.subject().as_str().to_owned(),
         regions,
+        email: claims.email().map(|e| e.as_str().to_owned()),
     })
 }
 

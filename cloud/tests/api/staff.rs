@@ -12,6 +12,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};
 
 use outpost_cloud::StaffConfig;
+use outpost_cloud::staff::newloc::MailConfig;
 use serde_json::Value;
 
 const CLIENT_ID: &str = "outpost-staff";
@@ -121,6 +122,7 @@ impl Resp {
 pub struct Browser {
     ca_pem: String,
     jar: HashMap<String, HashMap<String, String>>,
+    pub user_agent: String,
 }
 
 impl Browser {
@@ -128,6 +130,7 @@ impl Browser {
         Browser {
             ca_pem: ca_pem.to_owned(),
             jar: HashMap::new(),
+            user_agent: "outpost-staff-test/1".into(),
         }
     }
 
@@ -155,7 +158,7 @@ impl Browser {
             .method(method)
             .uri(path)
             .header("host", &authority)
-            .header("user-agent", "outpost-staff-test/1");
+            .header("user-agent", &self.user_agent);
         if !cookies.is_empty() {
             req = req.header("cookie", cookies);
         }
@@ -249,6 +252,13 @@ pub struct StaffFixture {
 
 impl StaffFixture {
     pub async fn start(provider_env: &[(&str, &str)]) -> Option<StaffFixture> {
+        Self::start_mail(provider_env, None).await
+    }
+
+    pub async fn start_mail(
+        provider_env: &[(&str, &str)],
+        mail: Option<MailConfig>,
+    ) -> Option<StaffFixture> {
         let port = free_port();
         let base = format!("https://127.0.0.1:{port}");
         let provider = Provider::start(&format!("{base}/staff/callback"), provider_env)?;
@@ -257,7 +267,9 @@ impl StaffFixture {
         let fx = start_with(move |cfg| {
             cfg.listen = format!("127.0.0.1:{port}").parse().unwrap();
             cfg.region = "eu".into();
-            cfg.staff = Some(StaffConfig::new(&issuer, CLIENT_ID, CLIENT_SECRET, &b));
+            let mut staff = StaffConfig::new(&issuer, CLIENT_ID, CLIENT_SECRET, &b);
+            staff.new_location = mail;
+            cfg.staff = Some(staff);
         })
         .await;
         let mut devs = Vec::new();
@@ -290,13 +302,18 @@ impl StaffFixture {
     /// browser.
     pub async fn sign_in(&self, user: &str) -> (Resp, Browser) {
         let mut b = Browser::new(self.ca());
-        let (r, _) = b
-            .follow(
-                &format!("{}/staff/login?login_hint={user}", self.base),
-                None,
-            )
-            .await;
+        let r = self.sign_in_with(&mut b, user).await;
         (r, b)
+    }
+
+    /// Sign `user` in with browser `b`.
+    pub async fn sign_in_with(&self, b: &mut Browser, user: &str) -> Resp {
+        b.follow(
+            &format!("{}/staff/login?login_hint={user}", self.base),
+            None,
+        )
+        .await
+        .0
     }
 
     pub fn audit(&self) -> Vec<outpost_cloud::staff::db::AuditEntry> {
@@ -591,5 +608,211 @@ async fn an_expired_id_token_is_refused() {
     let audit = sf.audit();
     assert_eq!(audit.len(), 1);
     assert_eq!(audit[0].outcome, "refused");
+    sf.fx.server.shutdown().await;
+}
+
+/// A running `python3 smtpd.py` (aiosmtpd, STARTTLS required); killed on
+/// drop. Its mails arrive on `mails`.
+pub struct Smtpd {
+    child: Child,
+    port: u16,
+    ca_pem: String,
+    mails: std::sync::mpsc::Receiver<Value>,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Smtpd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Smtpd {
+    pub fn start() -> Option<Smtpd> {
+        let require = std::env::var("OUTPOST_REQUIRE_SMTP").is_ok_and(|v| v == "1");
+        let skip = |why: String| {
+            assert!(!require, "OUTPOST_REQUIRE_SMTP=1 but {why}");
+            eprintln!("skipped: {why} (pip install aiosmtpd)");
+            None
+        };
+        let ok = Command::new("python3")
+            .args(["-c", "import aiosmtpd"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            return skip("python3 with aiosmtpd is not available".into());
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let pki = TestPki::generate(&["127.0.0.1"]).unwrap();
+        let (cert, key) = (dir.path().join("smtp.pem"), dir.path().join("smtp.key.pem"));
+        std::fs::write(&cert, &pki.server_cert_pem).unwrap();
+        std::fs::write(&key, &pki.server_key_pem).unwrap();
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/smtp/smtpd.py");
+        let mut child = match Command::new("python3")
+            .arg(script)
+            .arg(&cert)
+            .arg(&key)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+        {
+            Ok(c) => c,
+            Err(e) => return skip(format!("python3 could not be started: {e}")),
+        };
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        let port: u16 = line
+            .trim()
+            .strip_prefix("port=")
+            .unwrap_or_else(|| panic!("smtpd said {line:?}"))
+            .parse()
+            .unwrap();
+        let stdin = child.stdin.take().unwrap();
+        let (tx, mails) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _stdin = stdin;
+            let mut l = String::new();
+            while out.read_line(&mut l).is_ok_and(|n| n > 0) {
+                if let Ok(v) = serde_json::from_str::<Value>(&l) {
+                    let _ = tx.send(v);
+                }
+                l.clear();
+            }
+        });
+        Some(Smtpd {
+            child,
+            port,
+            ca_pem: pki.ca_cert_pem.clone(),
+            mails,
+            _dir: dir,
+        })
+    }
+
+    pub fn config(&self) -> MailConfig {
+        MailConfig {
+            smtp_host: "127.0.0.1".into(),
+            smtp_port: self.port,
+            from: "outpost-cloud@example.test".into(),
+            smtp_ca_pem: Some(self.ca_pem.clone()),
+            credentials: None,
+        }
+    }
+
+    /// The next mail received (it is in before the sender's `250`, so
+    /// before the server answered the browser).
+    pub fn next_mail(&self) -> Value {
+        self.mails
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .expect("no mail")
+    }
+
+    pub fn no_mail(&self) {
+        assert!(self.mails.try_recv().is_err(), "unexpected mail");
+    }
+}
+
+/// The confirmation link in a mail body.
+fn link_in(mail: &Value) -> String {
+    let body = mail["body"].as_str().unwrap();
+    body.lines()
+        .map(str::trim)
+        .find(|l| l.contains("/staff/confirm?token="))
+        .unwrap_or_else(|| panic!("no link in {body}"))
+        .to_owned()
+}
+
+#[tokio::test]
+async fn a_sign_in_from_a_new_network_or_browser_waits_for_the_mailed_link() {
+    let Some(smtp) = Smtpd::start() else {
+        return;
+    };
+    let Some(sf) = StaffFixture::start_mail(&[], Some(smtp.config())).await else {
+        return;
+    };
+    let base = sf.base.clone();
+
+    // The first sign-in is held: no session until the link is opened.
+    let mut alice = Browser::new(sf.ca());
+    let r = sf.sign_in_with(&mut alice, "alice").await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text());
+    assert!(r.text().contains("e-mail"), "{}", r.text());
+    let r = alice.get(&format!("{base}/staff/devices")).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    let mail = smtp.next_mail();
+    assert_eq!(mail["rcpt_tos"], serde_json::json!(["alice@example.test"]));
+    assert_eq!(mail["tls"], true, "the mail went without STARTTLS");
+    assert!(mail["body"].as_str().unwrap().contains("127.0.0.0/24"));
+    let link = link_in(&mail);
+    assert!(
+        link.starts_with(&format!("{base}/staff/confirm?token=")),
+        "{link}"
+    );
+
+    // A wrong code is refused (and does not spend the right one).
+    let wrong = format!("{base}/staff/confirm?token={}", "0".repeat(64));
+    let r = alice.get(&wrong).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.text());
+    // The link from the mail completes the sign-in.
+    let r = alice.get(&link).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(r.json()["subject"], "alice");
+    let r = alice.get(&format!("{base}/staff/devices")).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    // Used once: a second time it is refused.
+    let r = alice.get(&link).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.text());
+
+    // Same network, same browser: straight in, no mail.
+    let r = sf.sign_in_with(&mut alice, "alice").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    smtp.no_mail();
+
+    // Another browser: held again; its link opened in a third party's
+    // browser is refused, and then spent.
+    let mut other = Browser::new(sf.ca());
+    other.user_agent = "another-browser/2".into();
+    let r = sf.sign_in_with(&mut other, "alice").await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text());
+    let link = link_in(&smtp.next_mail());
+    let mut thief = Browser::new(sf.ca());
+    thief.user_agent = "another-browser/2".into();
+    let r = thief.get(&link).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.text());
+    let r = other.get(&link).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.text());
+
+    // No e-mail claim: a new place cannot be confirmed.
+    let r = sf.sign_in("erin").await.0;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text());
+    assert!(r.text().contains("e-mail"), "{}", r.text());
+    smtp.no_mail();
+
+    let rows: Vec<(Option<String>, String, String)> = sf
+        .audit()
+        .into_iter()
+        .map(|e| (e.subject, e.route, e.outcome))
+        .collect();
+    let a = || Some("alice".to_owned());
+    let (cb, cf) = ("/staff/callback".to_owned(), "/staff/confirm".to_owned());
+    assert_eq!(
+        rows,
+        vec![
+            (a(), cb.clone(), "held".into()),
+            (None, cf.clone(), "refused".into()),
+            (a(), cf.clone(), "ok".into()),
+            (a(), "/staff/devices".into(), "ok".into()),
+            (None, cf.clone(), "refused".into()),
+            (a(), cb.clone(), "ok".into()),
+            (a(), cb.clone(), "held".into()),
+            (None, cf.clone(), "refused".into()),
+            (None, cf.clone(), "refused".into()),
+            (Some("erin".into()), cb.clone(), "refused".into()),
+        ]
+    );
     sf.fx.server.shutdown().await;
 }

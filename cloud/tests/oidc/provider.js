@@ -16,10 +16,12 @@ import Provider from 'oidc-provider';
 
 // Test staff: role, regions and privacy training as the cloud reads them.
 const USERS = {
-  alice: { outpost_role: 'support', outpost_regions: ['eu'], privacy_trained: true },
-  bob: { outpost_role: 'support', outpost_regions: ['us'], privacy_trained: true },
-  carol: { outpost_role: 'support', outpost_regions: ['eu'], privacy_trained: false },
-  dave: { outpost_regions: ['eu'], privacy_trained: true },
+  alice: { email: 'alice@example.test', outpost_role: 'support', outpost_regions: ['eu'], privacy_trained: true },
+  bob: { email: 'bob@example.test', outpost_role: 'support', outpost_regions: ['us'], privacy_trained: true },
+  carol: { email: 'carol@example.test', outpost_role: 'support', outpost_regions: ['eu'], privacy_trained: false },
+  dave: { email: 'dave@example.test', outpost_regions: ['eu'], privacy_trained: true },
+  // No e-mail address: a sign-in from a new place cannot be confirmed.
+  erin: { outpost_role: 'support', outpost_regions: ['eu'], privacy_trained: true },
 };
 
 const offsetMs = Number(process.env.CLOCK_OFFSET_SECS || 0) * 1000;
@@ -51,7 +53,7 @@ const provider = new Provider(`http://127.0.0.1:${port}`, {
   }],
   jwks: { keys: [signingKey] },
   cookies: { keys: [crypto.randomBytes(32).toString('hex')] },
-  claims: { openid: ['sub', 'outpost_role', 'outpost_regions', 'privacy_trained'] },
+  claims: { openid: ['sub', 'email', 'outpost_role', 'outpost_regions', 'privacy_trained'] },
   // The authorisation claims go into the ID token itself.
   conformIdTokenClaims: false,
   pkce: { required: () => true },
