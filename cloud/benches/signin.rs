@@ -206,7 +206,7 @@ async fn main() {
             cb.push(cb_time);
         }
     }
-    println!("staff sign-in against oidc-provider on loopback (debug/release as built)\n");
+    println!("staff sign-in against oidc-provider on loopback (cargo bench: release build)\n");
     println!(
         "| step                               |    n |   min ms |   med ms |   p90 ms |   max ms |"
     );
