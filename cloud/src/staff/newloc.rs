@@ -177,8 +177,29 @@ pub(crate) async fn send_link(
     )
     .await
     .context("the SMTP server did not answer in time")?
-    .context("sending the confirmation mail")?;
+    .map_err(|e| {
+        anyhow::anyhow!(
+            "sending the confirmation mail failed: {}",
+            smtp_error_kind(&e)
+        )
+    })?;
     Ok(())
+}
+
+/// What went wrong, without the server's text (it may quote the address).
+fn smtp_error_kind(e: &lettre::transport::smtp::Error) -> String {
+    let code = e.status().map(|c| format!(" ({c})")).unwrap_or_default();
+    if e.is_permanent() {
+        format!("the SMTP server refused it{code}")
+    } else if e.is_transient() {
+        format!("the SMTP server deferred it{code}")
+    } else if e.is_timeout() {
+        "the SMTP server timed out".into()
+    } else if e.is_tls() {
+        "TLS with the SMTP server failed (STARTTLS is required)".into()
+    } else {
+        "connection or protocol error with the SMTP server".into()
+    }
 }
 
 #[cfg(test)]
