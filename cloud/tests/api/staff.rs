@@ -478,6 +478,71 @@ async fn staff_sign_in_sees_only_their_region_and_every_access_is_audited() {
         assert!(e.at > 1_700_000_000);
     }
     assert_eq!(audit[2].route, "/staff/devices/{device}/batches");
+
+    // The operator's CLI prints the same audit, and moves a device.
+    let bin = env!("CARGO_BIN_EXE_outpost-cloud");
+    let data = sf.fx.server.store().dir().to_path_buf();
+    let out = Command::new(bin)
+        .args(["staff-audit", "--json", "--data"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(printed.as_array().unwrap().len(), audit.len());
+    assert_eq!(printed[0]["subject"], "alice");
+    assert_eq!(printed[0]["peer"], "127.0.0.1");
+    let out = Command::new(bin)
+        .args(["staff-audit", "--data"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("read-batches") && text.contains("not-found"),
+        "{text}"
+    );
+    let out = Command::new(bin)
+        .args([
+            "device-region",
+            "--region",
+            "eu",
+            "--device",
+            sf.us_dev.as_str(),
+            "--data",
+        ])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = bob.get(&format!("{base}/staff/devices")).await;
+    assert_eq!(
+        r.json(),
+        serde_json::json!([]),
+        "bob still sees the moved device"
+    );
+    let out = Command::new(bin)
+        .args([
+            "device-region",
+            "--region",
+            "eu",
+            "--device",
+            "0123456789abcdef0123456789abcdef",
+            "--data",
+        ])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no device"));
     sf.fx.server.shutdown().await;
 }
 
