@@ -695,7 +695,12 @@ async fn enroll(
     let region = Arc::clone(&app.region);
     match blocking(move || {
         let id = store.enroll(&new)?;
-        crate::staff::set_region(&store, &id, &region)?;
+        // The device is enrolled either way (a 503 here would make it enrol
+        // again under a new id); without a region no staff member sees it
+        // until an operator sets one (`outpost-cloud device-region`).
+        if let Err(e) = crate::staff::set_region(&store, &id, &region) {
+            tracing::error!(device = %id, error = %e, "setting the region of a new device failed");
+        }
         Ok(id)
     })
     .await
