@@ -428,7 +428,7 @@ fn warn_if_readable_by_others(file: &Path) {
     {
         tracing::warn!(
             file = %file.display(),
-            "the enrolment token file is readable by others; chmod 600 it"
+            "this secret file (enrolment token, OIDC client secret or SMTP password) is readable by others; chmod 600 it"
         );
     }
 }
@@ -514,6 +514,12 @@ fn main() -> anyhow::Result<()> {
             };
             cfg.updates_repo = updates_repo;
             cfg.region = staff.region.clone();
+            for secret in [&staff.oidc_client_secret_file, &staff.smtp_password_file]
+                .into_iter()
+                .flatten()
+            {
+                warn_if_readable_by_others(secret);
+            }
             cfg.staff = staff.config()?;
             let relay_tls = outpost_cloud::tls_config(&cfg.cert_chain_pem, &cfg.key_pem)?;
             let rt = tokio::runtime::Runtime::new()?;
