@@ -22,6 +22,8 @@
 //!   operator (`/metrics`, `/alerts`).
 //! * [`scan`] passes every batch through ClamAV's clamd before it is stored;
 //!   [`quarantine`] keeps the flagged ones, sealed, never served (#18).
+//! * [`staff`] is the staff read-back API under `/staff/`: OpenID Connect
+//!   sign-in, claims-based access by region, every access audited (#18).
 //!
 //! The HTTP semantics are those documented in [`outpost_protocol`]. Counters
 //! (see [`store::COUNTER_REASONS`]): `accepted` (batch stored), `heartbeat`
@@ -48,6 +50,7 @@ pub mod relay;
 pub mod repo;
 pub mod scan;
 pub mod server;
+pub mod staff;
 pub mod store;
 pub mod token;
 
@@ -58,6 +61,7 @@ pub use quarantine::QuarantineEntry;
 pub use relay::{Relay, RelayConfig, RelayLimits, RunningRelay};
 pub use scan::{ClamdAddr, ClamdConfig, ScanError, Scanner, Verdict};
 pub use server::{RunningServer, Server, ServerConfig, tls_config};
+pub use staff::StaffConfig;
 pub use store::{
     DeviceInfo, DeviceStatus, HeartbeatOutcome, InsertOutcome, NewDevice, Store, StoredBatch,
 };

@@ -149,6 +149,9 @@ enum Cmd {
         /// test network.
         #[arg(long)]
         dangerous_no_scanner: bool,
+        /// The staff read-back API (#18): region, OpenID Connect sign-in.
+        #[command(flatten)]
+        staff: outpost_cloud::staff::cli::StaffArgs,
     },
     /// The TUF repository of module updates: keys, init, add, publish.
     #[command(subcommand)]
@@ -207,6 +210,16 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Print the staff audit: every staff sign-in (success or failure),
+    /// sign-out and data access, with who, what, when and from where.
+    StaffAudit {
+        /// Data directory.
+        #[arg(long)]
+        data: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// List quarantined batches (flagged by the scanner; content never shown).
     Quarantine {
         /// Data directory.
@@ -218,6 +231,19 @@ enum Cmd {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Set the region of an enrolled device (staff see only the devices of
+    /// their regions).
+    DeviceRegion {
+        /// Data directory.
+        #[arg(long)]
+        data: PathBuf,
+        /// The device.
+        #[arg(long)]
+        device: DeviceId,
+        /// Its region.
+        #[arg(long)]
+        region: String,
     },
     /// Show acceptance and refusal counters (among them slow-client,
     /// connection-cap, address-cap and enrollment-rate-limited, which a
@@ -504,7 +530,7 @@ fn warn_if_readable_by_others(file: &Path) {
     {
         tracing::warn!(
             file = %file.display(),
-            "the enrolment token file is readable by others; chmod 600 it"
+            "this secret file (enrolment token, OIDC client secret or SMTP password) is readable by others; chmod 600 it"
         );
     }
 }
@@ -559,6 +585,7 @@ fn main() -> anyhow::Result<()> {
             clamd_socket,
             scan_timeout_ms,
             dangerous_no_scanner,
+            staff,
         } => {
             tracing_subscriber::fmt()
                 .with_env_filter(
@@ -614,6 +641,14 @@ fn main() -> anyhow::Result<()> {
                 ..d
             };
             cfg.scanner = scanner;
+            cfg.region = staff.region.clone();
+            for secret in [&staff.oidc_client_secret_file, &staff.smtp_password_file]
+                .into_iter()
+                .flatten()
+            {
+                warn_if_readable_by_others(secret);
+            }
+            cfg.staff = staff.config()?;
             let relay_tls = outpost_cloud::tls_config(&cfg.cert_chain_pem, &cfg.key_pem)?;
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(async {
@@ -761,6 +796,23 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Repo(cmd) => run_repo(cmd),
+        Cmd::StaffAudit { data, json } => {
+            outpost_cloud::staff::cli::print_audit(&open_existing(&data)?, json)
+        }
+        Cmd::DeviceRegion {
+            data,
+            device,
+            region,
+        } => {
+            outpost_cloud::staff::cli::set_device_region(
+                &open_existing(&data)?,
+                &data,
+                &device,
+                &region,
+            )?;
+            println!("device {device} is now in region {region}");
+            Ok(())
+        }
         Cmd::Stats { data, json } => {
             let counters = open_existing(&data)?.counters()?;
             if json {

@@ -80,6 +80,13 @@ pub struct ServerConfig {
     /// `None`: batches are stored unscanned (the CLI asks for that by name,
     /// `--dangerous-no-scanner`).
     pub scanner: Option<Scanner>,
+    /// The region devices enrolling here get ([`crate::staff`] shows a
+    /// staff member only the devices of their regions); default
+    /// [`crate::staff::DEFAULT_REGION`].
+    pub region: String,
+    /// The staff read-back API under `/staff/` (OpenID Connect sign-in);
+    /// `None`: no staff routes.
+    pub staff: Option<crate::staff::StaffConfig>,
 }
 
 impl std::fmt::Debug for ServerConfig {
@@ -95,6 +102,8 @@ impl std::fmt::Debug for ServerConfig {
             .field("defence", &self.defence)
             .field("metrics_listen", &self.metrics_listen)
             .field("scanner", &self.scanner)
+            .field("region", &self.region)
+            .field("staff", &self.staff)
             .finish_non_exhaustive()
     }
 }
@@ -128,6 +137,8 @@ impl ServerConfig {
             defence: DefenceConfig::default(),
             metrics_listen: None,
             scanner: None,
+            region: crate::staff::DEFAULT_REGION.to_owned(),
+            staff: None,
         }
     }
 }
@@ -169,11 +180,13 @@ struct App {
     refusals: Arc<RefusalCounters>,
     defence: Arc<Defence>,
     scanner: Option<Arc<Scanner>>,
+    /// The region of devices enrolling here.
+    region: Arc<str>,
 }
 
 /// The peer of the connection a request came on (a request extension).
 #[derive(Debug, Clone, Copy)]
-struct Peer(SocketAddr);
+pub(crate) struct Peer(pub(crate) SocketAddr);
 
 /// What a connection task needs besides its socket.
 #[derive(Clone)]
@@ -241,6 +254,24 @@ impl Server {
             .await
             .with_context(|| format!("binding {}", cfg.listen))?;
         let addr = listener.local_addr()?;
+        crate::staff::db::check_region(&cfg.region)?;
+        let defence = Arc::new(Defence::new(cfg.defence.clone()));
+        let refusals = Arc::new(RefusalCounters::default());
+        let staff_router = {
+            let (s, staff) = (store.clone(), cfg.staff.clone());
+            let guard = crate::staff::SignInGuard {
+                defence: Arc::clone(&defence),
+                refusals: Arc::clone(&refusals),
+            };
+            tokio::task::spawn_blocking(move || {
+                crate::staff::db::ensure_schema(&s)?;
+                staff
+                    .map(|c| crate::staff::router(&c, s, guard))
+                    .transpose()
+            })
+            .await
+            .map_err(|e| anyhow!("staff setup task: {e}"))??
+        };
         let token_hash = match &cfg.enrollment {
             Enrollment::Token(t) => Some(t.digest()),
             Enrollment::DangerousAnonymous => {
@@ -251,9 +282,7 @@ impl Server {
             }
         };
         let limits = Arc::new(cfg.limits.clone());
-        let refusals = Arc::new(RefusalCounters::default());
         let tracker = ConnTracker::new(&limits);
-        let defence = Arc::new(Defence::new(cfg.defence.clone()));
         let app = App {
             store: store.clone(),
             token_hash,
@@ -266,6 +295,7 @@ impl Server {
             refusals: Arc::clone(&refusals),
             defence: Arc::clone(&defence),
             scanner: cfg.scanner.clone().map(Arc::new),
+            region: Arc::from(cfg.region.as_str()),
         };
         match &cfg.scanner {
             Some(s) => match s.ping().await {
@@ -290,9 +320,15 @@ impl Server {
         };
         let ctx = ConnCtx {
             acceptor: TlsAcceptor::from(tls),
-            router: match &cfg.updates_repo {
-                Some(repo) => router(app).merge(crate::repo::router(repo.clone())),
-                None => router(app),
+            router: {
+                let r = match &cfg.updates_repo {
+                    Some(repo) => router(app).merge(crate::repo::router(repo.clone())),
+                    None => router(app),
+                };
+                match staff_router {
+                    Some(staff) => r.merge(staff),
+                    None => r,
+                }
             },
             limits,
             refusals: Arc::clone(&refusals),
@@ -781,7 +817,19 @@ async fn enroll(
     };
     drop(req);
     let store = app.store.clone();
-    match blocking(move || store.enroll(&new)).await {
+    let region = Arc::clone(&app.region);
+    match blocking(move || {
+        let id = store.enroll(&new)?;
+        // The device is enrolled either way (a 503 here would make it enrol
+        // again under a new id); without a region no staff member sees it
+        // until an operator sets one (`outpost-cloud device-region`).
+        if let Err(e) = crate::staff::set_region(&store, &id, &region) {
+            tracing::error!(device = %id, error = %e, "setting the region of a new device failed");
+        }
+        Ok(id)
+    })
+    .await
+    {
         Ok(device_id) => {
             tracing::info!(device = %device_id, "device enrolled");
             axum::Json(EnrollResponse { device_id }).into_response()

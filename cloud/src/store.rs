@@ -662,6 +662,12 @@ impl Store {
             .collect()
     }
 
+    /// Run `f` on the database connection (for the staff tables of
+    /// [`crate::staff`], kept in their own module).
+    pub(crate) fn with_conn<R>(&self, f: impl FnOnce(&Connection) -> R) -> R {
+        f(&self.conn())
+    }
+
     /// The last heartbeat of `device`, decrypted, if any.
     pub fn status(&self, device: &DeviceId) -> anyhow::Result<Option<DeviceStatus>> {
         let row: Option<(i64, i64, Vec<u8>)> = self

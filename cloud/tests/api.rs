@@ -24,6 +24,8 @@ mod scan;
 
 #[path = "api/defence.rs"]
 mod defence;
+#[path = "api/staff.rs"]
+mod staff;
 
 const EMAIL: &str = "greta.hansen@example-hospital.org";
 const NAME: &str = "Greta Hansen-Lindqvist";
