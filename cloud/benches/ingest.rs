@@ -1,6 +1,9 @@
 //! Ingest rate of the reference cloud (#18): records/s and batches/s with
 //! the embedded SQLite store, with the intrusion defence on (the served
-//! defaults) and with its request rates off, in one run.
+//! defaults) and with its request rates off; then with PostgreSQL (a fresh
+//! local cluster, every commit synced) behind one node and behind two
+//! nodes sharing it, in one run. Without PostgreSQL (Debian: apt-get
+//! install postgresql) the PostgreSQL rows say why they are missing.
 //!
 //! `cargo bench -p outpost-cloud --bench ingest` (`INGEST_BATCHES`: batches
 //! per device, default 200). Real TLS on 127.0.0.1, real HTTP/1.1 keep-alive
@@ -15,7 +18,8 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use outpost_cloud::{
-    DefenceConfig, Enrollment, EnrollmentToken, RunningServer, Server, ServerConfig, TestPki,
+    DatabaseConfig, DefenceConfig, Enrollment, EnrollmentToken, PostgresConfig, RunningServer,
+    Server, ServerConfig, TestPki,
 };
 use outpost_protocol::*;
 use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
@@ -106,37 +110,48 @@ fn batch(n: usize, seq: u64) -> BatchBody {
     }
 }
 
+#[cfg(unix)]
+#[path = "../tests/api/pg.rs"]
+mod pg;
+
 struct Cloud {
-    server: RunningServer,
+    nodes: Vec<RunningServer>,
     pki: TestPki,
     _dir: tempfile::TempDir,
 }
 
-async fn start(defence: DefenceConfig) -> Cloud {
+/// `nodes` servers sharing one data directory (server key) and `database`.
+async fn start(defence: DefenceConfig, database: DatabaseConfig, nodes: usize) -> Cloud {
     let dir = tempfile::tempdir().unwrap();
     let pki = TestPki::generate(&["localhost", "127.0.0.1"]).unwrap();
-    let mut cfg = ServerConfig::new(
-        dir.path().join("cloud"),
-        "127.0.0.1:0".parse().unwrap(),
-        pki.server_cert_pem.clone(),
-        pki.server_key_pem.clone(),
-        Enrollment::Token(EnrollmentToken::new(TOKEN).unwrap()),
-    );
-    cfg.defence = defence;
+    let mut servers = Vec::new();
+    for _ in 0..nodes {
+        let mut cfg = ServerConfig::new(
+            dir.path().join("cloud"),
+            "127.0.0.1:0".parse().unwrap(),
+            pki.server_cert_pem.clone(),
+            pki.server_key_pem.clone(),
+            Enrollment::Token(EnrollmentToken::new(TOKEN).unwrap()),
+        );
+        cfg.defence = defence.clone();
+        cfg.database = database.clone();
+        servers.push(Server::start(cfg).await.unwrap());
+    }
     Cloud {
-        server: Server::start(cfg).await.unwrap(),
+        nodes: servers,
         pki,
         _dir: dir,
     }
 }
 
 /// Enrol `DEVICES` devices, then each sends `batches` sealed batches over
-/// its own keep-alive connection; the wall time of the sending.
+/// its own keep-alive connection (device i to node i mod nodes, as a load
+/// balancer spreads connections); the wall time of the sending.
 async fn run(cloud: &Cloud, batches: u64) -> (Duration, u64) {
     let tls = client_config(&cloud.pki.ca_cert_pem);
-    let addr = cloud.server.addr();
     let mut devices = Vec::new();
-    for _ in 0..DEVICES {
+    for d in 0..DEVICES {
+        let addr = cloud.nodes[d % cloud.nodes.len()].addr();
         let key = DeviceKey::generate();
         let mut s = connect(&tls, addr).await;
         let req = EnrollRequest {
@@ -206,22 +221,62 @@ fn main() {
     println!(
         "| store | defence | batches/s | records/s | 429s retried |\n| --- | --- | ---: | ---: | ---: |"
     );
+    #[cfg(unix)]
+    let pg = pg::PgServer::start("ingest bench", pg::Durability::Full);
+    #[cfg(not(unix))]
+    let pg: Option<()> = None;
+    let mut setups = vec![
+        (
+            "SQLite",
+            "rates off",
+            DefenceConfig::without_rate_limits(),
+            DatabaseConfig::Sqlite,
+            1,
+        ),
+        (
+            "SQLite",
+            "served defaults",
+            DefenceConfig::default(),
+            DatabaseConfig::Sqlite,
+            1,
+        ),
+    ];
+    #[cfg(unix)]
+    if let Some(pg) = &pg {
+        for (name, nodes) in [("PostgreSQL, 1 node", 1), ("PostgreSQL, 2 nodes", 2)] {
+            let url = pg.database(if nodes == 1 { "one" } else { "two" });
+            let database = DatabaseConfig::Postgres(PostgresConfig {
+                url: url.into(),
+                pool_size: 16,
+                ca_pem: None,
+            });
+            setups.push((
+                name,
+                "rates off",
+                DefenceConfig::without_rate_limits(),
+                database,
+                nodes,
+            ));
+        }
+    }
     rt.block_on(async {
-        for (name, defence) in [
-            ("rates off", DefenceConfig::without_rate_limits()),
-            ("served defaults", DefenceConfig::default()),
-        ] {
-            let cloud = start(defence).await;
+        for (store, name, defence, database, nodes) in setups {
+            let cloud = start(defence, database, nodes).await;
             let (took, limited) = run(&cloud, batches).await;
             let total = batches * DEVICES as u64;
-            let stored = cloud.server.counters().unwrap()["accepted"];
+            let stored = cloud.nodes[0].store().counters().unwrap()["accepted"];
             assert_eq!(stored, total, "every batch stored once");
             let bps = total as f64 / took.as_secs_f64();
             println!(
-                "| SQLite | {name} | {bps:.0} | {:.0} | {limited} |",
+                "| {store} | {name} | {bps:.0} | {:.0} | {limited} |",
                 bps * RECORDS_PER_BATCH as f64
             );
-            cloud.server.shutdown().await;
+            for node in cloud.nodes {
+                node.shutdown().await;
+            }
         }
     });
+    if pg.is_none() {
+        println!("\n(no PostgreSQL rows: PostgreSQL is not installed here)");
+    }
 }

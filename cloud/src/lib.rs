@@ -41,6 +41,7 @@
 #![warn(missing_docs)]
 
 mod atrest;
+pub mod db;
 pub mod defence;
 pub mod limits;
 pub mod metrics;
@@ -54,6 +55,7 @@ pub mod staff;
 pub mod store;
 pub mod token;
 
+pub use db::postgres::PostgresConfig;
 pub use defence::{Alert, AlertKind, DefenceConfig, Rate};
 pub use limits::{ConnectionLimits, EnrollGuessLimit};
 pub use pki::TestPki;
@@ -63,6 +65,7 @@ pub use scan::{ClamdAddr, ClamdConfig, ScanError, Scanner, Verdict};
 pub use server::{RunningServer, Server, ServerConfig, tls_config};
 pub use staff::StaffConfig;
 pub use store::{
-    DeviceInfo, DeviceStatus, HeartbeatOutcome, InsertOutcome, NewDevice, Store, StoredBatch,
+    DatabaseConfig, DeviceInfo, DeviceStatus, HeartbeatOutcome, InsertOutcome, NewDevice, Store,
+    StoredBatch,
 };
 pub use token::{Enrollment, EnrollmentToken, TokenError};

@@ -16,7 +16,8 @@ use outpost_cloud::limits::{
 use outpost_cloud::scan::{CLAMD_REPLY_TIMEOUT_MS, ClamdAddr, ClamdConfig, Scanner};
 use outpost_cloud::token::ENROLLMENT_TOKEN_ENV;
 use outpost_cloud::{
-    ConnectionLimits, Enrollment, EnrollmentToken, Rate, Server, ServerConfig, Store, TestPki,
+    ConnectionLimits, DatabaseConfig, Enrollment, EnrollmentToken, Rate, Server, ServerConfig,
+    Store, TestPki,
 };
 use outpost_protocol::{DeviceId, MAX_ENVELOPE_BYTES};
 
@@ -48,9 +49,12 @@ enum Cmd {
     /// (--clamd-addr or --clamd-socket); without a scanner the server does
     /// not start, unless --dangerous-no-scanner is given.
     Serve {
-        /// Data directory (cloud.db, server.key).
+        /// Data directory (server.key; cloud.db unless the rows are in
+        /// PostgreSQL).
         #[arg(long)]
         data: PathBuf,
+        #[command(flatten)]
+        database: DatabaseArgs,
         /// Address to listen on, e.g. 0.0.0.0:8443.
         #[arg(long)]
         listen: SocketAddr,
@@ -175,18 +179,24 @@ enum Cmd {
     },
     /// List enrolled devices (decrypted).
     Devices {
-        /// Data directory.
+        /// Data directory (server.key; cloud.db unless the rows are in
+        /// PostgreSQL).
         #[arg(long)]
         data: PathBuf,
+        #[command(flatten)]
+        database: DatabaseArgs,
         /// Print JSON.
         #[arg(long)]
         json: bool,
     },
     /// List stored batches (decrypted).
     Batches {
-        /// Data directory.
+        /// Data directory (server.key; cloud.db unless the rows are in
+        /// PostgreSQL).
         #[arg(long)]
         data: PathBuf,
+        #[command(flatten)]
+        database: DatabaseArgs,
         /// Only this device.
         #[arg(long)]
         device: Option<DeviceId>,
@@ -200,9 +210,12 @@ enum Cmd {
     /// List the alerts raised for the operator (blocked sources, sources
     /// and devices over their rate), oldest first.
     Alerts {
-        /// Data directory.
+        /// Data directory (server.key; cloud.db unless the rows are in
+        /// PostgreSQL).
         #[arg(long)]
         data: PathBuf,
+        #[command(flatten)]
+        database: DatabaseArgs,
         /// Only the latest N.
         #[arg(long, default_value_t = 1000)]
         last: usize,
@@ -213,18 +226,24 @@ enum Cmd {
     /// Print the staff audit: every staff sign-in (success or failure),
     /// sign-out and data access, with who, what, when and from where.
     StaffAudit {
-        /// Data directory.
+        /// Data directory (server.key; cloud.db unless the rows are in
+        /// PostgreSQL).
         #[arg(long)]
         data: PathBuf,
+        #[command(flatten)]
+        database: DatabaseArgs,
         /// Print JSON.
         #[arg(long)]
         json: bool,
     },
     /// List quarantined batches (flagged by the scanner; content never shown).
     Quarantine {
-        /// Data directory.
+        /// Data directory (server.key; cloud.db unless the rows are in
+        /// PostgreSQL).
         #[arg(long)]
         data: PathBuf,
+        #[command(flatten)]
+        database: DatabaseArgs,
         /// Only this device.
         #[arg(long)]
         device: Option<DeviceId>,
@@ -235,9 +254,12 @@ enum Cmd {
     /// Set the region of an enrolled device (staff see only the devices of
     /// their regions).
     DeviceRegion {
-        /// Data directory.
+        /// Data directory (server.key; cloud.db unless the rows are in
+        /// PostgreSQL).
         #[arg(long)]
         data: PathBuf,
+        #[command(flatten)]
+        database: DatabaseArgs,
         /// The device.
         #[arg(long)]
         device: DeviceId,
@@ -249,9 +271,12 @@ enum Cmd {
     /// connection-cap, address-cap and enrollment-rate-limited, which a
     /// running server writes every second).
     Stats {
-        /// Data directory.
+        /// Data directory (server.key; cloud.db unless the rows are in
+        /// PostgreSQL).
         #[arg(long)]
         data: PathBuf,
+        #[command(flatten)]
+        database: DatabaseArgs,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -441,11 +466,84 @@ fn run_repo(cmd: RepoCmd) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn open_existing(data: &Path) -> anyhow::Result<Store> {
-    if !data.join(outpost_cloud::store::DB_FILE).exists() {
-        anyhow::bail!("{} holds no cloud database", data.display());
+/// Where the rows live: `cloud.db` in the data directory, or PostgreSQL.
+#[derive(clap::Args)]
+struct DatabaseArgs {
+    /// Keep the rows in PostgreSQL (several ingest nodes share it): a file
+    /// holding the connection string (`postgres://user:password@host/db`
+    /// or `host=... dbname=...`; `sslmode=require` unless the server is on
+    /// this machine). Or set OUTPOST_CLOUD_DATABASE_URL. Every node needs
+    /// the same server.key in its --data directory.
+    #[arg(long, value_name = "FILE")]
+    database_url_file: Option<PathBuf>,
+    /// Most PostgreSQL connections this process opens.
+    #[arg(long, value_name = "N", default_value_t = outpost_cloud::db::postgres::DEFAULT_POOL_SIZE)]
+    database_pool: usize,
+    /// PEM file of the CA that signed the PostgreSQL server's certificate
+    /// (besides the public web roots).
+    #[arg(long, value_name = "FILE")]
+    database_ca: Option<PathBuf>,
+}
+
+/// The environment variable that may hold the PostgreSQL connection string.
+const DATABASE_URL_ENV: &str = "OUTPOST_CLOUD_DATABASE_URL";
+
+impl DatabaseArgs {
+    fn config(&self) -> anyhow::Result<DatabaseConfig> {
+        let url = match (
+            &self.database_url_file,
+            std::env::var(DATABASE_URL_ENV).ok(),
+        ) {
+            (Some(_), Some(_)) => bail!(
+                "the PostgreSQL connection string is given twice (--database-url-file and \
+                 {DATABASE_URL_ENV}); give it one way"
+            ),
+            (None, None) => {
+                if self.database_ca.is_some() {
+                    bail!("--database-ca needs a PostgreSQL connection string");
+                }
+                return Ok(DatabaseConfig::Sqlite);
+            }
+            (Some(file), None) => {
+                warn_if_readable_by_others(file);
+                zeroize::Zeroizing::new(
+                    std::fs::read_to_string(file)
+                        .with_context(|| format!("reading {}", file.display()))?
+                        .trim()
+                        .to_owned(),
+                )
+            }
+            (None, Some(url)) => zeroize::Zeroizing::new(url),
+        };
+        let ca_pem = match &self.database_ca {
+            Some(f) => Some(
+                std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?,
+            ),
+            None => None,
+        };
+        Ok(DatabaseConfig::Postgres(outpost_cloud::PostgresConfig {
+            url,
+            pool_size: self.database_pool,
+            ca_pem,
+        }))
     }
-    Store::open(data)
+}
+
+/// The store of a server that ran before: its data directory must hold
+/// the server key (and, with SQLite, the database file); nothing is created.
+fn open_existing(data: &Path, database: &DatabaseArgs) -> anyhow::Result<Store> {
+    let database = database.config()?;
+    let needed = match database {
+        DatabaseConfig::Sqlite => outpost_cloud::store::DB_FILE,
+        DatabaseConfig::Postgres(_) => outpost_cloud::store::KEY_FILE,
+    };
+    if !data.join(needed).exists() {
+        bail!(
+            "{} holds no {needed}: not the data directory of a cloud server",
+            data.display()
+        );
+    }
+    Store::open_with(data, &database)
 }
 
 /// Who may enrol, from the token file, the environment and the anonymous
@@ -561,6 +659,7 @@ fn main() -> anyhow::Result<()> {
     match cli.cmd {
         Cmd::Serve {
             data,
+            database,
             listen,
             cert,
             key,
@@ -618,6 +717,7 @@ fn main() -> anyhow::Result<()> {
             let key_pem = std::fs::read_to_string(&key)
                 .with_context(|| format!("reading {}", key.display()))?;
             let mut cfg = ServerConfig::new(data, listen, cert_chain_pem, key_pem, enrollment);
+            cfg.database = database.config()?;
             cfg.max_body_bytes = max_body_bytes;
             cfg.limits = ConnectionLimits {
                 max_connections,
@@ -699,8 +799,13 @@ fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Cmd::Alerts { data, last, json } => {
-            let alerts = open_existing(&data)?.alerts(last)?;
+        Cmd::Alerts {
+            data,
+            database,
+            last,
+            json,
+        } => {
+            let alerts = open_existing(&data, &database)?.alerts(last)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&alerts)?);
             } else {
@@ -722,8 +827,12 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Cmd::Devices { data, json } => {
-            let devices = open_existing(&data)?.devices()?;
+        Cmd::Devices {
+            data,
+            database,
+            json,
+        } => {
+            let devices = open_existing(&data, &database)?.devices()?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&devices)?);
             } else {
@@ -748,11 +857,13 @@ fn main() -> anyhow::Result<()> {
         }
         Cmd::Batches {
             data,
+            database,
             device,
             stream,
             json,
         } => {
-            let batches = open_existing(&data)?.batches(device.as_ref(), stream.as_deref())?;
+            let batches =
+                open_existing(&data, &database)?.batches(device.as_ref(), stream.as_deref())?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&batches)?);
             } else {
@@ -777,8 +888,13 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Cmd::Quarantine { data, device, json } => {
-            let entries = open_existing(&data)?.quarantined(device.as_ref())?;
+        Cmd::Quarantine {
+            data,
+            database,
+            device,
+            json,
+        } => {
+            let entries = open_existing(&data, &database)?.quarantined(device.as_ref())?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&entries)?);
             } else {
@@ -796,16 +912,19 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Repo(cmd) => run_repo(cmd),
-        Cmd::StaffAudit { data, json } => {
-            outpost_cloud::staff::cli::print_audit(&open_existing(&data)?, json)
-        }
+        Cmd::StaffAudit {
+            data,
+            database,
+            json,
+        } => outpost_cloud::staff::cli::print_audit(&open_existing(&data, &database)?, json),
         Cmd::DeviceRegion {
             data,
+            database,
             device,
             region,
         } => {
             outpost_cloud::staff::cli::set_device_region(
-                &open_existing(&data)?,
+                &open_existing(&data, &database)?,
                 &data,
                 &device,
                 &region,
@@ -813,8 +932,12 @@ fn main() -> anyhow::Result<()> {
             println!("device {device} is now in region {region}");
             Ok(())
         }
-        Cmd::Stats { data, json } => {
-            let counters = open_existing(&data)?.counters()?;
+        Cmd::Stats {
+            data,
+            database,
+            json,
+        } => {
+            let counters = open_existing(&data, &database)?.counters()?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&counters)?);
             } else {

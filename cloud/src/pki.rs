@@ -104,3 +104,36 @@ impl TestPki {
         Ok(())
     }
 }
+
+/// A TLS client configuration (TLS 1.3 and 1.2, ring) trusting the public
+/// web roots plus every certificate of `extra_ca_pem`; `what` names the
+/// server in errors ("provider", "PostgreSQL").
+pub(crate) fn client_tls(
+    extra_ca_pem: Option<&str>,
+    what: &str,
+) -> anyhow::Result<rustls::ClientConfig> {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(pem) = extra_ca_pem {
+        let mut n = 0;
+        for c in rustls::pki_types::CertificateDer::pem_slice_iter(pem.as_bytes()) {
+            let c = c.map_err(|e| anyhow::anyhow!("reading the {what} CA PEM: {e}"))?;
+            roots
+                .add(c)
+                .map_err(|e| anyhow::anyhow!("{what} CA certificate: {e}"))?;
+            n += 1;
+        }
+        if n == 0 {
+            anyhow::bail!("no certificate in the {what} CA file");
+        }
+    }
+    Ok(
+        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .with_root_certificates(roots)
+        .with_no_client_auth(),
+    )
+}

@@ -16,11 +16,11 @@
 
 use anyhow::Context;
 use outpost_protocol::{DeviceId, EnvelopeHeader};
-use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
 use crate::atrest::aad;
-use crate::store::{InsertOutcome, Store, bump, now, seq_from_sql, seq_to_sql};
+use crate::db::{Sql, args};
+use crate::store::{InsertOutcome, Store, bump, now, seq_from_sql, seq_to_sql, sequence_lock};
 
 /// Domain of the quarantine rows.
 const AAD_QUARANTINE: &[u8] = b"outpost-cloud/quarantine/v1";
@@ -43,29 +43,24 @@ pub struct QuarantineEntry {
     pub records: u64,
 }
 
-pub(crate) fn create_schema(conn: &Connection) -> rusqlite::Result<()> {
-    conn.execute_batch(
-        "CREATE TABLE IF NOT EXISTS quarantine(
-            device_id TEXT NOT NULL REFERENCES devices(device_id),
-            sequence INTEGER NOT NULL,
-            stream TEXT NOT NULL,
-            signature TEXT NOT NULL,
-            quarantined_at INTEGER NOT NULL,
-            record_count INTEGER NOT NULL,
-            sealed BLOB NOT NULL,
-            PRIMARY KEY(device_id, sequence));",
-    )
-}
+pub(crate) const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS quarantine(
+        device_id TEXT NOT NULL REFERENCES devices(device_id),
+        sequence INTEGER NOT NULL,
+        stream TEXT NOT NULL,
+        signature TEXT NOT NULL,
+        quarantined_at INTEGER NOT NULL,
+        record_count INTEGER NOT NULL,
+        sealed BLOB NOT NULL,
+        PRIMARY KEY(device_id, sequence));";
 
 /// Whether (device, sequence) is quarantined.
-pub(crate) fn holds(conn: &Connection, device: &DeviceId, seq: i64) -> rusqlite::Result<bool> {
-    conn.query_row(
-        "SELECT 1 FROM quarantine WHERE device_id = ?1 AND sequence = ?2",
-        params![device.as_str(), seq],
-        |_| Ok(()),
-    )
-    .optional()
-    .map(|r| r.is_some())
+pub(crate) fn holds(sql: &mut dyn Sql, device: &DeviceId, seq: i64) -> anyhow::Result<bool> {
+    Ok(sql
+        .query_opt(
+            "SELECT device_id FROM quarantine WHERE device_id = ?1 AND sequence = ?2",
+            args![device.as_str(), seq],
+        )?
+        .is_some())
 }
 
 fn row_aad(device: &str, stream: &str, sequence: u64) -> Vec<u8> {
@@ -93,89 +88,80 @@ impl Store {
         let seq = seq_to_sql(header.sequence)?;
         let row_aad = row_aad(header.device.as_str(), &header.stream, header.sequence);
         let blob = self.server_key().seal(&row_aad, compressed)?;
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        let in_batches = tx
-            .query_row(
-                "SELECT 1 FROM batches WHERE device_id = ?1 AND sequence = ?2",
-                params![header.device.as_str(), seq],
-                |_| Ok(()),
-            )
-            .optional()?
-            .is_some();
-        let outcome = if in_batches {
-            InsertOutcome::Conflict
-        } else {
-            let n = tx.execute(
-                "INSERT OR IGNORE INTO quarantine(device_id, sequence, stream, signature,
-                    quarantined_at, record_count, sealed)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![
-                    header.device.as_str(),
-                    seq,
-                    header.stream,
-                    signature,
-                    now(),
-                    i64::try_from(record_count).unwrap_or(i64::MAX),
-                    blob
-                ],
-            )?;
-            if n == 1 {
-                InsertOutcome::Stored
+        self.db().write(|sql| {
+            sql.lock(&sequence_lock(&header.device, header.sequence))?;
+            let in_batches = sql
+                .query_opt(
+                    "SELECT device_id FROM batches WHERE device_id = ?1 AND sequence = ?2",
+                    args![header.device.as_str(), seq],
+                )?
+                .is_some();
+            let outcome = if in_batches {
+                InsertOutcome::Conflict
             } else {
-                let stored: Vec<u8> = tx.query_row(
-                    "SELECT sealed FROM quarantine WHERE device_id = ?1 AND sequence = ?2",
-                    params![header.device.as_str(), seq],
-                    |r| r.get(0),
+                let n = sql.execute(
+                    "INSERT INTO quarantine(device_id, sequence, stream, signature,
+                        quarantined_at, record_count, sealed)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT DO NOTHING",
+                    args![
+                        header.device.as_str(),
+                        seq,
+                        header.stream.as_str(),
+                        signature,
+                        now(),
+                        i64::try_from(record_count).unwrap_or(i64::MAX),
+                        blob.as_slice()
+                    ],
                 )?;
-                match self.server_key().open(&row_aad, &stored) {
-                    Ok(plain) if plain == compressed => InsertOutcome::Duplicate,
-                    _ => InsertOutcome::Conflict,
+                if n == 1 {
+                    InsertOutcome::Stored
+                } else {
+                    let stored = sql
+                        .query_one(
+                            "SELECT sealed FROM quarantine WHERE device_id = ?1 AND sequence = ?2",
+                            args![header.device.as_str(), seq],
+                        )?
+                        .blob(0)?;
+                    match self.server_key().open(&row_aad, &stored) {
+                        Ok(plain) if plain == compressed => InsertOutcome::Duplicate,
+                        _ => InsertOutcome::Conflict,
+                    }
                 }
-            }
-        };
-        bump(
-            &tx,
-            match outcome {
-                InsertOutcome::Stored => "quarantined",
-                InsertOutcome::Duplicate => "replay",
-                InsertOutcome::Conflict => "sequence-conflict",
-            },
-        )?;
-        tx.commit()?;
-        Ok(outcome)
+            };
+            bump(
+                sql,
+                match outcome {
+                    InsertOutcome::Stored => "quarantined",
+                    InsertOutcome::Duplicate => "replay",
+                    InsertOutcome::Conflict => "sequence-conflict",
+                },
+            )?;
+            Ok(outcome)
+        })
     }
 
     /// Quarantined batches, without content, optionally of one device,
     /// ordered by device then sequence.
     pub fn quarantined(&self, device: Option<&DeviceId>) -> anyhow::Result<Vec<QuarantineEntry>> {
-        let conn = self.conn();
-        let mut st = conn.prepare(
-            "SELECT device_id, sequence, stream, signature, quarantined_at, record_count
-             FROM quarantine WHERE (?1 IS NULL OR device_id = ?1)
-             ORDER BY device_id, sequence",
-        )?;
-        let rows = st.query_map(params![device.map(DeviceId::as_str)], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, i64>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, String>(3)?,
-                r.get::<_, i64>(4)?,
-                r.get::<_, i64>(5)?,
-            ))
+        let rows = self.db().read(|sql| {
+            sql.query(
+                "SELECT device_id, sequence, stream, signature, quarantined_at, record_count
+                 FROM quarantine WHERE (CAST(?1 AS TEXT) IS NULL OR device_id = ?1)
+                 ORDER BY device_id, sequence",
+                args![device.map(DeviceId::as_str)],
+            )
         })?;
-        rows.map(|row| {
-            let (id, seq, stream, signature, quarantined_at, records) = row?;
-            Ok(QuarantineEntry {
-                device: DeviceId::parse(&id).context("quarantine row device id")?,
-                stream,
-                sequence: seq_from_sql(seq),
-                signature,
-                quarantined_at,
-                records: u64::try_from(records).unwrap_or(0),
+        rows.into_iter()
+            .map(|r| {
+                Ok(QuarantineEntry {
+                    device: DeviceId::parse(&r.text(0)?).context("quarantine row device id")?,
+                    stream: r.text(2)?,
+                    sequence: seq_from_sql(r.int(1)?),
+                    signature: r.text(3)?,
+                    quarantined_at: r.int(4)?,
+                    records: u64::try_from(r.int(5)?).unwrap_or(0),
+                })
             })
-        })
-        .collect()
+            .collect()
     }
 }

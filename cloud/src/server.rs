@@ -37,7 +37,7 @@ use crate::limits::{
     GuessLimiter, MAX_TRACKED_SOURCES, Refusal, RefusalCounters,
 };
 use crate::scan::{Scanner, Verdict};
-use crate::store::{HeartbeatOutcome, InsertOutcome, NewDevice, Store};
+use crate::store::{DatabaseConfig, HeartbeatOutcome, InsertOutcome, NewDevice, Store};
 use crate::token::Enrollment;
 
 /// Largest enrolment request body.
@@ -52,8 +52,11 @@ const UNAVAILABLE_RETRY_AFTER_SECS: u64 = 5;
 /// Configuration of a running cloud server.
 #[derive(Clone)]
 pub struct ServerConfig {
-    /// Data directory (`cloud.db`, `server.key`).
+    /// Data directory (`server.key`; `cloud.db` with SQLite).
     pub data_dir: PathBuf,
+    /// Where the rows live: `cloud.db` (default) or a PostgreSQL server
+    /// shared with other nodes.
+    pub database: DatabaseConfig,
     /// Address to bind (tests: `127.0.0.1:0`).
     pub listen: SocketAddr,
     /// Server certificate chain, PEM, leaf first.
@@ -93,6 +96,7 @@ impl std::fmt::Debug for ServerConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ServerConfig")
             .field("data_dir", &self.data_dir)
+            .field("database", &self.database)
             .field("listen", &self.listen)
             .field("enrollment", &self.enrollment)
             .field("max_body_bytes", &self.max_body_bytes)
@@ -126,6 +130,7 @@ impl ServerConfig {
     ) -> Self {
         ServerConfig {
             data_dir,
+            database: DatabaseConfig::Sqlite,
             listen,
             cert_chain_pem,
             key_pem,
@@ -246,8 +251,8 @@ impl Server {
         if let Some(repo) = &cfg.updates_repo {
             crate::repo::check_servable(repo)?;
         }
-        let dir = cfg.data_dir.clone();
-        let store = tokio::task::spawn_blocking(move || Store::open(&dir))
+        let (dir, database) = (cfg.data_dir.clone(), cfg.database.clone());
+        let store = tokio::task::spawn_blocking(move || Store::open_with(&dir, &database))
             .await
             .map_err(|e| anyhow!("store open task: {e}"))??;
         let listener = TcpListener::bind(cfg.listen)
@@ -264,7 +269,6 @@ impl Server {
                 refusals: Arc::clone(&refusals),
             };
             tokio::task::spawn_blocking(move || {
-                crate::staff::db::ensure_schema(&s)?;
                 staff
                     .map(|c| crate::staff::router(&c, s, guard))
                     .transpose()

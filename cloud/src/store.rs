@@ -1,5 +1,7 @@
-//! The cloud's SQLite store: every device detail and every batch is
-//! encrypted at rest with AES-256-GCM under the server key.
+//! The cloud's store: every device detail and every batch is encrypted at
+//! rest with AES-256-GCM under the server key before it reaches the
+//! database — embedded SQLite by default, or PostgreSQL shared by several
+//! ingest nodes ([`DatabaseConfig`], [`crate::db`]).
 //!
 //! A sealed column is `nonce (12 random bytes) | ciphertext | tag (16)`. The
 //! AAD is a domain string followed by length-prefixed context, so a blob
@@ -12,9 +14,11 @@
 //! | `device_status` | JSON of the last heartbeat body | `"outpost-cloud/status/v1"`, u8 len, device id |
 //! | `quarantine` | batches the scanner flagged ([`crate::quarantine`]) | `"outpost-cloud/quarantine/v1"`, as for `batches` |
 //!
-//! Files in the data directory: `cloud.db` (WAL mode, `synchronous=FULL`)
-//! and `server.key` (32 random bytes, created on first open, mode 0600 on
-//! Unix). Losing `server.key` makes every stored row unreadable.
+//! Files in the data directory: `server.key` (32 random bytes, created on
+//! first open, mode 0600 on Unix; every node sharing a PostgreSQL database
+//! needs the same one) and, with SQLite, `cloud.db` (WAL mode,
+//! `synchronous=FULL`). Losing `server.key` makes every stored row
+//! unreadable; the database never holds it.
 //!
 //! Plaintext columns are limited to routing metadata: device id, stream,
 //! sequence, times and record counts; and the operator's alerts
@@ -22,7 +26,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
@@ -30,11 +34,13 @@ use outpost_protocol::{
     BatchBody, DeviceId, DeviceKey, EnvelopeHeader, HeartbeatBody, MAX_PLAINTEXT_BYTES,
     decompress_bounded,
 };
-use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
-use zeroize::Zeroize;
+use zeroize::{Zeroize, Zeroizing};
 
 use crate::atrest::{AAD_BATCH, AAD_DEVICE, AAD_STATUS, ServerKey, aad};
+use crate::db::postgres::{Postgres, PostgresConfig};
+use crate::db::sqlite::Sqlite;
+use crate::db::{Db, Sql, args};
 use crate::defence::{Alert, AlertKind};
 
 /// Name of the database file in the data directory.
@@ -187,14 +193,56 @@ pub enum HeartbeatOutcome {
     },
 }
 
-/// Handle to the cloud database; cheap to clone, safe to share.
+/// Where the store keeps its rows.
+#[derive(Debug, Clone, Default)]
+pub enum DatabaseConfig {
+    /// `cloud.db` in the data directory (one server).
+    #[default]
+    Sqlite,
+    /// A PostgreSQL server shared by several ingest nodes.
+    Postgres(PostgresConfig),
+}
+
+/// The store's tables, in SQLite's SQL ([`Dialect::ddl`] turns them into
+/// PostgreSQL's).
+const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS devices(
+        device_id TEXT PRIMARY KEY,
+        created_at INTEGER NOT NULL,
+        sealed BLOB NOT NULL);
+     CREATE TABLE IF NOT EXISTS batches(
+        device_id TEXT NOT NULL REFERENCES devices(device_id),
+        sequence INTEGER NOT NULL,
+        stream TEXT NOT NULL,
+        received_at INTEGER NOT NULL,
+        record_count INTEGER NOT NULL,
+        sealed BLOB NOT NULL,
+        PRIMARY KEY(device_id, sequence));
+     CREATE TABLE IF NOT EXISTS device_status(
+        device_id TEXT PRIMARY KEY REFERENCES devices(device_id),
+        last_sequence INTEGER NOT NULL,
+        last_seen INTEGER NOT NULL,
+        sealed BLOB NOT NULL);
+     CREATE TABLE IF NOT EXISTS counters(
+        reason TEXT PRIMARY KEY,
+        count INTEGER NOT NULL);
+     CREATE TABLE IF NOT EXISTS alerts(
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        source TEXT NOT NULL,
+        device_id TEXT,
+        block_secs INTEGER);";
+
+/// Handle to the cloud database; cheap to clone, safe to share. Every
+/// method blocks (call it from a blocking task).
 #[derive(Clone)]
 pub struct Store {
     inner: Arc<Inner>,
 }
 
 struct Inner {
-    conn: Mutex<Connection>,
+    db: Db,
     key: ServerKey,
     dir: PathBuf,
 }
@@ -214,10 +262,29 @@ pub(crate) fn seq_from_sql(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
 }
 
+fn count_to_sql(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// The lock under which one (device, sequence) is decided: whether it goes
+/// to `batches` or to the quarantine, on whichever node.
+pub(crate) fn sequence_lock(device: &DeviceId, seq: u64) -> Vec<u8> {
+    let mut k = b"outpost-cloud/sequence/".to_vec();
+    k.extend_from_slice(device.as_str().as_bytes());
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
 impl Store {
     /// Open (creating if needed) the store in `data_dir`: the directory,
     /// `server.key` and `cloud.db` with its schema.
     pub fn open(data_dir: &Path) -> anyhow::Result<Store> {
+        Store::open_with(data_dir, &DatabaseConfig::Sqlite)
+    }
+
+    /// Open the store with its key in `data_dir` and its rows where
+    /// `database` says; create the tables that are missing.
+    pub fn open_with(data_dir: &Path, database: &DatabaseConfig) -> anyhow::Result<Store> {
         if !data_dir.exists() {
             std::fs::create_dir_all(data_dir)
                 .with_context(|| format!("creating {}", data_dir.display()))?;
@@ -229,47 +296,28 @@ impl Store {
             }
         }
         let key = ServerKey::load_or_create(&data_dir.join(KEY_FILE))?;
-        let path = data_dir.join(DB_FILE);
-        let conn =
-            Connection::open(&path).with_context(|| format!("opening {}", path.display()))?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "FULL")?;
-        conn.pragma_update(None, "foreign_keys", "ON")?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        conn.execute_batch(
-            "CREATE TABLE IF NOT EXISTS devices(
-                device_id TEXT PRIMARY KEY,
-                created_at INTEGER NOT NULL,
-                sealed BLOB NOT NULL);
-             CREATE TABLE IF NOT EXISTS batches(
-                device_id TEXT NOT NULL REFERENCES devices(device_id),
-                sequence INTEGER NOT NULL,
-                stream TEXT NOT NULL,
-                received_at INTEGER NOT NULL,
-                record_count INTEGER NOT NULL,
-                sealed BLOB NOT NULL,
-                PRIMARY KEY(device_id, sequence));
-             CREATE TABLE IF NOT EXISTS device_status(
-                device_id TEXT PRIMARY KEY REFERENCES devices(device_id),
-                last_sequence INTEGER NOT NULL,
-                last_seen INTEGER NOT NULL,
-                sealed BLOB NOT NULL);
-             CREATE TABLE IF NOT EXISTS counters(
-                reason TEXT PRIMARY KEY,
-                count INTEGER NOT NULL);
-             CREATE TABLE IF NOT EXISTS alerts(
-                id INTEGER PRIMARY KEY AUTOINCREMENT,
-                at INTEGER NOT NULL,
-                kind TEXT NOT NULL,
-                reason TEXT NOT NULL,
-                source TEXT NOT NULL,
-                device_id TEXT,
-                block_secs INTEGER);",
-        )?;
-        crate::quarantine::create_schema(&conn)?;
+        let db = match database {
+            DatabaseConfig::Sqlite => Db::new(Arc::new(Sqlite::open(&data_dir.join(DB_FILE))?)),
+            DatabaseConfig::Postgres(cfg) => Db::new(Arc::new(Postgres::connect(cfg)?)),
+        };
+        let dialect = db.dialect();
+        db.write(|sql| {
+            // Nodes starting together create the tables one at a time.
+            sql.lock(b"outpost-cloud/schema")?;
+            for ddl in [
+                SCHEMA,
+                crate::quarantine::SCHEMA,
+                crate::staff::db::SCHEMA,
+                crate::staff::newloc::SCHEMA,
+            ] {
+                sql.batch(&dialect.ddl(ddl))?;
+            }
+            Ok(())
+        })
+        .with_context(|| format!("creating the tables in {}", db.describe()))?;
         Ok(Store {
             inner: Arc::new(Inner {
-                conn: Mutex::new(conn),
+                db,
                 key,
                 dir: data_dir.to_path_buf(),
             }),
@@ -281,10 +329,15 @@ impl Store {
         &self.inner.dir
     }
 
-    pub(crate) fn conn(&self) -> MutexGuard<'_, Connection> {
-        // A panic while holding the lock leaves SQLite consistent (every
-        // write is a transaction): keep going.
-        self.inner.conn.lock().unwrap_or_else(|p| p.into_inner())
+    /// Where the rows live (a file or a PostgreSQL server; no password).
+    pub fn describe(&self) -> String {
+        self.inner.db.describe()
+    }
+
+    /// The database (for the quarantine and the staff tables, kept in their
+    /// own modules).
+    pub(crate) fn db(&self) -> &Db {
+        &self.inner.db
     }
 
     /// The at-rest key (for the quarantine, [`crate::quarantine`]).
@@ -302,80 +355,64 @@ impl Store {
             serial: d.serial.clone(),
             device_key: d.device_key.to_hex(),
         };
-        let mut json = serde_json::to_vec(&sealed)?;
-        let conn = self.conn();
+        let json = Zeroizing::new(serde_json::to_vec(&sealed)?);
         loop {
             let id = DeviceId::generate();
             let blob = self
                 .inner
                 .key
-                .seal(&aad(AAD_DEVICE, &[id.as_str().as_bytes()], None), &json);
-            let blob = match blob {
-                Ok(b) => b,
-                Err(e) => {
-                    json.zeroize();
-                    return Err(e);
-                }
-            };
-            let n = conn.execute(
-                "INSERT OR IGNORE INTO devices(device_id, created_at, sealed) VALUES (?1, ?2, ?3)",
-                params![id.as_str(), now(), blob],
-            );
-            match n {
-                Ok(1) => {
-                    json.zeroize();
-                    return Ok(id);
-                }
-                Ok(_) => continue, // id collision (2^-128): draw again
-                Err(e) => {
-                    json.zeroize();
-                    return Err(e.into());
-                }
+                .seal(&aad(AAD_DEVICE, &[id.as_str().as_bytes()], None), &json)?;
+            let n = self.inner.db.write(|sql| {
+                sql.execute(
+                    "INSERT INTO devices(device_id, created_at, sealed) VALUES (?1, ?2, ?3)
+                     ON CONFLICT DO NOTHING",
+                    args![id.as_str(), now(), blob],
+                )
+            })?;
+            if n == 1 {
+                return Ok(id);
             }
+            // id collision (2^-128): draw again
         }
     }
 
     fn open_device(&self, id: &str, blob: &[u8]) -> anyhow::Result<SealedDevice> {
-        let mut plain = self
-            .inner
-            .key
-            .open(&aad(AAD_DEVICE, &[id.as_bytes()], None), blob)?;
-        let d = serde_json::from_slice(&plain).context("device row JSON");
-        plain.zeroize();
-        d
+        let plain = Zeroizing::new(
+            self.inner
+                .key
+                .open(&aad(AAD_DEVICE, &[id.as_bytes()], None), blob)?,
+        );
+        serde_json::from_slice(&plain).context("device row JSON")
     }
 
     /// The envelope key of an enrolled device, or `None` if unknown.
     pub fn device_key(&self, device: &DeviceId) -> anyhow::Result<Option<DeviceKey>> {
-        let blob: Option<Vec<u8>> = self
-            .conn()
-            .query_row(
+        let row = self.inner.db.read(|sql| {
+            sql.query_opt(
                 "SELECT sealed FROM devices WHERE device_id = ?1",
-                [device.as_str()],
-                |r| r.get(0),
+                args![device.as_str()],
             )
-            .optional()?;
-        let Some(blob) = blob else { return Ok(None) };
-        let d = self.open_device(device.as_str(), &blob)?;
+        })?;
+        let Some(row) = row else { return Ok(None) };
+        let d = self.open_device(device.as_str(), &row.blob(0)?)?;
         Ok(Some(DeviceKey::from_hex(&d.device_key)?))
     }
 
     /// Every enrolled device, decrypted, ordered by enrolment time.
     pub fn devices(&self) -> anyhow::Result<Vec<DeviceInfo>> {
-        let rows: Vec<(String, i64, Vec<u8>)> = {
-            let conn = self.conn();
-            let mut st = conn.prepare(
+        let rows = self.inner.db.read(|sql| {
+            sql.query(
                 "SELECT device_id, created_at, sealed FROM devices ORDER BY created_at, device_id",
-            )?;
-            st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-                .collect::<Result<_, _>>()?
-        };
+                &[],
+            )
+        })?;
         rows.into_iter()
-            .map(|(id, created_at, blob)| {
-                let d = self.open_device(&id, &blob)?;
+            .map(|r| {
+                let id = r.text(0)?;
+                let d = self.open_device(&id, &r.blob(2)?)?;
                 Ok(DeviceInfo {
                     device_id: DeviceId::parse(&id)?,
-                    created_at,
+                    created_at: r.int(1)?,
                     email: d.email.clone(),
                     name: d.name.clone(),
                     instrument_model: d.instrument_model.clone(),
@@ -395,7 +432,9 @@ impl Store {
 
     /// Store an authenticated batch (its still-compressed plaintext) in one
     /// transaction, together with the `accepted` counter; a (device,
-    /// sequence) already present is left as it was and counted as `replay`.
+    /// sequence) already present is left as it was and counted as `replay`
+    /// (same content) or `sequence-conflict` (other content). Decided once
+    /// across every node that shares the database.
     pub fn insert_batch(
         &self,
         header: &EnvelopeHeader,
@@ -403,69 +442,62 @@ impl Store {
         record_count: usize,
     ) -> anyhow::Result<InsertOutcome> {
         let seq = seq_to_sql(header.sequence)?;
-        let blob = self.inner.key.seal(
-            &aad(
-                AAD_BATCH,
-                &[header.device.as_str().as_bytes(), header.stream.as_bytes()],
-                Some(header.sequence),
-            ),
-            compressed,
-        )?;
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        // A sequence whose batch was quarantined is taken (#18).
-        if crate::quarantine::holds(&tx, &header.device, seq)? {
-            bump(&tx, "sequence-conflict")?;
-            tx.commit()?;
-            return Ok(InsertOutcome::Conflict);
-        }
-        let n = tx.execute(
-            "INSERT OR IGNORE INTO batches(device_id, sequence, stream, received_at, record_count, sealed)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![
-                header.device.as_str(),
-                seq,
-                header.stream,
-                now(),
-                i64::try_from(record_count).unwrap_or(i64::MAX),
-                blob
-            ],
-        )?;
-        let outcome = if n == 1 {
-            InsertOutcome::Stored
-        } else {
-            // Same content (a retry whose ack was lost, or a replay)? Compare
-            // with what is stored, under the server key.
-            let stored: Vec<u8> = tx.query_row(
-                "SELECT sealed FROM batches WHERE device_id = ?1 AND sequence = ?2",
-                params![header.device.as_str(), seq],
-                |r| r.get(0),
-            )?;
-            let stored = self.inner.key.open(
-                &aad(
-                    AAD_BATCH,
-                    &[header.device.as_str().as_bytes(), header.stream.as_bytes()],
-                    Some(header.sequence),
-                ),
-                &stored,
-            );
-            match stored {
-                Ok(plain) if plain == compressed => InsertOutcome::Duplicate,
-                _ => InsertOutcome::Conflict,
+        let row_aad = aad(
+            AAD_BATCH,
+            &[header.device.as_str().as_bytes(), header.stream.as_bytes()],
+            Some(header.sequence),
+        );
+        let blob = self.inner.key.seal(&row_aad, compressed)?;
+        self.inner.db.write(|sql| {
+            sql.lock(&sequence_lock(&header.device, header.sequence))?;
+            // A sequence whose batch was quarantined is taken (#18).
+            if crate::quarantine::holds(sql, &header.device, seq)? {
+                bump(sql, "sequence-conflict")?;
+                return Ok(InsertOutcome::Conflict);
             }
-        };
-        let reason = match outcome {
-            InsertOutcome::Stored => "accepted",
-            InsertOutcome::Duplicate => "replay",
-            InsertOutcome::Conflict => "sequence-conflict",
-        };
-        bump(&tx, reason)?;
-        tx.commit()?;
-        Ok(outcome)
+            let n = sql.execute(
+                "INSERT INTO batches(device_id, sequence, stream, received_at, record_count, sealed)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
+                args![
+                    header.device.as_str(),
+                    seq,
+                    header.stream.as_str(),
+                    now(),
+                    count_to_sql(record_count),
+                    blob.as_slice()
+                ],
+            )?;
+            let outcome = if n == 1 {
+                InsertOutcome::Stored
+            } else {
+                // Same content (a retry whose ack was lost, or a replay)?
+                // Compare with what is stored, under the server key.
+                let stored = sql
+                    .query_one(
+                        "SELECT sealed FROM batches WHERE device_id = ?1 AND sequence = ?2",
+                        args![header.device.as_str(), seq],
+                    )?
+                    .blob(0)?;
+                match self.inner.key.open(&row_aad, &stored) {
+                    Ok(plain) if plain == compressed => InsertOutcome::Duplicate,
+                    _ => InsertOutcome::Conflict,
+                }
+            };
+            bump(
+                sql,
+                match outcome {
+                    InsertOutcome::Stored => "accepted",
+                    InsertOutcome::Duplicate => "replay",
+                    InsertOutcome::Conflict => "sequence-conflict",
+                },
+            )?;
+            Ok(outcome)
+        })
     }
 
     /// Record a heartbeat if its sequence is greater than the last accepted
-    /// one (counted `heartbeat`), else count `stale-heartbeat`.
+    /// one (counted `heartbeat`), else count `stale-heartbeat`. One
+    /// conditional statement, so two nodes cannot store an older one last.
     pub fn record_heartbeat(
         &self,
         header: &EnvelopeHeader,
@@ -477,58 +509,47 @@ impl Store {
             &aad(AAD_STATUS, &[header.device.as_str().as_bytes()], None),
             &json,
         )?;
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        let last: Option<i64> = tx
-            .query_row(
-                "SELECT last_sequence FROM device_status WHERE device_id = ?1",
-                [header.device.as_str()],
-                |r| r.get(0),
-            )
-            .optional()?;
-        if let Some(last) = last
-            && seq <= last
-        {
-            bump(&tx, "stale-heartbeat")?;
-            tx.commit()?;
-            return Ok(HeartbeatOutcome::Stale {
+        self.inner.db.write(|sql| {
+            let n = sql.execute(
+                "INSERT INTO device_status(device_id, last_sequence, last_seen, sealed)
+                 VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(device_id) DO UPDATE SET
+                   last_sequence = excluded.last_sequence,
+                   last_seen = excluded.last_seen,
+                   sealed = excluded.sealed
+                 WHERE device_status.last_sequence < excluded.last_sequence",
+                args![header.device.as_str(), seq, now(), blob],
+            )?;
+            if n == 1 {
+                bump(sql, "heartbeat")?;
+                return Ok(HeartbeatOutcome::Accepted);
+            }
+            let last = sql
+                .query_one(
+                    "SELECT last_sequence FROM device_status WHERE device_id = ?1",
+                    args![header.device.as_str()],
+                )?
+                .int(0)?;
+            bump(sql, "stale-heartbeat")?;
+            Ok(HeartbeatOutcome::Stale {
                 last: seq_from_sql(last),
-            });
-        }
-        tx.execute(
-            "INSERT INTO device_status(device_id, last_sequence, last_seen, sealed)
-             VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT(device_id) DO UPDATE SET
-               last_sequence = excluded.last_sequence,
-               last_seen = excluded.last_seen,
-               sealed = excluded.sealed",
-            params![header.device.as_str(), seq, now(), blob],
-        )?;
-        bump(&tx, "heartbeat")?;
-        tx.commit()?;
-        Ok(HeartbeatOutcome::Accepted)
+            })
+        })
     }
 
     /// Add one to the counter `reason`.
     pub fn count(&self, reason: &str) -> anyhow::Result<()> {
-        let conn = self.conn();
-        bump(&conn, reason)
+        self.inner.db.write(|sql| bump(sql, reason))
     }
 
     /// Add `n` to each counter `reason`, in one transaction.
     pub fn add_counts(&self, counts: &[(&str, u64)]) -> anyhow::Result<()> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        for (reason, n) in counts {
-            check_reason(reason)?;
-            tx.execute(
-                "INSERT INTO counters(reason, count) VALUES (?1, ?2)
-                 ON CONFLICT(reason) DO UPDATE SET count = count + excluded.count",
-                params![reason, i64::try_from(*n).unwrap_or(i64::MAX)],
-            )?;
-        }
-        tx.commit()?;
-        Ok(())
+        self.inner.db.write(|sql| {
+            for (reason, n) in counts {
+                add(sql, reason, i64::try_from(*n).unwrap_or(i64::MAX))?;
+            }
+            Ok(())
+        })
     }
 
     /// All counters (every known reason present, zero if never counted).
@@ -537,82 +558,75 @@ impl Store {
             .iter()
             .map(|r| ((*r).to_owned(), 0))
             .collect();
-        let conn = self.conn();
-        let mut st = conn.prepare("SELECT reason, count FROM counters")?;
-        for row in st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
-            let (k, v) = row?;
-            m.insert(k, u64::try_from(v).unwrap_or(0));
+        let rows = self
+            .inner
+            .db
+            .read(|sql| sql.query("SELECT reason, count FROM counters", &[]))?;
+        for r in rows {
+            m.insert(r.text(0)?, u64::try_from(r.int(1)?).unwrap_or(0));
         }
         Ok(m)
     }
 
     /// Keep `alerts` (in one transaction).
     pub fn add_alerts(&self, alerts: &[Alert]) -> anyhow::Result<()> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        {
-            let mut st = tx.prepare_cached(
-                "INSERT INTO alerts(at, kind, reason, source, device_id, block_secs)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )?;
+        self.inner.db.write(|sql| {
             for a in alerts {
-                st.execute(params![
-                    a.at,
-                    a.kind.as_str(),
-                    a.reason,
-                    a.source,
-                    a.device.as_ref().map(DeviceId::as_str),
-                    a.block_secs.map(|s| i64::try_from(s).unwrap_or(i64::MAX)),
-                ])?;
+                sql.execute(
+                    "INSERT INTO alerts(at, kind, reason, source, device_id, block_secs)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    args![
+                        a.at,
+                        a.kind.as_str(),
+                        a.reason.as_str(),
+                        a.source.as_str(),
+                        a.device.as_ref().map(DeviceId::as_str),
+                        a.block_secs.map(|s| i64::try_from(s).unwrap_or(i64::MAX)),
+                    ],
+                )?;
             }
-        }
-        tx.commit()?;
-        Ok(())
+            Ok(())
+        })
     }
 
     /// The latest `limit` alerts, oldest first.
     pub fn alerts(&self, limit: usize) -> anyhow::Result<Vec<Alert>> {
-        let conn = self.conn();
-        let mut st = conn.prepare(
-            "SELECT at, kind, reason, source, device_id, block_secs FROM alerts
-             ORDER BY id DESC LIMIT ?1",
-        )?;
-        let rows = st.query_map(params![i64::try_from(limit).unwrap_or(i64::MAX)], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, String>(3)?,
-                r.get::<_, Option<String>>(4)?,
-                r.get::<_, Option<i64>>(5)?,
-            ))
+        let rows = self.inner.db.read(|sql| {
+            sql.query(
+                "SELECT at, kind, reason, source, device_id, block_secs FROM alerts
+                 ORDER BY id DESC LIMIT ?1",
+                args![count_to_sql(limit)],
+            )
         })?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (at, kind, reason, source, device, block_secs) = row?;
-            out.push(Alert {
-                at,
-                kind: AlertKind::parse(&kind)
-                    .with_context(|| format!("unknown alert kind {kind:?} in the store"))?,
-                reason,
-                source,
-                device: device.as_deref().map(DeviceId::parse).transpose()?,
-                block_secs: block_secs.map(|s| u64::try_from(s).unwrap_or(0)),
-            });
-        }
+        let mut out = rows
+            .into_iter()
+            .map(|r| {
+                let kind = r.text(1)?;
+                Ok(Alert {
+                    at: r.int(0)?,
+                    kind: AlertKind::parse(&kind)
+                        .with_context(|| format!("unknown alert kind {kind:?} in the store"))?,
+                    reason: r.text(2)?,
+                    source: r.text(3)?,
+                    device: r.opt_text(4)?.as_deref().map(DeviceId::parse).transpose()?,
+                    block_secs: r.opt_int(5)?.map(|s| u64::try_from(s).unwrap_or(0)),
+                })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
         out.reverse();
         Ok(out)
     }
 
     /// How many alerts of each kind the store holds.
     pub fn alert_counts(&self) -> anyhow::Result<BTreeMap<AlertKind, u64>> {
-        let conn = self.conn();
-        let mut st = conn.prepare("SELECT kind, count(*) FROM alerts GROUP BY kind")?;
+        let rows = self
+            .inner
+            .db
+            .read(|sql| sql.query("SELECT kind, count(*) FROM alerts GROUP BY kind", &[]))?;
         let mut m = BTreeMap::new();
-        for row in st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
-            let (k, n) = row?;
-            if let Some(kind) = AlertKind::parse(&k) {
-                m.insert(kind, u64::try_from(n).unwrap_or(0));
+        for r in rows {
+            if let Some(kind) = AlertKind::parse(&r.text(0)?) {
+                m.insert(kind, u64::try_from(r.int(1)?).unwrap_or(0));
             }
         }
         Ok(m)
@@ -625,28 +639,26 @@ impl Store {
         device: Option<&DeviceId>,
         stream: Option<&str>,
     ) -> anyhow::Result<Vec<StoredBatch>> {
-        let rows: Vec<(String, i64, String, i64, Vec<u8>)> = {
-            let conn = self.conn();
-            let mut st = conn.prepare(
+        let rows = self.inner.db.read(|sql| {
+            sql.query(
                 "SELECT device_id, sequence, stream, received_at, sealed FROM batches
-                 WHERE (?1 IS NULL OR device_id = ?1) AND (?2 IS NULL OR stream = ?2)
+                 WHERE (CAST(?1 AS TEXT) IS NULL OR device_id = ?1)
+                   AND (CAST(?2 AS TEXT) IS NULL OR stream = ?2)
                  ORDER BY device_id, sequence",
-            )?;
-            st.query_map(params![device.map(DeviceId::as_str), stream], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
-            })?
-            .collect::<Result<_, _>>()?
-        };
+                args![device.map(DeviceId::as_str), stream],
+            )
+        })?;
         rows.into_iter()
-            .map(|(id, seq, stream, received_at, blob)| {
-                let sequence = seq_from_sql(seq);
+            .map(|r| {
+                let (id, stream) = (r.text(0)?, r.text(2)?);
+                let sequence = seq_from_sql(r.int(1)?);
                 let compressed = self.inner.key.open(
                     &aad(
                         AAD_BATCH,
                         &[id.as_bytes(), stream.as_bytes()],
                         Some(sequence),
                     ),
-                    &blob,
+                    &r.blob(4)?,
                 )?;
                 let plain = decompress_bounded(&compressed, MAX_PLAINTEXT_BYTES)?;
                 let body: BatchBody =
@@ -655,40 +667,32 @@ impl Store {
                     device: DeviceId::parse(&id)?,
                     stream,
                     sequence,
-                    received_at,
+                    received_at: r.int(3)?,
                     body,
                 })
             })
             .collect()
     }
 
-    /// Run `f` on the database connection (for the staff tables of
-    /// [`crate::staff`], kept in their own module).
-    pub(crate) fn with_conn<R>(&self, f: impl FnOnce(&Connection) -> R) -> R {
-        f(&self.conn())
-    }
-
     /// The last heartbeat of `device`, decrypted, if any.
     pub fn status(&self, device: &DeviceId) -> anyhow::Result<Option<DeviceStatus>> {
-        let row: Option<(i64, i64, Vec<u8>)> = self
-            .conn()
-            .query_row(
+        let row = self.inner.db.read(|sql| {
+            sql.query_opt(
                 "SELECT last_sequence, last_seen, sealed FROM device_status WHERE device_id = ?1",
-                [device.as_str()],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                args![device.as_str()],
             )
-            .optional()?;
-        let Some((seq, last_seen, blob)) = row else {
+        })?;
+        let Some(r) = row else {
             return Ok(None);
         };
-        let plain = self
-            .inner
-            .key
-            .open(&aad(AAD_STATUS, &[device.as_str().as_bytes()], None), &blob)?;
+        let plain = self.inner.key.open(
+            &aad(AAD_STATUS, &[device.as_str().as_bytes()], None),
+            &r.blob(2)?,
+        )?;
         Ok(Some(DeviceStatus {
             device: device.clone(),
-            last_sequence: seq_from_sql(seq),
-            last_seen,
+            last_sequence: seq_from_sql(r.int(0)?),
+            last_seen: r.int(1)?,
             heartbeat: serde_json::from_slice(&plain).context("stored heartbeat JSON")?,
         }))
     }
@@ -701,12 +705,16 @@ fn check_reason(reason: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub(crate) fn bump(conn: &Connection, reason: &str) -> anyhow::Result<()> {
+pub(crate) fn bump(sql: &mut dyn Sql, reason: &str) -> anyhow::Result<()> {
+    add(sql, reason, 1)
+}
+
+fn add(sql: &mut dyn Sql, reason: &str, n: i64) -> anyhow::Result<()> {
     check_reason(reason)?;
-    conn.execute(
-        "INSERT INTO counters(reason, count) VALUES (?1, 1)
-         ON CONFLICT(reason) DO UPDATE SET count = count + 1",
-        [reason],
+    sql.execute(
+        "INSERT INTO counters(reason, count) VALUES (?1, ?2)
+         ON CONFLICT(reason) DO UPDATE SET count = counters.count + excluded.count",
+        args![reason, n],
     )?;
     Ok(())
 }

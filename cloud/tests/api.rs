@@ -24,6 +24,12 @@ mod scan;
 
 #[path = "api/defence.rs"]
 mod defence;
+#[cfg(unix)]
+#[path = "api/pg.rs"]
+mod pg;
+#[cfg(unix)]
+#[path = "api/postgres.rs"]
+mod postgres;
 #[path = "api/staff.rs"]
 mod staff;
 
@@ -153,16 +159,7 @@ impl Fixture {
     }
 
     async fn enroll_with(&self, key: &DeviceKey, token: Option<&str>) -> (StatusCode, Vec<u8>) {
-        let req = EnrollRequest {
-            email: EMAIL.into(),
-            name: NAME.into(),
-            instrument_model: MODEL.into(),
-            instrument_id: INSTRUMENT_ID.into(),
-            serial: SERIAL.into(),
-            device_key: key.to_hex(),
-            enrollment_token: token.map(str::to_owned),
-        };
-        self.post(ENROLL_PATH, serde_json::to_vec(&req).unwrap())
+        self.post(ENROLL_PATH, hardening::enroll_body(key, token))
             .await
     }
 
@@ -597,21 +594,12 @@ async fn restart_on_same_data_dir_keeps_everything_readable() {
 async fn tls12_client_connects_and_plain_http_fails() {
     let fx = start().await;
     let key = DeviceKey::generate();
-    let req = EnrollRequest {
-        email: EMAIL.into(),
-        name: NAME.into(),
-        instrument_model: MODEL.into(),
-        instrument_id: INSTRUMENT_ID.into(),
-        serial: SERIAL.into(),
-        device_key: key.to_hex(),
-        enrollment_token: Some(TOKEN.into()),
-    };
     let (s, _, v) = post_with(
         &fx.pki.ca_cert_pem,
         fx.addr(),
         ENROLL_PATH,
         "application/json",
-        serde_json::to_vec(&req).unwrap(),
+        hardening::enroll_body(&key, Some(TOKEN)),
         true,
     )
     .await;

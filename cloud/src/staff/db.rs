@@ -1,12 +1,12 @@
-//! The staff tables, in the store's database file: each device's region and
-//! the staff audit. Kept apart from `store.rs`; reached through
-//! [`Store::with_conn`].
+//! The staff tables, in the store's database: each device's region and
+//! the staff audit. Kept apart from `store.rs`; reached through the
+//! store's [`crate::db::Db`].
 
 use anyhow::Context;
 use outpost_protocol::DeviceId;
-use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 
+use crate::db::args;
 use crate::store::Store;
 
 /// The region a device gets at enrolment when the server names none
@@ -16,28 +16,21 @@ pub const DEFAULT_REGION: &str = "default";
 /// Longest region name.
 pub const MAX_REGION_CHARS: usize = 64;
 
-/// Create the staff tables if they are missing.
-pub(crate) fn ensure_schema(store: &Store) -> anyhow::Result<()> {
-    store.with_conn(|c| {
-        c.execute_batch(
-            "CREATE TABLE IF NOT EXISTS device_region(
-                 device_id TEXT PRIMARY KEY NOT NULL,
-                 region TEXT NOT NULL);
-             CREATE TABLE IF NOT EXISTS staff_audit(
-                 id INTEGER PRIMARY KEY AUTOINCREMENT,
-                 at INTEGER NOT NULL,
-                 issuer TEXT,
-                 subject TEXT,
-                 action TEXT NOT NULL,
-                 route TEXT NOT NULL,
-                 device TEXT,
-                 peer TEXT NOT NULL,
-                 outcome TEXT NOT NULL,
-                 detail TEXT);",
-        )
-        .context("creating the staff tables")
-    })
-}
+/// The staff tables (created by [`Store::open_with`]).
+pub(crate) const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS device_region(
+         device_id TEXT PRIMARY KEY NOT NULL,
+         region TEXT NOT NULL);
+     CREATE TABLE IF NOT EXISTS staff_audit(
+         id INTEGER PRIMARY KEY AUTOINCREMENT,
+         at INTEGER NOT NULL,
+         issuer TEXT,
+         subject TEXT,
+         action TEXT NOT NULL,
+         route TEXT NOT NULL,
+         device TEXT,
+         peer TEXT NOT NULL,
+         outcome TEXT NOT NULL,
+         detail TEXT);";
 
 /// Check a region name: 1 to [`MAX_REGION_CHARS`] of `[A-Za-z0-9._-]`.
 pub fn check_region(region: &str) -> anyhow::Result<()> {
@@ -57,30 +50,33 @@ pub fn check_region(region: &str) -> anyhow::Result<()> {
 /// Set (or change) the region of `device`.
 pub fn set_region(store: &Store, device: &DeviceId, region: &str) -> anyhow::Result<()> {
     check_region(region)?;
-    ensure_schema(store)?;
-    store.with_conn(|c| {
-        c.execute(
-            "INSERT INTO device_region(device_id, region) VALUES (?1, ?2)
-             ON CONFLICT(device_id) DO UPDATE SET region = excluded.region",
-            params![device.as_str(), region],
-        )
-        .with_context(|| format!("setting the region of device {device}"))
-    })?;
+    store
+        .db()
+        .write(|sql| {
+            sql.execute(
+                "INSERT INTO device_region(device_id, region) VALUES (?1, ?2)
+                 ON CONFLICT(device_id) DO UPDATE SET region = excluded.region",
+                args![device.as_str(), region],
+            )
+        })
+        .with_context(|| format!("setting the region of device {device}"))?;
     Ok(())
 }
 
 /// The region of `device`; `None` when it has none (then no staff member
 /// sees it).
 pub fn region_of(store: &Store, device: &DeviceId) -> anyhow::Result<Option<String>> {
-    store.with_conn(|c| {
-        c.query_row(
-            "SELECT region FROM device_region WHERE device_id = ?1",
-            [device.as_str()],
-            |r| r.get(0),
-        )
-        .optional()
+    store
+        .db()
+        .read(|sql| {
+            sql.query_opt(
+                "SELECT region FROM device_region WHERE device_id = ?1",
+                args![device.as_str()],
+            )?
+            .map(|r| r.text(0))
+            .transpose()
+        })
         .context("reading a device's region")
-    })
 }
 
 /// One row of the staff audit.
@@ -116,44 +112,55 @@ pub(crate) fn audit(store: &Store, e: &AuditEntry) -> anyhow::Result<()> {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
         .unwrap_or(0);
-    store.with_conn(|c| {
-        c.execute(
-            "INSERT INTO staff_audit(at, issuer, subject, action, route, device, peer, outcome, detail)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            params![
-                at, e.issuer, e.subject, e.action, e.route, e.device, e.peer, e.outcome, e.detail
-            ],
-        )
-        .context("writing the staff audit")
-    })?;
+    store
+        .db()
+        .write(|sql| {
+            sql.execute(
+                "INSERT INTO staff_audit(at, issuer, subject, action, route, device, peer, outcome, detail)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                args![
+                    at,
+                    e.issuer.as_deref(),
+                    e.subject.as_deref(),
+                    e.action.as_str(),
+                    e.route.as_str(),
+                    e.device.as_deref(),
+                    e.peer.as_str(),
+                    e.outcome.as_str(),
+                    e.detail.as_deref()
+                ],
+            )
+        })
+        .context("writing the staff audit")?;
     Ok(())
 }
 
 /// Every audit row, oldest first.
 pub fn audit_entries(store: &Store) -> anyhow::Result<Vec<AuditEntry>> {
-    ensure_schema(store)?;
-    store.with_conn(|c| {
-        let mut st = c.prepare(
-            "SELECT id, at, issuer, subject, action, route, device, peer, outcome, detail
-             FROM staff_audit ORDER BY id",
-        )?;
-        let rows = st
-            .query_map([], |r| {
-                Ok(AuditEntry {
-                    id: r.get(0)?,
-                    at: r.get(1)?,
-                    issuer: r.get(2)?,
-                    subject: r.get(3)?,
-                    action: r.get(4)?,
-                    route: r.get(5)?,
-                    device: r.get(6)?,
-                    peer: r.get(7)?,
-                    outcome: r.get(8)?,
-                    detail: r.get(9)?,
-                })
-            })?
-            .collect::<Result<Vec<_>, _>>()
-            .context("reading the staff audit")?;
-        Ok(rows)
-    })
+    let rows = store
+        .db()
+        .read(|sql| {
+            sql.query(
+                "SELECT id, at, issuer, subject, action, route, device, peer, outcome, detail
+                 FROM staff_audit ORDER BY id",
+                &[],
+            )
+        })
+        .context("reading the staff audit")?;
+    rows.into_iter()
+        .map(|r| {
+            Ok(AuditEntry {
+                id: r.int(0)?,
+                at: r.int(1)?,
+                issuer: r.opt_text(2)?,
+                subject: r.opt_text(3)?,
+                action: r.text(4)?,
+                route: r.text(5)?,
+                device: r.opt_text(6)?,
+                peer: r.text(7)?,
+                outcome: r.text(8)?,
+                detail: r.opt_text(9)?,
+            })
+        })
+        .collect()
 }

@@ -13,7 +13,7 @@ use axum::body::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::rt::TokioIo;
 use openidconnect::{AsyncHttpClient, HttpRequest, HttpResponse};
-use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
+use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
@@ -58,27 +58,7 @@ impl ProviderHttp {
     /// A client trusting the public web roots plus the CA certificates in
     /// `extra_ca_pem` (for a provider under a private CA).
     pub fn new(extra_ca_pem: Option<&str>) -> anyhow::Result<ProviderHttp> {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        if let Some(pem) = extra_ca_pem {
-            let mut n = 0;
-            for c in CertificateDer::pem_slice_iter(pem.as_bytes()) {
-                let c = c.map_err(|e| anyhow::anyhow!("reading the provider CA PEM: {e}"))?;
-                roots
-                    .add(c)
-                    .map_err(|e| anyhow::anyhow!("provider CA certificate: {e}"))?;
-                n += 1;
-            }
-            if n == 0 {
-                anyhow::bail!("no certificate in the provider CA file");
-            }
-        }
-        let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        let cfg = crate::pki::client_tls(extra_ca_pem, "provider")?;
         Ok(ProviderHttp {
             tls: TlsConnector::from(Arc::new(cfg)),
         })

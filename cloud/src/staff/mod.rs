@@ -201,8 +201,6 @@ pub(crate) fn router(
         ClientSecret::new(cfg.client_secret.to_string()),
         redirect,
     );
-    db::ensure_schema(&store)?;
-    newloc::ensure_schema(&store)?;
     let staff = Staff {
         store,
         oidc: Arc::new(oidc),

@@ -15,11 +15,11 @@ use lettre::message::header::ContentType;
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
-use rusqlite::params;
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
 use super::oidc::Identity;
+use crate::db::args;
 use crate::store::Store;
 
 /// How long a held sign-in waits for its link.
@@ -76,20 +76,14 @@ pub fn agent_digest(user_agent: &str) -> String {
     hex::encode(Sha256::digest(user_agent.as_bytes()))
 }
 
-pub(crate) fn ensure_schema(store: &Store) -> anyhow::Result<()> {
-    store.with_conn(|c| {
-        c.execute_batch(
-            "CREATE TABLE IF NOT EXISTS staff_known_location(
-                 issuer TEXT NOT NULL,
-                 subject TEXT NOT NULL,
-                 kind TEXT NOT NULL CHECK (kind IN ('network', 'agent')),
-                 value TEXT NOT NULL,
-                 first_seen INTEGER NOT NULL,
-                 PRIMARY KEY (issuer, subject, kind, value));",
-        )
-        .context("creating the staff location table")
-    })
-}
+/// The table of known locations (created by [`Store::open_with`]).
+pub(crate) const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS staff_known_location(
+         issuer TEXT NOT NULL,
+         subject TEXT NOT NULL,
+         kind TEXT NOT NULL CHECK (kind IN ('network', 'agent')),
+         value TEXT NOT NULL,
+         first_seen INTEGER NOT NULL,
+         PRIMARY KEY (issuer, subject, kind, value));";
 
 /// Whether the account used both this network and this user agent before.
 pub(crate) fn is_known(
@@ -98,16 +92,18 @@ pub(crate) fn is_known(
     network: &str,
     agent: &str,
 ) -> anyhow::Result<bool> {
-    store.with_conn(|c| {
-        let n: i64 = c.query_row(
-            "SELECT COUNT(*) FROM staff_known_location
-             WHERE issuer = ?1 AND subject = ?2
-               AND ((kind = 'network' AND value = ?3) OR (kind = 'agent' AND value = ?4))",
-            params![who.issuer, who.subject, network, agent],
-            |r| r.get(0),
-        )?;
-        Ok(n == 2)
-    })
+    let n = store
+        .db()
+        .read(|sql| {
+            sql.query_one(
+                "SELECT COUNT(*) FROM staff_known_location
+                 WHERE issuer = ?1 AND subject = ?2
+                   AND ((kind = 'network' AND value = ?3) OR (kind = 'agent' AND value = ?4))",
+                args![who.issuer.as_str(), who.subject.as_str(), network, agent],
+            )
+        })?
+        .int(0)?;
+    Ok(n == 2)
 }
 
 /// Remember this network and user agent for the account.
@@ -121,15 +117,15 @@ pub(crate) fn remember(
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
         .unwrap_or(0);
-    store.with_conn(|c| {
+    store.db().write(|sql| {
         for (kind, value) in [("network", network), ("agent", agent)] {
-            c.execute(
-                "INSERT OR IGNORE INTO staff_known_location(issuer, subject, kind, value, first_seen)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![who.issuer, who.subject, kind, value, now],
+            sql.execute(
+                "INSERT INTO staff_known_location(issuer, subject, kind, value, first_seen)
+                 VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING",
+                args![who.issuer.as_str(), who.subject.as_str(), kind, value, now],
             )?;
         }
-        anyhow::Ok(())
+        Ok(())
     })
 }
 
