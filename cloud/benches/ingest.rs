@@ -18,8 +18,8 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use outpost_cloud::{
-    DatabaseConfig, DefenceConfig, Enrollment, EnrollmentToken, PostgresConfig, RunningServer,
-    Server, ServerConfig, TestPki,
+    DatabaseConfig, DefenceConfig, Enrollment, EnrollmentToken, RunningServer, Server,
+    ServerConfig, TestPki,
 };
 use outpost_protocol::*;
 use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
@@ -225,6 +225,8 @@ fn main() {
     let pg = pg::PgServer::start("ingest bench", pg::Durability::Full);
     #[cfg(not(unix))]
     let pg: Option<()> = None;
+    // The PostgreSQL rows are added on Unix only (the bench starts a Linux server).
+    #[cfg_attr(not(unix), allow(unused_mut))]
     let mut setups = vec![
         (
             "SQLite",
@@ -245,7 +247,7 @@ fn main() {
     if let Some(pg) = &pg {
         for (name, nodes) in [("PostgreSQL, 1 node", 1), ("PostgreSQL, 2 nodes", 2)] {
             let url = pg.database(if nodes == 1 { "one" } else { "two" });
-            let database = DatabaseConfig::Postgres(PostgresConfig {
+            let database = DatabaseConfig::Postgres(outpost_cloud::PostgresConfig {
                 url: url.into(),
                 pool_size: 16,
                 ca_pem: None,
