@@ -309,6 +309,7 @@ impl Store {
                 crate::quarantine::SCHEMA,
                 crate::staff::db::SCHEMA,
                 crate::staff::newloc::SCHEMA,
+                crate::staff::shared::SCHEMA,
             ] {
                 sql.batch(&dialect.ddl(ddl))?;
             }

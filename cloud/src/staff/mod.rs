@@ -8,8 +8,8 @@
 //!   token and authorises from its claims (support role, region(s),
 //!   privacy training; a missing or false claim is a `403` naming it).
 //! * Session: a random opaque id in a `__Host-` cookie (`Secure; HttpOnly;
-//!   SameSite=Strict`), the session kept in server memory with an expiry;
-//!   `POST /staff/logout` ends it.
+//!   SameSite=Strict`), the session kept sealed in the database with an
+//!   expiry ([`shared`]: every node sees it); `POST /staff/logout` ends it.
 //! * Data: `GET /staff/devices` (device id, model, instrument id, region,
 //!   last seen: no contact data, no serial), `GET
 //!   /staff/devices/{id}/batches`, `GET /staff/devices/{id}/status`. A
@@ -23,11 +23,12 @@ pub mod db;
 pub mod http;
 pub mod newloc;
 pub mod oidc;
+pub(crate) mod shared;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -45,6 +46,7 @@ use crate::server::Peer;
 use crate::store::Store;
 use db::AuditEntry;
 use oidc::{ClaimNames, Expected, Identity, Oidc, Pending, SignInError};
+use shared::Kind;
 
 pub use db::{DEFAULT_REGION, audit_entries, region_of, set_region};
 
@@ -123,11 +125,12 @@ impl StaffConfig {
     }
 }
 
+#[derive(Serialize, Deserialize)]
 struct Session {
     identity: Identity,
-    expires: Instant,
 }
 
+#[derive(Serialize, Deserialize)]
 struct PendingLogin {
     pending: Pending,
     /// SHA-256 of the login cookie's value.
@@ -139,13 +142,8 @@ struct Staff {
     store: Store,
     oidc: Arc<Oidc>,
     session_ttl: Duration,
-    pending: Arc<Mutex<HashMap<String, PendingLogin>>>,
-    /// By SHA-256 of the session id.
-    sessions: Arc<Mutex<HashMap<[u8; 32], Session>>>,
     /// The new-location check's mail settings, if on.
     mail: Option<Arc<newloc::MailConfig>>,
-    /// Sign-ins held for their e-mail link, by SHA-256 of its token.
-    held: Arc<Mutex<HashMap<[u8; 32], Held>>>,
     /// This server's public base URL.
     base_url: String,
     /// Sign-in rates and strikes.
@@ -205,10 +203,7 @@ pub(crate) fn router(
         store,
         oidc: Arc::new(oidc),
         session_ttl: cfg.session_ttl,
-        pending: Arc::default(),
-        sessions: Arc::default(),
         mail: cfg.new_location.clone().map(Arc::new),
-        held: Arc::default(),
         base_url: cfg.base_url.clone(),
         guard,
     };
@@ -307,25 +302,30 @@ impl Staff {
     }
 
     /// The signed-in staff member, or the `401`.
-    fn session(&self, headers: &HeaderMap) -> Result<Identity, Box<Response>> {
+    async fn session(&self, headers: &HeaderMap) -> Result<Identity, Box<Response>> {
         let unauth = || {
             Box::new(json_error(
                 StatusCode::UNAUTHORIZED,
                 "no staff session: sign in at /staff/login",
             ))
         };
-        let id = cookie(headers, SESSION_COOKIE).ok_or_else(unauth)?;
-        let key = digest(id);
-        let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
-        match sessions.get(&key) {
-            Some(s) if s.expires > Instant::now() => Ok(s.identity.clone()),
-            Some(_) => {
-                sessions.remove(&key);
-                Err(Box::new(json_error(
-                    StatusCode::UNAUTHORIZED,
-                    "the staff session expired: sign in again at /staff/login",
-                )))
-            }
+        let key = digest(cookie(headers, SESSION_COOKIE).ok_or_else(unauth)?);
+        let store = self.store.clone();
+        let found = blocking(move || shared::get::<Session>(&store, Kind::Session, &key))
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "reading a staff session failed");
+                Box::new(json_error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the store is unavailable",
+                ))
+            })?;
+        match found {
+            Some(Ok(s)) => Ok(s.identity),
+            Some(Err(shared::Expired)) => Err(Box::new(json_error(
+                StatusCode::UNAUTHORIZED,
+                "the staff session expired: sign in again at /staff/login",
+            ))),
             None => Err(unauth()),
         }
     }
@@ -392,23 +392,34 @@ async fn login(State(st): State<Staff>, Query(q): Query<LoginQuery>) -> Response
         }
     };
     let browser = random_token();
-    {
-        let mut p = st.pending.lock().unwrap_or_else(|p| p.into_inner());
-        let ttl = Duration::from_secs(LOGIN_TTL_SECS);
-        p.retain(|_, v| v.pending.started.elapsed() < ttl);
-        if p.len() >= MAX_PENDING_LOGINS {
+    let (store, key) = (st.store.clone(), digest(&state));
+    let login = PendingLogin {
+        pending,
+        browser: digest(&browser),
+    };
+    let kept = blocking(move || {
+        shared::put(
+            &store,
+            Kind::Login,
+            &key,
+            LOGIN_TTL_SECS,
+            &login,
+            MAX_PENDING_LOGINS,
+        )
+    })
+    .await;
+    match kept {
+        Ok(true) => {}
+        Ok(false) => {
             return json_error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "too many sign-ins in progress; retry later",
             );
         }
-        p.insert(
-            state,
-            PendingLogin {
-                pending,
-                browser: digest(&browser),
-            },
-        );
+        Err(e) => {
+            tracing::error!(error = %e, "keeping a staff sign-in failed");
+            return json_error(StatusCode::SERVICE_UNAVAILABLE, "the store is unavailable");
+        }
     }
     let mut r = (StatusCode::SEE_OTHER, [(header::LOCATION, url.to_string())]).into_response();
     if let Ok(v) = HeaderValue::from_str(&format!(
@@ -519,28 +530,29 @@ async fn start_session(
     detail: Option<String>,
 ) -> Response {
     let id = random_token();
-    let admitted = {
-        let mut s = st.sessions.lock().unwrap_or_else(|p| p.into_inner());
-        let now = Instant::now();
-        s.retain(|_, v| v.expires > now);
-        if s.len() >= MAX_SESSIONS {
-            false
-        } else {
-            s.insert(
-                digest(&id),
-                Session {
-                    identity: identity.clone(),
-                    expires: now + st.session_ttl,
-                },
+    let (store, key, session) = (
+        st.store.clone(),
+        digest(&id),
+        Session {
+            identity: identity.clone(),
+        },
+    );
+    let ttl = st.session_ttl.as_secs();
+    let admitted =
+        blocking(move || shared::put(&store, Kind::Session, &key, ttl, &session, MAX_SESSIONS))
+            .await;
+    match admitted {
+        Ok(true) => {}
+        Ok(false) => {
+            return json_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too many staff sessions; retry later",
             );
-            true
         }
-    };
-    if !admitted {
-        return json_error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "too many staff sessions; retry later",
-        );
+        Err(e) => {
+            tracing::error!(error = %e, "keeping a staff session failed");
+            return json_error(StatusCode::SERVICE_UNAVAILABLE, "the store is unavailable");
+        }
     }
     if let Err(r) = st
         .audit(AuditEntry {
@@ -549,10 +561,10 @@ async fn start_session(
         })
         .await
     {
-        st.sessions
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&digest(&id));
+        let store = st.store.clone();
+        if let Err(e) = blocking(move || shared::remove(&store, Kind::Session, &key)).await {
+            tracing::error!(error = %e, "removing an unaudited staff session failed");
+        }
         return r;
     }
     tracing::info!(%peer, "staff sign-in");
@@ -572,13 +584,13 @@ async fn start_session(
 }
 
 /// A sign-in held for its e-mail confirmation.
+#[derive(Serialize, Deserialize)]
 struct Held {
     identity: Identity,
     network: String,
     agent: String,
     /// SHA-256 of the hold cookie's value.
     browser: [u8; 32],
-    started: Instant,
 }
 
 fn user_agent(headers: &HeaderMap) -> String {
@@ -630,33 +642,43 @@ async fn check_location(
     };
     let token = random_token();
     let browser = random_token();
-    {
-        let mut h = st.held.lock().unwrap_or_else(|p| p.into_inner());
-        let ttl = Duration::from_secs(newloc::HOLD_TTL_SECS);
-        h.retain(|_, v| v.started.elapsed() < ttl);
-        if h.len() >= MAX_PENDING_LOGINS {
+    let (store, key) = (st.store.clone(), digest(&token));
+    let held = Held {
+        identity: identity.clone(),
+        network: network.clone(),
+        agent,
+        browser: digest(&browser),
+    };
+    let kept = blocking(move || {
+        shared::put(
+            &store,
+            Kind::Held,
+            &key,
+            newloc::HOLD_TTL_SECS,
+            &held,
+            MAX_PENDING_LOGINS,
+        )
+    })
+    .await;
+    match kept {
+        Ok(true) => {}
+        Ok(false) => {
             return json_error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "too many sign-ins waiting for confirmation; retry later",
             );
         }
-        h.insert(
-            digest(&token),
-            Held {
-                identity: identity.clone(),
-                network: network.clone(),
-                agent,
-                browser: digest(&browser),
-                started: Instant::now(),
-            },
-        );
+        Err(e) => {
+            tracing::error!(error = %e, "keeping a held staff sign-in failed");
+            return json_error(StatusCode::SERVICE_UNAVAILABLE, "the store is unavailable");
+        }
     }
     let link = format!("{}/staff/confirm?token={token}", st.base_url);
     if let Err(e) = newloc::send_link(mail, &email, &link, &network).await {
-        st.held
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&digest(&token));
+        let store = st.store.clone();
+        if let Err(e) = blocking(move || shared::remove(&store, Kind::Held, &key)).await {
+            tracing::error!(error = %e, "removing a held staff sign-in failed");
+        }
         tracing::error!(error = %format!("{e:#}"), "sending the sign-in confirmation failed");
         if let Err(r) = st
             .audit(refuse("the confirmation mail could not be sent"))
@@ -707,17 +729,21 @@ async fn confirm(
     Query(q): Query<ConfirmQuery>,
 ) -> Response {
     const ROUTE: &str = "/staff/confirm";
-    // Taken out whatever happens next: a link works once.
-    let held = q.token.as_deref().and_then(|t| {
-        st.held
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&digest(t))
-    });
-    let ok = held.filter(|h| {
-        h.started.elapsed() < Duration::from_secs(newloc::HOLD_TTL_SECS)
-            && cookie(&headers, HOLD_COOKIE).is_some_and(|c| digest(c) == h.browser)
-    });
+    // Taken out whatever happens next: a link works once, on any node.
+    let held = match q.token.as_deref() {
+        None => None,
+        Some(t) => {
+            let (store, key) = (st.store.clone(), digest(t));
+            match blocking(move || shared::take::<Held>(&store, Kind::Held, &key)).await {
+                Ok(h) => h,
+                Err(e) => {
+                    tracing::error!(error = %e, "reading a held staff sign-in failed");
+                    return json_error(StatusCode::SERVICE_UNAVAILABLE, "the store is unavailable");
+                }
+            }
+        }
+    };
+    let ok = held.filter(|h| cookie(&headers, HOLD_COOKIE).is_some_and(|c| digest(c) == h.browser));
     let Some(h) = ok else {
         let why = "the confirmation link is wrong, expired, already used or not this browser's";
         tracing::warn!(%peer, "staff sign-in confirmation refused");
@@ -759,17 +785,22 @@ async fn finish_sign_in(
     q: &CallbackQuery,
 ) -> Result<Identity, (Option<Identity>, SignInError)> {
     let state = q.state.as_deref().ok_or((None, SignInError::State))?;
-    // The state is taken out whatever happens next: it is used once.
-    let pending = st
-        .pending
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .remove(state)
+    // The state is taken out whatever happens next: it is used once, on
+    // any node.
+    let (store, key) = (st.store.clone(), digest(state));
+    let pending = blocking(move || shared::take::<PendingLogin>(&store, Kind::Login, &key))
+        .await
+        .map_err(|e| {
+            (
+                None,
+                SignInError::Provider(format!("the store is unavailable: {e}")),
+            )
+        })?
         .ok_or((None, SignInError::State))?;
     // Both sides are SHA-256 digests: comparing them leaks nothing of the
     // cookie.
     let browser_ok = cookie(headers, LOGIN_COOKIE).is_some_and(|c| digest(c) == pending.browser);
-    if !browser_ok || pending.pending.started.elapsed() > Duration::from_secs(LOGIN_TTL_SECS) {
+    if !browser_ok {
         return Err((None, SignInError::State));
     }
     if let Some(err) = &q.error {
@@ -791,15 +822,16 @@ async fn logout(
     Extension(Peer(peer)): Extension<Peer>,
     headers: HeaderMap,
 ) -> Response {
-    let who = match st.session(&headers) {
+    let who = match st.session(&headers).await {
         Ok(w) => w,
         Err(r) => return *r,
     };
     if let Some(id) = cookie(&headers, SESSION_COOKIE) {
-        st.sessions
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&digest(id));
+        let (store, key) = (st.store.clone(), digest(id));
+        if let Err(e) = blocking(move || shared::remove(&store, Kind::Session, &key)).await {
+            tracing::error!(error = %e, "ending a staff session failed");
+            return json_error(StatusCode::SERVICE_UNAVAILABLE, "the store is unavailable");
+        }
     }
     if let Err(r) = st
         .audit(st.entry(Some(&who), "sign-out", "/staff/logout", peer, "ok"))
@@ -837,7 +869,7 @@ async fn list_devices(
     Extension(Peer(peer)): Extension<Peer>,
     headers: HeaderMap,
 ) -> Response {
-    let who = match st.session(&headers) {
+    let who = match st.session(&headers).await {
         Ok(w) => w,
         Err(r) => return *r,
     };
@@ -909,7 +941,7 @@ async fn read_device(
     action: &str,
     what: &str,
 ) -> Response {
-    let who = match st.session(&headers) {
+    let who = match st.session(&headers).await {
         Ok(w) => w,
         Err(r) => return *r,
     };

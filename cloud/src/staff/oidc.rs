@@ -137,7 +137,7 @@ pub enum SignInError {
 }
 
 /// Who signed in and what they may see.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Identity {
     /// The provider's issuer URL.
     pub issuer: String,
@@ -235,12 +235,20 @@ pub fn validate_id_token(
     })
 }
 
-/// A sign-in started and not finished: kept by the server, found by state.
+/// A sign-in started and not finished: kept by the server (sealed in the
+/// shared `staff_state` table), found by state.
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct Pending {
     verifier: String,
-    nonce: Nonce,
-    /// When it was started.
-    pub started: Instant,
+    nonce: String,
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        use zeroize::Zeroize;
+        self.verifier.zeroize();
+        self.nonce.zeroize();
+    }
 }
 
 /// The OpenID provider as this server uses it.
@@ -322,8 +330,7 @@ impl Oidc {
             state.secret().clone(),
             Pending {
                 verifier: verifier.secret().clone(),
-                nonce,
-                started: Instant::now(),
+                nonce: nonce.secret().clone(),
             },
         ))
     }
@@ -346,7 +353,7 @@ impl Oidc {
             token,
             &self.expected,
             jwks,
-            &pending.nonce,
+            &Nonce::new(pending.nonce.clone()),
             chrono::Utc::now(),
         )
     }

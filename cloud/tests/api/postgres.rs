@@ -380,7 +380,14 @@ fn spawn_node(dir: &Path, url_file: &Path) -> Node {
 /// A TCP load balancer on loopback: each connection goes to the next node
 /// in turn, skipping nodes that refuse the connection.
 async fn balancer(nodes: Vec<SocketAddr>) -> (SocketAddr, std::sync::Arc<[AtomicUsize; 2]>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    balancer_on(TcpListener::bind("127.0.0.1:0").await.unwrap(), nodes)
+}
+
+/// [`balancer`] on a listener bound before the nodes started.
+fn balancer_on(
+    listener: TcpListener,
+    nodes: Vec<SocketAddr>,
+) -> (SocketAddr, std::sync::Arc<[AtomicUsize; 2]>) {
     let addr = listener.local_addr().unwrap();
     let served = std::sync::Arc::new([AtomicUsize::new(0), AtomicUsize::new(0)]);
     let counts = std::sync::Arc::clone(&served);
@@ -545,4 +552,105 @@ async fn try_post(ca: &str, addr: SocketAddr, env: Vec<u8>) -> Option<StatusCode
     .ok()?
     .ok()?;
     Some(s)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_staff_sign_in_and_session_span_the_nodes_behind_the_balancer() {
+    let Some(pg) = PgServer::start("staff across nodes", Durability::Off) else {
+        return;
+    };
+    let url = pg.database("staffnodes");
+    // The balancer's address is the staff base URL: the provider sends the
+    // browser back there, to whichever node the balancer picks.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("https://{}", listener.local_addr().unwrap());
+    let Some(provider) = super::staff::Provider::start(&format!("{base}/staff/callback"), &[])
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let pki = TestPki::generate(&["localhost", "127.0.0.1"]).unwrap();
+    let mut nodes = Vec::new();
+    for _ in 0..2 {
+        let mut cfg = config(&pki, &dir.path().join("data"));
+        cfg.database = pg_config(&url);
+        cfg.region = "eu".into();
+        cfg.staff = Some(outpost_cloud::StaffConfig::new(
+            &provider.issuer,
+            super::staff::CLIENT_ID,
+            super::staff::CLIENT_SECRET,
+            &base,
+        ));
+        nodes.push(Server::start(cfg).await.unwrap());
+    }
+    let (_, served) = balancer_on(listener, vec![nodes[0].addr(), nodes[1].addr()]);
+    let key = DeviceKey::generate();
+    let (s, body, _) = post_with(
+        &pki.ca_cert_pem,
+        nodes[1].addr(),
+        ENROLL_PATH,
+        "application/json",
+        super::hardening::enroll_body(&key, Some(TOKEN)),
+        false,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    let dev = serde_json::from_slice::<EnrollResponse>(&body)
+        .unwrap()
+        .device_id;
+
+    // Every request of the browser is a new connection: the balancer
+    // alternates nodes, so the sign-in starts on one and its callback lands
+    // on the other.
+    let mut alice = super::staff::Browser::new(&pki.ca_cert_pem);
+    let (r, _) = alice
+        .follow(&format!("{base}/staff/login?login_hint=alice"), None)
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let authority = base.trim_start_matches("https://").to_owned();
+    let session = alice.jar[&authority][outpost_cloud::staff::SESSION_COOKIE].clone();
+    for _ in 0..4 {
+        let r = alice.get(&format!("{base}/staff/devices")).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+        assert!(r.text().contains(dev.as_str()), "{}", r.text());
+    }
+    let (a, b) = (
+        served[0].load(Ordering::Relaxed),
+        served[1].load(Ordering::Relaxed),
+    );
+    assert!(
+        a >= 3 && b >= 3,
+        "the balancer sent {a} and {b} connections"
+    );
+    // Signing out on one node ends the session on every node.
+    let r = alice.request("POST", &format!("{base}/staff/logout")).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text());
+    // The cookie as it was before sign-out, replayed on both nodes.
+    alice
+        .jar
+        .entry(authority)
+        .or_default()
+        .insert(outpost_cloud::staff::SESSION_COOKIE.into(), session);
+    for _ in 0..2 {
+        let r = alice.get(&format!("{base}/staff/devices")).await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.text());
+        assert!(r.text().contains("no staff session"), "{}", r.text());
+    }
+    // The audit, written by both nodes, has the whole story once.
+    let audit = outpost_cloud::staff::audit_entries(nodes[0].store()).unwrap();
+    let actions: Vec<&str> = audit.iter().map(|e| e.action.as_str()).collect();
+    assert_eq!(
+        actions,
+        [
+            "sign-in",
+            "list-devices",
+            "list-devices",
+            "list-devices",
+            "list-devices",
+            "sign-out"
+        ]
+    );
+    for n in nodes {
+        n.shutdown().await;
+    }
 }

@@ -15,8 +15,8 @@ use outpost_cloud::StaffConfig;
 use outpost_cloud::staff::newloc::MailConfig;
 use serde_json::Value;
 
-const CLIENT_ID: &str = "outpost-staff";
-const CLIENT_SECRET: &str = "staff-client-secret-5d1e0c7b9a";
+pub(super) const CLIENT_ID: &str = "outpost-staff";
+pub(super) const CLIENT_SECRET: &str = "staff-client-secret-5d1e0c7b9a";
 
 /// A running `node provider.js`; killed on drop.
 pub struct Provider {
@@ -121,7 +121,7 @@ impl Resp {
 /// A browser: cookies by host:port (by hand), the test CA trusted.
 pub struct Browser {
     ca_pem: String,
-    jar: HashMap<String, HashMap<String, String>>,
+    pub jar: HashMap<String, HashMap<String, String>>,
     pub user_agent: String,
 }
 
