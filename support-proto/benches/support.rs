@@ -1,5 +1,8 @@
 //! Remote-support benchmark through the real relay on loopback: session
-//! set-up time (relay registration to the PC's decision at the engineer),
+//! set-up time (relay registration to the PC's decision at the engineer;
+//! and to the first screen frame at a VNC viewer on the engineer's local
+//! port, from an RFB backend that answers the viewer's first update
+//! request with a 64×64 raw rectangle),
 //! file-transfer throughput, the latency a small screen frame gains through
 //! PC ↔ relay ↔ engineer (round trips of 64 bytes through the engineer's
 //! local VNC port to an RFB echo backend, against the same bytes over
@@ -67,6 +70,101 @@ async fn echo_server(rfb: bool) -> std::net::SocketAddr {
         }
     });
     addr
+}
+
+/// Width and height of the first frame's rectangle (32-bit pixels).
+const FIRST_FRAME_SIDE: u16 = 64;
+
+/// A VNC server stand-in on loopback: RFB 3.8, security None, then
+/// ServerInit for a [`FIRST_FRAME_SIDE`]² screen and, for each
+/// FramebufferUpdateRequest, one raw rectangle of that size.
+async fn frame_server() -> std::net::SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let _ = s.set_nodelay(true);
+                let mut v = [0u8; 12];
+                if s.write_all(b"RFB 003.008\n").await.is_err()
+                    || s.read_exact(&mut v).await.is_err()
+                    || s.write_all(&[1, 1]).await.is_err()
+                    || s.read_u8().await.is_err()
+                    || s.write_all(&0u32.to_be_bytes()).await.is_err()
+                    || s.read_u8().await.is_err()
+                {
+                    return;
+                }
+                let side = FIRST_FRAME_SIDE;
+                let mut init = Vec::new();
+                init.extend_from_slice(&side.to_be_bytes());
+                init.extend_from_slice(&side.to_be_bytes());
+                // 32 bpp, depth 24, little endian, true colour, 255/255/255, shifts 16/8/0.
+                init.extend_from_slice(&[32, 24, 0, 1, 0, 255, 0, 255, 0, 255, 16, 8, 0, 0, 0, 0]);
+                init.extend_from_slice(&5u32.to_be_bytes());
+                init.extend_from_slice(b"bench");
+                if s.write_all(&init).await.is_err() {
+                    return;
+                }
+                let mut req = [0u8; 10];
+                while s.read_exact(&mut req).await.is_ok() {
+                    if req[0] != 3 {
+                        continue;
+                    }
+                    let mut update = vec![0u8, 0];
+                    update.extend_from_slice(&1u16.to_be_bytes());
+                    for v in [0, 0, side, side] {
+                        update.extend_from_slice(&v.to_be_bytes());
+                    }
+                    update.extend_from_slice(&0i32.to_be_bytes());
+                    update.resize(
+                        update.len() + usize::from(side) * usize::from(side) * 4,
+                        0x7f,
+                    );
+                    if s.write_all(&update).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// A viewer on the engineer's local port: the RFB handshake the PC offers
+/// (type None), ClientInit, ServerInit, one update request; returns when
+/// the first frame's pixels have arrived.
+async fn first_frame(local: std::net::SocketAddr) {
+    let mut viewer = TcpStream::connect(local).await.unwrap();
+    viewer.set_nodelay(true).unwrap();
+    let mut v = [0u8; 12];
+    viewer.read_exact(&mut v).await.unwrap();
+    viewer.write_all(b"RFB 003.008\n").await.unwrap();
+    let n = viewer.read_u8().await.unwrap();
+    let mut types = vec![0u8; usize::from(n)];
+    viewer.read_exact(&mut types).await.unwrap();
+    viewer.write_all(&[1]).await.unwrap();
+    assert_eq!(viewer.read_u32().await.unwrap(), 0);
+    viewer.write_all(&[1]).await.unwrap(); // ClientInit: shared
+    let mut init = [0u8; 20];
+    viewer.read_exact(&mut init).await.unwrap();
+    let name_len = viewer.read_u32().await.unwrap();
+    let mut name = vec![0u8; name_len as usize];
+    viewer.read_exact(&mut name).await.unwrap();
+    let (w, h) = (
+        u16::from_be_bytes([init[0], init[1]]),
+        u16::from_be_bytes([init[2], init[3]]),
+    );
+    let mut req = vec![3u8, 0, 0, 0, 0, 0];
+    req.extend_from_slice(&w.to_be_bytes());
+    req.extend_from_slice(&h.to_be_bytes());
+    viewer.write_all(&req).await.unwrap();
+    let mut head = [0u8; 16];
+    viewer.read_exact(&mut head).await.unwrap();
+    assert_eq!((head[0], u16::from_be_bytes([head[2], head[3]])), (0, 1));
+    let mut pixels = vec![0u8; usize::from(w) * usize::from(h) * 4];
+    viewer.read_exact(&mut pixels).await.unwrap();
+    assert!(pixels.iter().all(|b| *b == 0x7f));
 }
 
 /// `n` round trips of one [`FRAME_BYTES`] frame on `s`, sorted.
@@ -265,6 +363,60 @@ async fn run() {
     }
     setups.sort();
 
+    // Request to first screen frame: the PC registers the request, the
+    // engineer connects asking to view, opens the local port, and a
+    // viewer there has the first frame's pixels.
+    let screen = frame_server().await;
+    let view_auth = EngineerAuth {
+        credential: auth.credential.clone(),
+        key: auth.key.clone(),
+        password: auth.password.clone(),
+        requested: vec![Permission::View],
+    };
+    let mut first_frames = Vec::new();
+    for i in 0..rounds {
+        let session = format!("bench-frame-{i}");
+        let cfg = PcConfig {
+            relay: target.clone(),
+            device_id: device_id.clone(),
+            relay_key: relay_key.clone(),
+            device_key: device_key.clone(),
+            session_id: session.clone(),
+        };
+        let backends = Backends {
+            vnc: Some(screen),
+            ..Backends::default()
+        };
+        let registered = relay
+            .stats()
+            .registered
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let t0 = Instant::now();
+        let a = authz.clone();
+        let pc_task =
+            tokio::spawn(async move { pc::serve(&cfg, a, backends, std::future::pending()).await });
+        while relay
+            .stats()
+            .registered
+            .load(std::sync::atomic::Ordering::Relaxed)
+            == registered
+        {
+            tokio::task::yield_now().await;
+        }
+        let s = engineer::connect(&target, &session, &device_key.verifying_key(), &view_auth)
+            .await
+            .unwrap();
+        let local = s
+            .open_vnc_listener("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        first_frame(local).await;
+        first_frames.push(t0.elapsed());
+        s.end("bench").await.unwrap();
+        pc_task.await.unwrap().unwrap();
+    }
+    first_frames.sort();
+
     // Added latency per frame: the same echo, once through the channel and
     // once over plain loopback TCP.
     let frames: usize = std::env::var("BENCH_FRAMES")
@@ -356,6 +508,16 @@ async fn run() {
         "{:<44} {:>9.1} ms",
         "session set-up, slowest",
         setups[rounds - 1].as_secs_f64() * 1e3
+    );
+    println!(
+        "{:<44} {:>9.1} ms",
+        "request to first screen frame, median",
+        first_frames[rounds / 2].as_secs_f64() * 1e3
+    );
+    println!(
+        "{:<44} {:>9.1} ms",
+        "request to first screen frame, slowest",
+        first_frames[rounds - 1].as_secs_f64() * 1e3
     );
     if let Some((up, down)) = transfer {
         let mbs = |d: Duration| mb as f64 * 1.048_576 / d.as_secs_f64();
