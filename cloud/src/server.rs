@@ -842,8 +842,9 @@ async fn enroll(
     }
 }
 
-/// Parse, look up and authenticate an envelope; on failure the refusal
-/// response (already counted).
+/// Admit the source (rate, block), then read, parse, look up and
+/// authenticate an envelope and charge its device's rate; on failure the
+/// refusal response (already counted).
 async fn authenticate(
     app: &App,
     peer: SocketAddr,
@@ -851,6 +852,9 @@ async fn authenticate(
     body: Body,
     endpoint: &'static str,
 ) -> Result<(EnvelopeHeader, Vec<u8>), Response> {
+    if let Err(why) = app.defence.admit(peer.ip(), Endpoint::Ingest) {
+        return Err(defence_refusal(app, peer, why, Endpoint::Ingest));
+    }
     let bytes = match read_body(headers, body, app.max_body, &app.limits).await {
         Ok(b) => b,
         Err(BodyError::TooLarge) => {
@@ -979,9 +983,6 @@ async fn ingest(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    if let Err(why) = app.defence.admit(peer.ip(), Endpoint::Ingest) {
-        return defence_refusal(&app, peer, why, Endpoint::Ingest);
-    }
     let (header, compressed) = match authenticate(&app, peer, &headers, body, "ingest").await {
         Ok(x) => x,
         Err(r) => return r,
@@ -1052,9 +1053,6 @@ async fn heartbeat(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    if let Err(why) = app.defence.admit(peer.ip(), Endpoint::Ingest) {
-        return defence_refusal(&app, peer, why, Endpoint::Ingest);
-    }
     let (header, compressed) = match authenticate(&app, peer, &headers, body, "heartbeat").await {
         Ok(x) => x,
         Err(r) => return r,
