@@ -224,6 +224,61 @@ impl Authorizer for Approve {
     }
 }
 
+/// The PC side of the bench's sessions, all through one relay.
+struct Pcs<'a> {
+    relay: &'a outpost_cloud::RunningRelay,
+    target: RelayTarget,
+    device_id: outpost_protocol::DeviceId,
+    relay_key: DeviceKey,
+    device_key: SigningKey,
+    authz: Arc<dyn Authorizer>,
+}
+
+type PcTask = tokio::task::JoinHandle<Result<pc::SessionReport, pc::PcError>>;
+
+impl Pcs<'_> {
+    /// The PC registers `session` at the relay with `backends`; once the
+    /// relay holds it, the engineer connects with `auth`. The session, the
+    /// PC's task and when the registration started.
+    async fn open(
+        &self,
+        session: &str,
+        backends: Backends,
+        auth: &EngineerAuth,
+    ) -> (engineer::EngineerSession, PcTask, Instant) {
+        let cfg = PcConfig {
+            relay: self.target.clone(),
+            device_id: self.device_id.clone(),
+            relay_key: self.relay_key.clone(),
+            device_key: self.device_key.clone(),
+            session_id: session.to_owned(),
+        };
+        let registered = || {
+            self.relay
+                .stats()
+                .registered
+                .load(std::sync::atomic::Ordering::Relaxed)
+        };
+        let before = registered();
+        let t0 = Instant::now();
+        let a = self.authz.clone();
+        let pc_task =
+            tokio::spawn(async move { pc::serve(&cfg, a, backends, std::future::pending()).await });
+        while registered() == before {
+            tokio::task::yield_now().await;
+        }
+        let s = engineer::connect(
+            &self.target,
+            session,
+            &self.device_key.verifying_key(),
+            auth,
+        )
+        .await
+        .unwrap();
+        (s, pc_task, t0)
+    }
+}
+
 fn rss_kib() -> Option<u64> {
     #[cfg(target_os = "linux")]
     {
@@ -299,6 +354,14 @@ async fn run() {
         requested: vec![Permission::FileTransfer],
     };
     let _ = eng_key.sign(b"warm-up");
+    let pcs = Pcs {
+        relay: &relay,
+        target: target.clone(),
+        device_id: device_id.clone(),
+        relay_key: relay_key.clone(),
+        device_key: device_key.clone(),
+        authz: authz.clone(),
+    };
 
     // Session set-up: from the PC's registration to the grant at the engineer.
     let rounds = 20;
@@ -306,13 +369,6 @@ async fn run() {
     let mut transfer = None;
     for i in 0..rounds {
         let session = format!("bench-{i}");
-        let cfg = PcConfig {
-            relay: target.clone(),
-            device_id: device_id.clone(),
-            relay_key: relay_key.clone(),
-            device_key: device_key.clone(),
-            session_id: session.clone(),
-        };
         let backends = Backends {
             vnc: None,
             vnc_password: None,
@@ -323,25 +379,7 @@ async fn run() {
             events: None,
             screen: None,
         };
-        let registered = relay
-            .stats()
-            .registered
-            .load(std::sync::atomic::Ordering::Relaxed);
-        let t0 = Instant::now();
-        let a = authz.clone();
-        let pc_task =
-            tokio::spawn(async move { pc::serve(&cfg, a, backends, std::future::pending()).await });
-        while relay
-            .stats()
-            .registered
-            .load(std::sync::atomic::Ordering::Relaxed)
-            == registered
-        {
-            tokio::task::yield_now().await;
-        }
-        let s = engineer::connect(&target, &session, &device_key.verifying_key(), &auth)
-            .await
-            .unwrap();
+        let (s, pc_task, t0) = pcs.open(&session, backends, &auth).await;
         setups.push(t0.elapsed());
         if i == rounds - 1 {
             let mut data = vec![0u8; mb * 1024 * 1024];
@@ -376,36 +414,11 @@ async fn run() {
     let mut first_frames = Vec::new();
     for i in 0..rounds {
         let session = format!("bench-frame-{i}");
-        let cfg = PcConfig {
-            relay: target.clone(),
-            device_id: device_id.clone(),
-            relay_key: relay_key.clone(),
-            device_key: device_key.clone(),
-            session_id: session.clone(),
-        };
         let backends = Backends {
             vnc: Some(screen),
             ..Backends::default()
         };
-        let registered = relay
-            .stats()
-            .registered
-            .load(std::sync::atomic::Ordering::Relaxed);
-        let t0 = Instant::now();
-        let a = authz.clone();
-        let pc_task =
-            tokio::spawn(async move { pc::serve(&cfg, a, backends, std::future::pending()).await });
-        while relay
-            .stats()
-            .registered
-            .load(std::sync::atomic::Ordering::Relaxed)
-            == registered
-        {
-            tokio::task::yield_now().await;
-        }
-        let s = engineer::connect(&target, &session, &device_key.verifying_key(), &view_auth)
-            .await
-            .unwrap();
+        let (s, pc_task, t0) = pcs.open(&session, backends, &view_auth).await;
         let local = s
             .open_vnc_listener("127.0.0.1:0".parse().unwrap())
             .await
@@ -430,41 +443,11 @@ async fn run() {
     drop(plain);
     let rfb_echo = echo_server(true).await;
     let session = "bench-latency".to_owned();
-    let cfg = PcConfig {
-        relay: target.clone(),
-        device_id: device_id.clone(),
-        relay_key: relay_key.clone(),
-        device_key: device_key.clone(),
-        session_id: session.clone(),
-    };
     let backends = Backends {
         vnc: Some(rfb_echo),
         ..Backends::default()
     };
-    let registered = relay
-        .stats()
-        .registered
-        .load(std::sync::atomic::Ordering::Relaxed);
-    let a = authz.clone();
-    let pc_task =
-        tokio::spawn(async move { pc::serve(&cfg, a, backends, std::future::pending()).await });
-    while relay
-        .stats()
-        .registered
-        .load(std::sync::atomic::Ordering::Relaxed)
-        == registered
-    {
-        tokio::task::yield_now().await;
-    }
-    let view = EngineerAuth {
-        credential: auth.credential.clone(),
-        key: auth.key.clone(),
-        password: auth.password.clone(),
-        requested: vec![Permission::View],
-    };
-    let s = engineer::connect(&target, &session, &device_key.verifying_key(), &view)
-        .await
-        .unwrap();
+    let (s, pc_task, _) = pcs.open(&session, backends, &view_auth).await;
     let local = s
         .open_vnc_listener("127.0.0.1:0".parse().unwrap())
         .await
