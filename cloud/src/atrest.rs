@@ -24,6 +24,9 @@ pub(crate) const AAD_DEVICE: &[u8] = b"outpost-cloud/device/v1";
 pub(crate) const AAD_BATCH: &[u8] = b"outpost-cloud/batch/v1";
 /// Domain of the status rows.
 pub(crate) const AAD_STATUS: &[u8] = b"outpost-cloud/status/v1";
+/// Domain of the key check: a known text sealed under the key the
+/// database's rows are sealed with.
+pub(crate) const AAD_KEY_CHECK: &[u8] = b"outpost-cloud/key-check/v1";
 
 /// The server's 32-byte at-rest key.
 pub(crate) struct ServerKey(Zeroizing<[u8; 32]>);

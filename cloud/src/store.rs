@@ -37,7 +37,7 @@ use outpost_protocol::{
 use serde::{Deserialize, Serialize};
 use zeroize::{Zeroize, Zeroizing};
 
-use crate::atrest::{AAD_BATCH, AAD_DEVICE, AAD_STATUS, ServerKey, aad};
+use crate::atrest::{AAD_BATCH, AAD_DEVICE, AAD_KEY_CHECK, AAD_STATUS, ServerKey, aad};
 use crate::db::postgres::{Postgres, PostgresConfig};
 use crate::db::sqlite::Sqlite;
 use crate::db::{Db, Sql, args};
@@ -225,6 +225,9 @@ const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS devices(
      CREATE TABLE IF NOT EXISTS counters(
         reason TEXT PRIMARY KEY,
         count INTEGER NOT NULL);
+     CREATE TABLE IF NOT EXISTS key_check(
+        id INTEGER PRIMARY KEY,
+        sealed BLOB NOT NULL);
      CREATE TABLE IF NOT EXISTS alerts(
         id INTEGER PRIMARY KEY AUTOINCREMENT,
         at INTEGER NOT NULL,
@@ -316,6 +319,7 @@ impl Store {
             Ok(())
         })
         .with_context(|| format!("creating the tables in {}", db.describe()))?;
+        check_key(&db, &key, data_dir)?;
         Ok(Store {
             inner: Arc::new(Inner {
                 db,
@@ -697,6 +701,41 @@ impl Store {
             heartbeat: serde_json::from_slice(&plain).context("stored heartbeat JSON")?,
         }))
     }
+}
+
+/// The text the key check seals.
+const KEY_CHECK_TEXT: &[u8] = b"outpost-cloud server key check";
+
+/// Refuse a server key other than the one the database's rows are sealed
+/// with (a node given a new or another node's wrong `server.key`): it
+/// would write rows nobody else can open and read none. The first open of
+/// a database records the check.
+fn check_key(db: &Db, key: &ServerKey, data_dir: &Path) -> anyhow::Result<()> {
+    let check_aad = aad(AAD_KEY_CHECK, &[], None);
+    db.write(|sql| {
+        sql.lock(b"outpost-cloud/key-check")?;
+        match sql.query_opt("SELECT sealed FROM key_check WHERE id = 1", &[])? {
+            Some(row) => match key.open(&check_aad, &row.blob(0)?) {
+                Ok(text) if text == KEY_CHECK_TEXT => Ok(()),
+                _ => bail!(
+                    "{} in {} is not the key the rows in {} are sealed with: copy server.key \
+                     from a node of this database (a node with another key could read none of \
+                     them and would write rows the others cannot read)",
+                    KEY_FILE,
+                    data_dir.display(),
+                    db.describe()
+                ),
+            },
+            None => {
+                let blob = key.seal(&check_aad, KEY_CHECK_TEXT)?;
+                sql.execute(
+                    "INSERT INTO key_check(id, sealed) VALUES (1, ?1) ON CONFLICT DO NOTHING",
+                    args![blob],
+                )?;
+                Ok(())
+            }
+        }
+    })
 }
 
 fn check_reason(reason: &str) -> anyhow::Result<()> {

@@ -547,6 +547,21 @@ async fn database_files_hold_no_plaintext() {
     assert_eq!(fx.server.store().batches(None, None).unwrap().len(), 3);
 }
 
+#[test]
+fn a_data_dir_given_another_server_key_is_refused_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let store = outpost_cloud::Store::open(&data).unwrap();
+    store.add_counts(&[("accepted", 1)]).expect("a first write");
+    drop(store);
+    // The key is lost and a new one made (or another server's copied in):
+    // the rows would no longer open, so the store does not start.
+    std::fs::remove_file(data.join("server.key")).unwrap();
+    let e = format!("{:#}", outpost_cloud::Store::open(&data).err().unwrap());
+    assert!(e.contains("is not the key the rows"), "{e}");
+    assert!(e.contains("server.key"), "{e}");
+}
+
 #[tokio::test]
 async fn restart_on_same_data_dir_keeps_everything_readable() {
     let dir = tempfile::tempdir().unwrap();
