@@ -265,6 +265,37 @@ async fn blocking<T: Send + 'static>(
 }
 
 impl Staff {
+    /// The sign-in rate of the source address (login and callback share
+    /// it); the `429` when over it or blocked. Counted in memory, not
+    /// audited: a flood costs no writes.
+    fn admit(&self, peer: SocketAddr) -> Result<(), Box<Response>> {
+        let Err(why) = self
+            .guard
+            .defence
+            .admit(peer.ip(), crate::defence::Endpoint::SignIn)
+        else {
+            return Ok(());
+        };
+        let (counter, message) = match why {
+            crate::defence::Refused::Blocked(_) => (
+                crate::limits::Refusal::SourceBlocked,
+                "this address is blocked for a while after repeated failed requests; retry after the time in Retry-After",
+            ),
+            crate::defence::Refused::RateLimited(_) => (
+                crate::limits::Refusal::RateLimited,
+                "too many sign-ins from this address; retry after the time in Retry-After",
+            ),
+        };
+        self.guard.refusals.count(counter);
+        tracing::info!(%peer, reason = "rate-limited", "staff sign-in refused");
+        let wait = why.wait();
+        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        let mut r = json_error(StatusCode::TOO_MANY_REQUESTS, message);
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+        Err(Box::new(no_store(r)))
+    }
+
     /// Write one audit row; `Err` is the response to send instead of data.
     async fn audit(&self, e: AuditEntry) -> Result<(), Response> {
         let store = self.store.clone();
@@ -375,7 +406,15 @@ struct LoginQuery {
     login_hint: Option<String>,
 }
 
-async fn login(State(st): State<Staff>, Query(q): Query<LoginQuery>) -> Response {
+async fn login(
+    State(st): State<Staff>,
+    Extension(Peer(peer)): Extension<Peer>,
+    Query(q): Query<LoginQuery>,
+) -> Response {
+    // Starting a sign-in keeps a row: the same rate as the callback.
+    if let Err(r) = st.admit(peer) {
+        return *r;
+    }
     if let Some(h) = &q.login_hint
         && (h.chars().count() > MAX_LOGIN_HINT_CHARS || h.chars().any(char::is_control))
     {
@@ -452,31 +491,8 @@ async fn callback(
     Query(q): Query<CallbackQuery>,
 ) -> Response {
     const ROUTE: &str = "/staff/callback";
-    // A rate per source address (counted in memory, not audited: a flood
-    // must cost no writes).
-    if let Err(why) = st
-        .guard
-        .defence
-        .admit(peer.ip(), crate::defence::Endpoint::SignIn)
-    {
-        let (counter, message) = match why {
-            crate::defence::Refused::Blocked(_) => (
-                crate::limits::Refusal::SourceBlocked,
-                "this address is blocked for a while after repeated failed requests; retry after the time in Retry-After",
-            ),
-            crate::defence::Refused::RateLimited(_) => (
-                crate::limits::Refusal::RateLimited,
-                "too many sign-ins from this address; retry after the time in Retry-After",
-            ),
-        };
-        st.guard.refusals.count(counter);
-        tracing::info!(%peer, reason = "rate-limited", "staff sign-in refused");
-        let wait = why.wait();
-        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-        let mut r = json_error(StatusCode::TOO_MANY_REQUESTS, message);
-        r.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
-        return no_store(r);
+    if let Err(r) = st.admit(peer) {
+        return *r;
     }
     let result = finish_sign_in(&st, &headers, &q).await;
     let clear_login = HeaderValue::from_str(&format!(

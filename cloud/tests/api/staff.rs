@@ -912,6 +912,12 @@ async fn sign_ins_from_one_address_are_rate_limited_and_not_audited_past_the_lim
     let wait: u64 = r.headers["retry-after"].to_str().unwrap().parse().unwrap();
     assert!((1..=10).contains(&wait), "{wait}");
     assert_eq!(fx.counter("rate-limited"), 1);
+    // Starting a sign-in draws on the same rate (it keeps a row): refused
+    // too, and nothing kept.
+    let r = browser.get(&format!("{base}/staff/login")).await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "{}", r.text());
+    assert!(r.headers.get("location").is_none());
+    assert_eq!(fx.counter("rate-limited"), 2);
     // The three looked at are audited as refused; the limited one is only
     // counted (a flood costs no writes).
     let refused = outpost_cloud::staff::audit_entries(fx.server.store())
