@@ -2,7 +2,9 @@
 //! set-up time (relay registration to the PC's decision at the engineer;
 //! and to the first screen frame at a VNC viewer on the engineer's local
 //! port, from an RFB backend that answers the viewer's first update
-//! request with a 64×64 raw rectangle),
+//! request with a 64×64 raw rectangle, and from a real view-only x11vnc
+//! on a 1280×1024 Xvfb display started for each session once the grant is
+//! known, when both are installed),
 //! file-transfer throughput, the latency a small screen frame gains through
 //! PC ↔ relay ↔ engineer (round trips of 64 bytes through the engineer's
 //! local VNC port to an RFB echo backend, against the same bytes over
@@ -132,8 +134,9 @@ async fn frame_server() -> std::net::SocketAddr {
 }
 
 /// A viewer on the engineer's local port: the RFB handshake the PC offers
-/// (type None), ClientInit, ServerInit, one update request; returns when
-/// the first frame's pixels have arrived.
+/// (type None), ClientInit, ServerInit, one update request for the whole
+/// screen; returns when the first update's pixels (raw rectangles, the
+/// encoding a server uses when the viewer names none) have arrived.
 async fn first_frame(local: std::net::SocketAddr) {
     let mut viewer = TcpStream::connect(local).await.unwrap();
     viewer.set_nodelay(true).unwrap();
@@ -155,16 +158,134 @@ async fn first_frame(local: std::net::SocketAddr) {
         u16::from_be_bytes([init[0], init[1]]),
         u16::from_be_bytes([init[2], init[3]]),
     );
+    let bytes_per_pixel = usize::from(init[4] / 8);
     let mut req = vec![3u8, 0, 0, 0, 0, 0];
     req.extend_from_slice(&w.to_be_bytes());
     req.extend_from_slice(&h.to_be_bytes());
     viewer.write_all(&req).await.unwrap();
-    let mut head = [0u8; 16];
-    viewer.read_exact(&mut head).await.unwrap();
-    assert_eq!((head[0], u16::from_be_bytes([head[2], head[3]])), (0, 1));
-    let mut pixels = vec![0u8; usize::from(w) * usize::from(h) * 4];
-    viewer.read_exact(&mut pixels).await.unwrap();
-    assert!(pixels.iter().all(|b| *b == 0x7f));
+    // Server messages until the first FramebufferUpdate (a server may send
+    // a bell or colour map first).
+    loop {
+        let kind = viewer.read_u8().await.unwrap();
+        assert_eq!(
+            kind, 0,
+            "unexpected server message {kind} before the first frame"
+        );
+        let _pad = viewer.read_u8().await.unwrap();
+        let rects = viewer.read_u16().await.unwrap();
+        let mut pixels = 0usize;
+        for _ in 0..rects {
+            let mut head = [0u8; 12];
+            viewer.read_exact(&mut head).await.unwrap();
+            let (rw, rh) = (
+                u16::from_be_bytes([head[4], head[5]]),
+                u16::from_be_bytes([head[6], head[7]]),
+            );
+            let enc = i32::from_be_bytes([head[8], head[9], head[10], head[11]]);
+            assert_eq!(enc, 0, "a raw rectangle");
+            let mut data = vec![0u8; usize::from(rw) * usize::from(rh) * bytes_per_pixel];
+            viewer.read_exact(&mut data).await.unwrap();
+            pixels += usize::from(rw) * usize::from(rh);
+        }
+        if pixels > 0 {
+            return;
+        }
+    }
+}
+
+/// Kills a backend process when its session ends.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// An Xvfb display for the x11vnc rows, when Xvfb and x11vnc are
+/// installed (Debian: xvfb, x11vnc).
+fn xvfb() -> Option<(KillOnDrop, u32)> {
+    let installed = |tool: &str| {
+        std::process::Command::new(tool)
+            .arg("-help")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok()
+    };
+    if !installed("Xvfb") || !installed("x11vnc") {
+        return None;
+    }
+    let display = (60..400)
+        .map(|n| n + std::process::id() % 300)
+        .find(|n| !std::path::Path::new(&format!("/tmp/.X11-unix/X{n}")).exists())?;
+    let child = std::process::Command::new("Xvfb")
+        .args([
+            format!(":{display}"),
+            "-screen".into(),
+            "0".into(),
+            "1280x1024x24".into(),
+            "-nolisten".into(),
+            "tcp".into(),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .ok()?;
+    let guard = KillOnDrop(child);
+    let start = Instant::now();
+    while !std::path::Path::new(&format!("/tmp/.X11-unix/X{display}")).exists() {
+        if start.elapsed() > Duration::from_secs(20) {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Some((guard, display))
+}
+
+/// A screen starter as the host's: a view-only x11vnc on a free loopback
+/// port of `display`, started once the grant is known, killed at the end.
+fn x11vnc_starter(display: u32) -> pc::ScreenStarter {
+    Arc::new(move |_grant: &Grant| {
+        Box::pin(async move {
+            let failed = |why: String| Refusal::new(RefusalCode::Internal, why);
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .map_err(|e| failed(e.to_string()))?
+                .port();
+            let child = std::process::Command::new("x11vnc")
+                .args([
+                    "-display".to_owned(),
+                    format!(":{display}"),
+                    "-rfbport".into(),
+                    port.to_string(),
+                    "-localhost".into(),
+                    "-viewonly".into(),
+                    "-nopw".into(),
+                    "-once".into(),
+                    "-quiet".into(),
+                ])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .map_err(|e| failed(e.to_string()))?;
+            let guard = KillOnDrop(child);
+            let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+            let start = Instant::now();
+            while TcpStream::connect(addr).await.is_err() {
+                if start.elapsed() > Duration::from_secs(20) {
+                    return Err(failed("x11vnc never listened".into()));
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            Ok(pc::ScreenBackend {
+                addr,
+                password: None,
+                guard: Box::new(guard),
+            })
+        })
+    })
 }
 
 /// `n` round trips of one [`FRAME_BYTES`] frame on `s`, sorted.
@@ -430,6 +551,31 @@ async fn run() {
     }
     first_frames.sort();
 
+    // The same through a real x11vnc on Xvfb, started for each session once
+    // the grant is known (as the host's screen backend is): its start and
+    // its first screen are part of the time.
+    let display = xvfb();
+    let mut x11vnc_frames = Vec::new();
+    if let Some((_xvfb, display)) = &display {
+        for i in 0..rounds {
+            let session = format!("bench-x11vnc-{i}");
+            let backends = Backends {
+                screen: Some(x11vnc_starter(*display)),
+                ..Backends::default()
+            };
+            let (s, pc_task, t0) = pcs.open(&session, backends, &view_auth).await;
+            let local = s
+                .open_vnc_listener("127.0.0.1:0".parse().unwrap())
+                .await
+                .unwrap();
+            first_frame(local).await;
+            x11vnc_frames.push(t0.elapsed());
+            s.end("bench").await.unwrap();
+            pc_task.await.unwrap().unwrap();
+        }
+        x11vnc_frames.sort();
+    }
+
     // Added latency per frame: the same echo, once through the channel and
     // once over plain loopback TCP.
     let frames: usize = std::env::var("BENCH_FRAMES")
@@ -481,36 +627,53 @@ async fn run() {
     let after = rss_kib();
 
     println!("remote support through the relay on loopback ({rounds} sessions, {mb} MiB file)");
-    println!("{:<44} {:>12}", "measure", "value");
+    println!("{:<50} {:>12}", "measure", "value");
     println!(
-        "{:<44} {:>9.1} ms",
+        "{:<50} {:>9.1} ms",
         "session set-up, median",
         setups[rounds / 2].as_secs_f64() * 1e3
     );
     println!(
-        "{:<44} {:>9.1} ms",
+        "{:<50} {:>9.1} ms",
         "session set-up, slowest",
         setups[rounds - 1].as_secs_f64() * 1e3
     );
     println!(
-        "{:<44} {:>9.1} ms",
+        "{:<50} {:>9.1} ms",
         "request to first screen frame, median",
         first_frames[rounds / 2].as_secs_f64() * 1e3
     );
     println!(
-        "{:<44} {:>9.1} ms",
+        "{:<50} {:>9.1} ms",
         "request to first screen frame, slowest",
         first_frames[rounds - 1].as_secs_f64() * 1e3
     );
+    if x11vnc_frames.is_empty() {
+        println!(
+            "{:<50} {:>12}",
+            "first frame through x11vnc (1280x1024)", "n/a (no Xvfb/x11vnc)"
+        );
+    } else {
+        println!(
+            "{:<50} {:>9.1} ms",
+            "request to first frame, x11vnc 1280x1024, median",
+            x11vnc_frames[rounds / 2].as_secs_f64() * 1e3
+        );
+        println!(
+            "{:<50} {:>9.1} ms",
+            "request to first frame, x11vnc 1280x1024, slowest",
+            x11vnc_frames[rounds - 1].as_secs_f64() * 1e3
+        );
+    }
     if let Some((up, down)) = transfer {
         let mbs = |d: Duration| mb as f64 * 1.048_576 / d.as_secs_f64();
         println!(
-            "{:<44} {:>8.1} MB/s",
+            "{:<50} {:>8.1} MB/s",
             "file transfer engineer → PC",
             mbs(up)
         );
         println!(
-            "{:<44} {:>8.1} MB/s",
+            "{:<50} {:>8.1} MB/s",
             "file transfer PC → engineer",
             mbs(down)
         );
@@ -519,28 +682,28 @@ async fn run() {
     for (what, p) in [("median", 0.5), ("p99", 0.99)] {
         let (d, r) = (percentile(&direct, p), percentile(&relayed, p));
         println!(
-            "{:<44} {:>9.3} ms",
+            "{:<50} {:>9.3} ms",
             format!("{FRAME_BYTES}-byte round trip, loopback TCP, {what}"),
             ms(d)
         );
         println!(
-            "{:<44} {:>9.3} ms",
+            "{:<50} {:>9.3} ms",
             format!("{FRAME_BYTES}-byte round trip, through relay, {what}"),
             ms(r)
         );
         println!(
-            "{:<44} {:>9.3} ms",
+            "{:<50} {:>9.3} ms",
             format!("added latency per frame, {what}"),
             ms(r.saturating_sub(d))
         );
     }
     match (before, after) {
         (Some(b), Some(a)) => println!(
-            "{:<44} {:>9.1} KiB",
+            "{:<50} {:>9.1} KiB",
             format!("RSS per idle session (both ends, {idle})"),
             a.saturating_sub(b) as f64 / idle as f64
         ),
-        _ => println!("{:<44} {:>12}", "RSS per idle session", "n/a"),
+        _ => println!("{:<50} {:>12}", "RSS per idle session", "n/a"),
     }
     drop(held);
     relay.shutdown().await;
