@@ -43,11 +43,21 @@ pub async fn run(config: Config, json: bool, seconds: Option<u64>) -> anyhow::Re
 }
 
 /// Completes after `seconds`, or (without) at Ctrl-C or what a service
-/// manager sends to stop a console process.
-pub async fn stop_signal(seconds: Option<u64>) {
-    match seconds {
-        Some(s) => tokio::time::sleep(std::time::Duration::from_secs(s)).await,
-        None => shutdown_signal().await,
+/// manager sends to stop a console process. The signal handlers are
+/// installed when this is called (in a runtime), not when the future is
+/// first polled: a stop that arrives while the host is still starting is
+/// kept and ends it cleanly once started, instead of killing it.
+pub fn stop_signal(seconds: Option<u64>) -> impl std::future::Future<Output = ()> {
+    let signals = match seconds {
+        Some(_) => None,
+        None => Some(shutdown_signal()),
+    };
+    async move {
+        match (seconds, signals) {
+            (Some(s), _) => tokio::time::sleep(std::time::Duration::from_secs(s)).await,
+            (None, Some(signals)) => signals.await,
+            (None, None) => std::future::pending().await,
+        }
     }
 }
 
@@ -313,43 +323,71 @@ impl Printer {
 
 /// Ctrl-C, or what a service manager sends to stop the host: SIGTERM on
 /// Unix (systemd's `KillSignal`), console close and shutdown on Windows.
-/// After it the supervisor is dropped: calls in progress end at their
+/// The handlers are installed now; the future completes at the first of
+/// them. After it the supervisor is dropped: calls in progress end at their
 /// deadline, and the process leaves within [`super::EXIT_GRACE_MS`].
-async fn shutdown_signal() {
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => tracing::info!("SIGTERM: stopping"),
+        let term = signal(SignalKind::terminate()).ok();
+        let int = signal(SignalKind::interrupt()).ok();
+        async move {
+            let next = |s: Option<tokio::signal::unix::Signal>| async move {
+                match s {
+                    Some(mut s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending().await,
                 }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
+            };
+            tokio::select! {
+                _ = next(int) => {}
+                _ = next(term) => tracing::info!("SIGTERM: stopping"),
             }
         }
     }
     #[cfg(windows)]
     {
-        use tokio::signal::windows::{ctrl_close, ctrl_shutdown};
-        match (ctrl_close(), ctrl_shutdown()) {
-            (Ok(mut close), Ok(mut shutdown)) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = close.recv() => {}
-                    _ = shutdown.recv() => {}
+        use tokio::signal::windows::{ctrl_c, ctrl_close, ctrl_shutdown};
+        let (c, close, shutdown) = (ctrl_c().ok(), ctrl_close().ok(), ctrl_shutdown().ok());
+        async move {
+            let c = async move {
+                match c {
+                    Some(mut c) => {
+                        c.recv().await;
+                    }
+                    None => std::future::pending().await,
                 }
-            }
-            _ => {
-                let _ = tokio::signal::ctrl_c().await;
+            };
+            let close = async move {
+                match close {
+                    Some(mut s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending().await,
+                }
+            };
+            let shutdown = async move {
+                match shutdown {
+                    Some(mut s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = c => {}
+                _ = close => {}
+                _ = shutdown => {}
             }
         }
     }
     #[cfg(not(any(unix, windows)))]
     {
-        let _ = tokio::signal::ctrl_c().await;
+        async move {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
 

@@ -23,7 +23,7 @@ const CLOUD_TOKEN: &str = "host-tests-enrolment-token";
 
 /// The reference cloud on 127.0.0.1 with a CA made for the test; enrolment
 /// needs [`CLOUD_TOKEN`].
-struct Cloud {
+pub(super) struct Cloud {
     server: Option<RunningServer>,
     ca: PathBuf,
     url: String,
@@ -31,7 +31,7 @@ struct Cloud {
 }
 
 impl Cloud {
-    fn start() -> Cloud {
+    pub(super) fn start() -> Cloud {
         Self::start_with(|_| {})
     }
 
@@ -57,7 +57,7 @@ impl Cloud {
         }
     }
 
-    fn store(&self) -> &outpost_cloud::Store {
+    pub(super) fn store(&self) -> &outpost_cloud::Store {
         self.server.as_ref().unwrap().store()
     }
 }
@@ -72,7 +72,7 @@ impl Drop for Cloud {
 
 /// A host config (the example's three signed modules) over `logs`, uploading
 /// to `cloud`, trusting only its CA; enrolled with it.
-fn enrolled_site(dir: &Path, logs: &Path, cloud: &Cloud, interval: u64) -> PathBuf {
+pub(super) fn enrolled_site(dir: &Path, logs: &Path, cloud: &Cloud, interval: u64) -> PathBuf {
     let state = dir.join("state");
     let sample =
         Path::new(outpost_artifacts::WORKSPACE_ROOT).join("examples/sample-data/instrument-logs");
@@ -270,14 +270,55 @@ fn corpus_over_tls_arrives_exactly_once_field_by_field_without_phi() {
     assert_eq!(counters.get("accepted"), Some(&(stored.len() as u64)));
 }
 
-#[test]
-fn host_killed_at_random_points_loses_and_duplicates_nothing() {
+/// The texts of every event record `cloud` stored.
+pub(super) fn event_texts(cloud: &Cloud) -> Vec<String> {
+    cloud
+        .store()
+        .batches(None, Some("events"))
+        .unwrap()
+        .into_iter()
+        .flat_map(|b| b.body.records)
+        .filter_map(|r| match r {
+            p::Record::Event(e) => Some(e.text),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Every line written arrived once: none lost, none twice.
+pub(super) fn assert_once(cloud: &Cloud, written: &[String]) {
+    let mut got = event_texts(cloud);
+    got.sort();
+    let mut want = written.to_vec();
+    want.sort();
+    let dups: Vec<_> = got.windows(2).filter(|w| w[0] == w[1]).collect();
+    assert!(
+        dups.is_empty(),
+        "duplicated at the cloud: {:?}",
+        &dups[..dups.len().min(5)]
+    );
+    assert_eq!(got.len(), want.len(), "lost records");
+    assert_eq!(got, want);
+    let counters = cloud.store().counters().unwrap();
+    assert_eq!(counters.get("authentication-failed"), Some(&0));
+}
+
+/// `rounds` runs of `outpost run`, new instrument output written before
+/// each, each run ended by `stop` at a random point (150 ms to
+/// `max_run_ms` more after its start) while batches are on
+/// their way over a slow uplink (0.1 Mbit/s); then one run left alone until
+/// everything arrived. Every record arrives once; at least one stop landed
+/// with records still on their way.
+fn stopped_runs_lose_and_duplicate_nothing(
+    rounds: usize,
+    max_run_ms: u64,
+    stop: &dyn Fn(&mut std::process::Child),
+) {
     let cloud = Cloud::start();
     let site = tempfile::tempdir().unwrap();
     let logs = site.path().join("logs");
     std::fs::create_dir_all(&logs).unwrap();
     let config = enrolled_site(site.path(), &logs, &cloud, 1);
-    // A slow uplink (0.1 Mbit/s), so that kills land while batches are in flight.
     let text = std::fs::read_to_string(&config).unwrap();
     std::fs::write(
         &config,
@@ -286,28 +327,18 @@ fn host_killed_at_random_points_loses_and_duplicates_nothing() {
     .unwrap();
     let exe = env!("CARGO_BIN_EXE_outpost");
     let mut interrupted = 0;
-    let texts = || -> Vec<String> {
-        cloud
-            .store()
-            .batches(None, Some("events"))
-            .unwrap()
-            .into_iter()
-            .flat_map(|b| b.body.records)
-            .filter_map(|r| match r {
-                p::Record::Event(e) => Some(e.text),
-                _ => None,
-            })
-            .collect()
-    };
-
     let mut written = Vec::new();
     let mut rng = 0x2545_F491_4F6C_DD1Du64;
-    const ROUNDS: usize = 24;
-    for round in 0..ROUNDS {
+    for round in 0..rounds {
         // New instrument output arrives between (and during) runs.
         let mut text = String::new();
         for i in 0..(40 + round * 7) {
-            let line = format!("W-0001 round {round} line {i}");
+            // A random tail, so that batches compress little and take a
+            // while on the slow uplink.
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            let line = format!("W-0001 round {round} line {i} {rng:016x}");
             text.push_str(&format!("2026-11-29 10:00:00 WARN {line}\n"));
             written.push(line);
         }
@@ -329,10 +360,9 @@ fn host_killed_at_random_points_loses_and_duplicates_nothing() {
         rng ^= rng << 13;
         rng ^= rng >> 7;
         rng ^= rng << 17;
-        std::thread::sleep(Duration::from_millis(150 + rng % 1500));
-        child.kill().unwrap(); // SIGKILL on Unix, TerminateProcess on Windows
-        child.wait().unwrap();
-        if texts().len() < written.len() {
+        std::thread::sleep(Duration::from_millis(150 + rng % max_run_ms));
+        stop(&mut child);
+        if event_texts(&cloud).len() < written.len() {
             interrupted += 1;
         }
     }
@@ -345,32 +375,56 @@ fn host_killed_at_random_points_loses_and_duplicates_nothing() {
         .spawn()
         .unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    while texts().len() < written.len() && std::time::Instant::now() < deadline {
+    while event_texts(&cloud).len() < written.len() && std::time::Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(250));
     }
     // A little longer: a duplicate would show up now.
     std::thread::sleep(Duration::from_secs(2));
     child.kill().unwrap();
     child.wait().unwrap();
-    let mut got = texts();
-    got.sort();
-    let mut want = written.clone();
-    want.sort();
-    let dups: Vec<_> = got.windows(2).filter(|w| w[0] == w[1]).collect();
-    assert!(
-        dups.is_empty(),
-        "duplicated at the cloud: {:?}",
-        &dups[..dups.len().min(5)]
-    );
-    assert_eq!(got.len(), want.len(), "lost records");
-    assert_eq!(got, want);
+    assert_once(&cloud, &written);
     assert!(
         interrupted > 0,
-        "no kill landed before everything had arrived: the test proved nothing"
+        "no stop landed before everything had arrived: the test proved nothing"
     );
-    eprintln!("{interrupted} of {ROUNDS} kills landed with records still on their way");
-    let counters = cloud.store().counters().unwrap();
-    assert_eq!(counters.get("authentication-failed"), Some(&0));
+    eprintln!("{interrupted} of {rounds} stops landed with records still on their way");
+}
+
+#[test]
+fn host_killed_at_random_points_loses_and_duplicates_nothing() {
+    stopped_runs_lose_and_duplicate_nothing(24, 1500, &|child| {
+        child.kill().unwrap(); // SIGKILL on Unix, TerminateProcess on Windows
+        child.wait().unwrap();
+    });
+}
+
+/// The service manager's stop on Linux (systemd sends SIGTERM) while
+/// batches are on their way and the collector reads: each run exits 0
+/// within the stop timeout, and nothing is lost or sent twice.
+#[cfg(unix)]
+#[test]
+fn sigterm_during_uploads_loses_and_duplicates_nothing() {
+    // A stopped host sends what it holds before it leaves, so stops land
+    // early in a run to catch batches on their way.
+    stopped_runs_lose_and_duplicate_nothing(24, 700, &|child| {
+        let sent = std::time::Instant::now();
+        let term = std::process::Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(term.success());
+        let status = loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                break s;
+            }
+            assert!(
+                sent.elapsed() < Duration::from_secs(60),
+                "no exit within 60 s of SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert_eq!(status.code(), Some(0), "a clean stop exits 0: {status:?}");
+    });
 }
 
 fn test_uplink(dir: &Path) -> (Db, Uplink, Events) {
