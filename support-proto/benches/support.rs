@@ -484,6 +484,22 @@ async fn run() {
         authz: authz.clone(),
     };
 
+    // Relay memory per idle session: pending registrations held open
+    // (first, before the large buffers of the measures below, which the
+    // allocator would reuse).
+    let idle = 500;
+    let before = rss_kib();
+    let mut held = Vec::new();
+    for i in 0..idle {
+        held.push(
+            register_pc(&target, &device_id, &relay_key, &format!("idle-{i}"))
+                .await
+                .unwrap(),
+        );
+    }
+    let after = rss_kib();
+    drop(held);
+
     // Session set-up: from the PC's registration to the grant at the engineer.
     let rounds = 20;
     let mut setups = Vec::new();
@@ -613,19 +629,6 @@ async fn run() {
     s.end("bench").await.unwrap();
     pc_task.await.unwrap().unwrap();
 
-    // Relay memory per idle session: pending registrations held open.
-    let idle = 500;
-    let before = rss_kib();
-    let mut held = Vec::new();
-    for i in 0..idle {
-        held.push(
-            register_pc(&target, &device_id, &relay_key, &format!("idle-{i}"))
-                .await
-                .unwrap(),
-        );
-    }
-    let after = rss_kib();
-
     println!("remote support through the relay on loopback ({rounds} sessions, {mb} MiB file)");
     println!("{:<50} {:>12}", "measure", "value");
     println!(
@@ -705,6 +708,5 @@ async fn run() {
         ),
         _ => println!("{:<50} {:>12}", "RSS per idle session", "n/a"),
     }
-    drop(held);
     relay.shutdown().await;
 }

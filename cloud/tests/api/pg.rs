@@ -97,7 +97,16 @@ impl PgServer {
             return None;
         };
         let root = is_root();
-        let mut dir = tempfile::tempdir().unwrap();
+        // As root the cluster belongs to `postgres`, who must reach it:
+        // under /tmp, not a TMPDIR that may be private to root.
+        let new_dir = || {
+            if root {
+                tempfile::tempdir_in("/tmp").unwrap()
+            } else {
+                tempfile::tempdir().unwrap()
+            }
+        };
+        let mut dir = new_dir();
         let password = format!("pw-{}", free_port());
         std::fs::write(dir.path().join("pw"), &password).unwrap();
         if root {
@@ -171,7 +180,7 @@ impl PgServer {
             }
             // The port was taken between probe and bind: stop and retry.
             server.stop();
-            dir = std::mem::replace(&mut server.dir, tempfile::tempdir().unwrap());
+            dir = std::mem::replace(&mut server.dir, new_dir());
         }
         panic!("{test}: PostgreSQL did not start; see its logs");
     }
