@@ -265,6 +265,41 @@ async fn blocking<T: Send + 'static>(
 }
 
 impl Staff {
+    /// Keep `value` in the shared staff state under `key` for `ttl_secs`;
+    /// the `503` naming `full` when `max` rows of the kind are kept, or
+    /// naming the store when it failed.
+    async fn keep<T: Serialize + Send + 'static>(
+        &self,
+        kind: Kind,
+        key: [u8; 32],
+        ttl_secs: u64,
+        value: T,
+        max: usize,
+        full: &str,
+    ) -> Result<(), Response> {
+        let store = self.store.clone();
+        match blocking(move || shared::put(&store, kind, &key, ttl_secs, &value, max)).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(json_error(StatusCode::SERVICE_UNAVAILABLE, full)),
+            Err(e) => {
+                tracing::error!(error = %e, ?kind, "keeping staff state failed");
+                Err(json_error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the store is unavailable",
+                ))
+            }
+        }
+    }
+
+    /// Remove what the shared staff state keeps under `key`; `Err` (logged)
+    /// when the store failed.
+    async fn forget(&self, kind: Kind, key: [u8; 32]) -> Result<(), ()> {
+        let store = self.store.clone();
+        blocking(move || shared::remove(&store, kind, &key))
+            .await
+            .map_err(|e| tracing::error!(error = %e, ?kind, "removing staff state failed"))
+    }
+
     /// The sign-in rate of the source address (login and callback share
     /// it); the `429` when over it or blocked. Counted in memory, not
     /// audited: a flood costs no writes.
@@ -431,34 +466,22 @@ async fn login(
         }
     };
     let browser = random_token();
-    let (store, key) = (st.store.clone(), digest(&state));
     let login = PendingLogin {
         pending,
         browser: digest(&browser),
     };
-    let kept = blocking(move || {
-        shared::put(
-            &store,
+    if let Err(r) = st
+        .keep(
             Kind::Login,
-            &key,
+            digest(&state),
             LOGIN_TTL_SECS,
-            &login,
+            login,
             MAX_PENDING_LOGINS,
+            "too many sign-ins in progress; retry later",
         )
-    })
-    .await;
-    match kept {
-        Ok(true) => {}
-        Ok(false) => {
-            return json_error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "too many sign-ins in progress; retry later",
-            );
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "keeping a staff sign-in failed");
-            return json_error(StatusCode::SERVICE_UNAVAILABLE, "the store is unavailable");
-        }
+        .await
+    {
+        return r;
     }
     let mut r = (StatusCode::SEE_OTHER, [(header::LOCATION, url.to_string())]).into_response();
     if let Ok(v) = HeaderValue::from_str(&format!(
@@ -546,29 +569,22 @@ async fn start_session(
     detail: Option<String>,
 ) -> Response {
     let id = random_token();
-    let (store, key, session) = (
-        st.store.clone(),
-        digest(&id),
-        Session {
-            identity: identity.clone(),
-        },
-    );
-    let ttl = st.session_ttl.as_secs();
-    let admitted =
-        blocking(move || shared::put(&store, Kind::Session, &key, ttl, &session, MAX_SESSIONS))
-            .await;
-    match admitted {
-        Ok(true) => {}
-        Ok(false) => {
-            return json_error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "too many staff sessions; retry later",
-            );
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "keeping a staff session failed");
-            return json_error(StatusCode::SERVICE_UNAVAILABLE, "the store is unavailable");
-        }
+    let key = digest(&id);
+    let session = Session {
+        identity: identity.clone(),
+    };
+    if let Err(r) = st
+        .keep(
+            Kind::Session,
+            key,
+            st.session_ttl.as_secs(),
+            session,
+            MAX_SESSIONS,
+            "too many staff sessions; retry later",
+        )
+        .await
+    {
+        return r;
     }
     if let Err(r) = st
         .audit(AuditEntry {
@@ -577,10 +593,7 @@ async fn start_session(
         })
         .await
     {
-        let store = st.store.clone();
-        if let Err(e) = blocking(move || shared::remove(&store, Kind::Session, &key)).await {
-            tracing::error!(error = %e, "removing an unaudited staff session failed");
-        }
+        let _ = st.forget(Kind::Session, key).await;
         return r;
     }
     tracing::info!(%peer, "staff sign-in");
@@ -658,43 +671,29 @@ async fn check_location(
     };
     let token = random_token();
     let browser = random_token();
-    let (store, key) = (st.store.clone(), digest(&token));
+    let key = digest(&token);
     let held = Held {
         identity: identity.clone(),
         network: network.clone(),
         agent,
         browser: digest(&browser),
     };
-    let kept = blocking(move || {
-        shared::put(
-            &store,
+    if let Err(r) = st
+        .keep(
             Kind::Held,
-            &key,
+            key,
             newloc::HOLD_TTL_SECS,
-            &held,
+            held,
             MAX_PENDING_LOGINS,
+            "too many sign-ins waiting for confirmation; retry later",
         )
-    })
-    .await;
-    match kept {
-        Ok(true) => {}
-        Ok(false) => {
-            return json_error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "too many sign-ins waiting for confirmation; retry later",
-            );
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "keeping a held staff sign-in failed");
-            return json_error(StatusCode::SERVICE_UNAVAILABLE, "the store is unavailable");
-        }
+        .await
+    {
+        return r;
     }
     let link = format!("{}/staff/confirm?token={token}", st.base_url);
     if let Err(e) = newloc::send_link(mail, &email, &link, &network).await {
-        let store = st.store.clone();
-        if let Err(e) = blocking(move || shared::remove(&store, Kind::Held, &key)).await {
-            tracing::error!(error = %e, "removing a held staff sign-in failed");
-        }
+        let _ = st.forget(Kind::Held, key).await;
         tracing::error!(error = %format!("{e:#}"), "sending the sign-in confirmation failed");
         if let Err(r) = st
             .audit(refuse("the confirmation mail could not be sent"))
@@ -842,12 +841,10 @@ async fn logout(
         Ok(w) => w,
         Err(r) => return *r,
     };
-    if let Some(id) = cookie(&headers, SESSION_COOKIE) {
-        let (store, key) = (st.store.clone(), digest(id));
-        if let Err(e) = blocking(move || shared::remove(&store, Kind::Session, &key)).await {
-            tracing::error!(error = %e, "ending a staff session failed");
-            return json_error(StatusCode::SERVICE_UNAVAILABLE, "the store is unavailable");
-        }
+    if let Some(id) = cookie(&headers, SESSION_COOKIE)
+        && st.forget(Kind::Session, digest(id)).await.is_err()
+    {
+        return json_error(StatusCode::SERVICE_UNAVAILABLE, "the store is unavailable");
     }
     if let Err(r) = st
         .audit(st.entry(Some(&who), "sign-out", "/staff/logout", peer, "ok"))

@@ -327,23 +327,30 @@ impl Printer {
 /// them. After it the supervisor is dropped: calls in progress end at their
 /// deadline, and the process leaves within [`super::EXIT_GRACE_MS`].
 fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    /// The next delivery of a registered signal; never, if it could not be
+    /// registered.
+    #[cfg(any(unix, windows))]
+    macro_rules! next {
+        ($signal:expr) => {
+            async move {
+                match $signal {
+                    Some(mut s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending().await,
+                }
+            }
+        };
+    }
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
         let term = signal(SignalKind::terminate()).ok();
         let int = signal(SignalKind::interrupt()).ok();
         async move {
-            let next = |s: Option<tokio::signal::unix::Signal>| async move {
-                match s {
-                    Some(mut s) => {
-                        s.recv().await;
-                    }
-                    None => std::future::pending().await,
-                }
-            };
             tokio::select! {
-                _ = next(int) => {}
-                _ = next(term) => tracing::info!("SIGTERM: stopping"),
+                _ = next!(int) => {}
+                _ = next!(term) => tracing::info!("SIGTERM: stopping"),
             }
         }
     }
@@ -352,34 +359,10 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
         use tokio::signal::windows::{ctrl_c, ctrl_close, ctrl_shutdown};
         let (c, close, shutdown) = (ctrl_c().ok(), ctrl_close().ok(), ctrl_shutdown().ok());
         async move {
-            let c = async move {
-                match c {
-                    Some(mut c) => {
-                        c.recv().await;
-                    }
-                    None => std::future::pending().await,
-                }
-            };
-            let close = async move {
-                match close {
-                    Some(mut s) => {
-                        s.recv().await;
-                    }
-                    None => std::future::pending().await,
-                }
-            };
-            let shutdown = async move {
-                match shutdown {
-                    Some(mut s) => {
-                        s.recv().await;
-                    }
-                    None => std::future::pending().await,
-                }
-            };
             tokio::select! {
-                _ = c => {}
-                _ = close => {}
-                _ = shutdown => {}
+                _ = next!(c) => {}
+                _ = next!(close) => {}
+                _ = next!(shutdown) => {}
             }
         }
     }
