@@ -266,6 +266,7 @@ mod linux {
         let mut records = 0u64;
         let mut caught_up = None;
         let mut ready = None;
+        let mut peak_at_ready = 0;
         for line in rx.iter() {
             if std::env::var_os("BENCH_DEBUG").is_some() {
                 eprintln!("{line}");
@@ -275,6 +276,7 @@ mod linux {
             };
             if ev["event"] == "module-ready" && ev["module"] == "collector" {
                 ready = Some(start.elapsed());
+                peak_at_ready = proc_status(pid, "VmHWM:");
             }
             if ev["event"] == "call-succeeded" && ev["module"] == "collector" {
                 let summary = ev["summary"].as_str().unwrap_or_default();
@@ -391,8 +393,9 @@ mod linux {
             cpu,
             peak_mib: peak_kib as f64 / 1024.0,
             note: format!(
-                "start {:.1} s, then {records} records to the spool; {} batches in the cloud; distinct patient values found there as a whole token: {leaked} of {total} (inside a longer token only: {partial})",
+                "start {:.1} s (peak {:.0} MiB by then), then {records} records to the spool; {} batches in the cloud; distinct patient values found there as a whole token: {leaked} of {total} (inside a longer token only: {partial})",
                 ready.as_secs_f64(),
+                peak_at_ready as f64 / 1024.0,
                 batches.len()
             ),
         }

@@ -87,7 +87,27 @@ enum Command {
 
 /// Entry point of the `outpost` binary.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args
+        .get(1)
+        .is_some_and(|a| a == crate::runtime::cache::COMPILE_SUBCOMMAND)
+    {
+        return match crate::runtime::cache::compile_child_main(&args[2..]) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("outpost: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let cli = Cli::parse_from(args);
+    // The long-running service compiles modules in child processes of this
+    // binary, so that the compiler's memory is never the service's.
+    let service = matches!(&cli.command, Command::Run(_))
+        || matches!(&cli.command, Command::Service(a) if a.is_service_run());
+    if service && let Ok(exe) = std::env::current_exe() {
+        crate::runtime::cache::compile_in_child_processes(exe);
+    }
     // The Windows service logs to files of its own (it has no console).
     if !matches!(&cli.command, Command::Service(a) if a.is_service_run()) {
         init_tracing();

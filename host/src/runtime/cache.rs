@@ -22,6 +22,25 @@ use std::path::{Path, PathBuf};
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
+/// The `outpost` executable that compiles on a cache miss, when set
+/// ([`compile_in_child_processes`]).
+static COMPILER: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// Hidden subcommand of the `outpost` binary that compiles one module into
+/// the cache ([`compile_child_main`]).
+pub const COMPILE_SUBCOMMAND: &str = "__compile-module";
+
+/// From now on, compile a module missing from the cache in a child process
+/// (`exe` [`COMPILE_SUBCOMMAND`]) and load the entry it writes. Cranelift's
+/// working memory (tens of MiB while a module compiles) then lives and dies
+/// in the child, so the service's peak and resident memory stay those of
+/// running modules. Set by the `outpost` binary only: a library user (the
+/// tests) compiles in its own process, and any failure of the child falls
+/// back to compiling in-process.
+pub fn compile_in_child_processes(exe: PathBuf) {
+    let _ = COMPILER.set(exe);
+}
+
 /// Size of the MAC prefix of an entry.
 const MAC_BYTES: usize = 32;
 
@@ -112,6 +131,7 @@ impl Cache {
     pub(crate) fn get_or_compile(
         &self,
         engine: &Engine,
+        max_memory_mib: u32,
         verified: &VerifiedModule,
     ) -> wasmtime::Result<(Component, CacheOutcome)> {
         let bytes = verified.bytes();
@@ -125,6 +145,25 @@ impl Cache {
                     tracing::warn!(target: "outpost.cache", entry = %name, "compiled-module cache entry refused; recompiling");
                     let _ = std::fs::remove_file(&path);
                     outcome = CacheOutcome::Rejected;
+                }
+            }
+        }
+        if let Some(exe) = COMPILER.get() {
+            match self.compile_in_child(exe, max_memory_mib, &name, bytes) {
+                Ok(()) => match std::fs::read(&path)
+                    .ok()
+                    .and_then(|entry| self.load_entry(engine, &name, &entry))
+                {
+                    Some(c) => {
+                        tracing::info!(target: "outpost.cache", entry = %name, "compiled in a child process");
+                        return Ok((c, outcome));
+                    }
+                    None => {
+                        tracing::warn!(target: "outpost.cache", entry = %name, "the entry compiled by the child process did not load; compiling in the service")
+                    }
+                },
+                Err(e) => {
+                    tracing::warn!(target: "outpost.cache", entry = %name, error = %e, "compiling in a child process failed; compiling in the service")
                 }
             }
         }
@@ -146,6 +185,49 @@ impl Cache {
         Ok((component, outcome))
     }
 
+    /// Run `exe` [`COMPILE_SUBCOMMAND`] on `bytes` (its standard input) to
+    /// write entry `name`; the entry is then MAC-checked like any other.
+    fn compile_in_child(
+        &self,
+        exe: &Path,
+        max_memory_mib: u32,
+        name: &str,
+        bytes: &[u8],
+    ) -> std::io::Result<()> {
+        use std::io::{Read, Write};
+        use std::process::{Command, Stdio};
+        let mut child = Command::new(exe)
+            .arg(COMPILE_SUBCOMMAND)
+            .arg(&self.dir)
+            .arg(max_memory_mib.to_string())
+            .arg(name)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let fed = child
+            .stdin
+            .take()
+            .map_or(Ok(()), |mut stdin| stdin.write_all(bytes));
+        let mut why = String::new();
+        if let Some(mut err) = child.stderr.take() {
+            let _ = err.read_to_string(&mut why);
+        }
+        let status = child.wait()?;
+        fed?;
+        if status.success() {
+            Ok(())
+        } else {
+            // The child's own words (never module content: it prints only
+            // its error chain), cut to one line.
+            let why = why.lines().next().unwrap_or_default();
+            Err(std::io::Error::other(format!(
+                "{status}: {}",
+                crate::untrusted::clean(why, 300)
+            )))
+        }
+    }
+
     fn load_entry(&self, engine: &Engine, name: &str, entry: &[u8]) -> Option<Component> {
         if entry.len() <= MAC_BYTES {
             return None;
@@ -154,6 +236,50 @@ impl Cache {
         self.mac(name, code).verify_slice(mac).ok()?;
         deserialize_own(engine, code).ok()
     }
+}
+
+/// The child side of [`Cache::compile_in_child`]: `args` are the cache
+/// directory, the memory limit the engine is built with and the entry name;
+/// the component is read from standard input. The entry name must be the
+/// one this binary's own engine gives that file (the same engine settings
+/// as the service's), so the service never loads code built for another.
+pub fn compile_child_main(args: &[std::ffi::OsString]) -> anyhow::Result<()> {
+    use anyhow::Context;
+    use std::io::Read;
+    let [dir, max_memory_mib, name] = args else {
+        anyhow::bail!("usage: {COMPILE_SUBCOMMAND} CACHE-DIR MAX-MEMORY-MIB ENTRY-NAME");
+    };
+    let max_memory_mib: u32 = max_memory_mib
+        .to_str()
+        .and_then(|v| v.parse().ok())
+        .context("the memory limit is not a number")?;
+    let name = name.to_str().context("the entry name is not UTF-8")?;
+    let engine = super::new_engine(max_memory_mib).map_err(|e| anyhow::anyhow!("{e:#}"))?;
+    let file_sha256: [u8; 32] = name
+        .get(..64)
+        .and_then(|h| {
+            (0..32)
+                .map(|i| u8::from_str_radix(&h[2 * i..2 * i + 2], 16).ok())
+                .collect::<Option<Vec<u8>>>()
+        })
+        .and_then(|v| v.try_into().ok())
+        .context("the entry name does not start with a file hash")?;
+    anyhow::ensure!(
+        Cache::entry_name(&engine, &file_sha256) == name,
+        "entry {name} is not for this binary's engine"
+    );
+    let cache = Cache::open(Path::new(dir)).context("the compiled-module cache")?;
+    let mut bytes = Vec::new();
+    std::io::stdin().read_to_end(&mut bytes)?;
+    let code = Component::new(&engine, &bytes)
+        .and_then(|c| c.serialize())
+        .map_err(|e| anyhow::anyhow!("{e:#}"))?;
+    let mac = cache.mac(name, &code).finalize().into_bytes();
+    let mut entry = Vec::with_capacity(MAC_BYTES + code.len());
+    entry.extend_from_slice(&mac);
+    entry.extend_from_slice(&code);
+    write_atomically(&cache.dir.join(name), &entry).context("writing the entry")?;
+    Ok(())
 }
 
 /// Load native code that this host compiled and MAC'd.

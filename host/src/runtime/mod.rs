@@ -350,6 +350,7 @@ pub struct Runtime {
     services: Arc<Services>,
     ticker: Arc<Ticker>,
     cache: Option<Cache>,
+    max_memory_mib: u32,
 }
 
 /// Names of a component's imports and exports.
@@ -411,6 +412,7 @@ impl Runtime {
             services,
             ticker,
             cache,
+            max_memory_mib,
         })
     }
 
@@ -430,7 +432,7 @@ impl Runtime {
     pub fn compile(&self, verified: &VerifiedModule) -> Result<CompiledModule, LoadError> {
         let name = &verified.manifest().name;
         let compiled = match &self.cache {
-            Some(cache) => cache.get_or_compile(&self.engine, verified),
+            Some(cache) => cache.get_or_compile(&self.engine, self.max_memory_mib, verified),
             None => {
                 Component::new(&self.engine, verified.bytes()).map(|c| (c, CacheOutcome::Disabled))
             }

@@ -242,3 +242,150 @@ fn the_compiled_cache_is_used_only_for_verified_files_with_a_valid_mac() {
         "cache entry untouched"
     );
 }
+
+/// The cache entry of the collector after one in-process build: its path
+/// and the engine's memory limit it was compiled for.
+fn compiled_entry(site: &Site, config: Config) -> (PathBuf, u32) {
+    let max = config.policy.max_memory_mib;
+    let (agent, _) = site.build(config);
+    assert_eq!(agent.modules[0].cache, CacheOutcome::Miss);
+    drop(agent);
+    let entry = std::fs::read_dir(site.file("state/cache"))
+        .unwrap()
+        .map(|d| d.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "cwasm"))
+        .expect("a cache entry");
+    (entry, max)
+}
+
+/// `outpost __compile-module CACHE MAX NAME` with `stdin` as its input.
+fn compile_child(cache: &Path, max: u32, name: &str, stdin: &[u8]) -> std::process::Output {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_outpost"))
+        .arg("__compile-module")
+        .arg(cache)
+        .arg(max.to_string())
+        .arg(name)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The child may refuse before reading: a closed pipe is its answer.
+    let _ = child.stdin.take().unwrap().write_all(stdin);
+    child.wait_with_output().unwrap()
+}
+
+fn cache_files(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|d| d.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn an_entry_compiled_by_the_child_process_loads_and_runs_in_the_service() {
+    let e = env();
+    let site = Site::new();
+    let file = site.file("collector.wasm");
+    let manifest = collector_manifest("0.1.0");
+    std::fs::write(&file, e.signed(outpost_artifacts::COLLECTOR, &manifest)).unwrap();
+    let config = || site.config(&file, &test_key_trust());
+    let (entry, max) = compiled_entry(&site, config());
+    let name = entry.file_name().unwrap().to_str().unwrap().to_owned();
+    let in_process = std::fs::read(&entry).unwrap();
+    std::fs::remove_file(&entry).unwrap();
+
+    let bytes = e.verified(outpost_artifacts::COLLECTOR, &manifest);
+    let out = compile_child(entry.parent().unwrap(), max, &name, bytes.bytes());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The same code as the service's own compile, MAC'd with the same key.
+    assert_eq!(std::fs::read(&entry).unwrap(), in_process);
+    let (agent, _) = site.build(config());
+    assert_eq!(agent.modules[0].cache, CacheOutcome::Hit);
+    let report =
+        e.rt.block_on(agent.runtime.collect(&agent.modules[0], Trigger::Schedule))
+            .unwrap();
+    assert!(report.records_queued >= 1);
+}
+
+#[test]
+fn the_child_compiler_refuses_another_engine_and_bad_input_and_writes_nothing() {
+    let e = env();
+    let site = Site::new();
+    let file = site.file("collector.wasm");
+    let manifest = collector_manifest("0.1.0");
+    std::fs::write(&file, e.signed(outpost_artifacts::COLLECTOR, &manifest)).unwrap();
+    let (entry, max) = compiled_entry(&site, site.config(&file, &test_key_trust()));
+    let cache = entry.parent().unwrap().to_owned();
+    let name = entry.file_name().unwrap().to_str().unwrap().to_owned();
+    std::fs::remove_file(&entry).unwrap();
+    let before = cache_files(&cache);
+    let bytes = e.verified(outpost_artifacts::COLLECTOR, &manifest);
+
+    // A name made by an engine with other settings (another build, other
+    // code-generation settings): the service would never load such an entry.
+    let mut forged = name.clone();
+    let last = forged.len() - ".cwasm".len() - 1;
+    let digit = if name.as_bytes()[last] == b'0' {
+        "1"
+    } else {
+        "0"
+    };
+    forged.replace_range(last..=last, digit);
+    let other = compile_child(&cache, max, &forged, bytes.bytes());
+    assert!(!other.status.success());
+    let why = String::from_utf8_lossy(&other.stderr);
+    assert!(why.contains("not for this binary's engine"), "{why}");
+    let nonsense = compile_child(&cache, max, "../../elsewhere.cwasm", bytes.bytes());
+    assert!(!nonsense.status.success());
+    let why = String::from_utf8_lossy(&nonsense.stderr);
+    assert!(why.contains("does not start with a file hash"), "{why}");
+
+    // Not a component: the compiler's error, no entry, no temporary file.
+    let garbage = compile_child(&cache, max, &name, b"\0asm not really a component");
+    assert!(!garbage.status.success());
+    assert!(!String::from_utf8_lossy(&garbage.stderr).is_empty());
+    // Arguments missing.
+    let usage = std::process::Command::new(env!("CARGO_BIN_EXE_outpost"))
+        .arg("__compile-module")
+        .output()
+        .unwrap();
+    assert!(!usage.status.success());
+    assert!(String::from_utf8_lossy(&usage.stderr).contains("usage"));
+    assert_eq!(cache_files(&cache), before);
+}
+
+#[test]
+fn outpost_run_compiles_modules_in_a_child_process() {
+    let e = env();
+    let site = Site::new();
+    let file = site.file("collector.wasm");
+    std::fs::write(
+        &file,
+        e.signed(outpost_artifacts::COLLECTOR, &collector_manifest("0.1.0")),
+    )
+    .unwrap();
+    site.config(&file, &test_key_trust());
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_outpost"))
+        .args(["run", "--seconds", "1", "--config"])
+        .arg(site.file("outpost.toml"))
+        .env("OUTPOST_LOG", "info")
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    assert!(log.contains("compiled in a child process"), "{log}");
+    assert!(!log.contains("compiling in the service"), "{log}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("collector"),
+        "the module ran"
+    );
+}
