@@ -622,6 +622,12 @@ async fn collector_loop(shared: Arc<Shared>, mut m: Arc<LoadedModule>) {
         let res = shared.runtime.collect_reporting_backlog(&m, trigger).await;
         let backlog = matches!(res, Ok((_, true)));
         let res = res.map(|(report, _)| report);
+        // A change-triggered call that found new records: changes may still
+        // be arriving, and the watch may have dropped them (see
+        // `DirWatch::rearm`); one more call at the policy's rate reads
+        // them either way, until a call finds nothing new.
+        let follow_up =
+            trigger == Trigger::FileChange && matches!(&res, Ok(r) if r.records_queued > 0);
         let next = shared.record(m.name(), &m.file_sha256, "collect", &res, |r| {
             format!(
                 "files={} records={} malformed={}{}",
@@ -644,7 +650,18 @@ async fn collector_loop(shared: Arc<Shared>, mut m: Arc<LoadedModule>) {
                 tokio::time::sleep(pause).await;
             }
             Next::Continue => {
-                trigger = next_trigger(watch.as_mut(), interval, started + min_gap).await;
+                if let Some(w) = watch.as_mut() {
+                    w.rearm();
+                }
+                trigger = if follow_up {
+                    tokio::time::sleep_until(started + min_gap).await;
+                    if let Some(w) = watch.as_mut() {
+                        w.drain();
+                    }
+                    Trigger::FileChange
+                } else {
+                    next_trigger(watch.as_mut(), interval, started + min_gap).await
+                };
             }
             Next::RetryAfter(d) => tokio::time::sleep(d).await,
             Next::Stop => match shared.roll_back(&m).await {

@@ -27,7 +27,9 @@ pub const DEBOUNCE: Duration = Duration::from_millis(200);
 /// A live watch over some directories.
 pub struct DirWatch {
     rx: mpsc::Receiver<()>,
-    _watcher: RecommendedWatcher,
+    tx: mpsc::Sender<()>,
+    dirs: Vec<PathBuf>,
+    watcher: RecommendedWatcher,
 }
 
 /// Why a watch could not start.
@@ -38,6 +40,40 @@ pub struct WatchError {
     pub path: PathBuf,
     /// What the platform said.
     pub source: notify::Error,
+}
+
+/// A watcher over `dirs` (recursive) whose changes wake `tx`.
+fn watch(dirs: &[PathBuf], tx: mpsc::Sender<()>) -> Result<RecommendedWatcher, WatchError> {
+    let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        if wakes(&res) {
+            // Full means a wake-up is already pending: this event joins it.
+            let _ = tx.try_send(());
+        }
+    })
+    .map_err(|source| WatchError {
+        path: PathBuf::new(),
+        source,
+    })?;
+    for dir in dirs {
+        watcher
+            .watch(dir, RecursiveMode::Recursive)
+            .map_err(|source| WatchError {
+                path: dir.clone(),
+                source,
+            })?;
+    }
+    Ok(watcher)
+}
+
+/// Whether what the watcher reports wakes the collector: a content change,
+/// a report that events were lost (the platform's buffer or queue
+/// overflowed: anything may have changed), or an error of the watch (the
+/// call costs little and reads what there is).
+fn wakes(res: &notify::Result<notify::Event>) -> bool {
+    match res {
+        Ok(ev) => ev.need_rescan() || counts(&ev.kind),
+        Err(_) => true,
+    }
 }
 
 fn counts(kind: &EventKind) -> bool {
@@ -54,38 +90,35 @@ impl DirWatch {
     /// error: the interval covers them.
     pub fn start<'a>(dirs: impl IntoIterator<Item = &'a PathBuf>) -> Result<DirWatch, WatchError> {
         let (tx, rx) = mpsc::channel(1);
-        let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-            if let Ok(ev) = res
-                && counts(&ev.kind)
-            {
-                // Full means a wake-up is already pending: this event joins it.
-                let _ = tx.try_send(());
-            }
-        })
-        .map_err(|source| WatchError {
-            path: PathBuf::new(),
-            source,
-        })?;
-        for dir in dirs {
-            watcher
-                .watch(dir, RecursiveMode::Recursive)
-                .map_err(|source| WatchError {
-                    path: dir.clone(),
-                    source,
-                })?;
-        }
+        let dirs: Vec<PathBuf> = dirs.into_iter().cloned().collect();
+        let watcher = watch(&dirs, tx.clone())?;
         Ok(DirWatch {
             rx,
-            _watcher: watcher,
+            tx,
+            dirs,
+            watcher,
         })
+    }
+
+    /// Watch the directories anew, the new watch running before the old one
+    /// stops (no change falls between them). On Windows the watcher stops
+    /// watching a directory for good when its change buffer overflows (a
+    /// burst of changes: `notify` 8 unwatches on `ERROR_NOTIFY_ENUM_DIR`),
+    /// and nothing says so; the collector loop re-arms after every call.
+    /// If the new watch cannot start, the old one stays.
+    pub fn rearm(&mut self) {
+        match watch(&self.dirs, self.tx.clone()) {
+            Ok(fresh) => self.watcher = fresh,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot renew the file-change watch; the previous one stays")
+            }
+        }
     }
 
     /// Wait for the next change (cancel-safe).
     pub async fn changed(&mut self) {
-        if self.rx.recv().await.is_none() {
-            // The watcher thread is gone: never wake again.
-            std::future::pending::<()>().await;
-        }
+        // Never `None`: this watch holds a sender itself.
+        let _ = self.rx.recv().await;
     }
 
     /// Forget wake-ups that arrived meanwhile (the next call reads them all).
@@ -112,6 +145,19 @@ mod tests {
         assert!(!counts(&EventKind::Access(AccessKind::Read)));
     }
 
+    #[test]
+    fn lost_events_and_errors_wake_the_collector() {
+        use notify::event::Flag;
+        // What inotify's queue overflow becomes.
+        let overflow = notify::Event::new(EventKind::Other).set_flag(Flag::Rescan);
+        assert!(wakes(&Ok(overflow)));
+        assert!(wakes(&Err(notify::Error::generic("the watch failed"))));
+        assert!(!wakes(&Ok(notify::Event::new(EventKind::Other))));
+        assert!(!wakes(&Ok(notify::Event::new(EventKind::Access(
+            notify::event::AccessKind::Read
+        )))));
+    }
+
     #[tokio::test]
     async fn a_write_wakes_the_watch_and_a_storm_is_one_wake_up() {
         let dir = tempfile::tempdir().unwrap();
@@ -127,5 +173,38 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(300)).await;
         w.drain();
         assert!(w.rx.try_recv().is_err());
+    }
+
+    /// A burst larger than the platform's event buffer (ReadDirectoryChangesW
+    /// overflows its buffer; inotify its queue) must not end the watch: once
+    /// re-armed (as the collector loop does after each call), a write after
+    /// it still wakes the collector.
+    #[tokio::test]
+    async fn the_watch_survives_a_burst_that_overflows_the_event_buffer() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_owned();
+        let mut w = DirWatch::start([&path]).unwrap();
+        // More events than inotify queues (its limit, default 16 384); on
+        // Windows, far more than the watcher's 16 KiB change buffer holds.
+        #[cfg(target_os = "linux")]
+        let burst = std::fs::read_to_string("/proc/sys/fs/inotify/max_queued_events")
+            .ok()
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .map_or(20_000, |max| (max + 1000).min(70_000));
+        #[cfg(not(target_os = "linux"))]
+        let burst = 10_000;
+        for i in 0..burst {
+            std::fs::write(path.join(format!("burst-{i}")), b"x").unwrap();
+        }
+        tokio::time::timeout(Duration::from_secs(30), w.changed())
+            .await
+            .expect("the burst is seen");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        w.drain();
+        w.rearm();
+        std::fs::write(path.join("after"), b"x").unwrap();
+        tokio::time::timeout(Duration::from_secs(10), w.changed())
+            .await
+            .expect("a write after the burst is seen");
     }
 }

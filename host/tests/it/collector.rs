@@ -549,3 +549,64 @@ fn a_csv_export_with_ssn_shaped_lots_loses_no_row() {
         .unwrap();
     assert!(!held.iter().any(|d| d.module == f.name), "{held:?}");
 }
+
+/// A folder of thousands of files (years of daily logs): a call stops
+/// starting files after its time budget, says a backlog is waiting, and the
+/// next call begins at the file it did not reach, until a round has checked
+/// every file once — no call runs into its CPU deadline, every line arrives
+/// once, a line added meanwhile to a file the round had passed is read by
+/// the next round, and a round over unchanged files ends.
+#[test]
+fn a_folder_of_thousands_of_files_is_read_over_several_calls_in_turn() {
+    let f = Folder::new("many-files-collector");
+    let m = f.module();
+    let e = env();
+    // Enough files that reading them all takes longer than the budget (each
+    // new file's first batch is a durable commit; under Wine a commit costs
+    // tens of milliseconds, so fewer files suffice there).
+    const FILES: usize = if cfg!(windows) { 200 } else { 1500 };
+    for i in 0..FILES {
+        f.write(
+            &format!("day-{i:05}.log"),
+            format!("INFO line of day {i}\n"),
+        );
+    }
+    let call = || {
+        e.rt.block_on(e.runtime.collect_reporting_backlog(&m, Trigger::Schedule))
+            .expect("no call fails (none reaches its CPU deadline)")
+    };
+    // Calls until a round ends; the lines they queued (each call also
+    // queues a heartbeat).
+    let round = |what: &str| {
+        let (mut calls, before) = (0, f.event_texts().len());
+        loop {
+            let (_, backlog) = call();
+            calls += 1;
+            if !backlog {
+                return (calls, f.event_texts().len() - before);
+            }
+            assert!(calls < 200, "{what}: the round never ended");
+        }
+    };
+    let (first, backlog) = call();
+    assert!(backlog, "the first call stopped early: {first:?}");
+    let first_lines = f.event_texts().len();
+    assert!(first_lines < FILES);
+    // The round has passed the first file: a line added to it waits for the
+    // next round.
+    f.append("day-00000.log", "INFO added to the first day\n");
+    let (calls, queued) = round("the first round");
+    assert_eq!(first_lines + queued, FILES);
+    let texts = f.event_texts();
+    let distinct: std::collections::BTreeSet<&String> = texts.iter().collect();
+    assert_eq!(distinct.len(), FILES, "every line once");
+    let (again, queued) = round("the second round");
+    assert_eq!(queued, 1);
+    assert_eq!(f.event_texts().last().unwrap(), "added to the first day");
+    let (unchanged, queued) = round("a round over unchanged files");
+    assert_eq!(queued, 0, "nothing is read twice");
+    eprintln!(
+        "{FILES} files: first round {} calls, second {again}, unchanged {unchanged}",
+        calls + 1
+    );
+}

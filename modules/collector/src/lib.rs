@@ -13,7 +13,9 @@
 //! Logs, ASTM, HL7 and CSV are read incrementally, unit by unit, at most
 //! [`MAX_READ_BYTES_PER_FILE`] per file and [`MAX_PARSE_BYTES_PER_CALL`] per
 //! call, so a 2 GB transcript costs bounded memory and time, a backlog drains
-//! over several calls, and a growing file is read as it grows. A call that
+//! over several calls, and a growing file is read as it grows. A call starts
+//! no file after [`CALL_TIME_BUDGET`], so a folder of thousands of files is
+//! checked in a round over several calls ([`RESUME_KEY`]). A call that
 //! stops at a budget says so (`uplink.backlog-waiting`) and the host calls
 //! again at once, so a backlog drains at full speed, not one call per
 //! collection interval.
@@ -42,7 +44,7 @@ static ALLOCATOR: small_blocks::SmallBlocks = small_blocks::SmallBlocks::new();
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use outpost_collector_core as core;
 use outpost_sdk::uplink::{self, Heartbeat, Record};
@@ -93,6 +95,20 @@ pub const CURSOR_PREFIX: &str = "cursor:";
 pub const SETTLE_SECS: u64 = 30;
 /// State key prefix of the fingerprints of whole files already parsed.
 pub const SEEN_PREFIX: &str = "seen:";
+/// Wall time after which a call starts no further file: it says a backlog
+/// is waiting, and the next call begins at the file this one did not reach
+/// ([`RESUME_KEY`]), so every file gets its turn however many there are. A
+/// round over every file ends the backlog when nothing stopped it early.
+/// Checking each file costs a few host calls (open, metadata, a read, its
+/// cursor): thousands of files, where file calls are slow (Windows; more so
+/// under Wine), would otherwise run a call past its CPU limit
+/// (`cpu-ms-per-call` in the manifest, 2000 ms; the deadline counts time
+/// spent in host calls too), fail it, and in the end quarantine the module.
+pub const CALL_TIME_BUDGET: Duration = Duration::from_millis(500);
+/// State key of the round in progress, after a call stopped early: how many
+/// files the round has left and the one the next call begins at (removed
+/// once a call ends the round).
+pub const RESUME_KEY: &str = "resume-at";
 
 /// How a file is read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -153,6 +169,7 @@ pub struct InstrumentCollector;
 
 impl Collector for InstrumentCollector {
     fn collect(_trigger: Trigger) -> Result<CollectReport, String> {
+        let started = Instant::now();
         let mut report = CollectReport::empty();
         let instruments = host::instruments();
         let now = Timestamp::now();
@@ -192,9 +209,29 @@ impl Collector for InstrumentCollector {
             total: 0,
             stop: None,
         };
+        // Begin at the file a previous call stopped at; the files before it
+        // come last.
+        // A round checks every file once, over as many calls as it takes:
+        // a call that stops early leaves where the next one begins and how
+        // many files the round has left ([`RESUME_KEY`]).
+        let resume = state::get_string(RESUME_KEY).and_then(|v| parse_resume(&v));
+        let mut left = files.len();
+        if let Some((n, at)) = &resume {
+            let first = files.iter().position(|p| p.as_path() >= Path::new(at));
+            files.rotate_left(first.unwrap_or(0));
+            left = (*n).min(files.len());
+        }
         let mut budget = MAX_PARSE_BYTES_PER_CALL;
-        for path in &files {
+        // The file the next call begins at, when this one stops early.
+        let mut next = None;
+        for (i, path) in files.iter().take(left).enumerate() {
             if sink.total >= MAX_RECORDS_PER_CALL || budget == 0 || sink.stop.is_some() {
+                // The file last read may hold more: the next call begins there.
+                next = Some(i.saturating_sub(1));
+                break;
+            }
+            if started.elapsed() >= CALL_TIME_BUDGET {
+                next = Some(i);
                 break;
             }
             match read_file(path, &fallback, &mut sink, &mut budget) {
@@ -213,6 +250,21 @@ impl Collector for InstrumentCollector {
                 }
             }
         }
+        if next.is_none() && left > 0 && (sink.total >= MAX_RECORDS_PER_CALL || budget == 0) {
+            next = Some(left - 1);
+        }
+        if sink.stop.is_none() {
+            // A hint only: if it is lost, the next call begins a round at
+            // the first file.
+            let _ = match next {
+                Some(i) => state::set_string(
+                    RESUME_KEY,
+                    &format!("{} {}", left - i, files[i].to_string_lossy()),
+                ),
+                None if resume.is_some() => state::delete(RESUME_KEY),
+                None => Ok(()),
+            };
+        }
         match sink.stop {
             Some(Stop::Fail(e)) => Err(e),
             Some(Stop::Wait(why)) => Ok(waiting(sink.report, &why)),
@@ -220,13 +272,19 @@ impl Collector for InstrumentCollector {
                 // A budget ran out: more may be waiting, so the host calls
                 // again at once instead of after the interval (a budget
                 // spent exactly at the end of the input costs one empty call).
-                if sink.total >= MAX_RECORDS_PER_CALL || budget == 0 {
+                if next.is_some() {
                     uplink::backlog_waiting();
                 }
                 Ok(sink.report)
             }
         }
     }
+}
+
+/// The [`RESUME_KEY`] value `<files left in the round> <path to begin at>`.
+fn parse_resume(value: &str) -> Option<(usize, String)> {
+    let (left, path) = value.split_once(' ')?;
+    Some((left.parse().ok()?, path.to_owned()))
 }
 
 /// Why queueing stopped.
