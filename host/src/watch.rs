@@ -101,11 +101,13 @@ impl DirWatch {
     }
 
     /// Watch the directories anew, the new watch running before the old one
-    /// stops (no change falls between them). On Windows the watcher stops
-    /// watching a directory for good when its change buffer overflows (a
-    /// burst of changes: `notify` 8 unwatches on `ERROR_NOTIFY_ENUM_DIR`),
-    /// and nothing says so; the collector loop re-arms after every call.
-    /// If the new watch cannot start, the old one stays.
+    /// stops (no change falls between them). On Windows, `notify` 8 stops
+    /// watching a directory for good on any error its read completes with
+    /// other than an abort or access denied (`ERROR_NOTIFY_ENUM_DIR`, a
+    /// change buffer that overflowed in a burst, among them), and nothing
+    /// says so; the collector loop re-arms after every call. (Wine did not
+    /// reproduce that error in a 10 000-change storm; a real Windows runner
+    /// would tell.) If the new watch cannot start, the old one stays.
     pub fn rearm(&mut self) {
         match watch(&self.dirs, self.tx.clone()) {
             Ok(fresh) => self.watcher = fresh,

@@ -209,8 +209,6 @@ impl Collector for InstrumentCollector {
             total: 0,
             stop: None,
         };
-        // Begin at the file a previous call stopped at; the files before it
-        // come last.
         // A round checks every file once, over as many calls as it takes:
         // a call that stops early leaves where the next one begins and how
         // many files the round has left ([`RESUME_KEY`]).
