@@ -207,7 +207,13 @@ fn write_control(path: &Path, c: &ControlFile) -> anyhow::Result<ControlGuard> {
     Ok(ControlGuard(path.to_path_buf()))
 }
 
-type Queued = (Command, Option<oneshot::Sender<ControlReply>>);
+/// A command, and where its reply goes (a control connection), with a
+/// signal back once the reply is written (so `end` is answered before the
+/// process exits).
+type Queued = (
+    Command,
+    Option<oneshot::Sender<(ControlReply, oneshot::Sender<()>)>>,
+);
 
 /// Serve the control endpoint: each connection sends one request line with
 /// the token; its command is queued and the reply written back.
@@ -229,19 +235,24 @@ async fn serve_control(listener: TcpListener, token: String, tx: mpsc::Sender<Qu
                 BufReader::new(r.take(MAX_CONTROL_LINE)).read_line(&mut line),
             )
             .await;
+            let ended = || ControlReply {
+                ok: false,
+                message: "the session has ended".into(),
+            };
+            let mut written = None;
             let reply = match (read, serde_json::from_str::<ControlRequest>(&line)) {
                 (Ok(Ok(_)), Ok(req)) if Sha256::digest(req.token.as_bytes()) == want => {
                     let (rtx, rrx) = oneshot::channel();
                     if tx.send((req.command, Some(rtx))).await.is_err() {
-                        ControlReply {
-                            ok: false,
-                            message: "the session has ended".into(),
-                        }
+                        ended()
                     } else {
-                        rrx.await.unwrap_or(ControlReply {
-                            ok: false,
-                            message: "the session has ended".into(),
-                        })
+                        match rrx.await {
+                            Ok((reply, done)) => {
+                                written = Some(done);
+                                reply
+                            }
+                            Err(_) => ended(),
+                        }
                     }
                 }
                 (Ok(Ok(_)), Ok(_)) => ControlReply {
@@ -256,6 +267,10 @@ async fn serve_control(listener: TcpListener, token: String, tx: mpsc::Sender<Qu
             if let Ok(mut out) = serde_json::to_vec(&reply) {
                 out.push(b'\n');
                 let _ = w.write_all(&out).await;
+                let _ = w.shutdown().await;
+            }
+            if let Some(done) = written {
+                let _ = done.send(());
             }
         });
     }
@@ -502,7 +517,13 @@ fn main() -> anyhow::Result<()> {
                     };
                     let answer = run_command(&s, &cmd).await;
                     if let Some(r) = reply {
-                        let _ = r.send(answer);
+                        let (done, written) = oneshot::channel();
+                        if r.send((answer, done)).is_ok() && matches!(cmd, Command::End) {
+                            // The asking process gets its answer before this
+                            // one ends (a runtime shut down mid-write would
+                            // leave it an empty reply).
+                            let _ = tokio::time::timeout(Duration::from_secs(5), written).await;
+                        }
                     }
                     if matches!(cmd, Command::End) {
                         break;
