@@ -214,10 +214,12 @@ impl Cache {
             let _ = err.read_to_string(&mut why);
         }
         let status = child.wait()?;
-        fed?;
         if status.success() {
-            Ok(())
+            // A child that exits 0 has read all its input.
+            fed
         } else {
+            // A child that refused early closes its input: its own words
+            // say why, not the broken pipe.
             // The child's own words (never module content: it prints only
             // its error chain), cut to one line.
             let why = why.lines().next().unwrap_or_default();
