@@ -44,66 +44,87 @@ fn severity_from_name(name: &str) -> Severity {
     }
 }
 
-/// The alert a queued record raises: warning, error and critical
-/// instrument events do.
-fn alert(r: &uplink::Record) -> Option<HostEvent> {
-    let uplink::Record::Event(e) = r else {
-        return None;
-    };
-    matches!(
-        e.severity,
-        Severity::Warning | Severity::Error | Severity::Critical
-    )
-    .then(|| {
-        // The record passed the uplink's PHI guard; its text may still hold
-        // line breaks and other control characters, which an event must not.
-        let clean = |s: &str| untrusted::clean(s, untrusted::MAX_LOG_LINE_BYTES).into_owned();
-        HostEvent::InstrumentAlert {
+/// The alerts a batch raises: its warning, error and critical instrument
+/// events, one per instrument and event code, in order of first appearance:
+/// the most severe, the latest of equal severity. The records of a call
+/// were read at about the same moment; a log that repeats one error
+/// thousands of times is one thing for the person at the PC to see (the
+/// notifier keys its notification by instrument and code), and each record
+/// still goes to the cloud.
+///
+/// Once the batch is queued they join the call's ([`merge_alert`]), and
+/// the call's are raised when it ends ([`take_alerts`]), not per batch: a
+/// backlog drain queues hundreds of batches, and an alert per batch and
+/// code was a notifier call and a database write each (about a tenth of
+/// the host's time in a drain).
+fn batch_alerts(batch: &[uplink::Record]) -> Vec<uplink::InstrumentEvent> {
+    let mut chosen: Vec<&uplink::InstrumentEvent> = Vec::new();
+    for r in batch {
+        let uplink::Record::Event(e) = r else {
+            continue;
+        };
+        if !matches!(
+            e.severity,
+            Severity::Warning | Severity::Error | Severity::Critical
+        ) {
+            continue;
+        }
+        match chosen.iter_mut().find(|k| same_source(k, e)) {
+            Some(k) => {
+                if outranks(e, k) {
+                    *k = e;
+                }
+            }
+            None => chosen.push(e),
+        }
+    }
+    chosen.into_iter().cloned().collect()
+}
+
+/// Adds `e` to the call's `alerts`: in place of the one of its instrument
+/// and code if it is at least as severe, at the end if there is none.
+fn merge_alert(alerts: &mut Vec<uplink::InstrumentEvent>, e: uplink::InstrumentEvent) {
+    match alerts.iter_mut().find(|k| same_source(k, &e)) {
+        Some(k) => {
+            if outranks(&e, k) {
+                *k = e;
+            }
+        }
+        None => alerts.push(e),
+    }
+}
+
+fn same_source(a: &uplink::InstrumentEvent, b: &uplink::InstrumentEvent) -> bool {
+    a.code == b.code
+        && a.instrument.serial == b.instrument.serial
+        && a.instrument.model == b.instrument.model
+}
+
+/// Whether `later` takes the place of `kept`: at least as severe.
+fn outranks(later: &uplink::InstrumentEvent, kept: &uplink::InstrumentEvent) -> bool {
+    host_severity(later.severity) >= host_severity(kept.severity)
+}
+
+/// Most alerts held back until a call ends; more are raised at once.
+pub const MAX_PENDING_ALERTS: usize = 256;
+
+/// The alerts of a call's queued batches ([`batch_alerts`]) as host events.
+/// Only the chosen events are cleaned (the cleaning runs the PHI check on
+/// each text).
+pub(crate) fn take_alerts(state: &mut HostState) -> Vec<HostEvent> {
+    // The records passed the uplink's PHI guard; their texts may still hold
+    // line breaks and other control characters, which an event must not.
+    let clean = |s: &str| untrusted::clean(s, untrusted::MAX_LOG_LINE_BYTES).into_owned();
+    std::mem::take(&mut state.alerts)
+        .into_iter()
+        .map(|e| HostEvent::InstrumentAlert {
             model: clean(&e.instrument.model),
             serial: clean(&e.instrument.serial),
             severity: host_severity(e.severity),
             code: clean(&e.code),
             text: clean(&e.text),
-        }
-    })
-}
-
-/// One alert per instrument and event code of a batch, in order of first
-/// appearance: the most severe, the latest of equal severity. The records
-/// of a batch were read at the same moment; a log that repeats one error
-/// thousands of times is one thing for the person at the PC to see (the
-/// notifier keys its notification by instrument and code), and each record
-/// still goes to the cloud.
-fn coalesce(alerts: impl Iterator<Item = HostEvent>) -> Vec<HostEvent> {
-    let mut out: Vec<HostEvent> = Vec::new();
-    for a in alerts {
-        let HostEvent::InstrumentAlert {
-            model,
-            serial,
-            code,
-            severity,
-            ..
-        } = &a
-        else {
-            out.push(a);
-            continue;
-        };
-        let same = out.iter_mut().find(|b| {
-            matches!(b, HostEvent::InstrumentAlert { model: m, serial: s, code: c, .. }
-                if m == model && s == serial && c == code)
-        });
-        match same {
-            Some(b) => {
-                if let HostEvent::InstrumentAlert { severity: kept, .. } = b
-                    && severity >= kept
-                {
-                    *b = a;
-                }
-            }
-            None => out.push(a),
-        }
-    }
-    out
+        })
+        .collect()
 }
 
 impl HostState {
@@ -229,10 +250,9 @@ impl HostState {
         if batch.is_empty() || batch.len() > MAX_BATCH_RECORDS {
             return Err(uplink::UplinkError::BatchTooLarge(MAX_BATCH_RECORDS as u32));
         }
-        // Alerts for the warnings and errors in the batch, raised once it is
-        // queued, one per instrument and code; the records themselves are
-        // moved, not copied.
-        let alerts = coalesce(batch.iter().filter_map(alert));
+        // Which records raise alerts is taken before the records are moved
+        // (not copied) into the batch; kept only if the batch is queued.
+        let alerts = batch_alerts(&batch);
         let records: Vec<_> = batch
             .into_iter()
             .map(crate::uplink::convert::record)
@@ -265,8 +285,17 @@ impl HostState {
                     });
                 }
             };
-        for event in alerts {
-            services.events.emit(event);
+        for e in alerts {
+            merge_alert(&mut self.alerts, e);
+        }
+        // A log of thousands of distinct codes: raised in bursts no larger
+        // than this, not all at the call's end (the event bus holds
+        // `EVENT_BUS_CAPACITY` for a subscriber that lags).
+        if self.alerts.len() >= MAX_PENDING_ALERTS {
+            let module = self.module.clone();
+            for alert in take_alerts(self) {
+                module.services.events.emit(alert);
+            }
         }
         Ok(seq)
     }
@@ -423,53 +452,88 @@ impl notify::Host for HostState {
 
 #[cfg(test)]
 mod tests {
-    use super::coalesce;
-    use crate::events::{HostEvent, Severity};
+    use super::types::{Instrument, Severity as Wit};
+    use super::uplink::{InstrumentEvent, MaintenanceEvent, Record};
+    use super::{batch_alerts, merge_alert};
 
-    fn alert(serial: &str, code: &str, severity: Severity, text: &str) -> HostEvent {
-        HostEvent::InstrumentAlert {
-            model: "XN-550".into(),
-            serial: serial.into(),
+    fn event(serial: &str, code: &str, severity: Wit, text: &str) -> Record {
+        Record::Event(InstrumentEvent {
+            instrument: Instrument {
+                model: "XN-550".into(),
+                serial: serial.into(),
+            },
             severity,
             code: code.into(),
             text: text.into(),
+            time: None,
+        })
+    }
+
+    /// (serial, code, severity, text) of each alert of a call whose queued
+    /// batches were `batches`.
+    fn call(batches: &[&[Record]]) -> Vec<(String, String, Wit, String)> {
+        let mut pending = Vec::new();
+        for b in batches {
+            for e in batch_alerts(b) {
+                merge_alert(&mut pending, e);
+            }
         }
+        pending
+            .into_iter()
+            .map(|e| (e.instrument.serial, e.code, e.severity, e.text))
+            .collect()
+    }
+
+    fn row(serial: &str, code: &str, severity: Wit, text: &str) -> (String, String, Wit, String) {
+        (serial.into(), code.into(), severity, text.into())
     }
 
     #[test]
-    fn a_batch_alerts_once_per_instrument_and_code_most_severe_then_latest() {
-        use Severity::*;
-        let got = coalesce(
-            [
-                alert("S1", "E-1203", Error, "sampler 1"),
-                alert("S1", "W-0412", Warning, "reagent low"),
-                alert("S1", "E-1203", Warning, "sampler 2"),
-                alert("S2", "E-1203", Error, "other analyzer"),
-                alert("S1", "E-1203", Error, "sampler 3"),
-                alert("S1", "E-1203", Warning, "sampler 4"),
-            ]
-            .into_iter(),
-        );
-        let texts: Vec<(&str, &str, Severity, &str)> = got
-            .iter()
-            .map(|e| match e {
-                HostEvent::InstrumentAlert {
-                    serial,
-                    code,
-                    severity,
-                    text,
-                    ..
-                } => (serial.as_str(), code.as_str(), *severity, text.as_str()),
-                other => panic!("{other:?}"),
-            })
-            .collect();
+    fn a_call_alerts_once_per_instrument_and_code_most_severe_then_latest() {
+        let maintenance = Record::Maintenance(MaintenanceEvent {
+            instrument: Instrument {
+                model: "XN-550".into(),
+                serial: "S1".into(),
+            },
+            action: "probe wash".into(),
+            outcome: "done".into(),
+            time: None,
+        });
+        let first = [
+            event("S1", "E-1203", Wit::Error, "sampler 1"),
+            event("S1", "I-0001", Wit::Info, "an info event raises nothing"),
+            event("S1", "W-0412", Wit::Warning, "reagent low"),
+            maintenance,
+            event("S1", "E-1203", Wit::Warning, "sampler 2"),
+            event("S2", "E-1203", Wit::Error, "other analyzer"),
+        ];
+        let second = [
+            event("S1", "E-1203", Wit::Error, "sampler 3"),
+            event("S1", "E-1203", Wit::Warning, "sampler 4"),
+            event("S2", "F-0009", Wit::Critical, "pump stalled"),
+            event("S1", "W-0412", Wit::Warning, "reagent low again"),
+        ];
+        let want = [
+            row("S1", "E-1203", Wit::Error, "sampler 3"),
+            row("S1", "W-0412", Wit::Warning, "reagent low again"),
+            row("S2", "E-1203", Wit::Error, "other analyzer"),
+            row("S2", "F-0009", Wit::Critical, "pump stalled"),
+        ];
+        assert_eq!(call(&[&first, &second]), want);
+        // The same records in one batch, or split anywhere: the same alerts.
+        let all: Vec<Record> = first.iter().chain(&second).cloned().collect();
+        for cut in 0..=all.len() {
+            assert_eq!(call(&[&all[..cut], &all[cut..]]), want, "cut at {cut}");
+        }
+        // A more severe event of a later batch takes the place of a lesser
+        // one; a lesser one does not.
         assert_eq!(
-            texts,
-            [
-                ("S1", "E-1203", Error, "sampler 3"),
-                ("S1", "W-0412", Warning, "reagent low"),
-                ("S2", "E-1203", Error, "other analyzer"),
-            ]
+            call(&[
+                &[event("S1", "E-1", Wit::Warning, "a")],
+                &[event("S1", "E-1", Wit::Critical, "b")],
+                &[event("S1", "E-1", Wit::Error, "c")],
+            ]),
+            [row("S1", "E-1", Wit::Critical, "b")]
         );
     }
 }

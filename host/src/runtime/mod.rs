@@ -604,6 +604,11 @@ impl Runtime {
         .await;
         let out = finish(res, &store, wall, started).and_then(|r| r.map_err(module_error));
         self.record(m, "collect", &out, started);
+        // The alerts of the batches the call queued, whatever its outcome
+        // (a batch queued before a trap is in the spool all the same).
+        for alert in host::take_alerts(store.data_mut()) {
+            self.services.events.emit(alert);
+        }
         let backlog = store.data().backlog_waiting;
         out.map(|report| (report, backlog))
     }

@@ -52,6 +52,10 @@ pub struct HostState {
     pub(crate) notify_changes: u32,
     /// The module said more input is waiting (`uplink.backlog-waiting`).
     pub(crate) backlog_waiting: bool,
+    /// The warning, error and critical events of the batches queued in
+    /// this call, one per instrument and code (`runtime::host::alerts`):
+    /// raised as alerts when the call ends, whatever its outcome.
+    pub(crate) alerts: Vec<super::bindings::uplink::InstrumentEvent>,
 }
 
 impl HostState {
@@ -108,6 +112,7 @@ impl HostState {
             cpu_exceeded: false,
             notify_changes: 0,
             backlog_waiting: false,
+            alerts: Vec::new(),
             module,
         })
     }

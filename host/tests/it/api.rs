@@ -561,7 +561,7 @@ fn a_stdout_nobody_reads_does_not_stall_the_host() {
     let logs = dir.path().join("logs");
     std::fs::create_dir_all(&logs).unwrap();
     // Thousands of events: far more than a pipe and the output queue hold
-    // (each line its own code, so that no two alerts of a batch coalesce).
+    // (each line its own code, so that no two alerts of a call coalesce).
     let mut text = String::new();
     for i in 0..6000 {
         text.push_str(&format!(
