@@ -276,7 +276,8 @@ pub struct SupervisorConfig {
     pub min_change_interval_ms: u64,
     /// While a collector says more input is waiting, it is called again at
     /// once, paced so that its calls take at most this share of one CPU's
-    /// time, percent (1..=100; 100: back to back).
+    /// time, percent (1..=100; 100: back to back), counted in the process's
+    /// CPU time (`supervisor::drain_pause`).
     pub drain_cpu_percent: u32,
     /// After a period of this many seconds in which the host used under 1 %
     /// of a CPU, it hands back memory it does not need to wait (`trim.rs`):

@@ -586,11 +586,17 @@ fn sender_config(agent: &Agent) -> SenderConfig {
     }
 }
 
-/// The pause after a drain call that took `busy`, so that drain calls use at
-/// most `percent` of one CPU's time: `busy × (100 − percent) / percent`.
-pub fn drain_pause(busy: Duration, percent: u32) -> Duration {
+/// The pause after a drain call of `wall` time during which the process
+/// used `cpu` of CPU time, so that the drain uses at most `percent` of one
+/// CPU: `cpu × 100 / percent − wall` — a call that spent its time busy
+/// (`cpu` = `wall`) is followed by `wall × (100 − percent) / percent`, a
+/// call that waited on the disk by less. `cpu` is the whole process's
+/// (what else the host did meanwhile counts against the drain too); where
+/// it cannot be read (`None`), the call is taken as busy throughout.
+pub fn drain_pause(wall: Duration, cpu: Option<Duration>, percent: u32) -> Duration {
     let percent = percent.clamp(1, 100);
-    busy.saturating_mul(100 - percent) / percent
+    let used = cpu.unwrap_or(wall);
+    (used.saturating_mul(100) / percent).saturating_sub(wall)
 }
 
 /// Runs a collector: on its interval, and while it says more input is
@@ -619,7 +625,11 @@ async fn collector_loop(shared: Arc<Shared>, mut m: Arc<LoadedModule>) {
             trigger = Trigger::Startup;
         }
         let started = tokio::time::Instant::now();
+        let cpu_before = crate::trim::cpu_time();
         let res = shared.runtime.collect_reporting_backlog(&m, trigger).await;
+        let cpu = cpu_before
+            .zip(crate::trim::cpu_time())
+            .map(|(before, after)| after.saturating_sub(before));
         let backlog = matches!(res, Ok((_, true)));
         let res = res.map(|(report, _)| report);
         // A change-triggered call that found new records: changes may still
@@ -640,7 +650,7 @@ async fn collector_loop(shared: Arc<Shared>, mut m: Arc<LoadedModule>) {
         match next {
             Next::Continue if backlog => {
                 trigger = Trigger::Schedule;
-                let pause = drain_pause(started.elapsed(), shared.cfg.drain_cpu_percent);
+                let pause = drain_pause(started.elapsed(), cpu, shared.cfg.drain_cpu_percent);
                 tracing::debug!(
                     module = m.name(),
                     pause_ms = pause.as_millis() as u64,
@@ -1003,13 +1013,23 @@ mod tests {
 
     #[test]
     fn drain_calls_are_paced_to_the_cpu_share() {
-        let busy = Duration::from_millis(400);
-        assert_eq!(drain_pause(busy, 100), Duration::ZERO);
-        assert_eq!(drain_pause(busy, 80), Duration::from_millis(100));
-        assert_eq!(drain_pause(busy, 50), busy);
-        assert_eq!(drain_pause(busy, 20), Duration::from_millis(1600));
-        // Out-of-range shares are clamped, never a division by zero.
-        assert_eq!(drain_pause(busy, 0), busy * 99);
-        assert_eq!(drain_pause(busy, 250), Duration::ZERO);
+        let ms = Duration::from_millis;
+        let busy = ms(400);
+        // A call busy throughout (or whose CPU time is unknown).
+        for cpu in [Some(busy), None] {
+            assert_eq!(drain_pause(busy, cpu, 100), Duration::ZERO);
+            assert_eq!(drain_pause(busy, cpu, 80), ms(100));
+            assert_eq!(drain_pause(busy, cpu, 50), busy);
+            assert_eq!(drain_pause(busy, cpu, 20), ms(1600));
+            // Out-of-range shares are clamped, never a division by zero.
+            assert_eq!(drain_pause(busy, cpu, 0), busy * 99);
+            assert_eq!(drain_pause(busy, cpu, 250), Duration::ZERO);
+        }
+        // A call that waited on the disk for a quarter of its time used
+        // 300 ms of CPU in 400: 80 % of one CPU needs 375 ms in all.
+        assert_eq!(drain_pause(busy, Some(ms(300)), 80), Duration::ZERO);
+        assert_eq!(drain_pause(busy, Some(ms(300)), 50), ms(200));
+        // Other threads busy meanwhile (uploads) count against the drain.
+        assert_eq!(drain_pause(busy, Some(ms(600)), 80), ms(350));
     }
 }

@@ -65,7 +65,9 @@
 //! `March 4, 1950`, `Mar. 4 1950`.
 //!
 //! Rules 2 to 6 and 8 need digits: a text with fewer (after folding) than the
-//! shortest form of a rule holds skips that rule (`MIN_DIGITS_*`).
+//! shortest form of a rule holds skips that rule (`MIN_DIGITS_*`); the SSN and
+//! NANP phone shapes also need three runs of digits in a row with their group
+//! sizes (`Needs`), and the labelled rules the letters of their labels.
 //!
 //! # Rules for device-identifier fields
 //!
@@ -629,6 +631,12 @@ struct Scope {
 /// on generated and real texts). Letters are only looked at in ASCII text:
 /// elsewhere a case-insensitive pattern letter may match a non-ASCII one
 /// (`ſ` for `s`), so every letter counts as present.
+///
+/// It also notes whether three runs of ASCII digits follow one another, each
+/// gap made of 1 to 7 of `space tab - . / _` (what the SSN and NANP phone
+/// shapes put between their groups), with a middle run of exactly two digits
+/// (`ssn_shape`) or three (`nanp_shape`), at least three before it and at
+/// least four after: every match of those two patterns has such runs.
 #[derive(Clone, Copy)]
 struct Needs {
     digits: usize,
@@ -639,6 +647,54 @@ struct Needs {
     paren: bool,
     plus: bool,
     dash_or_dot: bool,
+    ssn_shape: bool,
+    nanp_shape: bool,
+}
+
+/// Digit runs seen so far, for [`Needs::ssn_shape`] and [`Needs::nanp_shape`].
+struct Runs {
+    /// Length of the run in progress (0: not in one).
+    run: usize,
+    /// Bytes since the last run ended, while all are gap bytes; `None` once
+    /// another byte came (or before any run).
+    gap: Option<usize>,
+    /// The two runs before the one in progress, each joined to the next by
+    /// a gap (0: none).
+    first: usize,
+    second: usize,
+}
+
+impl Runs {
+    const MAX_GAP: usize = 7;
+
+    /// A run of `len` digits ended.
+    fn end(&mut self, n: &mut Needs, len: usize) {
+        if self.first >= 3 && len >= 4 {
+            n.ssn_shape |= self.second == 2;
+            n.nanp_shape |= self.second == 3;
+        }
+        (self.first, self.second) = (self.second, len);
+        self.gap = Some(0);
+    }
+
+    fn byte(&mut self, n: &mut Needs, b: u8) {
+        if b.is_ascii_digit() {
+            if self.run == 0 && !matches!(self.gap, Some(1..=Runs::MAX_GAP)) {
+                // Not joined to the runs before.
+                (self.first, self.second) = (0, 0);
+            }
+            self.run += 1;
+            return;
+        }
+        if self.run > 0 {
+            let len = std::mem::take(&mut self.run);
+            self.end(n, len);
+        }
+        self.gap = match (self.gap, b) {
+            (Some(g), b' ' | b'\t' | b'-' | b'.' | b'/' | b'_') => Some(g + 1),
+            _ => None,
+        };
+    }
 }
 
 impl Needs {
@@ -651,9 +707,18 @@ impl Needs {
             paren: false,
             plus: false,
             dash_or_dot: false,
+            ssn_shape: false,
+            nanp_shape: false,
+        };
+        let mut runs = Runs {
+            run: 0,
+            gap: None,
+            first: 0,
+            second: 0,
         };
         let mut ascii = true;
         for b in s.bytes() {
+            runs.byte(&mut n, b);
             match b {
                 b'0'..=b'9' => n.digits += 1,
                 b'a'..=b'z' | b'A'..=b'Z' => n.letters |= 1 << ((b | 0x20) - b'a'),
@@ -665,6 +730,10 @@ impl Needs {
                 0x80.. => ascii = false,
                 _ => {}
             }
+        }
+        if runs.run > 0 {
+            let len = runs.run;
+            runs.end(&mut n, len);
         }
         if !ascii {
             n.letters = u32::MAX;
@@ -683,6 +752,8 @@ impl Needs {
             paren: true,
             plus: true,
             dash_or_dot: true,
+            ssn_shape: true,
+            nanp_shape: true,
         }
     }
 
@@ -767,16 +838,18 @@ fn find_alone<'s>(
 }
 
 fn has_ssn(s: &str, r: &Rules, lot: LotException, n: Needs) -> bool {
-    let shaped = find_alone(&r.ssn, s, 0, |m| {
-        lot == LotException::DoesNotApply || !r.lot_before.is_match(&s[..m.start()])
-    });
+    let shaped = n.ssn_shape
+        && find_alone(&r.ssn, s, 0, |m| {
+            lot == LotException::DoesNotApply || !r.lot_before.is_match(&s[..m.start()])
+        })
+        .is_some();
     // Every SSN label (`ssn`, `ss #`, `soc sec`) starts with an `s`.
-    shaped.is_some() || (n.all("s") && r.labelled_ssn.is_match(s))
+    shaped || (n.all("s") && r.labelled_ssn.is_match(s))
 }
 
 fn has_phone(s: &str, r: &Rules, n: Needs) -> bool {
     (n.paren && r.phone_parenthesised.is_match(s))
-        || (n.dash_or_dot && find_alone(&r.phone_nanp, s, 0, |_| true).is_some())
+        || (n.nanp_shape && find_alone(&r.phone_nanp, s, 0, |_| true).is_some())
         || (n.plus
             && r.phone_intl
                 .find_iter(s)
@@ -2011,6 +2084,44 @@ mod tests {
     /// marks the rules look for (either case, non-ASCII look-alikes among
     /// them).
     #[test]
+    fn the_digit_run_shapes_hold_every_ssn_and_nanp_match() {
+        // Every text the SSN or NANP pattern matches anywhere has the digit
+        // runs `Needs` notes for it, so skipping those patterns on a text
+        // without them skips nothing. Random texts over digits and the gap
+        // bytes (and a few others that break a gap), lengths 1 to 40.
+        let r = rules();
+        let mut next = xorshift(0x9E37_79B9_7F4A_7C15);
+        const ALPHABET: &[u8] = b"0123456789012345678901234567890123456789 \t-./_ -.a:,(+";
+        let (mut ssn, mut nanp) = (0, 0);
+        for _ in 0..300_000 {
+            let len = 1 + (next() % 40) as usize;
+            let t: String = (0..len)
+                .map(|_| ALPHABET[(next() % ALPHABET.len() as u64) as usize] as char)
+                .collect();
+            let n = Needs::of(&t);
+            if r.ssn.is_match(&t) {
+                ssn += 1;
+                assert!(n.ssn_shape, "SSN pattern matches {t:?}");
+            }
+            if r.phone_nanp.is_match(&t) {
+                nanp += 1;
+                assert!(n.nanp_shape, "NANP pattern matches {t:?}");
+            }
+        }
+        // The random texts do reach both patterns.
+        assert!(ssn > 1000 && nanp > 300, "ssn {ssn}, nanp {nanp}");
+        // And the shapes are not simply always on.
+        for clean in [
+            "sample 24-1128-90301 aspirated rack 47 pos 7",
+            "12:30:45.123",
+            "555x12x3456",
+        ] {
+            let n = Needs::of(clean);
+            assert!(!n.ssn_shape && !n.nanp_shape, "{clean}");
+        }
+    }
+
+    #[test]
     fn gating_never_changes_a_verdict() {
         let mut texts: Vec<String> = HOSTILE_TEXTS
             .iter()
@@ -2133,6 +2244,19 @@ mod tests {
             "19500304",
             "2024-06-27 10:30",
             "10.25",
+            "555 - 12 - 3456",
+            "555\t12\t3456",
+            "555   12   3456",
+            "555_12_3456",
+            "555/12/3456",
+            "555 .12. 3456",
+            "1555-12-34567",
+            "555-12- -3456",
+            "555-123-4567",
+            "217 - 555 - 0123",
+            "217 .555. 0123",
+            "0217.555.01234",
+            "24-1128-90301",
         ];
         const BETWEEN: &[&str] = &[" ", ": ", "#", " no. ", "=", "_", " - ", "  ", ""];
         let mut pick = |from: &[&'static str]| from[(next() % from.len() as u64) as usize];
