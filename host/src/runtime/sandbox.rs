@@ -53,7 +53,7 @@ pub struct HostState {
     /// The module said more input is waiting (`uplink.backlog-waiting`).
     pub(crate) backlog_waiting: bool,
     /// The warning, error and critical events of the batches queued in
-    /// this call, one per instrument and code (`runtime::host::alerts`):
+    /// this call, one per instrument and code (`runtime::host::batch_alerts`):
     /// raised as alerts when the call ends, whatever its outcome.
     pub(crate) alerts: Vec<super::bindings::uplink::InstrumentEvent>,
 }

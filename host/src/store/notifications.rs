@@ -122,8 +122,7 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Notification> {
 
 fn by_id(tx: &rusqlite::Connection, id: i64) -> rusqlite::Result<Notification> {
     // Cached: a raise runs this (and its other statements) for every alert
-    // of a batch in a backlog drain; preparing them anew was a third of its
-    // time.
+    // a backlog drain raises; preparing them anew was a third of its time.
     tx.prepare_cached(&format!(
         "SELECT {COLUMNS} FROM notification_log WHERE id = ?1"
     ))?
