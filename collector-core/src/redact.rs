@@ -652,21 +652,9 @@ impl Rules {
     /// Runs one pass over `s`, writing the new text to `out` (cleared
     /// first): how many matches were replaced, 0 when it changes nothing
     /// (`out` is then not the text). `ascii` says `s` is all ASCII (see
-    /// [`Pattern`]).
+    /// [`Pattern`]). Without `pretest`, no match test first (the tests'
+    /// reference: every match found by the pattern as written).
     fn apply_into(
-        &self,
-        pass: Pass,
-        s: &str,
-        ascii: bool,
-        scratch: &mut Scratch,
-        out: &mut String,
-    ) -> usize {
-        self.apply_tested(pass, s, ascii, scratch, out, true)
-    }
-
-    /// [`Rules::apply_into`]; without `pretest`, no match test first (the
-    /// tests' reference: every match found by the pattern as written).
-    fn apply_tested(
         &self,
         pass: Pass,
         s: &str,
@@ -711,7 +699,7 @@ impl Rules {
     #[cfg(test)]
     fn apply(&self, pass: Pass, s: &str, ascii: bool) -> Option<(String, usize)> {
         let mut out = String::new();
-        let n = self.apply_tested(pass, s, ascii, &mut Scratch::default(), &mut out, false);
+        let n = self.apply_into(pass, s, ascii, &mut Scratch::default(), &mut out, false);
         (n > 0).then_some((out, n))
     }
 
@@ -1318,7 +1306,7 @@ fn redact_with(text: &str, scratch: &mut Scratch) -> String {
             todo &= later & !LABELLED_ID;
             continue;
         }
-        let replaced = r.apply_into(pass, &s, !shape.non_ascii(), scratch, &mut next);
+        let replaced = r.apply_into(pass, &s, !shape.non_ascii(), scratch, &mut next, true);
         todo &= later;
         if replaced > 0 {
             std::mem::swap(&mut s, &mut next);

@@ -69,40 +69,35 @@ fn batch_alerts(batch: &[uplink::Record]) -> Vec<uplink::InstrumentEvent> {
         ) {
             continue;
         }
-        match chosen.iter_mut().find(|k| same_source(k, e)) {
-            Some(k) => {
-                if outranks(e, k) {
-                    *k = e;
-                }
-            }
-            None => chosen.push(e),
-        }
+        keep_alert(&mut chosen, e, |k| k);
     }
     chosen.into_iter().cloned().collect()
 }
 
-/// Adds `e` to the call's `alerts`: in place of the one of its instrument
-/// and code if it is at least as severe, at the end if there is none.
+/// Adds `e` to the call's `alerts` ([`keep_alert`]).
 fn merge_alert(alerts: &mut Vec<uplink::InstrumentEvent>, e: uplink::InstrumentEvent) {
-    match alerts.iter_mut().find(|k| same_source(k, &e)) {
+    keep_alert(alerts, e, |k| k);
+}
+
+/// Adds `e` (the event `event` gives of it) to `alerts`: in place of the
+/// one of its instrument and code if it is at least as severe, at the end
+/// if there is none.
+fn keep_alert<E>(alerts: &mut Vec<E>, e: E, event: fn(&E) -> &uplink::InstrumentEvent) {
+    let new = event(&e);
+    let same = |k: &E| {
+        let k = event(k);
+        k.code == new.code
+            && k.instrument.serial == new.instrument.serial
+            && k.instrument.model == new.instrument.model
+    };
+    match alerts.iter_mut().find(|k| same(k)) {
         Some(k) => {
-            if outranks(&e, k) {
+            if host_severity(new.severity) >= host_severity(event(k).severity) {
                 *k = e;
             }
         }
         None => alerts.push(e),
     }
-}
-
-fn same_source(a: &uplink::InstrumentEvent, b: &uplink::InstrumentEvent) -> bool {
-    a.code == b.code
-        && a.instrument.serial == b.instrument.serial
-        && a.instrument.model == b.instrument.model
-}
-
-/// Whether `later` takes the place of `kept`: at least as severe.
-fn outranks(later: &uplink::InstrumentEvent, kept: &uplink::InstrumentEvent) -> bool {
-    host_severity(later.severity) >= host_severity(kept.severity)
 }
 
 /// Most alerts held back until a call ends; more are raised at once.
